@@ -1,0 +1,210 @@
+"""The `prm-builder` command: build a config into a folder, inspect a built folder.
+
+    prm-builder build synthetic --problems sample --output-dir out/synthetic
+    prm-builder stats out/synthetic --plot out/synthetic.png
+
+Every option of a config is a flag of `build CONFIG` (`--num-incorrect-per-problem 3`), made
+from the config's dataclass fields, so the command line and `load_dataset` never drift apart.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+
+from .builder import SOURCES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError, ConnectionError) as error:
+        # Option and input errors already say what was expected; a traceback adds nothing.
+        print(f"prm-builder: error: {error}", file=sys.stderr)
+        return 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prm-builder", description="Build, inspect and publish PRM datasets.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    build = commands.add_parser("build", help="build a config through load_dataset and save it to a folder")
+    configs = build.add_subparsers(title="configs", metavar="CONFIG")
+    for name, module in SOURCES.items():
+        config_parser = configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        add_config_options(config_parser, module.CONFIG_CLASS)
+        config_parser.add_argument("--output-dir", required=True, help="folder to save the built DatasetDict to")
+        config_parser.add_argument("--num-proc", type=int, default=None, help="processes for generation")
+        config_parser.add_argument("--cache-dir", default=None, help="datasets cache folder (default: HF_DATASETS_CACHE)")
+        config_parser.add_argument(
+            "--force-rebuild", action="store_true", help="ignore the Arrow cache and build again"
+        )
+        config_parser.add_argument("--plot", default=None, help="also draw the distributions to this PNG file")
+        config_parser.set_defaults(run=run_build, config=name)
+
+    stats = commands.add_parser("stats", help="summarize a folder saved by `build`")
+    stats.add_argument("path", help="folder written by `prm-builder build --output-dir`")
+    stats.add_argument("--plot", default=None, help="draw steps per solution and first-error positions to this PNG")
+    stats.add_argument("--json", action="store_true", help="print the summary as JSON")
+    stats.set_defaults(run=run_stats)
+    return parser
+
+
+# -- options from the config dataclass -------------------------------------------------------------
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class) -> None:
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    for name in config_class.option_names():
+        flag = "--" + name.replace("_", "-")
+        if name == "data_dir":
+            parser.add_argument(flag, default=None, help="local folder with the source files")
+            continue
+        if name == "data_files":
+            parser.add_argument(
+                flag, nargs="+", default=None, metavar="SPLIT=PATH", help="explicit source files per split"
+            )
+            continue
+        field = fields[name]
+        help_text = field.metadata.get("help", "")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        kind, element = _base_type(hints[name])
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{help_text} (default: {default})")
+        elif kind is list:
+            parser.add_argument(
+                flag, default=None, type=_comma_list(element), help=f"{help_text} (comma-separated; default: {_show(default)})"
+            )
+        else:
+            parser.add_argument(flag, default=None, type=kind if kind in (int, float) else str, help=f"{help_text} (default: {_show(default)})")
+
+
+def _base_type(annotation):
+    """(int | float | bool | str | list, list element type) of an option's annotation."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) > 1:
+            return str, None  # e.g. `str | list[str]`: the config parses the text itself
+        annotation = members[0]
+    if typing.get_origin(annotation) is list:
+        (element,) = typing.get_args(annotation) or (str,)
+        return list, element
+    return (annotation if annotation in (bool, int, float) else str), None
+
+
+def _comma_list(element):
+    def parse(text: str) -> list:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        return [element(item) for item in items] if element in (int, float) else items
+
+    return parse
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def collect_options(args: argparse.Namespace, config_class) -> dict:
+    """The options given on the command line (unset flags are left to the config's defaults)."""
+    options = {}
+    for name in config_class.option_names():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name == "data_files":
+            value = _split_files(value)
+        options[name] = value
+    return options
+
+
+def _split_files(items: list[str]) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {}
+    for item in items:
+        split, sep, path = item.partition("=")
+        if not sep or not split or not path:
+            raise ValueError(f"--data-files expects SPLIT=PATH items (e.g. train=phase2_train.jsonl), got {item!r}")
+        files.setdefault(split, []).append(path)
+    return files
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from datasets import DownloadMode, load_dataset
+
+    import prm_builder  # noqa: F401 - registers the builder with datasets
+
+    from .drops import load_drops, save_drops
+    from .stats import format_summary, plot_distributions, summarize
+
+    options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
+    dataset = load_dataset(
+        "prm_builder",
+        args.config,
+        num_proc=args.num_proc,
+        cache_dir=args.cache_dir,
+        download_mode=DownloadMode.FORCE_REDOWNLOAD if args.force_rebuild else None,
+        **options,
+    )
+    drops = load_drops(_arrow_folder(dataset))
+    output = Path(args.output_dir)
+    dataset.save_to_disk(str(output))
+    save_drops(drops, output)
+    (output / "prm_builder_options.json").write_text(
+        json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
+    )
+    print(format_summary(summarize(dataset, drops)))
+    print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
+    if args.plot:
+        plot_distributions(dataset, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from datasets import DatasetDict, load_from_disk
+
+    from .drops import load_drops
+    from .stats import format_summary, plot_distributions, summarize
+
+    path = Path(args.path)
+    if not (path / "dataset_dict.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a folder saved by `prm-builder build` (no dataset_dict.json); "
+            "build one with `prm-builder build CONFIG --output-dir DIR`"
+        )
+    dataset = load_from_disk(str(path))
+    assert isinstance(dataset, DatasetDict)
+    summary = summarize(dataset, load_drops(path))
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if args.plot:
+        plot_distributions(dataset, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _arrow_folder(dataset) -> str:
+    split = next(iter(dataset.values()))
+    return str(Path(split.cache_files[0]["filename"]).parent)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

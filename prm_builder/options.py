@@ -1,0 +1,115 @@
+"""The base of every config's options: a dataclass BuilderConfig validated like datasets' own.
+
+`load_dataset("prm_builder", name, **options)` turns the options into fields of the config
+(datasets copies the registered config and sets each option with setattr, so `__post_init__`
+does not run again: `create_config_id`, which datasets always calls next, validates instead).
+"""
+
+import dataclasses
+import os
+from typing import Any, ClassVar
+
+import datasets
+from datasets.fingerprint import Hasher
+
+# BuilderConfig's own fields that are not options of ours.
+_BASE_FIELDS = {"name", "version", "description", "data_dir", "data_files"}
+
+
+@dataclasses.dataclass
+class PRMBuilderConfig(datasets.BuilderConfig):
+    # Only configs that read user files through datasets' own `data_dir`/`data_files` accept them.
+    ACCEPTS_DATA_FILES: ClassVar[bool] = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        """Check and normalize the options; subclasses extend it. Must be idempotent."""
+        if not self.ACCEPTS_DATA_FILES and (self.data_dir is not None or self.data_files is not None):
+            raise ValueError(
+                f"config {self.name!r} takes no data_dir/data_files; valid options: {', '.join(self.option_names())}"
+            )
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS]
+        return (["data_dir", "data_files"] if cls.ACCEPTS_DATA_FILES else []) + names
+
+    def options(self) -> dict[str, Any]:
+        """The option values, normalized: what the build depends on and what the dataset card prints."""
+        return {name: getattr(self, name) for name in self.option_names() if name not in ("data_dir", "data_files")}
+
+    def local_inputs(self) -> list[str]:
+        """Local files or folders whose content defines the build; their size and mtime join the cache key."""
+        return []
+
+    def create_config_id(self, config_kwargs: dict, custom_features=None) -> str:
+        # The cache key comes from the normalized options (so `seed=0` and the default share a
+        # cache) plus a stat fingerprint of local inputs (so an edited local file is rebuilt).
+        self.validate()
+        defaults = {f.name: _field_default(f) for f in dataclasses.fields(self)}
+        key = {name: value for name, value in self.options().items() if value != defaults.get(name)}
+        if self.data_dir is not None:
+            key["data_dir"] = os.path.normpath(self.data_dir)
+        if self.data_files is not None:
+            key["data_files"] = {split: sorted(map(str, files)) for split, files in self.data_files.items()}
+        inputs = list(self.local_inputs())
+        if self.data_files is not None:
+            inputs += [str(f) for files in self.data_files.values() for f in files]
+        if self.data_dir is not None:
+            inputs.append(self.data_dir)
+        fingerprints = [_stat_fingerprint(path) for path in sorted(set(inputs))]
+        if fingerprints:
+            key["local_inputs"] = fingerprints
+        if custom_features is not None:
+            key["features"] = custom_features
+        return self.name if not key else f"{self.name}-{Hasher.hash(key)}"
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _stat_fingerprint(path: str) -> tuple:
+    """(path, size, mtime) of a file, or of every file under a folder; cheap, unlike hashing content."""
+    if os.path.isdir(path):
+        entries = []
+        for root, _, files in os.walk(path):
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                stat = os.stat(full)
+                entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+        return (os.path.abspath(path), tuple(sorted(entries)))
+    if os.path.exists(path):
+        stat = os.stat(path)
+        return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    return (path, None)
+
+
+def check_choice(option: str, value: Any, choices: list) -> None:
+    if value not in choices:
+        raise ValueError(f"{option} must be one of {choices}, got {value!r}")
+
+
+def check_int(option: str, value: Any, minimum: int | None = None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{option} must be an integer{' or None' if allow_none else ''}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{option} must be >= {minimum}, got {value}")
+
+
+def as_list(option: str, value: Any) -> list:
+    """Accept a list, a tuple or a comma-separated string (as the command line gives it)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError(f"{option} must be a list or a comma-separated string, got {value!r}")

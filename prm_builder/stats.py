@@ -1,0 +1,126 @@
+"""What a built dataset holds: rows per split and source, label balance, steps, first errors, drops.
+
+Shared by `prm-builder build`/`stats` and the dataset card, so the numbers a user sees on the
+command line are the ones published.
+"""
+
+from collections import Counter
+
+import numpy as np
+from datasets import Dataset, DatasetDict
+
+from .drops import describe
+from .features import CORE_FEATURES
+
+# Extra columns with few distinct values (e.g. prm800k's phase, finish_reason) get a breakdown.
+MAX_BREAKDOWN_VALUES = 20
+
+
+def summarize(dataset: DatasetDict, drops: dict[str, Counter] | None = None) -> dict:
+    """A JSON-ready summary of every split."""
+    drops = drops or {}
+    return {split: _summarize_split(data, drops.get(split, Counter())) for split, data in dataset.items()}
+
+
+def _summarize_split(data: Dataset, dropped: Counter) -> dict:
+    columns = data.select_columns(["labels", "first_error", "source"]).to_dict()
+    steps = np.array([len(labels) for labels in columns["labels"]], dtype=np.int64)
+    positives = int(sum(sum(labels) for labels in columns["labels"]))
+    total_steps = int(steps.sum())
+    first_errors = Counter()
+    for source, first_error in zip(columns["source"], columns["first_error"]):
+        if first_error >= 0:
+            first_errors[source] += 1
+    summary = {
+        "rows": len(data),
+        "rows_per_source": dict(sorted(Counter(columns["source"]).items())),
+        "steps": total_steps,
+        "positive_steps": positives,
+        "negative_steps": total_steps - positives,
+        "positive_fraction": positives / total_steps if total_steps else 0.0,
+        "rows_with_error": int(sum(1 for f in columns["first_error"] if f >= 0)),
+        "steps_per_solution": _distribution(steps),
+        "first_error_position": _distribution(np.array([f for f in columns["first_error"] if f >= 0], dtype=np.int64)),
+        "dropped": dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
+    breakdowns = {}
+    for name, feature in data.features.items():
+        if name in CORE_FEATURES or getattr(feature, "dtype", None) not in ("string", "int32", "int64", "bool"):
+            continue
+        counts = Counter(data[name])
+        if len(counts) <= MAX_BREAKDOWN_VALUES:
+            breakdowns[name] = {str(value): n for value, n in sorted(counts.items(), key=lambda kv: str(kv[0]))}
+    if breakdowns:
+        summary["rows_per_value"] = breakdowns
+    return summary
+
+
+def _distribution(values: np.ndarray) -> dict:
+    if not len(values):
+        return {"count": 0}
+    return {
+        "count": int(len(values)),
+        "mean": round(float(values.mean()), 2),
+        "min": int(values.min()),
+        "median": float(np.median(values)),
+        "max": int(values.max()),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as the plain-text report printed by the CLI."""
+    lines = []
+    for split, s in summary.items():
+        lines.append(f"== {split}: {s['rows']:,} rows, {s['steps']:,} steps ==")
+        lines.append(
+            f"  label balance: {s['positive_steps']:,} positive / {s['negative_steps']:,} negative steps "
+            f"({s['positive_fraction']:.1%} positive); {s['rows_with_error']:,} rows contain an error"
+        )
+        lines.append("  rows per source:")
+        width = max((len(source) for source in s["rows_per_source"]), default=0)
+        for source, n in s["rows_per_source"].items():
+            lines.append(f"    {source:<{width}}  {n:>8,}")
+        for column, counts in s.get("rows_per_value", {}).items():
+            lines.append(f"  rows per {column}: " + ", ".join(f"{value}: {n:,}" for value, n in counts.items()))
+        for name, label in (("steps_per_solution", "steps per solution"), ("first_error_position", "first error at step")):
+            d = s[name]
+            if d["count"]:
+                lines.append(
+                    f"  {label}: mean {d['mean']}, min {d['min']}, median {d['median']:g}, max {d['max']}"
+                )
+        dropped = describe(Counter(s["dropped"]))
+        lines.append(f"  {dropped}" if dropped else "  dropped nothing")
+    return "\n".join(lines)
+
+
+def plot_distributions(dataset: DatasetDict, path: str) -> None:
+    """Steps per solution, and first-error position per source, one row of panels per split."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    splits = list(dataset)
+    figure, axes = plt.subplots(len(splits), 2, figsize=(11, 3.6 * len(splits)), squeeze=False)
+    for row, split in enumerate(splits):
+        columns = dataset[split].select_columns(["labels", "first_error", "source"]).to_dict()
+        steps = [len(labels) for labels in columns["labels"]]
+        left, right = axes[row]
+        left.hist(steps, bins=range(1, max(steps, default=1) + 2), color="#4c72b0", align="left", rwidth=0.85)
+        left.set_title(f"{split}: steps per solution")
+        left.set_xlabel("steps")
+        left.set_ylabel("rows")
+        by_source: dict[str, list[int]] = {}
+        for source, first_error in zip(columns["source"], columns["first_error"]):
+            if first_error >= 0:
+                by_source.setdefault(source, []).append(first_error)
+        if by_source:
+            top = max(max(v) for v in by_source.values())
+            right.hist(list(by_source.values()), bins=range(0, top + 2), label=list(by_source), align="left")
+            right.legend(fontsize=8)
+        right.set_title(f"{split}: first error position per source")
+        right.set_xlabel("index of first wrong step")
+        right.set_ylabel("rows")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,373 @@
+"""The `synthetic` config: correct GSM8K solutions plus corrupted copies that go wrong realistically.
+
+Each corrupted copy makes one mistake in a calculation on the path to the final answer and
+carries it through every later step that used the changed value (see gsm8k.rewrite), so the
+solution stays internally consistent and ends in a wrong answer, as a model's mistake would.
+Labels are True before the mistake and False from it on.
+"""
+
+import dataclasses
+import itertools
+import random
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+
+from . import gsm8k
+from .arithmetic import decimals_of, format_number, is_integer
+from .features import CORE_FEATURES
+from .options import PRMBuilderConfig, as_list, check_int
+
+STRATEGIES = ("flip_number", "change_operator", "calculation_error", "wrong_final_answer")
+SAMPLE_PROBLEMS = Path(__file__).resolve().parent / "data" / "sample_problems.jsonl"
+# The Hub's openai/gsm8k ("main" config), read as Parquet through the datasets download manager.
+GSM8K_FILES = {
+    split: f"https://huggingface.co/datasets/openai/gsm8k/resolve/main/main/{split}-00000-of-00001.parquet"
+    for split in ("train", "test")
+}
+# One in SAMPLE_TEST_EVERY bundled sample problems is held out as its test split.
+SAMPLE_TEST_EVERY = 6
+PROBLEMS_PER_SHARD = 1000
+# Draws per corrupted row before giving up on a duplicate of an earlier copy.
+ATTEMPTS = 4
+# Changes tried on one calculation before moving to another on the path.
+CHANGES_PER_CALCULATION = 6
+CENT = Decimal("0.01")
+
+DESCRIPTION = (
+    "GSM8K solutions split into steps, with corrupted copies (flip_number, change_operator, "
+    "calculation_error, wrong_final_answer) whose error is carried through the later steps."
+)
+HOMEPAGE = "https://github.com/openai/grade-school-math"
+LICENSE = "MIT (GSM8K)"
+CITATION = """@article{cobbe2021gsm8k,
+  title={Training Verifiers to Solve Math Word Problems},
+  author={Cobbe, Karl and Kosaraju, Vineet and Bavarian, Mohammad and Chen, Mark and Jun, Heewoo and Kaiser, Lukasz and Plappert, Matthias and Tworek, Jerry and Hilton, Jacob and Nakano, Reiichiro and Hesse, Christopher and Schulman, John},
+  journal={arXiv preprint arXiv:2110.14168},
+  year={2021}
+}"""
+FEATURES = CORE_FEATURES
+
+
+@dataclasses.dataclass
+class SyntheticConfig(PRMBuilderConfig):
+    """Options of the `synthetic` config.
+
+    Parameters:
+        problems: "gsm8k" (the Hub's openai/gsm8k), "sample" (problems bundled with the package,
+            no network), or a local folder with GSM8K's train.jsonl/test.jsonl (or one .jsonl
+            file, read as the train split).
+        num_incorrect_per_problem: corrupted copies per problem, strategies spread evenly.
+        max_examples: cap on the rows of each split (None: all).
+        strategies: which corruptions to use (list or comma-separated string).
+        include_correct: also yield each correct solution (all labels True).
+        seed: randomness comes from (seed, problem), so rows do not depend on order or num_proc.
+        keep_calculator_annotations: keep GSM8K's `<<48/2=24>>` in the step text.
+    """
+
+    problems: str = dataclasses.field(
+        default="gsm8k", metadata={"help": "'gsm8k' (Hub), 'sample' (bundled, offline) or a local GSM8K folder/jsonl"}
+    )
+    num_incorrect_per_problem: int = dataclasses.field(default=3, metadata={"help": "corrupted copies per problem"})
+    max_examples: int | None = dataclasses.field(default=None, metadata={"help": "cap on the rows of each split"})
+    strategies: list[str] = dataclasses.field(
+        default_factory=lambda: list(STRATEGIES), metadata={"help": "corruption strategies to use"}
+    )
+    include_correct: bool = dataclasses.field(default=True, metadata={"help": "also yield each correct solution"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the corruptions"})
+    keep_calculator_annotations: bool = dataclasses.field(
+        default=False, metadata={"help": "keep GSM8K's <<a*b=c>> annotations in the step text"}
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.problems, (str, Path)) or not str(self.problems):
+            raise ValueError(f"problems must be 'gsm8k', 'sample' or a local path, got {self.problems!r}")
+        self.problems = str(self.problems)
+        if self.problems not in ("gsm8k", "sample") and not Path(self.problems).exists():
+            raise ValueError(
+                f"problems must be 'gsm8k', 'sample' or an existing local path "
+                f"(a folder with train.jsonl/test.jsonl, or a .jsonl file), got {self.problems!r}: no such file or folder"
+            )
+        check_int("num_incorrect_per_problem", self.num_incorrect_per_problem, minimum=0)
+        check_int("max_examples", self.max_examples, minimum=1, allow_none=True)
+        check_int("seed", self.seed)
+        self.strategies = as_list("strategies", self.strategies)
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies must be a non-empty list of {list(STRATEGIES)}, got {self.strategies!r}")
+        # Order matters for which problem gets which strategy; duplicates would skew the spread.
+        self.strategies = [s for s in STRATEGIES if s in self.strategies]
+        for option in ("include_correct", "keep_calculator_annotations"):
+            if not isinstance(getattr(self, option), bool):
+                raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
+        if not self.include_correct and self.num_incorrect_per_problem == 0:
+            raise ValueError("include_correct=False with num_incorrect_per_problem=0 would yield no rows")
+
+    def local_inputs(self) -> list[str]:
+        return [] if self.problems in ("gsm8k", "sample") else [self.problems]
+
+
+CONFIG_CLASS = SyntheticConfig
+
+
+# -- splits ----------------------------------------------------------------------------------------
+
+
+def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.SplitGenerator]:
+    files = _problem_files(config, dl_manager)
+    generators = []
+    for split, (path, selection) in files.items():
+        count = len(_read_problems(path, selection))
+        # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
+        step = count if config.max_examples else PROBLEMS_PER_SHARD
+        shards = [(path, selection, start, min(start + step, count)) for start in range(0, count, max(step, 1))]
+        generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": shards}))
+    return generators
+
+
+def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, str]]:
+    """split -> (file, selection); selection picks the sample's held-out problems."""
+    if config.problems == "gsm8k":
+        downloaded = dl_manager.download(GSM8K_FILES)
+        return {split: (path, "all") for split, path in downloaded.items()}
+    if config.problems == "sample":
+        return {"train": (str(SAMPLE_PROBLEMS), "sample_train"), "test": (str(SAMPLE_PROBLEMS), "sample_test")}
+    path = Path(config.problems)
+    if path.is_file():
+        return {"train": (str(path), "all")}
+    found = {split: (str(path / f"{split}.jsonl"), "all") for split in ("train", "test") if (path / f"{split}.jsonl").is_file()}
+    if not found:
+        raise FileNotFoundError(
+            f"problems={config.problems!r}: expected train.jsonl and/or test.jsonl (GSM8K layout) in this folder, found neither"
+        )
+    return found
+
+
+def _read_problems(path: str, selection: str) -> list[dict]:
+    if path.endswith(".parquet"):
+        table = pq.read_table(path, columns=["question", "answer"]).to_pylist()
+        problems = [{"index": i, **row} for i, row in enumerate(table)]
+    else:
+        problems = gsm8k.read_jsonl_problems(path)
+    if selection == "sample_test":
+        return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY == SAMPLE_TEST_EVERY - 1]
+    if selection == "sample_train":
+        return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY != SAMPLE_TEST_EVERY - 1]
+    return problems
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+
+def generate_rows(config: SyntheticConfig, drops: Counter, split: str, shards: list) -> Iterator[dict]:
+    emitted = 0
+    for path, selection, start, stop in shards:
+        for problem in _read_problems(path, selection)[start:stop]:
+            for row in problem_rows(config, split, problem, drops):
+                if config.max_examples is not None and emitted >= config.max_examples:
+                    return
+                emitted += 1
+                yield row
+
+
+def problem_rows(config: SyntheticConfig, split: str, problem: dict, drops: Counter) -> Iterator[dict]:
+    """The correct row and the corrupted copies of one problem."""
+    try:
+        solution = gsm8k.parse_solution(problem["answer"])
+    except gsm8k.ParseError as error:
+        drops[error.reason] += 1
+        return
+    problem_id = f"{split}-{problem['index']:05d}"
+    correct_lines = [step.text for step in solution.steps]
+    base = {"prompt": problem["question"], "reference_answer": solution.answer_text}
+    correct = gsm8k.render(correct_lines, solution.answer_text, config.keep_calculator_annotations)
+    if config.include_correct:
+        yield _row(base, f"{problem_id}/correct", "correct", correct, -1, solution.answer_text)
+    if not config.num_incorrect_per_problem:
+        return
+    if solution.answer is None:
+        drops["non_numeric_answer"] += config.num_incorrect_per_problem
+        return
+    seen = {tuple(correct)}
+    for slot in range(config.num_incorrect_per_problem):
+        # Rotating by the problem index spreads strategies evenly even with one copy per problem.
+        strategy = config.strategies[(problem["index"] + slot) % len(config.strategies)]
+        rng = random.Random(f"{config.seed}:{split}:{problem['index']}:{slot}")
+        drawn = _draw_copy(strategy, solution, rng, seen, config.keep_calculator_annotations)
+        if isinstance(drawn, str):
+            drops[f"{strategy}:{drawn}"] += 1
+            continue
+        completions, error_step, final = drawn
+        yield _row(base, f"{problem_id}/{strategy}/{slot}", strategy, completions, error_step, final)
+
+
+def _draw_copy(strategy: str, solution: gsm8k.Solution, rng: random.Random, seen: set, keep_annotations: bool):
+    """(completions, first wrong step, final answer) of a new corrupted copy, or why there is none."""
+    for _ in range(ATTEMPTS):
+        try:
+            lines, error_step, final = CORRUPTIONS[strategy](solution, rng)
+        except gsm8k.Unrewritable as skip:
+            return skip.reason
+        completions = gsm8k.render(lines, final, keep_annotations)
+        if tuple(completions) not in seen:
+            seen.add(tuple(completions))
+            return completions, error_step, final
+    return "duplicate"
+
+
+def _row(base: dict, row_id: str, kind: str, completions: list[str], error_step: int, final: str) -> dict:
+    labels = [True] * len(completions) if error_step < 0 else [i < error_step for i in range(len(completions))]
+    return {
+        "id": row_id,
+        **base,
+        "completions": completions,
+        "labels": labels,
+        "first_error": error_step,
+        "final_answer": final,
+        "source": f"synthetic/{kind}",
+    }
+
+
+# -- corruption strategies -------------------------------------------------------------------------
+# Each takes the parsed solution and a seeded rng and returns (raw lines, index of the first
+# wrong step, final answer as written), or raises gsm8k.Unrewritable with the reason it cannot.
+
+
+def flip_number(solution: gsm8k.Solution, rng: random.Random):
+    """Misread one quantity: an operand of a calculation on the path becomes a nearby number."""
+
+    def changes(calc: gsm8k.Calculation):
+        operands = gsm8k.operand_spans(calc.expression)
+        for index in rng.sample(range(len(operands)), len(operands)):
+            text = calc.expression[slice(*operands[index])]
+            for value in _nearby_numbers(text, rng):
+                yield gsm8k.Change(operands={index: value})
+
+    return _corrupt_on_path(solution, rng, changes, prefer_visible=True)
+
+
+def change_operator(solution: gsm8k.Solution, rng: random.Random):
+    """Use the wrong operation in one calculation on the path (+ and -, * and / swapped)."""
+    swap = {"+": "-", "-": "+", "*": "/", "/": "*"}
+
+    def changes(calc: gsm8k.Calculation):
+        operators = gsm8k.operator_spans(calc.expression)
+        for index in rng.sample(range(len(operators)), len(operators)):
+            symbol = calc.expression[slice(*operators[index])]
+            yield gsm8k.Change(operator=(index, swap[symbol]))
+
+    return _corrupt_on_path(solution, rng, changes, prefer_visible=True)
+
+
+def calculation_error(solution: gsm8k.Solution, rng: random.Random):
+    """Right expression, wrong result: a slipped digit, off by one or ten, a shifted decimal."""
+
+    def changes(calc: gsm8k.Calculation):
+        for value in _slips(calc.result_text, rng):
+            yield gsm8k.Change(result=value)
+
+    return _corrupt_on_path(solution, rng, changes, prefer_visible=False)
+
+
+def wrong_final_answer(solution: gsm8k.Solution, rng: random.Random):
+    """Every step right, the stated answer wrong: often an intermediate result, else a slip."""
+    intermediate = sorted({calc.result for _, calc in solution.calculations() if calc.value is not None} - {solution.answer})
+    candidates = list(itertools.islice(_slips(solution.answer_text, rng), 4))
+    if intermediate and rng.random() < 0.5:
+        candidates.insert(0, rng.choice(intermediate))
+    for value in candidates:
+        if value != solution.answer:
+            final = format_number(value, solution.answer_text)
+            return [step.text for step in solution.steps], len(solution.steps), final
+    raise gsm8k.Unrewritable("no_alternative_answer")
+
+
+CORRUPTIONS = {
+    "flip_number": flip_number,
+    "change_operator": change_operator,
+    "calculation_error": calculation_error,
+    "wrong_final_answer": wrong_final_answer,
+}
+
+
+def _corrupt_on_path(solution: gsm8k.Solution, rng: random.Random, changes, prefer_visible: bool):
+    """Try calculations on the path to the answer until a change ends in a different final answer."""
+    path = list(solution.path)
+    if not path:
+        raise gsm8k.Unrewritable("answer_not_computed")
+    rng.shuffle(path)
+    if prefer_visible:
+        # A visible mistake ("48 - 2 = 46") teaches more than one hidden in a stripped annotation.
+        path.sort(key=lambda item: item[1].mirror is None)
+    reason = "answer_unchanged"
+    for line, calc in path:
+        for change in itertools.islice(changes(calc), CHANGES_PER_CALCULATION):
+            try:
+                result = gsm8k.rewrite(solution, line, calc, change)
+            except gsm8k.Unrewritable as error:
+                reason = error.reason
+                continue
+            final = result.carried.get(solution.answer, solution.answer)
+            if final == solution.answer:
+                continue
+            if _plausible(final, solution.answer):
+                return result.lines, line, format_number(final, solution.answer_text)
+            reason = "implausible_answer"
+    raise gsm8k.Unrewritable(reason)
+
+
+def _plausible(value: Decimal, answer: Decimal) -> bool:
+    # A negative count, or 23.5 clips where the question counts clips, reads as noise rather
+    # than as a mistake a solver would make and carry on with.
+    return (value >= 0 or answer < 0) and (is_integer(value) or not is_integer(answer))
+
+
+def _nearby_numbers(text: str, rng: random.Random) -> list[Decimal]:
+    """Numbers a reader could take `text` for: a swapped or slipped digit, one more or less."""
+    value = Decimal(text)
+    candidates = {value + 1, value - 1, *_digit_variants(text)}
+    candidates.discard(value)
+    candidates = sorted(c for c in candidates if c > 0)
+    rng.shuffle(candidates)
+    return candidates
+
+
+def _slips(text: str, rng: random.Random) -> Iterator[Decimal]:
+    """Wrong results a solver plausibly writes for `text`: digit slips, off by one or ten, shifted decimal."""
+    value = Decimal(text)
+    kinds = [
+        [value + 1, value - 1],
+        [value + 10, value - 10],
+        _digit_variants(text),
+        [value * 10, value / 10] if value else [],
+    ]
+    rng.shuffle(kinds)
+    seen = {value}
+    for kind in kinds:
+        rng.shuffle(kind)
+        for candidate in kind:
+            # Non-negative, new, and writable as GSM8K writes numbers (at most two decimals).
+            if candidate >= 0 and candidate not in seen and candidate.quantize(CENT) == candidate:
+                seen.add(candidate)
+                yield candidate
+
+
+def _digit_variants(text: str) -> list[Decimal]:
+    """Adjacent digits swapped, or one digit off by one, keeping the number's shape."""
+    digits = [i for i, ch in enumerate(text) if ch.isdigit()]
+    variants = []
+    for a, b in zip(digits, digits[1:]):
+        if b == a + 1 and text[a] != text[b]:
+            swapped = text[:a] + text[b] + text[a] + text[b + 1 :]
+            variants.append(swapped)
+    for i in digits:
+        for delta in (-1, 1):
+            digit = int(text[i]) + delta
+            if 0 <= digit <= 9 and not (i == digits[0] and digit == 0 and len(digits) > 1):
+                variants.append(text[:i] + str(digit) + text[i + 1 :])
+    return [Decimal(v) for v in variants]

@@ -1,0 +1,131 @@
+"""PRMConfig: the training arguments of `PRMTrainer`, field for field those of TRL 1.9's `trl.experimental.prm`."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
+
+
+@dataclass
+class PRMConfig(TrainingArguments):
+    r"""
+    Configuration class for [`PRMTrainer`].
+
+    This class holds only the parameters specific to process reward model training; see
+    [`~transformers.TrainingArguments`] for the others. It has the fields and defaults of the last
+    `trl.experimental.prm.PRMConfig` (TRL 1.9), so code written for it runs with only the import changed, plus
+    `max_prompt_length`. With [`~transformers.HfArgumentParser`] (or `trl.TrlParser`) every field becomes a command
+    line flag.
+
+    Parameters:
+        max_length (`int` or `None`, *optional*, defaults to `1024`):
+            Maximum length of the tokenized sequence (prompt + completion). Longer sequences are cut from the right.
+            `None` keeps everything.
+        max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
+            Maximum length of the tokenized prompt (BOS token included). A longer prompt loses tokens from the left
+            (its beginning) before `max_length` applies, so a long problem statement cannot push every labelled step
+            out of the sequence. `None` keeps the whole prompt, as TRL did.
+        max_completion_length (`int` or `None`, *optional*, defaults to `None`):
+            Maximum length of the tokenized completion (all steps with their separators). Longer completions are cut
+            from the right. `None` keeps everything.
+        disable_dropout (`bool`, *optional*, defaults to `True`):
+            Whether to disable dropout in the model (LoRA dropout included).
+        step_separator (`str`, *optional*, defaults to `"\n"`):
+            Separator appended to each step. The step's label sits on the last token of the step and its separator.
+        train_on_last_step_only (`bool`, *optional*, defaults to `False`):
+            Whether to train on the label of the last step only. Evaluation always scores every step.
+        dataset_num_proc (`int` or `None`, *optional*, defaults to `None`):
+            Number of processes used to tokenize the dataset.
+
+    > [!NOTE]
+    > These parameters have default values different from [`~transformers.TrainingArguments`], as in TRL:
+    > - `learning_rate`: defaults to `1e-5` instead of `5e-5`.
+    > - `logging_steps`: defaults to `10` instead of `500`.
+    > - `gradient_checkpointing` (`activation_checkpointing` in current transformers): defaults to `True` instead of
+    >   `False` when neither name is given.
+    > - `bf16`: defaults to `True` if `fp16` is not set, instead of `False`, on hardware that supports it (a CUDA,
+    >   XPU, NPU... device with bf16, or XLA). Elsewhere, e.g. on a CPU-only machine, it defaults to `False`, where
+    >   TRL 1.9 stopped with "Your setup doesn't support bf16/gpu". Pass `bf16=True` to force it.
+    """
+
+    # Parameters whose default values are overridden from TrainingArguments
+    learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "The initial learning rate for AdamW."},
+    )
+    logging_steps: float = field(
+        default=10,
+        metadata={
+            "help": "Log every X update steps. Should be an integer or a float in range `[0,1)`. If smaller than 1, "
+            "it is a ratio of the total training steps."
+        },
+    )
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Whether to use bf16 (mixed) precision instead of 32-bit. If not set, it defaults to `True` if "
+            "`fp16` is not set and the hardware supports bf16, `False` otherwise (e.g. on a CPU-only machine)."
+        },
+    )
+
+    # Parameters that control the data preprocessing
+    max_length: int | None = field(
+        default=1024,
+        metadata={
+            "help": "Maximum length of the tokenized sequence (prompt + completion). Longer sequences are cut from "
+            "the right. `None` keeps everything."
+        },
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Maximum length of the tokenized prompt (BOS token included). A longer prompt loses tokens from "
+            "the left before `max_length` applies, so a long problem cannot push every labelled step out. `None` "
+            "keeps the whole prompt."
+        },
+    )
+    max_completion_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Maximum length of the tokenized completion (all steps with their separators). Longer "
+            "completions are cut from the right. `None` keeps everything."
+        },
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={"help": "Whether to disable dropout in the model (LoRA dropout included)."},
+    )
+    step_separator: str = field(
+        default="\n",
+        metadata={"help": "Separator appended to each step; the step's label sits on its last token."},
+    )
+    train_on_last_step_only: bool = field(
+        default=False,
+        metadata={"help": "Whether to train on the label of the last step only (evaluation scores every step)."},
+    )
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={"help": "Number of processes used to tokenize the dataset."},
+    )
+
+    def __post_init__(self):
+        for name in ("max_length", "max_prompt_length", "max_completion_length", "dataset_num_proc"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}")
+        if not isinstance(self.step_separator, str):
+            raise ValueError(f"`step_separator` must be a string, got {type(self.step_separator).__name__}")
+
+        # TRL checkpoints activations by default. transformers now calls the option `activation_checkpointing` and
+        # keeps `gradient_checkpointing` as a deprecated alias: set the new name only when neither was given, so that
+        # both spellings a user may pass keep their meaning.
+        if getattr(self, "activation_checkpointing", None) is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
+
+        if self.bf16 is None:
+            # TRL's rule is "bf16 unless fp16", which makes TrainingArguments refuse to start on a machine without a
+            # bf16 device; fall back to 32-bit there instead.
+            bf16_hardware = not self.use_cpu and (is_torch_bf16_gpu_available() or is_torch_xla_available())
+            self.bf16 = not self.fp16 and bf16_hardware
+
+        super().__post_init__()

@@ -1,0 +1,301 @@
+"""Evaluation of process reward models: step accuracy, ProcessBench's first-error F1, best-of-N selection.
+
+A step's score is the probability of label 1 (the step is still correct) at the step's last token, the same place its
+label sat in training. The metric functions take plain lists of scores and labels, so they can be checked by hand;
+`evaluate_reward_model` computes the scores with a model and calls them.
+"""
+
+import math
+import re
+from collections import defaultdict
+
+import numpy as np
+
+METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
+AGGREGATIONS = ("min", "prod", "last")
+
+
+def _is_scored(score: float) -> bool:
+    return not math.isnan(score)
+
+
+def _binary_step_metrics(predicted: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, majority-label baseline and balanced accuracy of boolean predictions against boolean labels."""
+    if labels.size == 0:
+        return {"step_accuracy": None, "majority_baseline": None, "balanced_accuracy": None}
+    positive_rate = float(labels.mean())
+    # Mean recall over the classes present: a constant predictor scores 0.5 when both are present.
+    recalls = [float((predicted[labels == cls] == cls).mean()) for cls in (False, True) if (labels == cls).any()]
+    return {
+        "step_accuracy": float((predicted == labels).mean()),
+        "majority_baseline": max(positive_rate, 1.0 - positive_rate),
+        "balanced_accuracy": sum(recalls) / len(recalls),
+    }
+
+
+def compute_step_accuracy(eval_pred) -> dict:
+    """`compute_metrics` for the Trainer: step accuracy on labelled tokens, with baseline and balanced accuracy.
+
+    `accuracy` keeps the key TRL's PRMTrainer reported. Predictions are logits `(batch, seq, 2)` or, after a
+    `preprocess_logits_for_metrics` that took the argmax, labels `(batch, seq)`.
+    """
+    predictions, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(predictions, tuple):
+        predictions = predictions[0]
+    mask = labels != -100
+    # p(1) >= 0.5 exactly when logit 1 >= logit 0, the rule `evaluate_reward_model` uses at threshold 0.5.
+    predicted = predictions[..., 1] >= predictions[..., 0] if predictions.ndim == 3 else predictions == 1
+    metrics = _binary_step_metrics(predicted[mask], labels[mask] == 1)
+    return {"accuracy": metrics["step_accuracy"], **{k: v for k, v in metrics.items() if k != "step_accuracy"}}
+
+
+def step_accuracy(scores: list[list[float]], labels: list[list[bool]], threshold: float = 0.5) -> dict:
+    """Share of steps whose prediction (score >= threshold) equals the label.
+
+    Reported with the majority-label baseline (the accuracy of always answering the more frequent label) and balanced
+    accuracy (mean recall of both labels), because a bare 70% means nothing when 70% of steps are positive. Steps
+    without a score (NaN, e.g. cut by truncation) are left out and counted in `unscored_steps`.
+    """
+    flat_scores = np.array([s for row in scores for s in row], dtype=float)
+    flat_labels = np.array([bool(label) for row in labels for label in row], dtype=bool)
+    if flat_scores.shape != flat_labels.shape:
+        raise ValueError(f"scores and labels differ in size: {flat_scores.size} scores, {flat_labels.size} labels")
+    scored = ~np.isnan(flat_scores)
+    metrics = _binary_step_metrics(flat_scores[scored] >= threshold, flat_labels[scored])
+    return {**metrics, "num_steps": int(scored.sum()), "unscored_steps": int((~scored).sum())}
+
+
+def _first_below(values, threshold) -> int:
+    return next((i for i, value in enumerate(values) if value < threshold), -1)
+
+
+def first_error_f1(scores: list[list[float]], labels: list[list[bool]], threshold: float = 0.5) -> dict:
+    """ProcessBench's metric: find the first wrong step.
+
+    The predicted first error is the first step scoring below `threshold` (-1 if none); the true one is the first step
+    labelled False (-1 if none). On rows with an error, accuracy is the exact match of the two indices; on correct rows,
+    it is the share where no error is predicted. F1 is their harmonic mean (None when either kind of row is absent).
+    Rows with an unscored step are left out and counted in `unscored_rows`.
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"scores and labels differ in rows: {len(scores)} vs {len(labels)}")
+    hits = {"erroneous": [], "correct": []}
+    unscored = 0
+    for row_scores, row_labels in zip(scores, labels):
+        if not all(_is_scored(s) for s in row_scores) or len(row_scores) != len(row_labels):
+            unscored += 1
+            continue
+        true_index = next((i for i, label in enumerate(row_labels) if not label), -1)
+        predicted_index = _first_below(row_scores, threshold)
+        hits["correct" if true_index == -1 else "erroneous"].append(predicted_index == true_index)
+    on_errors = sum(hits["erroneous"]) / len(hits["erroneous"]) if hits["erroneous"] else None
+    on_correct = sum(hits["correct"]) / len(hits["correct"]) if hits["correct"] else None
+    if on_errors is None or on_correct is None:
+        f1 = None
+    else:
+        f1 = 2 * on_errors * on_correct / (on_errors + on_correct) if on_errors + on_correct else 0.0
+    return {
+        "first_error_f1": f1,
+        "first_error_accuracy_on_errors": on_errors,
+        "first_error_accuracy_on_correct": on_correct,
+        "first_error_num_erroneous": len(hits["erroneous"]),
+        "first_error_num_correct": len(hits["correct"]),
+        "first_error_unscored_rows": unscored,
+    }
+
+
+def aggregate_steps(step_scores: list[float], aggregation: str) -> float:
+    """One solution score from its step scores: `min`, `prod` (as a sum of logs: same order, no underflow) or `last`."""
+    if aggregation == "min":
+        return min(step_scores)
+    if aggregation == "prod":
+        return sum(math.log(s) if s > 0 else -math.inf for s in step_scores)
+    if aggregation == "last":
+        return step_scores[-1]
+    raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+
+
+def normalize_answer(answer: str) -> str:
+    """A light canonical form for comparing final answers: no `$`, thousands commas or trailing period; `72.0` == `72`."""
+    text = re.sub(r"\s+", " ", str(answer)).strip().strip("$").strip().rstrip(".").strip()
+    number = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
+    try:
+        value = float(number)
+    except ValueError:
+        return text.lower()
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def best_of_n(
+    scores: list[list[float]],
+    prompts: list[str],
+    correct: list[bool],
+    final_answers: list[str] | None = None,
+    aggregation: str = "min",
+) -> dict:
+    """Best-of-N selection: per prompt, pick the solution with the best aggregated score and check it.
+
+    Reported beside the oracle (some solution is correct), random choice (the expected accuracy of a uniform pick)
+    and, when `final_answers` are given, majority vote over the normalized final answers (empty answers do not vote).
+    Ties, between solutions or votes, count as the expected accuracy of breaking them at random, so the figures are
+    exact and need no seed. Solutions with an unscored step or no step are left out and counted.
+    """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if not len(scores) == len(prompts) == len(correct) or (final_answers is not None and len(final_answers) != len(scores)):
+        raise ValueError("scores, prompts, correct (and final_answers) must have one entry per solution")
+    groups = defaultdict(list)
+    unscored = 0
+    for index, (row_scores, prompt) in enumerate(zip(scores, prompts)):
+        if not row_scores or not all(_is_scored(s) for s in row_scores):
+            unscored += 1
+            continue
+        groups[prompt].append(index)
+
+    totals = {"prm": 0.0, "oracle": 0.0, "random": 0.0, "majority_vote": 0.0}
+    for members in groups.values():
+        solution_scores = [aggregate_steps(scores[i], aggregation) for i in members]
+        best = max(solution_scores)
+        chosen = [i for i, s in zip(members, solution_scores) if s == best]
+        totals["prm"] += sum(correct[i] for i in chosen) / len(chosen)
+        totals["oracle"] += float(any(correct[i] for i in members))
+        totals["random"] += sum(correct[i] for i in members) / len(members)
+        if final_answers is not None:
+            votes = defaultdict(list)
+            for i in members:
+                if str(final_answers[i]).strip():
+                    votes[normalize_answer(final_answers[i])].append(correct[i])
+            if votes:
+                top = max(len(v) for v in votes.values())
+                winners = [v for v in votes.values() if len(v) == top]
+                totals["majority_vote"] += sum(sum(v) / len(v) for v in winners) / len(winners)
+
+    num_groups = len(groups)
+    rate = (lambda total: total / num_groups) if num_groups else (lambda total: None)
+    return {
+        "best_of_n_accuracy": rate(totals["prm"]),
+        "best_of_n_oracle": rate(totals["oracle"]),
+        "best_of_n_random": rate(totals["random"]),
+        "best_of_n_majority_vote": rate(totals["majority_vote"]) if final_answers is not None else None,
+        "best_of_n_aggregation": aggregation,
+        "best_of_n_num_problems": num_groups,
+        "best_of_n_num_solutions": sum(len(m) for m in groups.values()),
+        "best_of_n_unscored_solutions": unscored,
+    }
+
+
+def score_steps(
+    model,
+    tokenizer,
+    dataset,
+    batch_size: int = 8,
+    step_separator: str = "\n",
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+) -> list[list[float]]:
+    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by `max_length`."""
+    import torch
+
+    from .trainer import PRMTrainer
+
+    encoded = []
+    for row in dataset:
+        steps = row["completions"]
+        # Label each step with its own index: tokenize_row puts it on the step's last token, which maps every scored
+        # position back to its step even when truncation or an empty step removed some.
+        tokenized = PRMTrainer.tokenize_row(
+            {"prompt": row["prompt"], "completions": steps, "labels": list(range(len(steps)))},
+            tokenizer, step_separator, max_length, None, False, True, max_prompt_length=max_prompt_length,
+        )
+        positions = [(pos, step) for pos, step in enumerate(tokenized["labels"]) if step != -100]
+        encoded.append((tokenized["input_ids"], positions, len(steps)))
+
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    scores = [[math.nan] * num_steps for _, _, num_steps in encoded]
+    # Longest first, so each batch holds rows of similar length and pads little.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]), reverse=True)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                width = max(len(encoded[i][0]) for i in batch)
+                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids = encoded[i][0]
+                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                    attention_mask[row, : len(ids)] = 1
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+                probabilities = logits.float().softmax(dim=-1)[..., 1].cpu()
+                for row, i in enumerate(batch):
+                    for pos, step in encoded[i][1]:
+                        scores[i][step] = float(probabilities[row, pos])
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def evaluate_reward_model(
+    model,
+    tokenizer,
+    dataset,
+    metric: str = "step_accuracy",
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    step_separator: str = "\n",
+    aggregation: str = "min",
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+) -> dict:
+    """Score every step of `dataset` with a PRM and compute `metric`.
+
+    Args:
+        model: a token classification model with 2 labels (a PeftModel too), e.g. trained by `PRMTrainer`.
+        tokenizer: its tokenizer.
+        dataset: a `datasets.Dataset` or list of rows with `prompt`, `completions`, `labels`; `best_of_n` also
+            uses `final_answer` and `reference_answer` when present.
+        metric: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
+        batch_size: rows per forward pass.
+        threshold: a step is predicted correct when its score is at least this.
+        step_separator: the separator the model was trained with.
+        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod` or `last`.
+        max_length, max_prompt_length: truncation as in training; `None` (default) scores whole rows.
+
+    Returns:
+        A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
+        a solution is correct when its final answer matches the reference answer, or, for rows without a reference
+        answer, when every step is labelled correct.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    rows = list(dataset)
+    scores = score_steps(model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length)
+    labels = [[bool(label) for label in row["labels"]] for row in rows]
+
+    results = {"num_rows": len(rows)}
+    if metric in ("step_accuracy", "all"):
+        results.update(step_accuracy(scores, labels, threshold))
+    if metric in ("first_error_f1", "all"):
+        results.update(first_error_f1(scores, labels, threshold))
+    if metric in ("best_of_n", "all"):
+        correct = []
+        for row, row_labels in zip(rows, labels):
+            final, reference = str(row.get("final_answer") or ""), str(row.get("reference_answer") or "")
+            if reference.strip():
+                # A solution that states no answer is wrong, however sound its steps.
+                correct.append(bool(final.strip()) and normalize_answer(final) == normalize_answer(reference))
+            else:
+                correct.append(all(row_labels))
+        has_answers = any("final_answer" in row for row in rows)
+        final_answers = [str(row.get("final_answer") or "") for row in rows] if has_answers else None
+        results.update(best_of_n(scores, [row["prompt"] for row in rows], correct, final_answers, aggregation))
+    return results

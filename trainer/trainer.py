@@ -1,0 +1,514 @@
+"""PRMTrainer: token classification on step-labelled solutions, TRL 1.9's `trl.experimental.prm` on current libraries.
+
+A row (`prompt`, `completions`, `labels`) becomes one sequence: the prompt, then every step followed by the step
+separator. Each step's label (1 = still correct, 0 = wrong) sits on the last token of the step and its separator; every
+other token is ignored (-100). The model is any causal LM loaded as `AutoModelForTokenClassification(num_labels=2)`,
+so the standard token classification loss is the whole training objective.
+"""
+
+import copy
+import os
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import datasets
+import torch
+import torch.nn as nn
+from datasets import Features, List, Value
+from huggingface_hub import ModelCard, ModelCardData
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BaseImageProcessor,
+    DataCollator,
+    DataCollatorForTokenClassification,
+    FeatureExtractionMixin,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    Trainer,
+    TrainerCallback,
+)
+from transformers.trainer_utils import EvalPrediction
+from transformers.utils import logging
+
+from .config import PRMConfig
+from .evaluation import compute_step_accuracy
+
+logger = logging.get_logger(__name__)
+
+# Label names written into the model config, so pipelines and the Hub widget say what the two classes mean.
+ID2LABEL = {0: "incorrect", 1: "correct"}
+
+# Declared, not inferred: `Dataset.map` would otherwise keep the input's bool type for `labels` and turn every -100
+# into True (DESIGN.md, known traps).
+_TOKENIZED_FEATURES = Features(
+    {
+        "input_ids": List(Value("int64")),
+        "labels": List(Value("int64")),
+        "_drop_reason": Value("string"),
+        "_labels_cut": Value("int32"),
+    }
+)
+
+
+def _tokenize_and_check(row, *, tokenizer, step_separator, max_length, max_completion_length, max_prompt_length,
+                        train_on_last_step_only, is_eval):
+    """`PRMTrainer.tokenize_row` plus the bookkeeping needed to drop and count rows that lost every label."""
+    options = dict(step_separator=step_separator, train_on_last_step_only=train_on_last_step_only, is_eval=is_eval)
+    tokenized = PRMTrainer.tokenize_row(
+        row, tokenizer, max_length=max_length, max_completion_length=max_completion_length,
+        max_prompt_length=max_prompt_length, **options,
+    )
+    labelled = sum(label != -100 for label in tokenized["labels"])
+    # A step carries its label only if it has a token: an empty step with an empty separator has none.
+    steps = [step for step in row["completions"] if step or step_separator]
+    expected = min(len(steps), 1) if train_on_last_step_only and not is_eval else len(steps)
+    reason = ""
+    if labelled == 0:
+        if not row["completions"]:
+            reason = "no_steps"
+        elif expected == 0:
+            reason = "empty_steps"
+        else:
+            prompt_only = {"prompt": row["prompt"], "completions": [], "labels": []}
+            prompt_length = len(
+                PRMTrainer.tokenize_row(
+                    prompt_only, tokenizer, max_length=None, max_completion_length=None,
+                    max_prompt_length=max_prompt_length, **options,
+                )["input_ids"]
+            )
+            too_long = max_length is not None and prompt_length >= max_length
+            reason = "prompt_too_long" if too_long else "completion_truncated"
+    return {**tokenized, "_drop_reason": reason, "_labels_cut": 0 if reason else expected - labelled}
+
+
+def _keep_rows(reasons: list[str]) -> list[bool]:
+    return [reason == "" for reason in reasons]
+
+
+class PRMTrainer(Trainer):
+    """
+    Trainer for process reward models, a drop-in replacement for TRL 1.9's `trl.experimental.prm.PRMTrainer`.
+
+    Datasets in TRL's stepwise supervision format (`prompt`, `completions`, `labels`; other columns are ignored) are
+    tokenized with [`PRMTrainer.tokenize_row`]; rows with no labelled token left after truncation are dropped, counted
+    by reason in `dropped_rows` and logged. Datasets that already have `input_ids` are used as they are.
+
+    Args:
+        model ([`~transformers.PreTrainedModel`], `torch.nn.Module` or `str`, *optional*):
+            The model to train, an `AutoModelForTokenClassification` with 2 labels. A string is a checkpoint path or
+            Hub id of any causal LM, loaded as such (the classification head starts untrained).
+        args ([`PRMConfig`], *optional*):
+            Training arguments. Defaults to `PRMConfig(output_dir="<model name>-PRM")`.
+        data_collator ([`~transformers.DataCollator`], *optional*):
+            Defaults to [`~transformers.DataCollatorForTokenClassification`], which pads `input_ids` with the pad token
+            and `labels` with -100.
+        train_dataset ([`~datasets.Dataset`]):
+            The training rows.
+        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
+            The evaluation rows; every step is labelled there even with `train_on_last_step_only`.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The tokenizer. Loaded from `model` when that is a string. A tokenizer without a pad token gets its EOS
+            token as pad token.
+        model_init (`Callable[[], PreTrainedModel]`, *optional*):
+            Model factory, for hyperparameter search.
+        compute_metrics (`Callable[[EvalPrediction], dict]`, *optional*):
+            Defaults to step accuracy (`accuracy`) with the majority-label baseline and balanced accuracy beside it.
+        callbacks (`list[TrainerCallback]`, *optional*):
+            Extra callbacks.
+        optimizers (`tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]`, *optional*):
+            Optimizer and scheduler to use instead of the defaults.
+        preprocess_logits_for_metrics (`Callable[[torch.Tensor, torch.Tensor], torch.Tensor]`, *optional*):
+            Applied to the logits of each evaluation batch before they are gathered.
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            Wrap the model with this PEFT (e.g. LoRA) configuration. The task type is set to `TOKEN_CLS`, which makes
+            the classification head train (and save) along with the adapters while the base weights stay frozen.
+    """
+
+    _tag_names = ["prm-builder", "prm"]
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | str | None = None,
+        args: PRMConfig | None = None,
+        data_collator: DataCollator | None = None,
+        train_dataset: datasets.Dataset | None = None,
+        eval_dataset: datasets.Dataset | dict[str, datasets.Dataset] | None = None,
+        processing_class: PreTrainedTokenizerBase
+        | BaseImageProcessor
+        | FeatureExtractionMixin
+        | ProcessorMixin
+        | None = None,
+        model_init: Callable[[], PreTrainedModel] | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR] = (None, None),
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        peft_config=None,
+    ):
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required")
+        if isinstance(model, str):
+            model_id = model
+            model = AutoModelForTokenClassification.from_pretrained(
+                model_id, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()}
+            )
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model_id)
+        if args is None:
+            name = getattr(getattr(model, "config", None), "_name_or_path", "") or "model"
+            args = PRMConfig(output_dir=f"{Path(name).name}-PRM")
+        if not isinstance(args, PRMConfig):
+            raise TypeError(f"`args` must be a PRMConfig, got {type(args).__name__}")
+        num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
+        if num_labels != 2:
+            raise ValueError(
+                "PRMTrainer needs a token classification head with 2 labels (0 = wrong step, 1 = correct step), "
+                f"got num_labels={num_labels}"
+            )
+
+        if isinstance(processing_class, PreTrainedTokenizerBase) and processing_class.pad_token is None:
+            # Many causal LM tokenizers (Llama, Mistral) ship without a pad token; padded positions are masked and
+            # labelled -100, so which token fills them does not matter.
+            if processing_class.eos_token is None:
+                raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with; set one")
+            processing_class.pad_token = processing_class.eos_token
+            logger.info(f"The tokenizer has no pad token; using its EOS token {processing_class.eos_token!r}.")
+
+        if peft_config is not None:
+            model = self._wrap_peft(model, peft_config, args)
+
+        if args.disable_dropout and model is not None:
+            # After PEFT wrapping, so LoRA dropout goes too.
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
+
+        if compute_metrics is None:
+            compute_metrics = compute_step_accuracy
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError("`processing_class` (a tokenizer) is required to pad batches with the default collator")
+            data_collator = DataCollatorForTokenClassification(processing_class)
+
+        dropped_rows = {}
+        if self._needs_tokenizing(train_dataset):
+            train_dataset, dropped_rows["train"] = self._tokenize_dataset(
+                train_dataset, processing_class, args, is_eval=False, name="train"
+            )
+        if isinstance(eval_dataset, dict):
+            eval_dataset = dict(eval_dataset)
+            for key, dataset in eval_dataset.items():
+                if self._needs_tokenizing(dataset):
+                    eval_dataset[key], dropped_rows[f"eval_{key}"] = self._tokenize_dataset(
+                        dataset, processing_class, args, is_eval=True, name=f"eval_{key}"
+                    )
+        elif eval_dataset is not None and self._needs_tokenizing(eval_dataset):
+            eval_dataset, dropped_rows["eval"] = self._tokenize_dataset(
+                eval_dataset, processing_class, args, is_eval=True, name="eval"
+            )
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            model_init=model_init,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+        )
+        # Rows dropped during tokenization, per dataset and reason, e.g. {"train": {"prompt_too_long": 3}}.
+        self.dropped_rows = dropped_rows
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+
+    @staticmethod
+    def _wrap_peft(model, peft_config, args):
+        from peft import PeftConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+        if not isinstance(peft_config, PeftConfig):
+            raise TypeError(f"`peft_config` must be a peft.PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}")
+        if isinstance(model, PeftModel):
+            raise ValueError(
+                "`model` is already a PeftModel and a `peft_config` was passed too: merge and unload the existing "
+                "adapter first, or pass the PeftModel without `peft_config` to keep training its adapter"
+            )
+        # A copy: PEFT appends the head's name to `modules_to_save` in place, and the caller may reuse the config.
+        peft_config = copy.deepcopy(peft_config)
+        if peft_config.task_type != TaskType.TOKEN_CLS:
+            # Any other task type leaves the freshly initialized head frozen: training would run and learn nothing.
+            if peft_config.task_type is not None:
+                logger.warning(
+                    f"peft_config.task_type={peft_config.task_type!r} would leave the classification head frozen; "
+                    "using TOKEN_CLS instead."
+                )
+            peft_config.task_type = TaskType.TOKEN_CLS
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            model = prepare_model_for_kbit_training(
+                model,
+                use_gradient_checkpointing=args.gradient_checkpointing,
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+            )
+        model = get_peft_model(model, peft_config)
+        # Reentrant checkpointing only back-propagates into segments whose inputs require grad, and with the
+        # embeddings frozen they do not.
+        if args.gradient_checkpointing and (args.gradient_checkpointing_kwargs or {}).get("use_reentrant", False):
+            model.enable_input_require_grads()
+        return model
+
+    @staticmethod
+    def _needs_tokenizing(dataset) -> bool:
+        columns = getattr(dataset, "column_names", None)
+        return columns is not None and "input_ids" not in columns
+
+    @staticmethod
+    def _tokenize_dataset(dataset, tokenizer, args, *, is_eval, name):
+        """Tokenize rows, drop those with no labelled token left and count them by reason."""
+        if tokenizer is None:
+            raise ValueError(f"`processing_class` (a tokenizer) is required to tokenize the {name} dataset")
+        missing = {"prompt", "completions", "labels"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"the {name} dataset needs columns prompt, completions and labels (or input_ids and labels); "
+                f"missing {sorted(missing)}, got {dataset.column_names}"
+            )
+        fn_kwargs = dict(
+            tokenizer=tokenizer,
+            step_separator=args.step_separator,
+            max_length=args.max_length,
+            max_completion_length=args.max_completion_length,
+            max_prompt_length=args.max_prompt_length,
+            train_on_last_step_only=args.train_on_last_step_only,
+            is_eval=is_eval,
+        )
+        map_kwargs = {} if isinstance(dataset, datasets.IterableDataset) else {
+            "num_proc": args.dataset_num_proc, "desc": f"Tokenizing {name} dataset"
+        }
+        with args.main_process_first(desc=f"tokenizing the {name} dataset"):
+            dataset = dataset.map(
+                _tokenize_and_check,
+                fn_kwargs=fn_kwargs,
+                remove_columns=dataset.column_names,
+                features=_TOKENIZED_FEATURES,
+                **map_kwargs,
+            )
+            if isinstance(dataset, datasets.IterableDataset):
+                # A stream cannot be counted ahead of time: rows without labels are skipped as they come.
+                dataset = dataset.filter(_keep_rows, input_columns="_drop_reason", batched=True)
+                return dataset.remove_columns(["_drop_reason", "_labels_cut"]), {}
+            reasons = Counter(dataset["_drop_reason"])
+            kept = reasons.pop("", 0)
+            labels_cut = dataset["_labels_cut"]
+            rows_cut = sum(count > 0 for count in labels_cut)
+            if reasons:
+                dataset = dataset.filter(
+                    _keep_rows, input_columns="_drop_reason", batched=True, num_proc=args.dataset_num_proc,
+                    desc=f"Dropping {name} rows without labels",
+                )
+            dataset = dataset.remove_columns(["_drop_reason", "_labels_cut"])
+
+        if args.process_index == 0:
+            if reasons:
+                details = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+                logger.warning(
+                    f"Dropped {sum(reasons.values())} of {kept + sum(reasons.values())} {name} rows with no labelled "
+                    f"token left: {details}. Raise `max_length`, or set `max_prompt_length` to trim long prompts "
+                    "from the left."
+                )
+            if rows_cut:
+                logger.warning(
+                    f"{rows_cut} {name} rows lost {sum(labels_cut)} step labels to truncation (rows kept, with the "
+                    "steps that fit)."
+                )
+        if kept == 0:
+            raise ValueError(f"no {name} row has a labelled token left after tokenization: {dict(reasons)}")
+        return dataset, dict(reasons)
+
+    @staticmethod
+    def tokenize_row(
+        features,
+        tokenizer,
+        step_separator,
+        max_length,
+        max_completion_length,
+        train_on_last_step_only,
+        is_eval,
+        max_prompt_length=None,
+    ):
+        r"""
+        Tokenize one row into `input_ids` and token `labels`. Pure: no model, no state.
+
+        The prompt (after the tokenizer's BOS token, if it has one) is labelled -100. Each step is tokenized on its own
+        with `step_separator` appended; its label (`int(label)`) sits on the last of those tokens, -100 elsewhere.
+        Without truncation the output equals TRL 1.9's `PRMTrainer.tokenize_row`, token for token.
+
+        Args:
+            features (`dict`):
+                A row with `"prompt"` (str), `"completions"` (list of str) and `"labels"` (list of bool or int, one
+                per step).
+            tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
+                The tokenizer; special tokens other than BOS are not added.
+            step_separator (`str`):
+                Appended to every step, the last one included.
+            max_length (`int` or `None`):
+                Cut the whole sequence to this many tokens, from the right. `None`: no cut.
+            max_completion_length (`int` or `None`):
+                Cut the completion (steps and separators) to this many tokens, from the right. `None`: no cut.
+            train_on_last_step_only (`bool`):
+                Label only the last step (training rows only, see `is_eval`).
+            is_eval (`bool`):
+                Whether the row is an evaluation row, where every step stays labelled.
+            max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
+                Keep at most this many prompt tokens (BOS included), dropping the prompt's beginning. Applied before
+                `max_length`, so that a long prompt cannot push the labelled steps out. `None`: no cut.
+
+        Returns:
+            `dict[str, list[int]]`: `input_ids` and `labels`, of equal length.
+
+        Example:
+        ```python
+        >>> row = {"prompt": "2 + 3 * 4?", "completions": ["3 * 4 = 12.", "2 + 12 = 15."], "labels": [True, False]}
+        >>> PRMTrainer.tokenize_row(row, tokenizer, "\n", None, None, False, False)
+        {'input_ids': [...], 'labels': [-100, ..., 1, -100, ..., 0]}
+        ```
+        """
+        completions, step_labels = features["completions"], features["labels"]
+        if len(completions) != len(step_labels):
+            raise ValueError(
+                f"a row needs one label per step: got {len(completions)} completions and {len(step_labels)} labels"
+            )
+        prompt_ids = tokenizer(features["prompt"], add_special_tokens=False)["input_ids"]
+        bos_ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        if max_prompt_length is not None:
+            room = max(max_prompt_length - len(bos_ids), 0)
+            # The end of the prompt (the question itself) is what the steps follow from; its beginning goes first.
+            prompt_ids = prompt_ids[len(prompt_ids) - room :] if room < len(prompt_ids) else prompt_ids
+        prompt_ids = bos_ids + prompt_ids
+
+        if train_on_last_step_only and not is_eval:
+            step_labels = [-100] * (len(step_labels) - 1) + [int(step_labels[-1])] if step_labels else []
+        else:
+            step_labels = [int(label) for label in step_labels]
+        separator_ids = tokenizer.encode(step_separator, add_special_tokens=False)
+        # One batched call: the same ids as tokenizing step by step, much faster for fast tokenizers.
+        steps_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"] if completions else []
+
+        completion_ids, completion_labels = [], []
+        for step_ids, label in zip(steps_ids, step_labels):
+            step_ids = step_ids + separator_ids
+            if not step_ids:
+                continue  # an empty step with an empty separator has no token to carry its label
+            completion_ids += step_ids
+            completion_labels += [-100] * (len(step_ids) - 1) + [label]
+        if max_completion_length is not None:
+            completion_ids = completion_ids[:max_completion_length]
+            completion_labels = completion_labels[:max_completion_length]
+
+        input_ids = prompt_ids + completion_ids
+        labels = [-100] * len(prompt_ids) + completion_labels
+        if max_length is not None:
+            input_ids, labels = input_ids[:max_length], labels[:max_length]
+        return {"input_ids": input_ids, "labels": labels}
+
+    def _save_checkpoint(self, model, trial):
+        # Every checkpoint gets a model card too, so one pushed mid-training is not bare.
+        model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
+        self.create_model_card(model_name=model_name.split("/")[-1])
+        super()._save_checkpoint(model, trial)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+        eval_results: dict | None = None,
+        **kwargs,
+    ):
+        """
+        Write a model card (`README.md`) to `args.output_dir`.
+
+        Args:
+            model_name (`str`, *optional*):
+                Title of the card; defaults to the output directory's name.
+            dataset_name (`str`, *optional*):
+                The training dataset; listed in the card's metadata when it is a Hub id.
+            tags (`str` or `list[str]`, *optional*):
+                Tags added to the card's metadata.
+            eval_results (`dict`, *optional*):
+                Metrics to show in the card, e.g. what [`evaluate_reward_model`] returned.
+            kwargs:
+                Accepted for compatibility with [`~transformers.Trainer.push_to_hub`], which passes its own.
+        """
+        if not self.is_world_process_zero():
+            return
+        from peft import PeftModel
+
+        model = self.accelerator.unwrap_model(self.model)
+        is_peft = isinstance(model, PeftModel)
+        base_model = getattr(model.config, "_name_or_path", None)
+        if is_peft:
+            base_model = model.peft_config[model.active_adapter].base_model_name_or_path or base_model
+        # A local folder means nothing to a reader of the Hub page.
+        if base_model and os.path.isdir(base_model):
+            base_model = None
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags = sorted(set(tags) | set(self._tag_names) | {"process-reward-model", "token-classification"})
+        is_hub_dataset = bool(dataset_name) and not os.path.exists(dataset_name) and ":" not in dataset_name
+        card_data = ModelCardData(
+            base_model=base_model,
+            library_name="peft" if is_peft else "transformers",
+            tags=tags,
+            datasets=[dataset_name] if is_hub_dataset else None,
+            pipeline_tag="token-classification",
+        )
+        name = model_name or Path(self.args.output_dir).name
+        separator = self.args.step_separator.encode("unicode_escape").decode()
+        load = (
+            f'from peft import AutoPeftModelForTokenClassification\n'
+            f'model = AutoPeftModelForTokenClassification.from_pretrained("{self.hub_model_id or name}")'
+            if is_peft
+            else f'from transformers import AutoModelForTokenClassification\n'
+            f'model = AutoModelForTokenClassification.from_pretrained("{self.hub_model_id or name}")'
+        )
+        sections = [
+            f"# {name}",
+            "A process reward model (PRM): it scores every step of a step-by-step solution with the probability that "
+            "the step is still correct. "
+            + (f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model}) " if base_model else "Trained ")
+            + ("with LoRA " if is_peft else "")
+            + f"with prm-builder's `PRMTrainer`"
+            + (f" on `{dataset_name}`." if dataset_name else "."),
+            "## Scoring steps",
+            f'Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step '
+            "is the softmax probability of label 1 (`correct`) at the step's last token (its separator).",
+            f"```python\n{load}\n"
+            "from transformers import AutoTokenizer\n"
+            "from prm_trainer import evaluate_reward_model\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{self.hub_model_id or name}")\n'
+            'rows = [{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [True, True]}]\n'
+            f'print(evaluate_reward_model(model, tokenizer, rows, metric="step_accuracy", step_separator="{separator}"))\n'
+            "```",
+            "## Training",
+            f"- step separator: `\"{separator}\"`, max length: {self.args.max_length}, "
+            f"max prompt length: {self.args.max_prompt_length}, "
+            f"last step only: {self.args.train_on_last_step_only}\n"
+            f"- learning rate: {self.args.learning_rate}, epochs: {self.args.num_train_epochs}, "
+            f"batch size per device: {self.args.per_device_train_batch_size}",
+        ]
+        if eval_results:
+            rows = "\n".join(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
+                             for key, value in eval_results.items())
+            sections += ["## Evaluation", f"| metric | value |\n| --- | --- |\n{rows}"]
+        sections += [
+            "## Method",
+            "Step-level supervision of a verifier as in Uesato et al., 2022 (arXiv:2211.14275) and Lightman et al., "
+            "2023, *Let's Verify Step by Step* (arXiv:2305.20050).",
+        ]
+        card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+        card.save(os.path.join(self.args.output_dir, "README.md"))
