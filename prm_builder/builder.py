@@ -17,10 +17,11 @@ import datasets
 import pyarrow as pa
 from datasets.builder import Key
 
-from . import drops, synthetic
+from . import drops, prm800k, synthetic
 
 SOURCES = {
     "synthetic": synthetic,
+    "prm800k": prm800k,
 }
 
 ROWS_PER_TABLE = 1000

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from .arithmetic import NUMBER, ExpressionError, evaluate, format_number, parse_number
+from .arithmetic import NUMBER, ExpressionError, decimals_of, evaluate, format_number, parse_number
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
 # Numbers as written in prose: thousands separators allowed ("130,000").
@@ -283,6 +283,9 @@ def _recompute(line: str, calc: Calculation, change: Change, carried: dict) -> l
             raise Unrewritable("invalid_arithmetic") from error
     result_text = format_number(value, calc.result_text, calc.money)
     new_result = parse_number(result_text)
+    if new_result != value and decimals_of(result_text) < 2:
+        # 0.0003 dollars written as "0": rounding GSM8K would not do, and no visible mistake.
+        raise Unrewritable("inexact_result")
     if new_result != calc.result:
         carried[calc.result] = new_result
     text_edits.append((calc.span, f"<<{expression}={result_text}>>"))

@@ -114,6 +114,7 @@ def plot_distributions(dataset: DatasetDict, path: str) -> None:
         for source, first_error in zip(columns["source"], columns["first_error"]):
             if first_error >= 0:
                 by_source.setdefault(source, []).append(first_error)
+        by_source = dict(sorted(by_source.items()))  # same colour per source in every split
         if by_source:
             top = max(max(v) for v in by_source.values())
             right.hist(list(by_source.values()), bins=range(0, top + 2), label=list(by_source), align="left")

@@ -6,7 +6,9 @@ solution stays internally consistent and ends in a wrong answer, as a model's mi
 Labels are True before the mistake and False from it on.
 """
 
+import contextlib
 import dataclasses
+import gc
 import itertools
 import random
 from collections import Counter
@@ -119,13 +121,12 @@ CONFIG_CLASS = SyntheticConfig
 
 
 def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.SplitGenerator]:
-    files = _problem_files(config, dl_manager)
     generators = []
-    for split, (path, selection) in files.items():
-        count = len(_read_problems(path, selection))
+    for split, (path, selection) in _problem_files(config, dl_manager).items():
+        problems = _read_problems(path, selection)
         # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
-        step = count if config.max_examples else PROBLEMS_PER_SHARD
-        shards = [(path, selection, start, min(start + step, count)) for start in range(0, count, max(step, 1))]
+        size = len(problems) if config.max_examples else PROBLEMS_PER_SHARD
+        shards = [problems[start : start + size] for start in range(0, len(problems), max(size, 1))]
         generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": shards}))
     return generators
 
@@ -164,15 +165,30 @@ def _read_problems(path: str, selection: str) -> list[dict]:
 # -- rows ------------------------------------------------------------------------------------------
 
 
-def generate_rows(config: SyntheticConfig, drops: Counter, split: str, shards: list) -> Iterator[dict]:
+def generate_rows(config: SyntheticConfig, drops: Counter, split: str, shards: list[list[dict]]) -> Iterator[dict]:
     emitted = 0
-    for path, selection, start, stop in shards:
-        for problem in _read_problems(path, selection)[start:stop]:
-            for row in problem_rows(config, split, problem, drops):
+    for shard in shards:
+        for problem in shard:
+            # Corrupting a problem allocates many short-lived objects and no reference cycles:
+            # pausing the cyclic collector meanwhile saves it scanning the whole heap again and again.
+            with _collector_paused():
+                rows = list(problem_rows(config, split, problem, drops))
+            for row in rows:
                 if config.max_examples is not None and emitted >= config.max_examples:
                     return
                 emitted += 1
                 yield row
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def problem_rows(config: SyntheticConfig, split: str, problem: dict, drops: Counter) -> Iterator[dict]:
@@ -348,11 +364,18 @@ def _slips(text: str, rng: random.Random) -> Iterator[Decimal]:
     ]
     rng.shuffle(kinds)
     seen = {value}
+    written = format_number(value, text)
     for kind in kinds:
         rng.shuffle(kind)
         for candidate in kind:
-            # Non-negative, new, and writable as GSM8K writes numbers (at most two decimals).
-            if candidate >= 0 and candidate not in seen and candidate.quantize(CENT) == candidate:
+            # Non-negative, new, writable as GSM8K writes numbers (at most two decimals), and
+            # not the right value once rounded (.001 written as 0 is no visible slip).
+            if (
+                candidate >= 0
+                and candidate not in seen
+                and candidate.quantize(CENT) == candidate
+                and format_number(candidate, text) != written
+            ):
                 seen.add(candidate)
                 yield candidate
 
