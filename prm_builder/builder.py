@@ -17,11 +17,12 @@ import datasets
 import pyarrow as pa
 from datasets.builder import Key
 
-from . import drops, prm800k, synthetic
+from . import drops, model_sampled, prm800k, synthetic
 
 SOURCES = {
     "synthetic": synthetic,
     "prm800k": prm800k,
+    "model_sampled": model_sampled,
 }
 
 ROWS_PER_TABLE = 1000

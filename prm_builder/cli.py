@@ -2,6 +2,7 @@
 
     prm-builder build synthetic --problems sample --output-dir out/synthetic
     prm-builder stats out/synthetic --plot out/synthetic.png
+    prm-builder push synthetic --problems gsm8k --repo-id user/math-prm
 
 Every option of a config is a flag of `build CONFIG` (`--num-incorrect-per-problem 3`), made
 from the config's dataclass fields, so the command line and `load_dataset` never drift apart.
@@ -15,6 +16,8 @@ import types
 import typing
 from pathlib import Path
 
+from datasets.exceptions import DatasetGenerationError
+
 from .builder import SOURCES
 
 
@@ -26,9 +29,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, ConnectionError) as error:
+    except (ValueError, FileNotFoundError, ConnectionError, DatasetGenerationError) as error:
+        # datasets wraps errors raised while generating rows (e.g. a malformed input line);
+        # the cause is the message that says what to fix.
+        cause = error.__cause__ if isinstance(error, DatasetGenerationError) else error
+        if not isinstance(cause, (ValueError, FileNotFoundError, ConnectionError)):
+            raise
         # Option and input errors already say what was expected; a traceback adds nothing.
-        print(f"prm-builder: error: {error}", file=sys.stderr)
+        print(f"prm-builder: error: {cause}", file=sys.stderr)
         return 1
 
 
@@ -55,7 +63,40 @@ def make_parser() -> argparse.ArgumentParser:
     stats.add_argument("--plot", default=None, help="draw steps per solution and first-error positions to this PNG")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
     stats.set_defaults(run=run_stats)
+
+    push = commands.add_parser(
+        "push", help="build a config through load_dataset and publish it to a Hub dataset repo (or a folder)"
+    )
+    push_configs = push.add_subparsers(title="configs", metavar="CONFIG")
+    for name, module in SOURCES.items():
+        config_parser = push_configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+        add_config_options(config_parser, module.CONFIG_CLASS)
+        add_push_options(config_parser)
+        config_parser.set_defaults(run=run_push, config=name)
+
+    cache = commands.add_parser("cache", help="list or clear model_sampled's generation caches")
+    cache_actions = cache.add_subparsers(title="actions", metavar="ACTION")
+    listing = cache_actions.add_parser("list", help="show each generation cache: model, options, problems done, size")
+    clear = cache_actions.add_parser("clear", help="remove one generation cache (KEY) or all of them")
+    clear.add_argument("key", nargs="?", default=None, help="a key from `cache list` (or a unique prefix); omit for all")
+    clear.add_argument("--yes", action="store_true", help="remove all caches without asking")
+    for action, run in ((listing, run_cache_list), (clear, run_cache_clear)):
+        action.add_argument(
+            "--generation-cache-dir", default=None, help="root of the caches (default: <HF_DATASETS_CACHE>/prm_builder_generations)"
+        )
+        action.set_defaults(run=run)
     return parser
+
+
+def add_push_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo-id", required=True, help="Hub dataset repo, 'namespace/name' (one repo holds every config)")
+    parser.add_argument("--private", action="store_true", default=None, help="create the repo private (an existing repo keeps its visibility)")
+    parser.add_argument("--revision", default=None, help="branch to push to (created if missing; default: main)")
+    parser.add_argument("--export-dir", default=None, help="write exactly what would be uploaded to this folder instead")
+    parser.add_argument("--model-license", default=None, help="license of the sampled model, for the card (default: from its model card)")
+    parser.add_argument("--max-shard-size", default="500MB", help="largest Parquet file (default: 500MB)")
+    parser.add_argument("--num-proc", type=int, default=None, help="processes for generation")
+    parser.add_argument("--cache-dir", default=None, help="datasets cache folder (default: HF_DATASETS_CACHE)")
 
 
 # -- options from the config dataclass -------------------------------------------------------------
@@ -190,6 +231,64 @@ def run_stats(args: argparse.Namespace) -> int:
     if args.plot:
         plot_distributions(dataset, args.plot)
         print(f"plot written to {args.plot}")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from datasets import load_dataset
+
+    from . import hub
+
+    options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
+    try:
+        # Fail before a long build when the push cannot happen anyway.
+        hub.check_repo_id(args.repo_id)
+        if args.export_dir is None:
+            hub.require_token()
+        dataset = load_dataset("prm_builder", args.config, num_proc=args.num_proc, cache_dir=args.cache_dir, **options)
+        result = hub.push_to_hub(
+            dataset, args.repo_id, args.config, options=options, model_license=args.model_license,
+            private=args.private, revision=args.revision, export_dir=args.export_dir, max_shard_size=args.max_shard_size,
+        )  # fmt: skip
+    except hub.PushError as error:
+        print(f"prm-builder: error: {error}", file=sys.stderr)
+        return 1
+    if args.export_dir is not None:
+        print("\n".join(f"wrote {Path(args.export_dir) / path}" for path in result))
+        print(f"load it with datasets.load_dataset({args.export_dir!r}, name={args.config!r})")
+    else:
+        print(f"pushed config {args.config!r} to {result.commit_url}")
+        print(f"load it with datasets.load_dataset({result.repo_url.repo_id!r}, name={args.config!r})")
+    return 0
+
+
+def run_cache_list(args: argparse.Namespace) -> int:
+    from . import generation_cache
+
+    root = args.generation_cache_dir or generation_cache.default_root()
+    summaries = generation_cache.list_caches(root)
+    print(f"{len(summaries)} generation cache(s) in {root}")
+    for summary in summaries:
+        print(generation_cache.describe(summary))
+    return 0
+
+
+def run_cache_clear(args: argparse.Namespace) -> int:
+    from . import generation_cache
+
+    root = args.generation_cache_dir or generation_cache.default_root()
+    if args.key is not None:
+        doomed = [generation_cache.resolve(root, args.key)]
+    else:
+        doomed = [summary.path for summary in generation_cache.list_caches(root)]
+        if doomed and not args.yes:
+            if not sys.stdin.isatty():
+                raise ValueError(f"refusing to remove all {len(doomed)} generation caches in {root} without --yes")
+            if input(f"remove all {len(doomed)} generation caches in {root}? [y/N] ").strip().lower() != "y":
+                return 1
+    for path in doomed:
+        generation_cache.remove(path)
+        print(f"removed {path}")
     return 0
 
 

@@ -20,6 +20,8 @@ _BASE_FIELDS = {"name", "version", "description", "data_dir", "data_files"}
 class PRMBuilderConfig(datasets.BuilderConfig):
     # Only configs that read user files through datasets' own `data_dir`/`data_files` accept them.
     ACCEPTS_DATA_FILES: ClassVar[bool] = False
+    # Options that change how rows are made, never which rows (e.g. a server URL): left out of the cache key.
+    OPTIONS_NOT_IN_CACHE_KEY: ClassVar[frozenset] = frozenset()
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,7 +52,11 @@ class PRMBuilderConfig(datasets.BuilderConfig):
         # cache) plus a stat fingerprint of local inputs (so an edited local file is rebuilt).
         self.validate()
         defaults = {f.name: _field_default(f) for f in dataclasses.fields(self)}
-        key = {name: value for name, value in self.options().items() if value != defaults.get(name)}
+        key = {
+            name: value
+            for name, value in self.options().items()
+            if value != defaults.get(name) and name not in self.OPTIONS_NOT_IN_CACHE_KEY
+        }
         if self.data_dir is not None:
             key["data_dir"] = os.path.normpath(self.data_dir)
         if self.data_files is not None:

@@ -123,7 +123,7 @@ CONFIG_CLASS = SyntheticConfig
 def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.SplitGenerator]:
     generators = []
     for split, (path, selection) in _problem_files(config, dl_manager).items():
-        problems = _read_problems(path, selection)
+        problems = read_problems(path, selection)
         # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
         size = len(problems) if config.max_examples else PROBLEMS_PER_SHARD
         shards = [problems[start : start + size] for start in range(0, len(problems), max(size, 1))]
@@ -149,7 +149,11 @@ def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, 
     return found
 
 
-def _read_problems(path: str, selection: str) -> list[dict]:
+def read_problems(path: str, selection: str = "all") -> list[dict]:
+    """GSM8K-layout problems (`index`, `question`, `answer`) of a jsonl or Parquet file.
+
+    `selection` picks the bundled sample's train ("sample_train") or test ("sample_test") part.
+    """
     if path.endswith(".parquet"):
         table = pq.read_table(path, columns=["question", "answer"]).to_pylist()
         problems = [{"index": i, **row} for i, row in enumerate(table)]

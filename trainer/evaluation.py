@@ -6,7 +6,6 @@ label sat in training. The metric functions take plain lists of scores and label
 """
 
 import math
-import re
 from collections import defaultdict
 
 import numpy as np
@@ -81,7 +80,7 @@ def first_error_f1(scores: list[list[float]], labels: list[list[bool]], threshol
         raise ValueError(f"scores and labels differ in rows: {len(scores)} vs {len(labels)}")
     hits = {"erroneous": [], "correct": []}
     unscored = 0
-    for row_scores, row_labels in zip(scores, labels):
+    for row_scores, row_labels in zip(scores, labels, strict=True):
         if not all(_is_scored(s) for s in row_scores) or len(row_scores) != len(row_labels):
             unscored += 1
             continue
@@ -115,15 +114,22 @@ def aggregate_steps(step_scores: list[float], aggregation: str) -> float:
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
-def normalize_answer(answer: str) -> str:
-    """A light canonical form for comparing final answers: no `$`, thousands commas or trailing period; `72.0` == `72`."""
-    text = re.sub(r"\s+", " ", str(answer)).strip().strip("$").strip().rstrip(".").strip()
-    number = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
-    try:
-        value = float(number)
-    except ValueError:
-        return text.lower()
-    return str(int(value)) if value.is_integer() else repr(value)
+def answer_key(answer: str):
+    """What majority vote counts: the number an answer states (so "$1,000" and "1000." vote together), else its
+    whitespace-normalized text."""
+    from prm_builder.grading import parse_number
+
+    number = parse_number(answer)
+    return number if number is not None else " ".join(str(answer).split())
+
+
+def answer_is_correct(answer: str, reference: str) -> bool:
+    """prm-builder's grading: numeric comparison when the reference is a number (GSM8K), math-verify otherwise."""
+    from prm_builder.grading import MATH, NUMERIC, answers_match, parse_number
+
+    if not str(answer).strip():
+        return False  # a solution that states no answer is wrong, however sound its steps
+    return answers_match(answer, reference, NUMERIC if parse_number(reference) is not None else MATH)
 
 
 def best_of_n(
@@ -136,17 +142,18 @@ def best_of_n(
     """Best-of-N selection: per prompt, pick the solution with the best aggregated score and check it.
 
     Reported beside the oracle (some solution is correct), random choice (the expected accuracy of a uniform pick)
-    and, when `final_answers` are given, majority vote over the normalized final answers (empty answers do not vote).
-    Ties, between solutions or votes, count as the expected accuracy of breaking them at random, so the figures are
-    exact and need no seed. Solutions with an unscored step or no step are left out and counted.
+    and, when `final_answers` are given, majority vote over the final answers (by `answer_key`; empty answers do not
+    vote). Ties, between solutions or votes, count as the expected accuracy of breaking them at random, so the figures
+    are exact and need no seed. Solutions with an unscored step or no step are left out and counted.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    if not len(scores) == len(prompts) == len(correct) or (final_answers is not None and len(final_answers) != len(scores)):
+    lengths = {len(scores), len(prompts), len(correct)} | ({len(final_answers)} if final_answers is not None else set())
+    if len(lengths) > 1:
         raise ValueError("scores, prompts, correct (and final_answers) must have one entry per solution")
     groups = defaultdict(list)
     unscored = 0
-    for index, (row_scores, prompt) in enumerate(zip(scores, prompts)):
+    for index, (row_scores, prompt) in enumerate(zip(scores, prompts, strict=True)):
         if not row_scores or not all(_is_scored(s) for s in row_scores):
             unscored += 1
             continue
@@ -156,7 +163,7 @@ def best_of_n(
     for members in groups.values():
         solution_scores = [aggregate_steps(scores[i], aggregation) for i in members]
         best = max(solution_scores)
-        chosen = [i for i, s in zip(members, solution_scores) if s == best]
+        chosen = [i for i, s in zip(members, solution_scores, strict=True) if s == best]
         totals["prm"] += sum(correct[i] for i in chosen) / len(chosen)
         totals["oracle"] += float(any(correct[i] for i in members))
         totals["random"] += sum(correct[i] for i in members) / len(members)
@@ -164,14 +171,17 @@ def best_of_n(
             votes = defaultdict(list)
             for i in members:
                 if str(final_answers[i]).strip():
-                    votes[normalize_answer(final_answers[i])].append(correct[i])
+                    votes[answer_key(final_answers[i])].append(correct[i])
             if votes:
                 top = max(len(v) for v in votes.values())
                 winners = [v for v in votes.values() if len(v) == top]
                 totals["majority_vote"] += sum(sum(v) / len(v) for v in winners) / len(winners)
 
     num_groups = len(groups)
-    rate = (lambda total: total / num_groups) if num_groups else (lambda total: None)
+
+    def rate(total: float) -> float | None:
+        return total / num_groups if num_groups else None
+
     return {
         "best_of_n_accuracy": rate(totals["prm"]),
         "best_of_n_oracle": rate(totals["oracle"]),
@@ -266,8 +276,8 @@ def evaluate_reward_model(
 
     Returns:
         A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
-        a solution is correct when its final answer matches the reference answer, or, for rows without a reference
-        answer, when every step is labelled correct.
+        a solution is correct when its final answer matches the reference answer (`answer_is_correct`), or, for rows
+        without a reference answer, when every step is labelled correct.
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -288,11 +298,10 @@ def evaluate_reward_model(
         results.update(first_error_f1(scores, labels, threshold))
     if metric in ("best_of_n", "all"):
         correct = []
-        for row, row_labels in zip(rows, labels):
+        for row, row_labels in zip(rows, labels, strict=True):
             final, reference = str(row.get("final_answer") or ""), str(row.get("reference_answer") or "")
             if reference.strip():
-                # A solution that states no answer is wrong, however sound its steps.
-                correct.append(bool(final.strip()) and normalize_answer(final) == normalize_answer(reference))
+                correct.append(answer_is_correct(final, reference))
             else:
                 correct.append(all(row_labels))
         has_answers = any("final_answer" in row for row in rows)

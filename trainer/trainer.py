@@ -53,6 +53,43 @@ _TOKENIZED_FEATURES = Features(
 )
 
 
+_MODEL_CARD = """\
+# {name}
+
+A process reward model (PRM): it scores every step of a step-by-step solution with the probability that the step is
+still correct. {origin}
+
+## Scoring steps
+
+Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step is the softmax
+probability of label 1 (`correct`) at the step's last token, its separator.
+
+```python
+{load}
+
+from transformers import AutoTokenizer
+from prm_trainer import evaluate_reward_model
+
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+rows = [{{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [True, True]}}]
+print(evaluate_reward_model(model, tokenizer, rows, metric="step_accuracy", step_separator="{separator}"))
+```
+
+## Training
+
+- step separator: `"{separator}"`, max length: {args.max_length}, max prompt length: {args.max_prompt_length}, \
+last step only: {args.train_on_last_step_only}
+- learning rate: {args.learning_rate}, optimizer steps: {steps}, batch size per device: \
+{args.per_device_train_batch_size}, gradient accumulation: {args.gradient_accumulation_steps}, \
+devices: {args.world_size}
+{evaluation}
+## Method
+
+Step-level supervision of a verifier, as in Uesato et al., 2022, *Solving math word problems with process- and
+outcome-based feedback* (arXiv:2211.14275) and Lightman et al., 2023, *Let's Verify Step by Step* (arXiv:2305.20050).
+"""
+
+
 def _tokenize_and_check(row, *, tokenizer, step_separator, max_length, max_completion_length, max_prompt_length,
                         train_on_last_step_only, is_eval):
     """`PRMTrainer.tokenize_row` plus the bookkeeping needed to drop and count rows that lost every label."""
@@ -190,7 +227,9 @@ class PRMTrainer(Trainer):
             compute_metrics = compute_step_accuracy
         if data_collator is None:
             if processing_class is None:
-                raise ValueError("`processing_class` (a tokenizer) is required to pad batches with the default collator")
+                raise ValueError(
+                    "`processing_class` (a tokenizer) is required to pad batches with the default collator"
+                )
             data_collator = DataCollatorForTokenClassification(processing_class)
 
         dropped_rows = {}
@@ -233,7 +272,9 @@ class PRMTrainer(Trainer):
         from peft import PeftConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
 
         if not isinstance(peft_config, PeftConfig):
-            raise TypeError(f"`peft_config` must be a peft.PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}")
+            raise TypeError(
+                f"`peft_config` must be a peft.PeftConfig (e.g. LoraConfig), got {type(peft_config).__name__}"
+            )
         if isinstance(model, PeftModel):
             raise ValueError(
                 "`model` is already a PeftModel and a `peft_config` was passed too: merge and unload the existing "
@@ -304,7 +345,7 @@ class PRMTrainer(Trainer):
                 return dataset.remove_columns(["_drop_reason", "_labels_cut"]), {}
             reasons = Counter(dataset["_drop_reason"])
             kept = reasons.pop("", 0)
-            labels_cut = dataset["_labels_cut"]
+            labels_cut = list(dataset["_labels_cut"])
             rows_cut = sum(count > 0 for count in labels_cut)
             if reasons:
                 dataset = dataset.filter(
@@ -400,7 +441,7 @@ class PRMTrainer(Trainer):
         steps_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"] if completions else []
 
         completion_ids, completion_labels = [], []
-        for step_ids, label in zip(steps_ids, step_labels):
+        for step_ids, label in zip(steps_ids, step_labels, strict=True):
             step_ids = step_ids + separator_ids
             if not step_ids:
                 continue  # an empty step with an empty separator has no token to carry its label
@@ -468,47 +509,23 @@ class PRMTrainer(Trainer):
             pipeline_tag="token-classification",
         )
         name = model_name or Path(self.args.output_dir).name
-        separator = self.args.step_separator.encode("unicode_escape").decode()
-        load = (
-            f'from peft import AutoPeftModelForTokenClassification\n'
-            f'model = AutoPeftModelForTokenClassification.from_pretrained("{self.hub_model_id or name}")'
-            if is_peft
-            else f'from transformers import AutoModelForTokenClassification\n'
-            f'model = AutoModelForTokenClassification.from_pretrained("{self.hub_model_id or name}")'
-        )
-        sections = [
-            f"# {name}",
-            "A process reward model (PRM): it scores every step of a step-by-step solution with the probability that "
-            "the step is still correct. "
-            + (f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model}) " if base_model else "Trained ")
-            + ("with LoRA " if is_peft else "")
-            + f"with prm-builder's `PRMTrainer`"
-            + (f" on `{dataset_name}`." if dataset_name else "."),
-            "## Scoring steps",
-            f'Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step '
-            "is the softmax probability of label 1 (`correct`) at the step's last token (its separator).",
-            f"```python\n{load}\n"
-            "from transformers import AutoTokenizer\n"
-            "from prm_trainer import evaluate_reward_model\n"
-            f'tokenizer = AutoTokenizer.from_pretrained("{self.hub_model_id or name}")\n'
-            'rows = [{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [True, True]}]\n'
-            f'print(evaluate_reward_model(model, tokenizer, rows, metric="step_accuracy", step_separator="{separator}"))\n'
-            "```",
-            "## Training",
-            f"- step separator: `\"{separator}\"`, max length: {self.args.max_length}, "
-            f"max prompt length: {self.args.max_prompt_length}, "
-            f"last step only: {self.args.train_on_last_step_only}\n"
-            f"- learning rate: {self.args.learning_rate}, epochs: {self.args.num_train_epochs}, "
-            f"batch size per device: {self.args.per_device_train_batch_size}",
-        ]
+        repo = self.hub_model_id or name
+        auto_class = "AutoPeftModelForTokenClassification" if is_peft else "AutoModelForTokenClassification"
+        load = f'from {card_data.library_name} import {auto_class}\n\nmodel = {auto_class}.from_pretrained("{repo}")'
+        evaluation = ""
         if eval_results:
-            rows = "\n".join(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |"
-                             for key, value in eval_results.items())
-            sections += ["## Evaluation", f"| metric | value |\n| --- | --- |\n{rows}"]
-        sections += [
-            "## Method",
-            "Step-level supervision of a verifier as in Uesato et al., 2022 (arXiv:2211.14275) and Lightman et al., "
-            "2023, *Let's Verify Step by Step* (arXiv:2305.20050).",
-        ]
-        card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
+            rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in eval_results.items()]
+            evaluation = "\n## Evaluation\n\n| metric | value |\n| --- | --- |\n" + "\n".join(rows) + "\n"
+        origin = (
+            (f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model})" if base_model else "Trained")
+            + (" with LoRA" if is_peft else "")
+            + " with prm-builder's `PRMTrainer`"
+            + (f" on `{dataset_name}`." if dataset_name else ".")
+        )
+        body = _MODEL_CARD.format(
+            name=name, origin=origin, load=load, repo=repo, evaluation=evaluation,
+            separator=self.args.step_separator.encode("unicode_escape").decode(), args=self.args,
+            steps=self.state.global_step,
+        )
+        card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
         card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -1,0 +1,69 @@
+"""What publishing costs on top of writing the Parquet files: export of the full synthetic config.
+
+The baseline is the least any publish does, writing each split to Parquet with `Dataset.to_parquet`.
+`export_to_folder` writes exactly what `prm-builder push` uploads (the same Parquet, the plot and the
+merged card); the card and the plot are also timed alone. All in this process, on the same built
+splits (all of GSM8K x 3 corrupted copies, built once before timing).
+
+    python benchmarks/hub.py [--gsm8k ../shared/data/gsm8k] [--repeats 3]
+"""
+
+import argparse
+import tempfile
+import timeit
+from pathlib import Path
+
+from datasets import load_dataset
+from datasets.utils.logging import disable_progress_bar, set_verbosity_error
+
+import prm_builder  # noqa: F401 - registers the builder
+from prm_builder import hub
+from prm_builder.stats import plot_distributions
+
+DEFAULT_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+
+
+def parquet_only(dataset, folder: str) -> None:
+    for split, data in dataset.items():
+        data.to_parquet(f"{folder}/{split}.parquet")
+
+
+def export(dataset, folder: str, options: dict) -> None:
+    hub.export_to_folder(dataset, folder, "me/math-prm", "synthetic", options=options)
+
+
+def card_only(dataset, options: dict) -> None:
+    resolved = hub.resolved_options("synthetic", options)
+    hub.render_section(dataset, "synthetic", "me/math-prm", resolved, hub.recorded_drops(dataset), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gsm8k", type=Path, default=DEFAULT_GSM8K)
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for every measurement")
+    args = parser.parse_args()
+    disable_progress_bar()
+    set_verbosity_error()
+
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+        options = {"problems": str(args.gsm8k)}
+        dataset = load_dataset("prm_builder", "synthetic", cache_dir=cache, **options)
+        rows = sum(len(split) for split in dataset.values())
+        runs = {
+            "to_parquet per split (baseline)": lambda: parquet_only(dataset, out),
+            # Every repeat after the first also merges into the card the previous one wrote.
+            "export_to_folder (what push uploads)": lambda: export(dataset, f"{out}/export", options),
+            "card alone (summary + render)": lambda: card_only(dataset, options),
+            "plot alone": lambda: plot_distributions(dataset, f"{out}/plot.png"),
+        }
+        results = {name: min(timeit.repeat(run, number=1, repeat=args.repeats)) for name, run in runs.items()}
+
+    baseline = results["to_parquet per split (baseline)"]
+    print(f"synthetic on all of GSM8K from {args.gsm8k}: {rows:,} rows, best of {args.repeats}")
+    print(f"{'run':<40} {'seconds':>9} {'x baseline':>11}")
+    for name, seconds in results.items():
+        print(f"{name:<40} {seconds:>9.3f} {seconds / baseline:>11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""model_sampled's pipeline against the bare backend call on the same requests, and the rollouts
+binary search saves over linear Monte Carlo labelling.
+
+1. transformers, tiny model on CPU: `load_dataset(..., label_method="outcome")` end to end
+   (cache lookups and writes, grading, rows, Arrow) against `TransformersBackend.generate` on the
+   same sampling requests, backend construction included in both.
+2. openai, a local OpenAI-compatible server (tests/openai_stub_server.py) that answers every
+   request after a fixed delay, as a GPU server would: the pipeline (outcome, then Monte Carlo with
+   binary search) against the bare `OpenAIBackend.generate` replaying the very requests the
+   pipeline made, all queued at once (no search dependencies: the lower bound). Also the
+   pipeline at concurrency 1, to show what the window of requests in flight buys.
+3. Rollout requests of binary search against linear search on scripted solutions of 8 to 12 steps
+   with one wrong step each (counted at the server).
+
+Every pair runs in this process, alternating, best of --repeats. Two overheads are reported:
+wall-clock (1 - bare / pipeline; on a shared machine the noise of generation itself shows here)
+and the time the pipeline spends outside the backend (its own work: everything but building the
+backend and generating), as a fraction of its wall time.
+
+    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05]
+"""
+
+import argparse
+import contextlib
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+from datasets import load_dataset
+from datasets.utils.logging import disable_progress_bar, set_verbosity_error
+
+import prm_builder  # noqa: F401 - registers the builder
+from prm_builder.backends import BACKENDS, Request
+from prm_builder.backends.openai import OpenAIBackend
+from prm_builder.backends.transformers import TransformersBackend
+from prm_builder.model_sampled import ModelSampledConfig, _request_seed, read_problem_file
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))
+from conftest import build_tiny_model  # noqa: E402
+from openai_stub_server import StubServer  # noqa: E402
+
+
+def scripted_world(problems: list) -> callable:
+    """Solutions of 8-12 steps, the wrong one (if any) chosen by the request seed; rollouts succeed
+    exactly when their prefix holds no wrong step."""
+    answers = {p.text: p.reference for p in problems}
+
+    def responder(request):
+        answer = next(a for text, a in answers.items() if text in request.user)
+        if request.prefix:
+            good = "[ERR]" not in request.prefix
+            return [f"So \\boxed{{{answer if good else -1}}}." for _ in range(request.n)]
+        texts = []
+        for choice in range(request.n):
+            draw = request.seed + 7919 * choice
+            steps, bad = 8 + draw % 5, (draw // 5) % 13  # bad >= steps: a correct solution
+            # Each solution words its steps its own way (no shared prefixes between solutions).
+            lines = [f"Step {i}: {'[ERR] ' if i == bad else ''}work out part {i} of draw {draw}." for i in range(steps - 1)]
+            texts.append("\n\n".join([*lines, f"So the answer is \\boxed{{{answer if bad >= steps else -1}}}."]))
+        return texts
+
+    return responder
+
+
+@contextlib.contextmanager
+def backend_clock(name: str):
+    """Time spent inside `BACKENDS[name]`: building it (loading the model or tokenizer) and each
+    step of its `generate` iterator, whoever calls them."""
+    spent = [0.0]
+    backend_class = BACKENDS[name]
+    original, original_init = backend_class.generate, backend_class.__init__
+
+    def init(self, *args, **kwargs):
+        start = time.perf_counter()
+        original_init(self, *args, **kwargs)
+        spent[0] += time.perf_counter() - start
+
+    def generate(self, queue):
+        iterator = original(self, queue)
+        while True:
+            start = time.perf_counter()
+            try:
+                result = next(iterator)
+            except StopIteration:
+                spent[0] += time.perf_counter() - start
+                return
+            spent[0] += time.perf_counter() - start
+            yield result
+
+    backend_class.generate, backend_class.__init__ = generate, init
+    try:
+        yield spent
+    finally:
+        backend_class.generate, backend_class.__init__ = original, original_init
+
+
+def measure(repeats: int, backend: str, pipeline, bare) -> dict:
+    """Best of `repeats`, alternating: pipeline and bare wall times, and the pipeline's time outside the backend."""
+    best = {"pipeline": float("inf"), "bare": float("inf"), "outside": float("inf")}
+    for _ in range(repeats):
+        with backend_clock(backend) as inside:
+            start = time.perf_counter()
+            pipeline()
+            wall = time.perf_counter() - start
+        if wall < best["pipeline"]:
+            best["pipeline"], best["outside"] = wall, wall - inside[0]
+        start = time.perf_counter()
+        bare()
+        best["bare"] = min(best["bare"], time.perf_counter() - start)
+    return best
+
+
+def row(name: str, times: dict, note: str = "") -> str:
+    wall = 1 - times["bare"] / times["pipeline"]
+    outside = times["outside"] / times["pipeline"]
+    return f"| {name} | {times['bare']:.2f} | {times['pipeline']:.2f} | {wall:+.1%} | {outside:.1%} | {note} |"
+
+
+def transformers_rows(args, work: Path, problems_file: Path) -> list[str]:
+    model = build_tiny_model(work / "tiny", with_chat_template=True)
+    options = {
+        "model": str(model),
+        "problems": str(problems_file),
+        "max_problems": args.problems,
+        "num_samples_per_problem": args.samples,
+        "max_new_tokens": args.tokens,
+        "label_method": "outcome",
+        "concurrency": 32,
+    }
+    config = ModelSampledConfig(name="model_sampled", **options)
+    problems = read_problem_file(problems_file, "test")[: args.problems]
+    runs = iter(range(10**6))
+
+    def pipeline():
+        run = next(runs)
+        load_dataset("prm_builder", "model_sampled", cache_dir=str(work / f"arrow{run}"),
+                     generation_cache_dir=str(work / f"gen{run}"), **options)  # fmt: skip
+
+    def bare():
+        backend = TransformersBackend(str(model), None, config.sampling(), concurrency=32)
+        # The pipeline's own requests: same prompts, sizes, order and seeds, so the same batches.
+        queue = deque(
+            Request(config.prompt_template.replace("{problem}", p.text), "", args.samples, _request_seed(0, f"sample:{p.key}", 0))
+            for p in problems
+        )
+        for _ in backend.generate(queue):
+            pass
+
+    times = measure(args.repeats, "transformers", pipeline, bare)
+    # Everything but generation: the same build again with every generation in the cache.
+    cached = {**options, "generation_cache_dir": str(work / "gen0")}
+    rebuild = min(
+        timed(lambda i=i: load_dataset("prm_builder", "model_sampled", cache_dir=str(work / f"rebuild{i}"), **cached))
+        for i in range(args.repeats)
+    )
+    return [
+        row(f"transformers, tiny model, CPU: {args.problems * args.samples} samples x {args.tokens} tokens", times),
+        f"| the same build with every generation cached (a rebuild: all the pipeline does but generating) | | {rebuild:.2f} | | | |",
+    ]
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
+    problems = read_problem_file(problems_file, "test")
+    model = build_tiny_model(work / "tiny-openai", with_chat_template=True)
+    lines = []
+    with StubServer(scripted_world(problems), delay=args.delay) as server:
+        base = {
+            "model": str(model), "backend": "openai", "base_url": server.url, "problems": str(problems_file),
+            "num_samples_per_problem": args.samples, "concurrency": args.concurrency,
+        }  # fmt: skip
+        config = ModelSampledConfig(name="model_sampled", **base)
+        runs = iter(range(10**6))
+
+        def build(**extra):
+            run = next(runs)
+            load_dataset("prm_builder", "model_sampled", cache_dir=str(work / f"arrow{run}"),
+                         generation_cache_dir=str(work / f"gen{run}"), **{**base, **extra})  # fmt: skip
+
+        # Outcome labels make one request per problem: 8 times the problems, for half the requests
+        # the Monte Carlo run makes with its ~15 per problem.
+        for label, extra in (
+            ("outcome", {"label_method": "outcome", "max_problems": args.problems * 8}),
+            ("mc, binary search", {"mc_search": "binary", "max_problems": args.problems}),
+        ):
+            server.reset_counts()
+            build(**extra)  # learn the requests the bare run replays
+            served = list(server.served)
+            in_flight = server.max_in_flight
+
+            def bare(served=served):
+                backend = OpenAIBackend(str(model), None, config.sampling(), concurrency=args.concurrency, base_urls=[server.url])
+                for _ in backend.generate(deque(Request(r.user, r.prefix, r.n, r.seed) for r in served)):
+                    pass
+                backend.close()
+
+            times = measure(args.repeats, "openai", lambda extra=extra: build(**extra), bare)
+            lines.append(
+                row(f"openai, {args.delay * 1000:.0f} ms/request, concurrency {args.concurrency}: {label}", times,
+                    f"{len(served)} requests, {in_flight} in flight at most")  # fmt: skip
+            )
+            if label == "outcome":
+                serial = timed(lambda: build(**{**extra, "concurrency": 1}))
+                lines.append(
+                    f"| openai: outcome at concurrency 1 | | {serial:.2f} | | | concurrency {args.concurrency} is "
+                    f"{serial / times['pipeline']:.1f}x faster |"
+                )
+    return lines
+
+
+def search_rows(args, work: Path, problems_file: Path) -> list[str]:
+    problems = read_problem_file(problems_file, "test")[: args.problems]
+    model = build_tiny_model(work / "tiny-search", with_chat_template=True)
+    counts = {}
+    with StubServer(scripted_world(problems)) as server:
+        for search in ("linear", "binary"):
+            server.reset_counts()
+            dataset = load_dataset(
+                "prm_builder", "model_sampled", model=str(model), backend="openai", base_url=server.url,
+                problems=str(problems_file), max_problems=args.problems, num_samples_per_problem=args.samples,
+                mc_search=search, mc_rollouts=8, concurrency=64, generation_cache_dir=str(work / f"search-{search}"),
+                cache_dir=str(work / f"search-arrow-{search}"),
+            )["test"]  # fmt: skip
+            rollouts = sum(1 for r in server.served if r.prefix)
+            steps = sum(len(c) for c in dataset["completions"])
+            counts[search] = (rollouts, steps, dataset["first_error"])
+    (linear, steps, linear_errors), (binary, _, binary_errors) = counts["linear"], counts["binary"]
+    assert linear_errors == binary_errors, "binary search must find the same first errors on monotone labels"
+    return [
+        "",
+        "| rollout requests (8 rollouts each) | linear | binary | saving | notes |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {len(linear_errors)} scripted solutions, {steps / len(linear_errors):.1f} steps on average, at most one "
+        f"wrong step | {linear:,} | {binary:,} | {linear / binary:.2f}x fewer | same first_error on every solution |",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gsm8k", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k")
+    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=128, help="max_new_tokens of the tiny model")
+    parser.add_argument("--delay", type=float, default=0.05, help="seconds the local server takes per request")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    disable_progress_bar()
+    set_verbosity_error()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        problems_file = work / "test.jsonl"
+        with open(args.gsm8k / "test.jsonl", encoding="utf-8") as source:
+            problems_file.write_text("".join(source.readlines()[: args.problems * 8]))
+        print("| run | bare backend (s) | pipeline (s) | wall-clock overhead | pipeline time outside the backend | notes |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for line in [*transformers_rows(args, work, problems_file), *openai_rows(args, work, problems_file),
+                     *search_rows(args, work, problems_file)]:  # fmt: skip
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

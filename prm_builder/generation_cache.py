@@ -1,0 +1,308 @@
+"""The generation cache: every raw model generation kept on disk, so no GPU hour is paid twice.
+
+One cache is a folder under the root (default `<HF_DATASETS_CACHE>/prm_builder_generations`),
+named after the model plus a hash of everything a generation depends on (its "identity":
+model, revision, sampling parameters, prompt template, seed):
+
+    identity.json      the identity, for `prm-builder cache list`
+    epoch              an integer; `force_regenerate` starts a new epoch, the old one is ignored
+    segments/e<epoch>-<time>-<pid>-<random>.jsonl
+                       append-only, one per writing process, one JSON line per finished request:
+                       {"p": problem key, "k": entry key, "i": first index, "g": [[text, finish_reason], ...]}
+
+An entry key names a group of generations of one prompt, `<kind>:<...>` (model_sampled uses
+`sample:<problem>` and `rollout:<problem>:<prefix hash>`); index i of a group is one generation.
+
+Why a kill -9 at any point loses nothing and duplicates nothing:
+  - each line goes out in one unbuffered write() as soon as its request finishes, so it is in
+    the OS page cache (which outlives the process) before the next request is handled; fsync
+    every FSYNC_INTERVAL_S and on close adds durability against power loss;
+  - a process only appends to the segment it created, so a line torn by a kill is always the
+    last one of its segment: the reader ignores it, and that request is simply made again;
+  - only absent generations are requested, and the reader keeps the first line for each
+    (entry, index), so two builds racing on one cache still read one generation per index.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import Generation
+
+ROOT_DIRNAME = "prm_builder_generations"
+IDENTITY_FILE = "identity.json"
+EPOCH_FILE = "epoch"
+SEGMENTS_DIRNAME = "segments"
+# Problem keys have a fixed length, so a reader can filter lines by problem without parsing them.
+PROBLEM_KEY_LENGTH = 16
+_LINE_HEAD = b'{"p":"'
+FSYNC_INTERVAL_S = 1.0
+
+
+def default_root() -> Path:
+    import datasets.config
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / ROOT_DIRNAME
+
+
+def problem_key(text: str) -> str:
+    """A problem's key: a hash of its text, so reordering or extending a problem file keeps its cache."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:PROBLEM_KEY_LENGTH]
+
+
+def cache_name(identity: dict) -> str:
+    """`<model's last path part>-<hash of the identity>`: readable in `cache list`, unique per identity."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    model = re.sub(r"[^A-Za-z0-9._-]+", "-", str(identity.get("model", "model")).rstrip("/").split("/")[-1])
+    return f"{model or 'model'}-{digest}"
+
+
+class CorruptCacheError(ValueError):
+    pass
+
+
+class GenerationCache:
+    def __init__(self, root: str | os.PathLike, identity: dict):
+        self.identity = identity
+        self.path = Path(root) / cache_name(identity)
+
+    @property
+    def epoch(self) -> int:
+        return read_epoch(self.path)
+
+    def load(self, problem_keys: Collection[str] | None = None) -> dict[str, dict[str, dict[int, Generation]]]:
+        """problem key -> entry key -> {index: generation}, for the given problems (all when None),
+        current epoch only."""
+        entries: dict[str, dict[str, dict[int, Generation]]] = {}
+        wanted = None if problem_keys is None else {key.encode("ascii") for key in problem_keys}
+        for segment in _segments(self.path, self.epoch):
+            for record in _read_segment(segment, wanted, self.path.name):
+                group = entries.setdefault(record["p"], {}).setdefault(record["k"], {})
+                for offset, (text, finish_reason) in enumerate(record["g"]):
+                    group.setdefault(record["i"] + offset, Generation(text, finish_reason))
+        return entries
+
+    def writer(self) -> "SegmentWriter":
+        return SegmentWriter(self)
+
+    def start_new_epoch(self) -> int:
+        """Make every cached generation invisible (force_regenerate), then delete it from disk."""
+        self._ensure_created()
+        epoch = self.epoch + 1
+        _write_atomically(self.path / EPOCH_FILE, f"{epoch}\n".encode())
+        # The new epoch is durable before anything is deleted: a kill in between only leaves
+        # files that no reader looks at, and the next clean-up takes them.
+        for segment in (self.path / SEGMENTS_DIRNAME).glob("*.jsonl"):
+            if not segment.name.startswith(_epoch_prefix(epoch)):
+                segment.unlink(missing_ok=True)
+        return epoch
+
+    def _ensure_created(self) -> None:
+        (self.path / SEGMENTS_DIRNAME).mkdir(parents=True, exist_ok=True)
+        identity_file = self.path / IDENTITY_FILE
+        if not identity_file.exists():
+            _write_atomically(identity_file, json.dumps(self.identity, indent=2, sort_keys=True).encode())
+
+
+class SegmentWriter:
+    """Appends finished requests to a segment of its own; created on the first append."""
+
+    def __init__(self, cache: GenerationCache):
+        self.cache = cache
+        self.file = None
+        self.last_sync = 0.0
+        self.records = 0
+
+    def append(self, problem: str, key: str, first_index: int, generations: list[Generation]) -> None:
+        if len(problem) != PROBLEM_KEY_LENGTH:
+            raise ValueError(f"problem keys must be {PROBLEM_KEY_LENGTH} characters, got {problem!r}")
+        if self.file is None:
+            self._open()
+        record = {"p": problem, "k": key, "i": first_index, "g": [[g.text, g.finish_reason] for g in generations]}
+        # ASCII JSON has no raw newline inside: one line per record, written with one write().
+        self.file.write(json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n")
+        self.records += 1
+        if time.monotonic() - self.last_sync >= FSYNC_INTERVAL_S:
+            self._sync()
+
+    def _open(self) -> None:
+        self.cache._ensure_created()
+        name = f"{_epoch_prefix(self.cache.epoch)}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.file = open(self.cache.path / SEGMENTS_DIRNAME / name, "xb", buffering=0)
+        _fsync_dir(self.cache.path / SEGMENTS_DIRNAME)
+        self.last_sync = time.monotonic()
+
+    def _sync(self) -> None:
+        os.fsync(self.file.fileno())
+        self.last_sync = time.monotonic()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self._sync()
+            self.file.close()
+            self.file = None
+
+    def __enter__(self) -> "SegmentWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+
+def read_epoch(path: Path) -> int:
+    try:
+        return int((path / EPOCH_FILE).read_text().strip())
+    except FileNotFoundError:
+        return 0
+    except ValueError as error:
+        raise CorruptCacheError(
+            f"{path / EPOCH_FILE}: expected an integer, got {error}; remove this cache with "
+            f"`prm-builder cache clear {path.name}`"
+        ) from None
+
+
+def _epoch_prefix(epoch: int) -> str:
+    return f"e{epoch:06d}-"
+
+
+def _segments(path: Path, epoch: int) -> list[Path]:
+    # Names start with the epoch and a zero-padded time: sorted names are segments oldest first.
+    return sorted((path / SEGMENTS_DIRNAME).glob(f"{_epoch_prefix(epoch)}*.jsonl"))
+
+
+def _read_segment(segment: Path, wanted: set[bytes] | None, cache: str):
+    with open(segment, "rb") as file:
+        lines = file.readlines()
+    for number, line in enumerate(lines, start=1):
+        head = len(_LINE_HEAD)
+        if wanted is not None and line.startswith(_LINE_HEAD) and line[head : head + PROBLEM_KEY_LENGTH] not in wanted:
+            continue
+        try:
+            if not line.endswith(b"\n"):
+                raise ValueError("no line end")
+            record = json.loads(line)
+        except ValueError as error:
+            if number == len(lines):
+                continue  # torn by a kill mid-write: that request was never counted as done
+            raise CorruptCacheError(
+                f"{segment}, line {number}: expected a JSON generation record, got {line[:80]!r} ({error}); "
+                f"remove this cache with `prm-builder cache clear {cache}`"
+            ) from None
+        yield record
+
+
+# -- listing and clearing (`prm-builder cache list|clear`) --------------------------------------------
+
+
+@dataclass
+class CacheSummary:
+    name: str
+    path: Path
+    identity: dict
+    epoch: int
+    problems: int = 0  # problems with at least one cached generation
+    generations: Counter = field(default_factory=Counter)  # kind (the entry key's prefix) -> count
+    bytes: int = 0
+
+
+def list_caches(root: str | os.PathLike | None = None) -> list[CacheSummary]:
+    root = Path(root) if root is not None else default_root()
+    summaries = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path.name.startswith(".") or not (path / IDENTITY_FILE).is_file():
+            continue
+        summaries.append(summarize(path))
+    return summaries
+
+
+def summarize(path: Path) -> CacheSummary:
+    summary = CacheSummary(path.name, path, json.loads((path / IDENTITY_FILE).read_text()), read_epoch(path))
+    seen = {}
+    problems = set()
+    for segment in _segments(path, summary.epoch):
+        for record in _read_segment(segment, None, path.name):
+            indices = seen.setdefault(record["k"], set())
+            new = {record["i"] + offset for offset in range(len(record["g"]))} - indices
+            indices |= new
+            summary.generations[record["k"].split(":", 1)[0]] += len(new)
+            problems.add(record["p"])
+    summary.problems = len(problems)
+    summary.bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return summary
+
+
+def resolve(root: str | os.PathLike | None, key: str) -> Path:
+    """The cache folder named `key`, or the only one whose name starts with it."""
+    names = [summary.name for summary in list_caches(root)]
+    matches = [name for name in names if name == key] or [name for name in names if name.startswith(key)]
+    if len(matches) != 1:
+        found = "none matches" if not matches else f"{len(matches)} match: {', '.join(matches)}"
+        raise ValueError(
+            f"expected the key (or a unique prefix) of one generation cache, got {key!r}: {found}; "
+            f"see `prm-builder cache list`"
+        )
+    return (Path(root) if root is not None else default_root()) / matches[0]
+
+
+def remove(path: Path) -> None:
+    # Rename first: a half-deleted cache is never mistaken for a live one by a concurrent build.
+    doomed = path.with_name(f".deleting-{path.name}-{uuid.uuid4().hex[:8]}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
+
+
+# -- atomic files ---------------------------------------------------------------------------------------
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def describe(summary: CacheSummary) -> str:
+    """A few lines about one cache, for `prm-builder cache list`."""
+    identity = summary.identity
+    sampling = " ".join(f"{name}={identity.get(name)}" for name in ("temperature", "top_p", "max_new_tokens", "seed"))
+    kinds = sorted(summary.generations.items(), key=lambda kv: (kv[0] != "sample", kv[0]))  # samples first
+    done = ", ".join(f"{count:,} {kind}s" for kind, count in kinds) or "no generations"
+    revision = f"@{identity['revision']}" if identity.get("revision") else ""
+    return "\n".join(
+        [
+            f"{summary.name}  ({_size(summary.bytes)}, epoch {summary.epoch})",
+            f"  model: {identity.get('model')}{revision}",
+            f"  sampling: {sampling}",
+            f"  done: {summary.problems:,} problems, {done}",
+        ]
+    )
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"

@@ -1,0 +1,193 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted answers, for tests and benchmarks.
+
+It speaks the parts of the API the openai backend uses, the way `vllm serve` does:
+POST /v1/completions, POST /v1/chat/completions (with vLLM's continue_final_message) and
+GET /v1/models. What it answers comes from a `responder(request) -> list[str | (text, finish)]`
+given the parsed request (`ScriptedRequest`), so a test decides exactly which solutions and
+rollouts the "model" writes. It can delay every request (to show concurrency), fail the next
+requests with given HTTP statuses (to exercise retries), and it counts what it served.
+
+    with StubServer(responder, delay=0.05) as server:
+        load_dataset(..., backend="openai", base_url=server.url)
+        server.count()  # successful generation requests
+"""
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ASSISTANT_MARK = "<|im_start|>assistant\n"
+
+
+@dataclass(frozen=True)
+class ScriptedRequest:
+    endpoint: str  # "completions" or "chat"
+    user: str  # the user message (for completions: the text between the chat markers)
+    prefix: str  # the partial assistant message being continued ("" for a fresh answer)
+    n: int
+    seed: int | None
+    body: dict
+
+
+Responder = Callable[[ScriptedRequest], list]
+
+
+class StubServer:
+    def __init__(self, responder: Responder, *, model: str | None = None, delay: float = 0.0):
+        self.responder = responder
+        self.model = model  # when set, other model names get 404 like a real server
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.served: list[ScriptedRequest] = []
+        self.failures: list[int] = []  # statuses for the next requests, in order
+        self.failed: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def fail_next(self, *statuses: int) -> None:
+        with self.lock:
+            self.failures.extend(statuses)
+
+    def count(self, endpoint: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for r in self.served if endpoint is None or r.endpoint == endpoint)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being handled (e.g. those of a client that was just killed)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.served.clear()
+            self.failed.clear()
+            self.max_in_flight = 0
+
+    def start(self) -> "StubServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> "StubServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- request handling (runs on the server's threads) --
+
+    def handle(self, path: str, body: dict) -> tuple[int, dict, dict]:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            status = self.failures.pop(0) if self.failures else None
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if status is not None:
+                with self.lock:
+                    self.failed.append(status)
+                # Retry-After in milliseconds keeps the client's backoff short in tests.
+                return status, {"error": {"message": f"injected {status}", "type": "server_error"}}, {"retry-after-ms": "5"}
+            if self.model is not None and body.get("model") != self.model:
+                return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError"}}, {}
+            request = _parse(path, body)
+            answers = [a if isinstance(a, tuple) else (a, "stop") for a in self.responder(request)]
+            with self.lock:
+                self.served.append(request)
+            return 200, _response(request, answers, body.get("model")), {}
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def _parse(path: str, body: dict) -> ScriptedRequest:
+    n, seed = int(body.get("n") or 1), body.get("seed")
+    if path.endswith("/chat/completions"):
+        messages = body["messages"]
+        user = next(m["content"] for m in messages if m["role"] == "user")
+        prefix = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+        return ScriptedRequest("chat", user, prefix, n, seed, body)
+    prompt = body["prompt"]
+    # A chat-templated prompt: "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{prefix}".
+    head, _, prefix = prompt.partition(ASSISTANT_MARK)
+    user = head.split("<|im_start|>user\n", 1)[-1].rsplit("<|im_end|>", 1)[0]
+    return ScriptedRequest("completions", user, prefix, n, seed, body)
+
+
+def _response(request: ScriptedRequest, answers: list[tuple[str, str]], model: str) -> dict:
+    if len(answers) != request.n:
+        raise ValueError(f"responder returned {len(answers)} answers for n={request.n}")
+    if request.endpoint == "chat":
+        choices = [
+            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+            for i, (text, finish) in enumerate(answers)
+        ]
+        kind = "chat.completion"
+    else:
+        choices = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None} for i, (text, finish) in enumerate(answers)]
+        kind = "text_completion"
+    return {
+        "id": "stub",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client killed mid-request (the kill -9 test) leaves a broken pipe: not the server's error.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
+def _handler(server: StubServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the openai client expects
+
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if not self.path.endswith(("/completions", "/chat/completions")):
+                self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
+                return
+            self._send(*server.handle(self.path, body))
+
+        def do_GET(self):
+            if self.path.endswith("/models"):
+                self._send(200, {"object": "list", "data": [{"id": server.model or "stub", "object": "model"}]}, {})
+            else:
+                self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
+
+        def _send(self, status: int, payload: dict, headers: dict) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:  # quiet: tests read the counters instead
+            pass
+
+    return Handler

@@ -1,0 +1,153 @@
+"""Final-answer extraction and equivalence, on hand-made formats and on the real answer formats of
+MATH500 (../shared/data/math500) and GSM8K (../shared/data/gsm8k)."""
+
+import json
+from fractions import Fraction
+
+import pytest
+
+from prm_builder import grading
+from prm_builder.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, parse_number
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("So she makes 9 * 2 = 18 dollars.\n\n\\boxed{18}", "18"),
+        ("First \\boxed{3}, then the final \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}"),  # the last box
+        ("The answer is $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}$.", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("\\fbox{7}", "7"),
+        ("\\boxed 42 is it", "42"),
+        ("Janet sells 9 eggs.\n#### 1,000", "1,000"),
+        ("The answer is: 18.", "18"),
+        ("so the final answer is $3\\sqrt{2}$.", "3\\sqrt{2}"),
+        ("Q: how many?\nA: 5 apples", "5 apples"),
+        # A box cut off by max_new_tokens does not count; an earlier complete one does.
+        ("\\boxed{4} but wait \\boxed{5", "4"),
+        ("\\boxed{5", None),
+        ("I am not sure what to do.", None),
+        ("A: \n", None),
+        ("\\boxed{}", None),
+    ],
+)
+def test_extract_final_answer(text, expected):
+    assert extract_final_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("18", Fraction(18)),
+        ("$18.00", Fraction(18)),
+        ("\\$1,000", Fraction(1000)),
+        ("1,234,567.5", Fraction(2469135, 2)),
+        ("18 dollars", Fraction(18)),
+        ("x = -5", Fraction(-5)),
+        ("\u22125", Fraction(-5)),
+        ("25\\%", Fraction(25)),
+        ("\\frac{3}{4}", Fraction(3, 4)),
+        ("3/4", Fraction(3, 4)),
+        ("0.75", Fraction(3, 4)),
+        ("18.", Fraction(18)),
+        ("\\text{18 eggs}", Fraction(18)),
+        ("2 hours 30 minutes", None),  # two numbers: no single answer
+        ("5-3", None),
+        ("eighteen", None),
+        ("1/0", None),
+        ("", None),
+    ],
+)
+def test_parse_number(text, expected):
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "style", "expected"),
+    [
+        ("$18.00", "18", NUMERIC, True),
+        ("18.5", "18", NUMERIC, False),
+        ("1,000", "1000", NUMERIC, True),
+        ("1/2", "0.5", NUMERIC, True),
+        ("two", "2", NUMERIC, False),
+        ("\\frac{1}{2}", "0.5", MATH, True),
+        ("(3, \\pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)", MATH, True),
+        ("(3, \\pi)", "\\left( 3, \\frac{\\pi}{2} \\right)", MATH, False),
+        ("2\\sqrt{2}", "\\sqrt{8}", MATH, True),
+        ("\\text{Evelyn}", "\\text{Evelyn}", MATH, True),
+        ("10", "11", MATH, False),
+    ],
+)
+def test_answers_match(answer, reference, style, expected):
+    assert answers_match(answer, reference, style) is expected
+
+
+def test_grade_outcomes():
+    assert grade("... so \\boxed{72}", "72", NUMERIC) == grading.Grade("72", grading.CORRECT)
+    assert grade("... so \\boxed{71}", "72", NUMERIC) == grading.Grade("71", grading.INCORRECT)
+    # Unparseable answers are graded wrong, and told apart from wrong ones.
+    none = grade("I give up", "72", NUMERIC)
+    assert none == grading.Grade("", grading.NO_ANSWER) and not none.correct
+    with pytest.raises(ValueError, match="grading style must be one of"):
+        answers_match("1", "1", "fuzzy")
+
+
+def test_reference_is_gradable():
+    assert grading.reference_is_gradable("1,000", NUMERIC)
+    assert not grading.reference_is_gradable("about ten", NUMERIC)
+    assert grading.reference_is_gradable("\\frac{14}{3}", MATH)
+
+
+def _math500(shared_data):
+    with open(shared_data / "math500" / "test.jsonl", encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
+def test_math500_reference_solutions_grade_correct(shared_data):
+    """Every official MATH500 solution's boxed answer equals the recorded answer under math-verify."""
+    problems = _math500(shared_data)
+    assert len(problems) == 500
+    wrong = [
+        (p["unique_id"], p["answer"])
+        for p in problems
+        if not grade(p["solution"], p["answer"], MATH).correct
+    ]
+    assert wrong == []
+
+
+def test_math500_answers_do_not_match_other_problems(shared_data):
+    """Pairing each answer with the next problem's: equal only where the two answers really are equal."""
+    problems = _math500(shared_data)
+    pairs = list(zip(problems, problems[1:]))
+    matched = [(a["answer"], b["answer"]) for a, b in pairs if answers_match(a["answer"], b["answer"], MATH)]
+    # The 3 of 499 neighbours whose answers agree ("x=5" states the value 5).
+    assert matched == [("5", "x=5"), ("7", "7"), ("3", "3")]
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_gsm8k_solutions_grade_correct(gsm8k_dir, split):
+    """Every GSM8K solution's own `#### N` line grades correct against N, and not against N + 1."""
+    with open(gsm8k_dir / f"{split}.jsonl", encoding="utf-8") as file:
+        rows = [json.loads(line) for line in file]
+    assert len(rows) == {"train": 7473, "test": 1319}[split]
+    for row in rows:
+        reference = row["answer"].rsplit("####", 1)[1].strip()
+        assert grade(row["answer"], reference, NUMERIC).correct, row["answer"]
+        off_by_one = parse_number(reference) + 1
+        assert not answers_match(reference, str(off_by_one), NUMERIC)
+
+
+def test_gsm8k_answers_in_model_formats(gsm8k_dir):
+    """The same reference written the ways models write answers."""
+    with open(gsm8k_dir / "test.jsonl", encoding="utf-8") as file:
+        first = json.loads(file.readline())
+    reference = first["answer"].rsplit("####", 1)[1].strip()
+    assert reference == "18"
+    for text in [
+        "She makes \\boxed{18} dollars.",
+        "The answer is $18.",
+        "The answer is: \\$18.00",
+        "#### 18",
+        "Q: How much?\nA: 18 dollars",
+        "So she earns \\boxed{\\$18} every day.",
+    ]:
+        assert grade(text, reference, NUMERIC).correct, text

@@ -1,0 +1,233 @@
+"""prm-train: option parsing, dataset resolution, and whole runs through the command line and accelerate launch."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+from prm_trainer.cli import load_prm_dataset, main, make_parser, parse_dataset_options
+
+BIN = Path(sys.executable).parent
+EVAL_KEYS = {"split", "num_rows", "step_accuracy", "majority_baseline", "balanced_accuracy", "first_error_f1",
+             "best_of_n_accuracy", "best_of_n_oracle", "best_of_n_random", "best_of_n_majority_vote"}
+
+
+# ---------------------------------------------------------------- --dataset_options
+
+
+def test_dataset_options_key_value_pairs_are_read_as_yaml():
+    options = ["problems=/data/gsm8k", "max_examples=20", "strategies=[flip_number, change_operator]",
+               "include_correct=false", "seed=", "tag=a=b"]
+    assert parse_dataset_options(options) == {
+        "problems": "/data/gsm8k",
+        "max_examples": 20,
+        "strategies": ["flip_number", "change_operator"],
+        "include_correct": False,
+        "seed": "",
+        "tag": "a=b",
+    }
+
+
+def test_dataset_options_json_dict_and_none():
+    expected = {"max_examples": 5, "problems": "sample"}
+    assert parse_dataset_options(['{"max_examples": 5, "problems": "sample"}']) == expected
+    assert parse_dataset_options({"max_examples": 5}) == {"max_examples": 5}
+    assert parse_dataset_options(None) == {}
+
+
+@pytest.mark.parametrize("options, message", [(["max_examples"], "expects key=value pairs, got 'max_examples'"),
+                                              (["=5"], "expects key=value pairs"),
+                                              (["[1, 2]"], "expects key=value pairs")])
+def test_dataset_options_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        parse_dataset_options(options)
+
+
+# ---------------------------------------------------------------- --dataset_name
+
+
+@pytest.fixture
+def saved_dataset(tmp_path, gsm8k_dir) -> Path:
+    """What `prm-builder build` leaves behind: a DatasetDict saved with save_to_disk."""
+    import prm_builder  # noqa: F401
+
+    dataset = datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=12)
+    dataset.save_to_disk(tmp_path / "built")
+    return tmp_path / "built"
+
+
+def test_load_prm_builder_config_with_options(gsm8k_dir):
+    dataset = load_prm_dataset("prm_builder:synthetic", None, {"problems": str(gsm8k_dir), "max_examples": 8})
+    assert set(dataset) == {"train", "test"} and len(dataset["train"]) == 8
+    same = load_prm_dataset("prm_builder", "synthetic", {"problems": str(gsm8k_dir), "max_examples": 8})
+    assert same["train"]["id"] == dataset["train"]["id"]
+
+
+@pytest.mark.parametrize(
+    "name, config, message",
+    [
+        ("prm_builder:synthetic", "prm800k", "name different configs"),
+        ("prm_builder", None, "needs a config, e.g. prm_builder:synthetic"),
+    ],
+)
+def test_load_prm_builder_errors(name, config, message):
+    with pytest.raises(ValueError, match=message):
+        load_prm_dataset(name, config, {})
+
+
+def test_load_saved_dataset(saved_dataset, tmp_path):
+    dataset = load_prm_dataset(str(saved_dataset))
+    assert set(dataset) == {"train", "test"} and len(dataset["train"]) == 12
+    with pytest.raises(ValueError, match="is a saved dataset: --dataset_config and --dataset_options apply to"):
+        load_prm_dataset(str(saved_dataset), None, {"max_examples": 3})
+    # A single saved Dataset becomes the train split.
+    dataset["test"].save_to_disk(tmp_path / "single")
+    assert list(load_prm_dataset(str(tmp_path / "single"))) == ["train"]
+
+
+def test_load_folder_of_data_files(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    row = {"prompt": "1 + 1?", "completions": ["1 + 1 = 2"], "labels": [True]}
+    (folder / "train.jsonl").write_text(json.dumps(row) + "\n")
+    assert load_prm_dataset(str(folder))["train"][0] == row
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def test_parser_defaults_and_config_file(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        "model_name_or_path: some/model\n"
+        "dataset_name: prm_builder:synthetic\n"
+        "dataset_options: {problems: sample, max_examples: 10}\n"
+        "use_peft: true\n"
+        "max_prompt_length: 256\n"
+        "learning_rate: 0.001\n"
+    )
+    script_args, training_args, model_args = make_parser().parse_args_and_config(
+        ["--config", str(config), "--output_dir", str(tmp_path / "out"), "--learning_rate", "0.002"]
+    )
+    assert parse_dataset_options(script_args.dataset_options) == {"problems": "sample", "max_examples": 10}
+    assert model_args.use_peft and model_args.lora_task_type == "TOKEN_CLS"
+    assert training_args.max_prompt_length == 256 and training_args.learning_rate == 0.002  # the flag wins
+    assert training_args.max_length == 1024 and training_args.step_separator == "\n"
+    assert script_args.eval_metric == "all" and script_args.dataset_test_split == "test"
+
+
+def test_parser_rejects_unknown_flags_and_bad_choices(tmp_path):
+    with pytest.raises(SystemExit):
+        make_parser().parse_args_and_config(["--output_dir", str(tmp_path), "--eval_metric", "f1"])
+    with pytest.raises(ValueError, match="--max_lenght"):
+        make_parser().parse_args_and_config(["--output_dir", str(tmp_path), "--max_lenght", "5"])
+
+
+def _main(args: list[str]):
+    return main(*make_parser().parse_args_and_config(args))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model_name_or_path", "m"], "--dataset_name is required"),
+        (["--dataset_name", "x"], "--model_name_or_path is required"),
+        (["--dataset_name", "{saved}", "--model_name_or_path", "m", "--dataset_train_split", "training"],
+         r"--dataset_train_split 'training' is not a split of the dataset: \['train', 'test'\]"),
+        (["--dataset_name", "{saved}", "--model_name_or_path", "m", "--dataset_test_split", "validation"],
+         r"--dataset_test_split 'validation' is not a split .*--dataset_test_split none to skip"),
+    ],
+)
+def test_main_argument_errors(tmp_path, saved_dataset, args, message):
+    args = [arg.replace("{saved}", str(saved_dataset)) for arg in args]
+    with pytest.raises(ValueError, match=message):
+        _main([*args, "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+
+
+# ---------------------------------------------------------------- whole runs
+
+
+def run(command: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+TRAIN_FLAGS = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+               "--report_to", "none", "--save_strategy", "no", "--seed", "0"]
+
+
+def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_model_path, gsm8k_dir):
+    from peft import AutoPeftModelForTokenClassification
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        f"model_name_or_path: {tiny_model_path}\n"
+        "dataset_name: prm_builder:synthetic\n"
+        f"dataset_options: {{problems: {gsm8k_dir}, max_examples: 12}}\n"
+        "use_peft: true\n"
+        "lora_r: 4\n"
+    )
+    out = tmp_path / "prm"
+    result = run([BIN / "prm-train", "--config", config, "--output_dir", out, *TRAIN_FLAGS,
+                  "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size", "5"], cwd=tmp_path)
+
+    assert "eval_accuracy" in result.stdout + result.stderr  # compute_metrics during training
+    results = json.loads((out / "prm_eval_results.json").read_text())
+    assert EVAL_KEYS <= set(results) and results["split"] == "test" and results["num_rows"] == 12
+    assert results["best_of_n_num_problems"] == 3  # 12 rows: 3 problems, 4 solutions each
+    assert json.dumps(results, indent=2) in result.stdout
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md"} <= {
+        p.name for p in out.iterdir()}
+    card = (out / "README.md").read_text()
+    assert "library_name: peft" in card and "## Evaluation" in card and "prm_builder:synthetic" in card
+    model = AutoPeftModelForTokenClassification.from_pretrained(out)
+    assert model.peft_config["default"].task_type == "TOKEN_CLS"
+    assert any("modules_to_save" in name and "score" in name for name, _ in model.named_parameters())
+
+
+def test_prm_train_full_fine_tune_on_a_saved_dataset(tmp_path, tiny_model_path, saved_dataset):
+    from transformers import AutoModelForTokenClassification
+
+    out = tmp_path / "prm"
+    run([BIN / "prm-train", "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset,
+         "--dataset_test_split", "none", "--output_dir", out, *TRAIN_FLAGS], cwd=tmp_path)
+    assert not (out / "prm_eval_results.json").exists()
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "incorrect", 1: "correct"}
+    assert "library_name: transformers" in (out / "README.md").read_text()
+
+
+def test_accelerate_launch_cpu(tmp_path, tiny_model_path, saved_dataset):
+    out = tmp_path / "prm"
+    run([BIN / "accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", BIN / "prm-train",
+         "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset, "--use_peft", "--lora_r", "4",
+         "--output_dir", out, "--eval_metric", "step_accuracy", *TRAIN_FLAGS], cwd=tmp_path)
+    results = json.loads((out / "prm_eval_results.json").read_text())
+    assert results["num_rows"] == 12 and 0 <= results["step_accuracy"] <= 1
+    assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_path, saved_dataset):
+    # accelerate's `--cpu` launcher starts one process unless MPI is installed; torchrun-style multi-process
+    # launching plus ACCELERATE_USE_CPU gives two real CPU processes talking over gloo (DDP).
+    out = tmp_path / "prm"
+    # A free port of our own: two runs on one machine must not meet on the default rendezvous port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run([BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--main_process_port", port,
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "prm_trainer.cli",
+         "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset, "--use_peft", "--lora_r", "4",
+         "--output_dir", out, "--eval_strategy", "steps", "--eval_steps", "2", *TRAIN_FLAGS],
+        cwd=tmp_path, env={"ACCELERATE_USE_CPU": "true"})
+    assert "devices: 2" in (out / "README.md").read_text()
+    results = json.loads((out / "prm_eval_results.json").read_text())
+    assert EVAL_KEYS <= set(results)

@@ -1,0 +1,506 @@
+"""PRMConfig and PRMTrainer: tokenize_row's exact outputs, dataset preparation, LoRA training end to end on tiny
+models."""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from prm_trainer import PRMConfig, PRMTrainer, evaluate_reward_model
+from prm_trainer.evaluation import score_steps
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    TrainingArguments,
+)
+
+# ---------------------------------------------------------------- a word-level tokenizer with known ids
+
+WORDS = ["[UNK]", "<s>", "</s>", "\n", "what", "is", "2", "+", "3", "?", "=", "5", "6", "the", "answer", "so"]
+UNK, BOS, EOS, NL, WHAT, IS, TWO, PLUS, THREE, Q, EQ, FIVE, SIX, THE, ANSWER, SO = range(len(WORDS))
+X = -100
+
+
+def word_tokenizer(bos: bool) -> PreTrainedTokenizerFast:
+    """One token per space-separated word, "\\n" a token of its own; ids are the positions in WORDS."""
+    model = Tokenizer(models.WordLevel({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))
+    model.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(" ", behavior="removed"), pre_tokenizers.Split("\n", behavior="isolated")]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token="[UNK]", eos_token="</s>", bos_token="<s>" if bos else None
+    )
+
+
+ROW = {"prompt": "what is 2 + 3 ?", "completions": ["2 + 3 = 5", "the answer is 6"], "labels": [True, False]}
+PROMPT = [WHAT, IS, TWO, PLUS, THREE, Q]
+STEP_1 = [TWO, PLUS, THREE, EQ, FIVE, NL]
+STEP_2 = [THE, ANSWER, IS, SIX, NL]
+LABELS_1 = [X, X, X, X, X, 1]
+LABELS_2 = [X, X, X, X, 0]
+
+
+def tokenize(row=ROW, bos=False, separator="\n", max_length=None, max_completion_length=None, last_only=False,
+             is_eval=False, **kwargs):
+    return PRMTrainer.tokenize_row(
+        row, word_tokenizer(bos), separator, max_length, max_completion_length, last_only, is_eval, **kwargs
+    )
+
+
+def test_tokenize_row_labels_sit_on_each_step_last_token():
+    assert tokenize() == {
+        "input_ids": PROMPT + STEP_1 + STEP_2,
+        "labels": [X] * 6 + LABELS_1 + LABELS_2,
+    }
+
+
+def test_tokenize_row_prepends_bos_when_the_tokenizer_has_one():
+    assert tokenize(bos=True) == {
+        "input_ids": [BOS] + PROMPT + STEP_1 + STEP_2,
+        "labels": [X] * 7 + LABELS_1 + LABELS_2,
+    }
+
+
+def test_tokenize_row_separator_and_int_labels():
+    row = {**ROW, "labels": [0, 1]}
+    assert tokenize(row, separator="\n\n") == {
+        "input_ids": PROMPT + STEP_1 + [NL] + STEP_2 + [NL],
+        "labels": [X] * 6 + [X] * 6 + [0] + [X] * 5 + [1],
+    }
+
+
+@pytest.mark.parametrize(
+    "last_only, is_eval, labels",
+    [
+        (True, False, [X] * 6 + [X] * 6 + LABELS_2),  # training: only the last step keeps its label
+        (True, True, [X] * 6 + LABELS_1 + LABELS_2),  # evaluation: every step
+        (False, False, [X] * 6 + LABELS_1 + LABELS_2),
+    ],
+)
+def test_tokenize_row_train_on_last_step_only(last_only, is_eval, labels):
+    assert tokenize(last_only=last_only, is_eval=is_eval)["labels"] == labels
+
+
+def test_tokenize_row_empty_step_with_empty_separator_has_no_label():
+    row = {"prompt": "what", "completions": ["2 + 3", "", "5"], "labels": [True, True, False]}
+    # No token carries the middle step's label, so it is left out rather than misplaced.
+    assert tokenize(row, separator="") == {"input_ids": [WHAT, TWO, PLUS, THREE, FIVE], "labels": [X, X, X, 1, 0]}
+
+
+def test_tokenize_row_rejects_label_count_mismatch():
+    with pytest.raises(ValueError, match="got 2 completions and 1 labels"):
+        tokenize({**ROW, "labels": [True]})
+
+
+# Every truncation case, without BOS unless said otherwise.
+@pytest.mark.parametrize(
+    "kwargs, input_ids, labels",
+    [
+        # max_length inside the second step: its label is cut, the first survives
+        ({"max_length": 14}, PROMPT + STEP_1 + STEP_2[:2], [X] * 6 + LABELS_1 + [X, X]),
+        # max_length exactly at the end: nothing cut
+        ({"max_length": 17}, PROMPT + STEP_1 + STEP_2, [X] * 6 + LABELS_1 + LABELS_2),
+        # max_length inside the prompt: no labelled token left (TRL's behaviour, kept without max_prompt_length)
+        ({"max_length": 5}, PROMPT[:5], [X] * 5),
+        # max_completion_length inside the second step
+        ({"max_completion_length": 7}, PROMPT + STEP_1 + STEP_2[:1], [X] * 6 + LABELS_1 + [X]),
+        # both: the completion is cut first, then the whole sequence
+        ({"max_completion_length": 7, "max_length": 11}, PROMPT + STEP_1[:5], [X] * 11),
+        # max_prompt_length keeps the end of the prompt
+        ({"max_prompt_length": 2}, [THREE, Q] + STEP_1 + STEP_2, [X, X] + LABELS_1 + LABELS_2),
+        # a prompt already short enough is untouched
+        ({"max_prompt_length": 6}, PROMPT + STEP_1 + STEP_2, [X] * 6 + LABELS_1 + LABELS_2),
+        # max_prompt_length applies before max_length: the label that TRL would lose survives
+        ({"max_prompt_length": 2, "max_length": 8}, [THREE, Q] + STEP_1, [X, X] + LABELS_1),
+        ({"max_length": 8}, PROMPT + STEP_1[:2], [X] * 8),
+        # all three
+        (
+            {"max_prompt_length": 1, "max_completion_length": 8, "max_length": 8},
+            [Q] + STEP_1 + STEP_2[:1],
+            [X] + LABELS_1 + [X],
+        ),
+    ],
+)
+def test_tokenize_row_truncation(kwargs, input_ids, labels):
+    assert tokenize(**kwargs) == {"input_ids": input_ids, "labels": labels}
+
+
+@pytest.mark.parametrize(
+    "max_prompt_length, prompt",
+    [(1, [BOS]), (3, [BOS, THREE, Q]), (7, [BOS] + PROMPT), (50, [BOS] + PROMPT)],
+)
+def test_tokenize_row_max_prompt_length_keeps_bos(max_prompt_length, prompt):
+    assert tokenize(bos=True, max_prompt_length=max_prompt_length) == {
+        "input_ids": prompt + STEP_1 + STEP_2,
+        "labels": [X] * len(prompt) + LABELS_1 + LABELS_2,
+    }
+
+
+def test_tokenize_row_on_a_byte_level_bpe_round_trips(tiny_model_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    assert tokenizer.bos_token_id is None
+    row = {"prompt": "Janet has 16 eggs.", "completions": ["16 - 3 = 13", "13 * 2 = $26"], "labels": [True, False]}
+    out = PRMTrainer.tokenize_row(row, tokenizer, "\n", None, None, False, False)
+    assert tokenizer.decode(out["input_ids"]) == "Janet has 16 eggs.16 - 3 = 13\n13 * 2 = $26\n"
+    labelled = [(i, label) for i, label in enumerate(out["labels"]) if label != X]
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    assert [label for _, label in labelled] == [1, 0]
+    assert labelled[-1][0] == len(out["input_ids"]) - 1
+    assert all(out["input_ids"][i] == newline[-1] for i, _ in labelled)
+
+
+# ---------------------------------------------------------------- PRMConfig
+
+
+def test_config_defaults_match_trl_prm(tmp_path):
+    config = PRMConfig(output_dir=str(tmp_path))
+    assert (config.learning_rate, config.max_length, config.max_completion_length) == (1e-5, 1024, None)
+    assert (config.disable_dropout, config.step_separator, config.train_on_last_step_only) == (True, "\n", False)
+    assert (config.dataset_num_proc, config.logging_steps, config.gradient_checkpointing) == (None, 10, True)
+    assert config.max_prompt_length is None
+    # bf16 follows TRL ("unless fp16") only where the hardware has it; this CPU machine has not.
+    assert config.bf16 is (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    field_names = {f.name for f in dataclasses.fields(PRMConfig)}
+    assert {"max_length", "max_completion_length", "disable_dropout", "step_separator", "train_on_last_step_only",
+            "dataset_num_proc", "max_prompt_length"} <= field_names
+
+
+def test_config_respects_explicit_checkpointing_choice(tmp_path):
+    assert PRMConfig(output_dir=str(tmp_path), gradient_checkpointing=False).gradient_checkpointing is False
+    assert PRMConfig(output_dir=str(tmp_path), activation_checkpointing=False).gradient_checkpointing is False
+
+
+@pytest.mark.parametrize("name, value", [("max_length", 0), ("max_prompt_length", -1), ("dataset_num_proc", 1.5)])
+def test_config_rejects_bad_lengths(tmp_path, name, value):
+    with pytest.raises(ValueError, match=f"`{name}` must be a positive integer or None, got {value}"):
+        PRMConfig(output_dir=str(tmp_path), **{name: value})
+
+
+# ---------------------------------------------------------------- dataset preparation in the trainer
+
+
+def schema_rows(count: int, prompt_words: int = 3) -> list[dict]:
+    """Rows in the project schema (extra columns included), with easy-to-learn labels: "ok" steps are correct."""
+    rows = []
+    for i in range(count):
+        verdicts = [True, i % 2 == 0, i % 3 != 0]
+        completions = [f"{i} + {i} = {2 * i} {'ok' if good else 'wrong'}" for good in verdicts]
+        labels = list(verdicts)
+        first_error = labels.index(False) if False in labels else -1
+        rows.append(
+            {
+                "id": f"row-{i}",
+                "prompt": " ".join(["Janet has 16 eggs."] * prompt_words),
+                "completions": completions,
+                "labels": labels,
+                "first_error": first_error,
+                "final_answer": str(2 * i),
+                "reference_answer": "0",
+                "source": "test/hand_made",
+            }
+        )
+    return rows
+
+
+def make_args(tmp_path, **overrides) -> PRMConfig:
+    options = dict(
+        output_dir=str(tmp_path / "out"), report_to="none", save_strategy="no", disable_tqdm=True,
+        per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3, seed=0,
+        # No accelerator to pin for; the warning torch raises at every epoch slows pytest down a lot.
+        dataloader_pin_memory=False,
+    )
+    return PRMConfig(**{**options, **overrides})
+
+
+@pytest.fixture(scope="module")
+def qwen_model_and_tokenizer(tiny_model_path):
+    """Loader: a fresh 2-label model each call, one tokenizer."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+
+    def load():
+        torch.manual_seed(0)
+        return AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
+
+    return load, tokenizer
+
+
+def test_trainer_tokenizes_to_int64_and_drops_extra_columns(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    dataset = datasets.Dataset.from_list(schema_rows(4))
+    assert dataset.features["labels"].feature.dtype == "bool"
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path), train_dataset=dataset, eval_dataset=dataset,
+                         processing_class=tokenizer)
+    for prepared in (trainer.train_dataset, trainer.eval_dataset):
+        assert prepared.column_names == ["input_ids", "labels"]
+        assert prepared.features["labels"].feature.dtype == "int64"
+        # The bool trap: -100 must survive as -100, not become True.
+        first = prepared[0]["labels"]
+        assert [label for label in first if label != -100] == [1, 1, 0] and first.count(-100) == len(first) - 3
+    assert trainer.dropped_rows == {"train": {}, "eval": {}}
+
+
+def test_trainer_drops_and_counts_rows_without_labels(tmp_path, qwen_model_and_tokenizer, caplog):
+    load, tokenizer = qwen_model_and_tokenizer
+    rows = schema_rows(6)
+    long_prompt = " ".join(["Janet has 16 eggs and eats 3."] * 30)
+    for row in rows[:2]:
+        row["prompt"] = long_prompt  # longer than max_length on its own
+    rows[2]["completions"], rows[2]["labels"] = [], []  # no steps at all
+    rows[3]["completions"] = ["Natalia sold 48 clips in April and half as many in May. " * 20]  # one huge step
+    rows[3]["labels"] = [True]
+    dataset = datasets.Dataset.from_list(rows)
+
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path, max_length=64), train_dataset=dataset,
+                         processing_class=tokenizer)
+    assert trainer.dropped_rows == {"train": {"prompt_too_long": 2, "no_steps": 1, "completion_truncated": 1}}
+    assert len(trainer.train_dataset) == 2
+    assert all(any(label != -100 for label in row["labels"]) for row in trainer.train_dataset)
+
+    # Trimming prompts from the left first saves the two long-prompt rows.
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path, max_length=64, max_prompt_length=16),
+                         train_dataset=dataset, processing_class=tokenizer)
+    assert trainer.dropped_rows == {"train": {"no_steps": 1, "completion_truncated": 1}}
+    assert len(trainer.train_dataset) == 4
+
+
+def test_trainer_refuses_a_dataset_left_empty(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    dataset = datasets.Dataset.from_list(schema_rows(2, prompt_words=40))
+    with pytest.raises(ValueError, match="no train row has a labelled token left.*prompt_too_long"):
+        PRMTrainer(model=load(), args=make_args(tmp_path, max_length=32), train_dataset=dataset,
+                   processing_class=tokenizer)
+
+
+def test_trainer_train_on_last_step_only_labels_all_eval_steps(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    dataset = datasets.Dataset.from_list(schema_rows(2))
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path, train_on_last_step_only=True), train_dataset=dataset,
+                         eval_dataset={"a": dataset}, processing_class=tokenizer)
+    assert sum(label != -100 for label in trainer.train_dataset[0]["labels"]) == 1
+    assert sum(label != -100 for label in trainer.eval_dataset["a"][0]["labels"]) == 3
+
+
+def test_trainer_uses_pretokenized_data_as_is(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    dataset = datasets.Dataset.from_dict({"input_ids": [[5, 6, 7]], "labels": [[-100, -100, 1]]})
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path), train_dataset=dataset, processing_class=tokenizer)
+    assert trainer.train_dataset[0] == {"input_ids": [5, 6, 7], "labels": [-100, -100, 1]}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"train_dataset": None}, ValueError, "`train_dataset` is required"),
+        ({"args": "training_args"}, TypeError, "`args` must be a PRMConfig, got TrainingArguments"),
+        ({"peft_config": {"r": 8}}, TypeError, "must be a peft.PeftConfig .*got dict"),
+        ({"processing_class": None}, ValueError, "`processing_class` \\(a tokenizer\\) is required"),
+    ],
+)
+def test_trainer_argument_errors(tmp_path, qwen_model_and_tokenizer, kwargs, error, message):
+    load, tokenizer = qwen_model_and_tokenizer
+    options = dict(model=load(), args=make_args(tmp_path), processing_class=tokenizer,
+                   train_dataset=datasets.Dataset.from_list(schema_rows(2)))
+    if kwargs.get("args") == "training_args":
+        kwargs = {"args": TrainingArguments(output_dir=str(tmp_path), report_to="none")}
+    with pytest.raises(error, match=message):
+        PRMTrainer(**{**options, **kwargs})
+
+
+def test_trainer_rejects_a_head_without_two_labels(tmp_path, tiny_model_path, qwen_model_and_tokenizer):
+    _, tokenizer = qwen_model_and_tokenizer
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=3)
+    with pytest.raises(ValueError, match="2 labels .* got num_labels=3"):
+        PRMTrainer(model=model, args=make_args(tmp_path), processing_class=tokenizer,
+                   train_dataset=datasets.Dataset.from_list(schema_rows(2)))
+
+
+def test_trainer_disables_dropout_everywhere(tmp_path, qwen_model_and_tokenizer):
+    from peft import LoraConfig
+
+    load, tokenizer = qwen_model_and_tokenizer
+    model = load()
+    assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())  # the head's dropout
+    trainer = PRMTrainer(model=model, args=make_args(tmp_path), processing_class=tokenizer,
+                         train_dataset=datasets.Dataset.from_list(schema_rows(2)),
+                         peft_config=LoraConfig(r=4, lora_dropout=0.1, task_type="TOKEN_CLS"))
+    dropouts = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.p == 0 for m in dropouts)
+
+
+def test_trainer_sets_token_cls_without_touching_the_callers_peft_config(tmp_path, qwen_model_and_tokenizer):
+    from peft import LoraConfig, PeftModel
+
+    load, tokenizer = qwen_model_and_tokenizer
+    config = LoraConfig(r=4, task_type="CAUSAL_LM")
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path), processing_class=tokenizer,
+                         train_dataset=datasets.Dataset.from_list(schema_rows(2)), peft_config=config)
+    assert config.task_type == "CAUSAL_LM" and config.modules_to_save is None
+    assert trainer.model.peft_config["default"].task_type == "TOKEN_CLS"
+    head = [n for n, p in trainer.model.named_parameters() if p.requires_grad and "score" in n]
+    assert head, "the classification head must be trainable"
+    with pytest.raises(ValueError, match="already a PeftModel"):
+        PRMTrainer(model=trainer.model, args=make_args(tmp_path), processing_class=tokenizer,
+                   train_dataset=datasets.Dataset.from_list(schema_rows(2)), peft_config=config)
+    assert isinstance(trainer.model, PeftModel)
+
+
+def test_trainer_loads_a_causal_lm_checkpoint_by_path(tmp_path, tiny_model_path):
+    trainer = PRMTrainer(model=str(tiny_model_path), args=make_args(tmp_path),
+                         train_dataset=datasets.Dataset.from_list(schema_rows(2)))
+    assert trainer.model.config.num_labels == 2
+    assert trainer.model.config.id2label == {0: "incorrect", 1: "correct"}
+    assert trainer.processing_class is not None
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def synthetic_slice(gsm8k_dir):
+    """A slice of prm_builder's synthetic config built from the real GSM8K files."""
+    import prm_builder  # noqa: F401  (registers the builder)
+
+    return datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=12)
+
+
+def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, synthetic_slice):
+    from peft import AutoPeftModelForTokenClassification, LoraConfig
+
+    load, tokenizer = qwen_model_and_tokenizer
+    train, test = synthetic_slice["train"], synthetic_slice["test"]
+    assert {"id", "source", "first_error"} <= set(train.column_names)
+    trainer = PRMTrainer(
+        model=load(), args=make_args(tmp_path, max_steps=4, learning_rate=5e-3), train_dataset=train,
+        eval_dataset=test, processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, task_type="TOKEN_CLS"),
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("lora_" in name for name in trainable)
+    assert any("modules_to_save" in name and "score" in name for name in trainable)
+    assert all("lora_" in name or "modules_to_save" in name for name in trainable), "base weights must stay frozen"
+
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    changed = {name for name in before if not torch.equal(before[name], after[name].detach())}
+    assert changed == trainable, f"unchanged trainable: {trainable - changed}; changed frozen: {changed - trainable}"
+
+    trainer.save_model(str(tmp_path / "prm"))
+    reloaded = AutoPeftModelForTokenClassification.from_pretrained(str(tmp_path / "prm"))
+    reloaded_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "prm"))
+    expected = score_steps(trainer.model, tokenizer, test)
+    got = score_steps(reloaded, reloaded_tokenizer, test)
+    assert len(got) == len(test) and all(len(s) == len(r["completions"]) for s, r in zip(got, test))
+    pairs = [pair for row_a, row_b in zip(expected, got, strict=True) for pair in zip(row_a, row_b, strict=True)]
+    assert all(math.isclose(a, b, abs_tol=1e-5) for a, b in pairs)
+    result = evaluate_reward_model(reloaded, reloaded_tokenizer, test, metric="all")
+    assert result["num_rows"] == len(test) and result["unscored_steps"] == 0
+    assert 0.0 <= result["step_accuracy"] <= 1.0
+
+
+def test_overfits_a_few_rows(tmp_path, qwen_model_and_tokenizer, gsm8k_dir):
+    from peft import LoraConfig
+
+    import prm_builder  # noqa: F401
+
+    load, tokenizer = qwen_model_and_tokenizer
+    rows = datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=8)["train"]
+    args = make_args(tmp_path, max_steps=80, per_device_train_batch_size=8, learning_rate=1e-2,
+                     lr_scheduler_type="constant", gradient_checkpointing=False)
+    trainer = PRMTrainer(model=load(), args=args, train_dataset=rows, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=8, lora_alpha=16, task_type="TOKEN_CLS"))
+    before = evaluate_reward_model(trainer.model, tokenizer, rows)
+    trainer.train()
+    after = evaluate_reward_model(trainer.model, tokenizer, rows)
+    assert after["step_accuracy"] >= 0.95, (before, after)
+    assert after["step_accuracy"] > after["majority_baseline"]
+
+
+def test_evaluation_during_training_reports_step_accuracy(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    dataset = datasets.Dataset.from_list(schema_rows(8))
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path, per_device_eval_batch_size=3), train_dataset=dataset,
+                         eval_dataset=dataset, processing_class=tokenizer)
+    metrics = trainer.evaluate()
+    assert {"eval_accuracy", "eval_majority_baseline", "eval_balanced_accuracy"} <= set(metrics)
+    # Same figures as evaluate_reward_model on the same rows (threshold 0.5 = argmax).
+    reference = evaluate_reward_model(trainer.model, tokenizer, dataset, max_length=1024)
+    assert metrics["eval_accuracy"] == pytest.approx(reference["step_accuracy"])
+    assert metrics["eval_majority_baseline"] == pytest.approx(reference["majority_baseline"])
+    assert metrics["eval_balanced_accuracy"] == pytest.approx(reference["balanced_accuracy"])
+
+
+def test_model_card_after_training(tmp_path, qwen_model_and_tokenizer):
+    from peft import LoraConfig
+
+    load, tokenizer = qwen_model_and_tokenizer
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path), processing_class=tokenizer,
+                         train_dataset=datasets.Dataset.from_list(schema_rows(4)),
+                         peft_config=LoraConfig(r=4, task_type="TOKEN_CLS"))
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(dataset_name="someone/prm-data", eval_results={"step_accuracy": 0.75, "num_rows": 4})
+    card = (Path(trainer.args.output_dir) / "README.md").read_text()
+    assert "library_name: peft" in card and "- someone/prm-data" in card and "- prm-builder" in card
+    assert "| step_accuracy | 0.7500 |" in card and "| num_rows | 4 |" in card
+    assert "optimizer steps: 2" in card
+
+
+# ---------------------------------------------------------------- other model families
+
+
+def tiny_bpe(bos: bool, pad: bool) -> PreTrainedTokenizerFast:
+    """A SentencePiece-style (Metaspace) BPE like Llama's, optionally with a BOS and without a pad token."""
+    corpus = ["Janet has 16 eggs and eats 3, so 16 - 3 = 13 remain.\n13 * 2 = 26 ok\n"] * 3
+    model = Tokenizer(models.BPE(unk_token="<unk>"))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    model.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    specials = ["<unk>", "<s>", "</s>", "\n"]
+    model.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=120, special_tokens=specials))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token="<unk>", eos_token="</s>", bos_token="<s>" if bos else None,
+        pad_token="</s>" if pad else None,
+    )
+
+
+def build_family(path: Path, family: str) -> Path:
+    torch.manual_seed(0)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=512)
+    if family == "llama":  # BOS token, no pad token
+        tokenizer = tiny_bpe(bos=True, pad=False)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                             eos_token_id=tokenizer.eos_token_id, **sizes))
+    else:
+        tokenizer = tiny_bpe(bos=False, pad=True)
+        model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tokenizer), head_dim=8, eos_token_id=tokenizer.eos_token_id,
+                                             pad_token_id=tokenizer.pad_token_id, **sizes))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_other_families_train_with_lora(tmp_path, family):
+    from peft import LoraConfig
+
+    path = build_family(tmp_path / family, family)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if family == "llama":
+        assert tokenizer.pad_token is None and tokenizer.bos_token_id is not None
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=2)
+    dataset = datasets.Dataset.from_list(schema_rows(4))
+    trainer = PRMTrainer(model=model, args=make_args(tmp_path), train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=4, task_type="TOKEN_CLS"))
+    assert tokenizer.pad_token == tokenizer.eos_token  # filled in when missing
+    first = trainer.train_dataset[0]["input_ids"]
+    assert (first[0] == tokenizer.bos_token_id) == (family == "llama")
+    trainer.train()
+    assert trainer.state.global_step == 2 and math.isfinite(trainer.state.log_history[-1]["train_loss"])

@@ -1,0 +1,264 @@
+"""prm-train: train a process reward model, evaluate it on the test split, save it with a model card.
+
+    prm-train --model_name_or_path Qwen/Qwen2.5-0.5B \
+        --dataset_name prm_builder:synthetic --dataset_options problems=gsm8k max_examples=2000 \
+        --use_peft --lora_r 16 --output_dir qwen2.5-0.5b-prm
+
+    accelerate launch --num_processes 4 -m prm_trainer.cli --config recipe.yaml
+
+`--dataset_name` is a prm_builder config (`prm_builder:synthetic`, `prm_builder:prm800k`, ...), a folder written by
+`prm-builder build` (a DatasetDict saved with `save_to_disk`), or anything `datasets.load_dataset` accepts (a Hub id,
+a local folder of data files). Every `PRMConfig` field and every `trl.ModelConfig` field is a flag, and `--config
+FILE.yaml` sets any of them (command line flags win).
+"""
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import ScriptArguments
+
+EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
+NO_SPLIT = ("", "none", "None")
+
+
+@dataclass
+class PRMScriptArguments(ScriptArguments):
+    """
+    Arguments of `prm-train` beyond the training and model arguments.
+
+    Parameters:
+        dataset_name (`str`):
+            `prm_builder:CONFIG` (built with `load_dataset("prm_builder", name=CONFIG, **dataset_options)`), a folder
+            saved by `prm-builder build`, or a dataset `datasets.load_dataset` can load (e.g. a Hub id).
+        dataset_config (`str`, *optional*):
+            Configuration name passed to `load_dataset` as `name` (for `prm_builder`, an alternative to the `:CONFIG`
+            suffix).
+        dataset_options (`list[str]` or `dict`, *optional*):
+            Builder options as `key=value` pairs, e.g. `--dataset_options problems=sample max_examples=200
+            "strategies=[flip_number, change_operator]"`. Values are read as YAML (`20` is a number, `[a, b]` a list,
+            `true` a boolean, anything else a string). A single JSON object works too, and so does a mapping under
+            `dataset_options:` in the `--config` file.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`):
+            Split to train on.
+        dataset_test_split (`str`, *optional*, defaults to `"test"`):
+            Split to evaluate on, during training when `--eval_strategy` is set and with `evaluate_reward_model` at the
+            end. `none` skips evaluation.
+        dataset_streaming (`bool`, *optional*, defaults to `False`):
+            Inherited from TRL's scripts; not supported here (the test split is scored as a whole).
+        ignore_bias_buffers (`bool`, *optional*, defaults to `False`):
+            Leave boolean buffers out of DDP's synchronization (works around "invalid scalar type" errors).
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Allow models and tokenizers that ship their own code.
+        eval_metric (`str`, *optional*, defaults to `"all"`):
+            Metric of the final evaluation: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
+        eval_threshold (`float`, *optional*, defaults to `0.5`):
+            A step is predicted correct when its score is at least this.
+        eval_aggregation (`str`, *optional*, defaults to `"min"`):
+            How best-of-N turns step scores into a solution score: `min`, `prod` or `last`.
+    """
+
+    dataset_options: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Builder options as key=value pairs, values read as YAML, e.g. `--dataset_options problems=sample "
+            "max_examples=200 'strategies=[flip_number, change_operator]'`; or one JSON object."
+        },
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Allow models and tokenizers that ship their own code."},
+    )
+    eval_metric: str = field(
+        default="all",
+        metadata={"help": "Final evaluation metric.", "choices": list(EVAL_METRICS)},
+    )
+    eval_threshold: float = field(
+        default=0.5,
+        metadata={"help": "A step is predicted correct when its score is at least this."},
+    )
+    eval_aggregation: str = field(
+        default="min",
+        metadata={"help": "Best-of-N solution score from step scores.", "choices": ["min", "prod", "last"]},
+    )
+
+
+def parse_dataset_options(options) -> dict:
+    """`--dataset_options` as `load_dataset` keyword arguments, from `key=value` strings, a JSON object or a dict."""
+    import yaml
+
+    if options is None:
+        return {}
+    if isinstance(options, dict):
+        return dict(options)
+    if isinstance(options, str):
+        options = [options]
+    if len(options) == 1 and options[0].lstrip().startswith("{"):
+        parsed = json.loads(options[0])
+        if not isinstance(parsed, dict):
+            raise ValueError(f"--dataset_options as JSON must be an object, got {options[0]!r}")
+        return parsed
+    parsed = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--dataset_options expects key=value pairs, got {item!r}")
+        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return parsed
+
+
+def load_prm_dataset(name: str, config: str | None = None, options: dict | None = None):
+    """The dataset behind `--dataset_name`, as a DatasetDict."""
+    import datasets
+
+    options = options or {}
+    if name == "prm_builder" or name.startswith("prm_builder:"):
+        import prm_builder  # noqa: F401  (registers the "prm_builder" builder with datasets)
+
+        suffix = name.partition(":")[2]
+        if suffix and config and suffix != config:
+            raise ValueError(f"--dataset_name {name!r} and --dataset_config {config!r} name different configs")
+        config = suffix or config
+        if not config:
+            raise ValueError(
+                f"--dataset_name {name!r} needs a config, e.g. prm_builder:synthetic (or --dataset_config synthetic)"
+            )
+        dataset = datasets.load_dataset("prm_builder", name=config, **options)
+    elif Path(name, "dataset_dict.json").is_file() or Path(name, "state.json").is_file():
+        if options or config:
+            raise ValueError(
+                f"{name} is a saved dataset: --dataset_config and --dataset_options apply to builders, got "
+                f"config={config!r}, options={options}"
+            )
+        dataset = datasets.load_from_disk(name)
+    else:
+        dataset = datasets.load_dataset(name, name=config, **options)
+    if isinstance(dataset, datasets.Dataset):
+        dataset = datasets.DatasetDict({"train": dataset})
+    return dataset
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    from trl import ModelConfig, TrlParser
+
+    from .config import PRMConfig
+
+    dataclass_types = (PRMScriptArguments, PRMConfig, ModelConfig)
+    if subparsers is not None:
+        parser = subparsers.add_parser("prm", help="Train a process reward model", dataclass_types=dataclass_types)
+    else:
+        parser = TrlParser(dataclass_types, prog=prog)
+    # A PRM is a token classifier: LoRA's task type decides whether PEFT trains and saves the classification head.
+    parser.set_defaults(lora_task_type="TOKEN_CLS")
+    return parser
+
+
+def main(script_args=None, training_args=None, model_args=None):
+    """Train, evaluate on the test split, save (with a model card) and optionally push.
+
+    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
+    evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
+    """
+    if script_args is None:
+        script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
+
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from trl import get_peft_config, get_quantization_config
+
+    from .evaluation import evaluate_reward_model
+    from .trainer import ID2LABEL, PRMTrainer
+
+    if not script_args.dataset_name:
+        raise ValueError(
+            "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
+        )
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
+    if script_args.dataset_streaming:
+        raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
+
+    options = parse_dataset_options(script_args.dataset_options)
+    # The main process builds (or downloads) first; the others then read its cache.
+    with training_args.main_process_first(desc="loading the dataset"):
+        dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
+    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
+    if train_split not in dataset:
+        raise ValueError(f"--dataset_train_split {train_split!r} is not a split of the dataset: {list(dataset)}")
+    if test_split in NO_SPLIT:
+        test_split = None
+    elif test_split not in dataset:
+        raise ValueError(
+            f"--dataset_test_split {test_split!r} is not a split of the dataset: {list(dataset)} "
+            "(pass --dataset_test_split none to skip evaluation)"
+        )
+
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    model_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=script_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=dtype,
+    )
+    quantization_config = get_quantization_config(model_args)
+    if quantization_config is not None:
+        device_map = {"": PartialState().local_process_index}
+        model_kwargs.update(quantization_config=quantization_config, device_map=device_map)
+    tokenizer = AutoTokenizer.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=script_args.trust_remote_code,
+    )
+    # A causal LM checkpoint gets a fresh 2-label head ("Some weights ... newly initialized" is expected).
+    model = AutoModelForTokenClassification.from_pretrained(
+        model_args.model_name_or_path, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
+        **model_kwargs,
+    )
+    if script_args.ignore_bias_buffers:
+        model._ddp_params_and_buffers_to_ignore = [n for n, b in model.named_buffers() if b.dtype == torch.bool]
+
+    trainer = PRMTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset[train_split],
+        eval_dataset=dataset[test_split] if test_split and training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+
+    results = None
+    if test_split:
+        # Scored on one process (the others wait): the figures then come from one pass over the whole split.
+        if trainer.is_world_process_zero():
+            results = evaluate_reward_model(
+                trainer.model,
+                tokenizer,
+                dataset[test_split],
+                metric=script_args.eval_metric,
+                batch_size=training_args.per_device_eval_batch_size,
+                threshold=script_args.eval_threshold,
+                step_separator=training_args.step_separator,
+                aggregation=script_args.eval_aggregation,
+                max_length=training_args.max_length,
+                max_prompt_length=training_args.max_prompt_length,
+            )
+            results = {"split": test_split, **results}
+            print(json.dumps(results, indent=2))
+            with open(os.path.join(training_args.output_dir, "prm_eval_results.json"), "w") as f:
+                json.dump(results, f, indent=2)
+        trainer.accelerator.wait_for_everyone()
+
+    trainer.create_model_card(dataset_name=script_args.dataset_name, eval_results=results)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, eval_results=results)
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers and destroy the process group
+        trainer.end()
+
+
+if __name__ == "__main__":
+    main()
