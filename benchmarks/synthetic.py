@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from datasets import Dataset, DownloadMode, load_dataset
+from datasets import Dataset, load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder

@@ -97,7 +97,10 @@ def format_number(value: Decimal, like: str = "", money: bool = False) -> str:
     as `like` had, at least two; money keeps both ('7.50'), anything else drops trailing zeros
     ('23.5'). Thousands separators are kept when `like` used them.
     """
-    if is_integer(value):  # the common case, and the cheap one
+    integral = value.to_integral_value()
+    if value == integral:  # the common case, and the cheap one
+        if "," not in like:
+            return str(int(integral))
         rounded = value
     else:
         places = max(decimals_of(like), 2)

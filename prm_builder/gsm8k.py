@@ -9,14 +9,14 @@ carries through a solution (`rewrite`).
 """
 
 import functools
-import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from .arithmetic import NUMBER, ExpressionError, decimals_of, evaluate, format_number, parse_number
+from .jsonl import read_objects
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
 # Numbers as written in prose: thousands separators allowed ("130,000").
@@ -192,13 +192,15 @@ def _find_mirror(line: str, start: int, end: int, operands: tuple[Decimal, ...])
     return tuple(m.span() for m in tail), tuple(operators)
 
 
-def operand_spans(expression: str) -> list[tuple[int, int]]:
-    return [m.span() for m in NUMBER.finditer(expression)]
+@functools.lru_cache(maxsize=65536)
+def operand_spans(expression: str) -> tuple[tuple[int, int], ...]:
+    return tuple(m.span() for m in NUMBER.finditer(expression))
 
 
-def operator_spans(expression: str) -> list[tuple[int, int]]:
+@functools.lru_cache(maxsize=65536)
+def operator_spans(expression: str) -> tuple[tuple[int, int], ...]:
     """Binary operators between operands (a leading or parenthesised sign is not one)."""
-    return [m.span(1) for m in OPERATOR.finditer(expression)]
+    return tuple(m.span(1) for m in OPERATOR.finditer(expression))
 
 
 # -- rewriting ---------------------------------------------------------------------------------
@@ -323,27 +325,18 @@ def render(lines: list[str], final_answer: str, keep_annotations: bool) -> list[
 # -- reading problem files -----------------------------------------------------------------------
 
 
-def read_jsonl_problems(path: str | Path, on_row: Callable[[int, dict], None] | None = None) -> list[dict]:
+def read_jsonl_problems(path: str | Path) -> list[dict]:
     """GSM8K-layout rows (`question`, `answer`) of a jsonl file, each with its 0-based `index`.
 
-    A line that is not JSON or lacks a key raises an error naming the file and line.
+    A line that is not a JSON object or lacks a key raises an error naming the file and line.
     """
     problems = []
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got invalid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-            missing = [key for key in ("question", "answer") if not isinstance(row.get(key), str)]
-            if missing:
-                raise ValueError(
-                    f"{path}, line {number}: expected string fields 'question' and 'answer', "
-                    f"missing or not a string: {', '.join(missing)}"
-                )
-            problems.append({"index": len(problems), "question": row["question"], "answer": row["answer"]})
+    for number, row in read_objects(path):
+        missing = [key for key in ("question", "answer") if not isinstance(row.get(key), str)]
+        if missing:
+            raise ValueError(
+                f"{path}, line {number}: expected string fields 'question' and 'answer', "
+                f"missing or not a string: {', '.join(missing)}"
+            )
+        problems.append({"index": len(problems), "question": row["question"], "answer": row["answer"]})
     return problems

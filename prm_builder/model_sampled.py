@@ -40,6 +40,7 @@ from . import grading, prm800k_download, synthetic
 from .backends import BACKENDS, Generation, Request, Sampling
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root, problem_key
+from .jsonl import read_objects
 from .options import PRMBuilderConfig, as_list, check_choice, check_int
 
 logger = logging.get_logger(__name__)
@@ -335,29 +336,20 @@ def _split_of(path: Path) -> str:
 
 def read_problem_file(path: str | Path, split: str) -> list[Problem]:
     """Problems of a .jsonl file: `question` or `problem`, `answer`, and optionally `unique_id`."""
-    import json
-
     problems, seen = [], {}
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got invalid JSON ({error.msg})") from None
-            text = row.get("question", row.get("problem")) if isinstance(row, dict) else None
-            answer = row.get("answer") if isinstance(row, dict) else None
-            if not isinstance(text, str) or not isinstance(answer, str):
-                raise ValueError(
-                    f"{path}, line {number}: expected a JSON object with a string 'question' (or 'problem') "
-                    f"and a string 'answer', got {line.strip()[:120]!r}"
-                )
-            problem_id = str(row.get("unique_id") or f"{split}-{len(problems):05d}")
-            if problem_id in seen:
-                raise ValueError(f"{path}, line {number}: unique_id {problem_id!r} already used on line {seen[problem_id]}")
-            seen[problem_id] = number
-            problems.append(make_problem(problem_id, text, answer))
+    for number, row in read_objects(path):
+        text = row.get("question", row.get("problem"))
+        answer = row.get("answer")
+        if not isinstance(text, str) or not isinstance(answer, str):
+            raise ValueError(
+                f"{path}, line {number}: expected a JSON object with a string 'question' (or 'problem') "
+                f"and a string 'answer', got keys {sorted(row)}"
+            )
+        problem_id = str(row.get("unique_id") or f"{split}-{len(problems):05d}")
+        if problem_id in seen:
+            raise ValueError(f"{path}, line {number}: unique_id {problem_id!r} already used on line {seen[problem_id]}")
+        seen[problem_id] = number
+        problems.append(make_problem(problem_id, text, answer))
     return problems
 
 

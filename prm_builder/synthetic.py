@@ -20,7 +20,7 @@ import datasets
 import pyarrow.parquet as pq
 
 from . import gsm8k
-from .arithmetic import decimals_of, format_number, is_integer
+from .arithmetic import format_number, is_integer
 from .features import CORE_FEATURES
 from .options import PRMBuilderConfig, as_list, check_int
 

@@ -1,6 +1,5 @@
 """The `synthetic` config: exact rows for hand-checked problems, invariants over all of GSM8K."""
 
-import json
 import re
 from collections import Counter, defaultdict
 from decimal import Decimal
