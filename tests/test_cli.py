@@ -1,11 +1,10 @@
 """`prm-builder build` and `stats`, through the real console script and through main()."""
 
 import json
-import shutil
 import subprocess
 import sys
+from pathlib import Path
 
-import pytest
 from datasets import load_from_disk
 
 from prm_builder.cli import main
@@ -66,7 +65,9 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path, capsys):
 
 
 def test_console_script_runs_the_main_job(tmp_path):
-    script = shutil.which("prm-builder") or pytest.skip("prm-builder console script not installed")
+    # The console script that `pip install` put beside this interpreter (the venv's bin may not be on PATH).
+    script = Path(sys.executable).parent / "prm-builder"
+    assert script.is_file(), f"prm-builder console script not installed beside {sys.executable}"
     out = tmp_path / "sample"
     result = subprocess.run(
         [script, "build", "synthetic", "--problems", "sample", "--output-dir", str(out)],
