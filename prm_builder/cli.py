@@ -185,7 +185,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
-    from .drops import load_drops, save_drops
+    from .drops import recorded_drops, save_drops
     from .stats import format_summary, plot_distributions, summarize
 
     options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
@@ -197,7 +197,7 @@ def run_build(args: argparse.Namespace) -> int:
         download_mode=DownloadMode.FORCE_REDOWNLOAD if args.force_rebuild else None,
         **options,
     )
-    drops = load_drops(_arrow_folder(dataset))
+    drops = recorded_drops(dataset)
     output = Path(args.output_dir)
     dataset.save_to_disk(str(output))
     save_drops(drops, output)
@@ -290,11 +290,6 @@ def run_cache_clear(args: argparse.Namespace) -> int:
         generation_cache.remove(path)
         print(f"removed {path}")
     return 0
-
-
-def _arrow_folder(dataset) -> str:
-    split = next(iter(dataset.values()))
-    return str(Path(split.cache_files[0]["filename"]).parent)
 
 
 def _jsonable(value):

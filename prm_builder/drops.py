@@ -52,6 +52,14 @@ def load_drops(dataset_dir: str | os.PathLike) -> dict[str, Counter]:
     return totals
 
 
+def recorded_drops(dataset_dict) -> dict[str, Counter]:
+    """Drop counts recorded beside the Arrow files a DatasetDict was loaded from ({} for in-memory data)."""
+    for split in dataset_dict.values():
+        if split.cache_files:
+            return load_drops(Path(split.cache_files[0]["filename"]).parent)
+    return {}
+
+
 def save_drops(drops: dict[str, Counter], dataset_dir: str | os.PathLike) -> None:
     """Write merged drop counts into a saved dataset folder (one file per split)."""
     folder = Path(dataset_dir) / DROPS_DIRNAME

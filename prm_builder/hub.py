@@ -42,7 +42,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError,
 from huggingface_hub.utils import validate_repo_id
 
 from .builder import SOURCES
-from .drops import load_drops
+from .drops import recorded_drops
 from .features import CORE_FEATURES
 from .stats import plot_distributions, summarize
 
@@ -195,14 +195,6 @@ def require_token(token: str | None = None) -> str:
             "access (or write the files to a folder with --export-dir, which needs no token)"
         )
     return token
-
-
-def recorded_drops(dataset_dict: DatasetDict) -> dict[str, Counter]:
-    """Drop counts recorded beside the Arrow files the splits were loaded from ({} for in-memory data)."""
-    for split in dataset_dict.values():
-        if split.cache_files:
-            return load_drops(Path(split.cache_files[0]["filename"]).parent)
-    return {}
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -381,16 +381,17 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
                     scheduler.add_cached(cache.load({problem.key}))
                 labeller.admit(problem)
 
+        def finished_rows():
+            for row in labeller.ready_rows():
+                outcomes[row["outcome"]] += 1
+                yield row
+
         while True:
             admit()
             for _ in scheduler.pump():
                 admit()
-                for row in labeller.ready_rows():
-                    outcomes[row["outcome"]] += 1
-                    yield row
-            for row in labeller.ready_rows():
-                outcomes[row["outcome"]] += 1
-                yield row
+                yield from finished_rows()
+            yield from finished_rows()
             if not waiting and not scheduler.queue:
                 break
     if labeller.in_progress:  # every request came back, so every problem must be complete

@@ -61,6 +61,7 @@ from datasets.utils import logging
 from . import prm800k_download
 from .drops import describe
 from .features import first_error, with_extra_columns
+from .jsonl import read_objects
 from .options import PRMBuilderConfig, as_list, check_choice
 
 logger = logging.get_logger(__name__)
@@ -230,15 +231,9 @@ def _describe_lines(dropped: Counter) -> str:
 def _drops_if_empty(config: PRM800KConfig, shards: list, excluded: frozenset | None) -> Counter | None:
     """None as soon as a line gives a row (the first one, usually); else the drops of every line."""
     dropped = Counter()
-    for path, start, end in shards:
-        for offset, line in _lines(path, start, end):
-            try:
-                if next(line_rows(config, _parse(line), excluded, dropped), None) is not None:
-                    return None
-            except BadLine as error:
-                if config.on_bad_lines == "error":
-                    raise _bad_line_error(path, offset, line, error) from None
-                dropped[f"malformed:{error.reason}"] += 1
+    for rows in _rows_per_line(config, shards, excluded, dropped):
+        if rows:
+            return None
     return dropped
 
 
@@ -316,18 +311,13 @@ def _local_math500(label_folder: str | None) -> str | None:
 def read_problem_texts(path: str) -> frozenset:
     """The `problem` of every line of a MATH-style .jsonl file (e.g. PRM800K's math_splits/test.jsonl)."""
     problems = set()
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                problem = json.loads(line)["problem"]
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(
-                    f"exclude_problems file {path}, line {number}: expected a JSON object with a 'problem' "
-                    f"field, got {line[:80]!r} ({error})"
-                ) from None
-            problems.add(str(problem).strip())
+    for number, row in read_objects(path):
+        if "problem" not in row:
+            raise ValueError(
+                f"exclude_problems file {path}, line {number}: expected a JSON object with a 'problem' "
+                f"field, got keys {sorted(row)}"
+            )
+        problems.add(str(row["problem"]).strip())
     return frozenset(problems)
 
 
@@ -363,23 +353,32 @@ def generate_rows(
     config: PRM800KConfig, drops: Counter, split: str, shards: list, excluded: frozenset | None
 ) -> Iterator[dict]:
     rows_per_kind = Counter()
+    for rows in _rows_per_line(config, shards, excluded, drops):
+        for row in rows:
+            rows_per_kind[row["source"], row["finish_reason"]] += 1
+            yield row
+    if rows_per_kind:
+        logger.info(
+            f"prm800k {split}: "
+            + ", ".join(f"{n} rows {source} {reason}" for (source, reason), n in sorted(rows_per_kind.items()))
+        )
+
+
+def _rows_per_line(config: PRM800KConfig, shards: list, excluded: frozenset | None, drops: Counter) -> Iterator[list]:
+    """The rows of each line in order: all of them, or none when the line turns out malformed.
+
+    A malformed line stops the build naming file and line, or with on_bad_lines="skip" is counted.
+    """
     for path, start, end in shards:
         for offset, line in _lines(path, start, end):
-            try:  # all rows of a line, or none of them when it turns out malformed
+            try:
                 rows = list(line_rows(config, _parse(line), excluded, drops))
             except BadLine as error:
                 if config.on_bad_lines == "skip":
                     drops[f"malformed:{error.reason}"] += 1
                     continue
                 raise _bad_line_error(path, offset, line, error) from None
-            for row in rows:
-                rows_per_kind[row["source"], row["finish_reason"]] += 1
-                yield row
-    if rows_per_kind:
-        logger.info(
-            f"prm800k {split}: "
-            + ", ".join(f"{n} rows {source} {reason}" for (source, reason), n in sorted(rows_per_kind.items()))
-        )
+            yield rows
 
 
 def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
