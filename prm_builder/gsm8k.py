@@ -13,10 +13,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 from .arithmetic import NUMBER, ExpressionError, decimals_of, evaluate, format_number, parse_number
-from .jsonl import read_objects
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
 # Numbers as written in prose: thousands separators allowed ("130,000").
@@ -323,20 +321,3 @@ def render(lines: list[str], final_answer: str, keep_annotations: bool) -> list[
 
 
 # -- reading problem files -----------------------------------------------------------------------
-
-
-def read_jsonl_problems(path: str | Path) -> list[dict]:
-    """GSM8K-layout rows (`question`, `answer`) of a jsonl file, each with its 0-based `index`.
-
-    A line that is not a JSON object or lacks a key raises an error naming the file and line.
-    """
-    problems = []
-    for number, row in read_objects(path):
-        missing = [key for key in ("question", "answer") if not isinstance(row.get(key), str)]
-        if missing:
-            raise ValueError(
-                f"{path}, line {number}: expected string fields 'question' and 'answer', "
-                f"missing or not a string: {', '.join(missing)}"
-            )
-        problems.append({"index": len(problems), "question": row["question"], "answer": row["answer"]})
-    return problems

@@ -36,7 +36,7 @@ from datasets import List, Value
 from datasets.utils import logging
 from datasets.utils.tqdm import tqdm
 
-from . import grading, prm800k_download, synthetic
+from . import grading, prm800k_download, problems
 from .backends import BACKENDS, Generation, Request, Sampling
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root, problem_key
@@ -305,11 +305,11 @@ def split_generators(config: ModelSampledConfig, dl_manager) -> list[datasets.Sp
 
 def _problems(config: ModelSampledConfig, dl_manager) -> dict[str, list[Problem]]:
     if config.problems == "gsm8k":
-        files = dl_manager.download(synthetic.GSM8K_FILES)
+        files = dl_manager.download(problems.GSM8K_FILES)
         return {
             split: [
                 make_problem(f"{split}-{p['index']:05d}", p["question"], p["answer"])
-                for p in synthetic.read_problems(path, "all")
+                for p in problems.read_gsm8k_problems(path)
             ]
             for split, path in files.items()
         }

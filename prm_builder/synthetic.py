@@ -17,22 +17,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import datasets
-import pyarrow.parquet as pq
 
 from . import gsm8k
 from .arithmetic import format_number, is_integer
 from .features import CORE_FEATURES
 from .options import PRMBuilderConfig, as_list, check_int
+from .problems import GSM8K_FILES, SAMPLE_PROBLEMS, read_gsm8k_problems
 
 STRATEGIES = ("flip_number", "change_operator", "calculation_error", "wrong_final_answer")
-SAMPLE_PROBLEMS = Path(__file__).resolve().parent / "data" / "sample_problems.jsonl"
-# The Hub's openai/gsm8k ("main" config), read as Parquet through the datasets download manager.
-GSM8K_FILES = {
-    split: f"https://huggingface.co/datasets/openai/gsm8k/resolve/main/main/{split}-00000-of-00001.parquet"
-    for split in ("train", "test")
-}
-# One in SAMPLE_TEST_EVERY bundled sample problems is held out as its test split.
-SAMPLE_TEST_EVERY = 6
 PROBLEMS_PER_SHARD = 1000
 # Draws per corrupted row before giving up on a duplicate of an earlier copy.
 ATTEMPTS = 4
@@ -123,7 +115,7 @@ CONFIG_CLASS = SyntheticConfig
 def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.SplitGenerator]:
     generators = []
     for split, (path, selection) in _problem_files(config, dl_manager).items():
-        problems = read_problems(path, selection)
+        problems = read_gsm8k_problems(path, selection)
         # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
         size = len(problems) if config.max_examples else PROBLEMS_PER_SHARD
         shards = [problems[start : start + size] for start in range(0, len(problems), max(size, 1))]
@@ -147,23 +139,6 @@ def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, 
             f"problems={config.problems!r}: expected train.jsonl and/or test.jsonl (GSM8K layout) in this folder, found neither"
         )
     return found
-
-
-def read_problems(path: str, selection: str = "all") -> list[dict]:
-    """GSM8K-layout problems (`index`, `question`, `answer`) of a jsonl or Parquet file.
-
-    `selection` picks the bundled sample's train ("sample_train") or test ("sample_test") part.
-    """
-    if path.endswith(".parquet"):
-        table = pq.read_table(path, columns=["question", "answer"]).to_pylist()
-        problems = [{"index": i, **row} for i, row in enumerate(table)]
-    else:
-        problems = gsm8k.read_jsonl_problems(path)
-    if selection == "sample_test":
-        return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY == SAMPLE_TEST_EVERY - 1]
-    if selection == "sample_train":
-        return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY != SAMPLE_TEST_EVERY - 1]
-    return problems
 
 
 # -- rows ------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Final-answer extraction and equivalence, on hand-made formats and on the real answer formats of
-MATH500 (../shared/data/math500) and GSM8K (../shared/data/gsm8k)."""
+MATH500 (tests/data/math500) and GSM8K (tests/data/gsm8k)."""
 
 import json
 from fractions import Fraction
@@ -97,14 +97,14 @@ def test_reference_is_gradable():
     assert grading.reference_is_gradable("\\frac{14}{3}", MATH)
 
 
-def _math500(shared_data):
-    with open(shared_data / "math500" / "test.jsonl", encoding="utf-8") as file:
+def _math500(test_data):
+    with open(test_data / "math500" / "test.jsonl", encoding="utf-8") as file:
         return [json.loads(line) for line in file]
 
 
-def test_math500_reference_solutions_grade_correct(shared_data):
+def test_math500_reference_solutions_grade_correct(test_data):
     """Every official MATH500 solution's boxed answer equals the recorded answer under math-verify."""
-    problems = _math500(shared_data)
+    problems = _math500(test_data)
     assert len(problems) == 500
     wrong = [
         (p["unique_id"], p["answer"])
@@ -114,9 +114,9 @@ def test_math500_reference_solutions_grade_correct(shared_data):
     assert wrong == []
 
 
-def test_math500_answers_do_not_match_other_problems(shared_data):
+def test_math500_answers_do_not_match_other_problems(test_data):
     """Pairing each answer with the next problem's: equal only where the two answers really are equal."""
-    problems = _math500(shared_data)
+    problems = _math500(test_data)
     pairs = list(zip(problems, problems[1:]))
     matched = [(a["answer"], b["answer"]) for a, b in pairs if answers_match(a["answer"], b["answer"], MATH)]
     # The 3 of 499 neighbours whose answers agree ("x=5" states the value 5).

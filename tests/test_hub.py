@@ -28,16 +28,16 @@ REPO_ID = "me/math-prm"
 TOKEN = "hf_testtokenthatmustneverbeprinted"
 
 
-def builder_options(config: str, shared_data: Path, model_path: Path | None = None) -> dict:
+def builder_options(config: str, test_data: Path, model_path: Path | None = None) -> dict:
     """Small, fully local options for each config (the whole of each source stays off the network)."""
     if config == "synthetic":
-        return {"problems": str(shared_data / "gsm8k"), "max_examples": 24}
+        return {"problems": str(test_data / "gsm8k"), "max_examples": 24}
     if config == "prm800k":
-        return {"data_files": {"train": [str(shared_data / "prm800k" / "samples.jsonl")]}}
+        return {"data_files": {"train": [str(test_data / "prm800k" / "samples.jsonl")]}}
     return {
         "model": str(model_path),
         "backend": "transformers",
-        "problems": str(shared_data / "gsm8k"),
+        "problems": str(test_data / "gsm8k"),
         "max_problems": 2,
         "num_samples_per_problem": 2,
         "max_new_tokens": 24,
@@ -77,8 +77,8 @@ def section_of(card_text: str, config: str) -> str:
 
 
 @pytest.mark.parametrize("config", ["synthetic", "prm800k", "model_sampled"])
-def test_export_reads_back_row_for_row(config, shared_data, tiny_chat_model_path, tmp_path):
-    options = builder_options(config, shared_data, tiny_chat_model_path)
+def test_export_reads_back_row_for_row(config, test_data, tiny_chat_model_path, tmp_path):
+    options = builder_options(config, test_data, tiny_chat_model_path)
     built = build(config, options)
     export_dir = tmp_path / "export"
 
@@ -112,9 +112,9 @@ def test_export_reads_back_row_for_row(config, shared_data, tiny_chat_model_path
     assert SOURCES[config].CITATION.strip() in section
 
 
-def test_two_configs_in_one_folder_both_load_and_keep_each_other(shared_data, tmp_path, frozen_date):
-    synthetic_options = builder_options("synthetic", shared_data)
-    prm800k_options = builder_options("prm800k", shared_data)
+def test_two_configs_in_one_folder_both_load_and_keep_each_other(test_data, tmp_path, frozen_date):
+    synthetic_options = builder_options("synthetic", test_data)
+    prm800k_options = builder_options("prm800k", test_data)
     synthetic = build("synthetic", synthetic_options)
     prm800k = build("prm800k", prm800k_options)
     export_dir = tmp_path / "export"
@@ -365,8 +365,8 @@ def remote(tmp_path, monkeypatch):
     return fake
 
 
-def test_push_commits_exactly_what_export_writes(remote, shared_data, tmp_path, frozen_date, capsys, caplog):
-    options = builder_options("synthetic", shared_data)
+def test_push_commits_exactly_what_export_writes(remote, test_data, tmp_path, frozen_date, capsys, caplog):
+    options = builder_options("synthetic", test_data)
     synthetic = build("synthetic", options)
     exported = tmp_path / "export"
     hub.export_to_folder(synthetic, exported, REPO_ID, "synthetic", options=options)
@@ -391,10 +391,10 @@ def test_push_commits_exactly_what_export_writes(remote, shared_data, tmp_path, 
 
 
 def test_pushing_a_second_config_keeps_the_first_and_a_repush_replaces_its_shards(
-    remote, shared_data, tmp_path, frozen_date
+    remote, test_data, tmp_path, frozen_date
 ):
-    synthetic_options = builder_options("synthetic", shared_data)
-    prm800k_options = builder_options("prm800k", shared_data)
+    synthetic_options = builder_options("synthetic", test_data)
+    prm800k_options = builder_options("prm800k", test_data)
     synthetic = build("synthetic", synthetic_options)
     prm800k = build("prm800k", prm800k_options)
 

@@ -14,6 +14,7 @@ from datasets import load_dataset
 import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import grading, model_sampled
 from prm_builder.generation_cache import list_caches
+from prm_builder.problems import GSM8K_FILES
 from prm_builder.model_sampled import BinarySearch, LinearSearch, ModelSampledConfig, read_problem_file, split_steps
 
 # -- the searches --------------------------------------------------------------------------------
@@ -146,12 +147,12 @@ def test_arrow_key_ignores_how_rows_are_made_but_not_what_they_are(tmp_path):
 # -- problems --------------------------------------------------------------------------------------
 
 
-def test_read_problem_file_styles_and_ids(tmp_path, gsm8k_dir, shared_data):
+def test_read_problem_file_styles_and_ids(tmp_path, gsm8k_dir, test_data):
     gsm8k = read_problem_file(gsm8k_dir / "test.jsonl", "test")
     assert len(gsm8k) == 1319
     assert (gsm8k[0].id, gsm8k[0].reference, gsm8k[0].style) == ("test-00000", "18", grading.NUMERIC)
     assert gsm8k[0].text.startswith("Janet\u2019s ducks lay 16 eggs")
-    math500 = read_problem_file(shared_data / "math500" / "test.jsonl", "test")
+    math500 = read_problem_file(test_data / "math500" / "test.jsonl", "test")
     assert len(math500) == 500
     first = math500[0]
     assert (first.id, first.reference, first.style) == (
@@ -253,15 +254,15 @@ class LocalDownloads:
         return {key: self.files[url] for key, url in urls.items()}
 
 
-def test_gsm8k_problems_come_from_the_hub_parquet_files(shared_data, tmp_path):
+def test_gsm8k_problems_come_from_the_hub_parquet_files(test_data, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from prm_builder import synthetic
 
     files = {}
-    for split, url in synthetic.GSM8K_FILES.items():  # the Hub's Parquet layout, made from the local copy
-        with open(shared_data / "gsm8k" / f"{split}.jsonl", encoding="utf-8") as file:
+    for split, url in GSM8K_FILES.items():  # the Hub's Parquet layout, made from the local copy
+        with open(test_data / "gsm8k" / f"{split}.jsonl", encoding="utf-8") as file:
             rows = [json.loads(line) for line in file]
         files[url] = str(tmp_path / f"{split}.parquet")
         pq.write_table(pa.Table.from_pylist(rows), files[url])
@@ -270,7 +271,7 @@ def test_gsm8k_problems_come_from_the_hub_parquet_files(shared_data, tmp_path):
     assert (gsm8k["test"][0].id, gsm8k["test"][0].reference, gsm8k["test"][0].style) == ("test-00000", "18", grading.NUMERIC)
 
 
-def test_math500_is_downloaded_from_prm800k_and_verified(shared_data, tmp_path, monkeypatch):
+def test_math500_is_downloaded_from_prm800k_and_verified(test_data, tmp_path, monkeypatch):
     """Through the real download path, from a local HTTP server standing in for GitHub's LFS media host.
 
     The shared MATH500 copy holds the same 500 problems serialized differently (450,564 bytes, not
@@ -289,7 +290,7 @@ def test_math500_is_downloaded_from_prm800k_and_verified(shared_data, tmp_path, 
 
     site = tmp_path / "site" / "prm800k" / "math_splits"
     site.mkdir(parents=True)
-    shutil.copy(shared_data / "math500" / "test.jsonl", site / "test.jsonl")
+    shutil.copy(test_data / "math500" / "test.jsonl", site / "test.jsonl")
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
     handler.log_message = lambda *args: None
     with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:

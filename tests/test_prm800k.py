@@ -1,6 +1,6 @@
 """The `prm800k` config: exact rows of the real sample lines, every edge case, download and verify.
 
-Expected rows of the 6 real lines in ../shared/data/prm800k/samples.jsonl are written out by
+Expected rows of the 6 real lines in tests/data/prm800k/samples.jsonl are written out by
 hand from the raw JSON: which completion each step of a row is (step index, completion index,
 or "human"), the raw ratings, the final answer. Texts are looked up in the raw JSON by those
 hand-written positions, so the test never asks the code under test what the rows should be.
@@ -79,8 +79,8 @@ EXPECTED = [
 
 
 @pytest.fixture(scope="module")
-def raw_lines(shared_data) -> list[dict]:
-    return [json.loads(line) for line in (shared_data / SAMPLES).read_text().splitlines()]
+def raw_lines(test_data) -> list[dict]:
+    return [json.loads(line) for line in (test_data / SAMPLES).read_text().splitlines()]
 
 
 def step_text(raw: dict, step: tuple) -> str:
@@ -221,8 +221,8 @@ def test_human_completion_row_written_out(raw_lines):
 
 @pytest.mark.parametrize("alternatives", [False, True])
 @pytest.mark.parametrize("neutral_as", ["positive", "negative"])
-def test_samples_through_load_dataset(shared_data, raw_lines, neutral_as, alternatives):
-    dataset = load(data_files=str(shared_data / SAMPLES), neutral_as=neutral_as, alternatives=alternatives)
+def test_samples_through_load_dataset(test_data, raw_lines, neutral_as, alternatives):
+    dataset = load(data_files=str(test_data / SAMPLES), neutral_as=neutral_as, alternatives=alternatives)
     expected = [row for line in range(5) for row in expected_rows(raw_lines[line], EXPECTED[line], neutral_as, alternatives)]
     assert dataset["train"].to_list() == expected
     assert dataset["train"].features == prm800k.FEATURES
@@ -441,9 +441,9 @@ def test_lfs_pointer_in_data_dir(label_dir):
         load(data_dir=str(label_dir))
 
 
-def test_bad_json_line_names_file_and_line(tmp_path, shared_data):
+def test_bad_json_line_names_file_and_line(tmp_path, test_data):
     path = tmp_path / "broken.jsonl"
-    lines = (shared_data / SAMPLES).read_text().splitlines()
+    lines = (test_data / SAMPLES).read_text().splitlines()
     path.write_text("\n".join(lines[:2] + ["{not json", ""] + lines[2:]) + "\n")
     error = build_error(data_files=str(path))
     assert isinstance(error, ValueError)
@@ -461,9 +461,9 @@ def test_missing_label_names_file_and_line(tmp_path):
     assert re.search(rf"{path}, line 2: not a PRM800K record: missing 'label' object", str(error))
 
 
-def test_truncated_file_says_so(tmp_path, shared_data):
+def test_truncated_file_says_so(tmp_path, test_data):
     path = tmp_path / "phase1_train.jsonl"
-    data = (shared_data / SAMPLES).read_bytes()
+    data = (test_data / SAMPLES).read_bytes()
     path.write_bytes(data[: len(data) // 2])
     error = build_error(data_files=str(path))
     assert re.search(rf"{path}, line \d+: .*not valid JSON.*looks truncated", str(error))
@@ -486,9 +486,9 @@ def test_byte_range_shards_cover_the_file_at_line_starts(tmp_path):
         assert read == lines
 
 
-def test_num_proc_gives_identical_rows(tmp_path, shared_data, monkeypatch):
+def test_num_proc_gives_identical_rows(tmp_path, test_data, monkeypatch):
     path = tmp_path / "many.jsonl"
-    raw = [json.loads(line) for line in (shared_data / SAMPLES).read_text().splitlines()]
+    raw = [json.loads(line) for line in (test_data / SAMPLES).read_text().splitlines()]
     with path.open("w") as file:
         for copy in range(20):
             for line in raw:
@@ -502,19 +502,19 @@ def test_num_proc_gives_identical_rows(tmp_path, shared_data, monkeypatch):
     assert load_drops(Path(two["train"].cache_files[0]["filename"]).parent) == {"train": Counter(screening_question=20)}
 
 
-def test_exclude_math500_from_local_copies(tmp_path, shared_data, label_dir, caplog):
+def test_exclude_math500_from_local_copies(tmp_path, test_data, label_dir, caplog):
     # The upstream layout keeps math_splits/ beside data/: "math500" reads it without the network.
     clone = tmp_path / "clone" / "prm800k"
     shutil.copytree(label_dir, clone / "data")
     (clone / "math_splits").mkdir()
-    shutil.copy(shared_data / "math500" / "test.jsonl", clone / "math_splits" / "test.jsonl")
+    shutil.copy(test_data / "math500" / "test.jsonl", clone / "math_splits" / "test.jsonl")
     with caplog.at_level(logging.WARNING):
         dataset = load(data_dir=str(clone / "data"), exclude_problems="math500")
     # 4 of the 5 non-screening sample problems are MATH500 test problems; "7.8 minutes" is not.
     # The test split keeps no row, and datasets cannot load an empty split: it is left out.
     assert {split: dataset[split]["id"] for split in dataset} == {"train": [L2]}
     assert "split 'test' is left out: no line gives a row (dropped 2 lines: 1 excluded_problem, 1 screening_question)" in caplog.text
-    by_path = load(data_files=str(shared_data / SAMPLES), exclude_problems=str(shared_data / "math500" / "test.jsonl"))
+    by_path = load(data_files=str(test_data / SAMPLES), exclude_problems=str(test_data / "math500" / "test.jsonl"))
     assert by_path["train"]["id"] == [L2]
     drops = load_drops(Path(by_path["train"].cache_files[0]["filename"]).parent)
     assert drops == {"train": Counter(excluded_problem=4, screening_question=1)}
@@ -543,9 +543,9 @@ def test_phases_from_the_command_line_string_or_one_number():
     assert make_config(phases=2).phases == [2]
 
 
-def test_no_row_in_any_split_is_an_error(shared_data, tmp_path):
+def test_no_row_in_any_split_is_an_error(test_data, tmp_path):
     phase1_only = tmp_path / "phase1.jsonl"
-    phase1_only.write_text("".join(line + "\n" for line in (shared_data / SAMPLES).read_text().splitlines()[2:5]))
+    phase1_only.write_text("".join(line + "\n" for line in (test_data / SAMPLES).read_text().splitlines()[2:5]))
     with pytest.raises(ValueError, match=r"no line of any split gives a row .*train: dropped 3 lines: 3 other_phase"):
         load(data_files=str(phase1_only), phases=[2])
 
@@ -622,12 +622,12 @@ def set_offline(monkeypatch, offline: bool):
 
 
 @pytest.fixture
-def mirror(server, tmp_path, label_dir, shared_data, monkeypatch):
+def mirror(server, tmp_path, label_dir, test_data, monkeypatch):
     """The served folder, laid out like the LFS media address, with the expected digests of its files."""
     root = tmp_path / "mirror"
     shutil.copytree(label_dir, root / "prm800k" / "data")
     (root / "prm800k" / "math_splits").mkdir()
-    shutil.copy(shared_data / "math500" / "test.jsonl", root / "prm800k" / "math_splits" / "test.jsonl")
+    shutil.copy(test_data / "math500" / "test.jsonl", root / "prm800k" / "math_splits" / "test.jsonl")
     table = {}
     for relative in prm800k_download.UPSTREAM_FILES:
         data = (root / relative).read_bytes()
@@ -793,9 +793,9 @@ def test_cli_build_and_stats(tmp_path, label_dir, capsys):
     assert summary_json["test"]["dropped"] == {"screening_question": 1}
 
 
-def test_cli_reports_a_bad_line_without_a_traceback(tmp_path, shared_data, capsys):
+def test_cli_reports_a_bad_line_without_a_traceback(tmp_path, test_data, capsys):
     path = tmp_path / "broken.jsonl"
-    path.write_text((shared_data / SAMPLES).read_text() + '{"labeler": "x", "timestamp": "y", "question": {"problem": "p"}}\n')
+    path.write_text((test_data / SAMPLES).read_text() + '{"labeler": "x", "timestamp": "y", "question": {"problem": "p"}}\n')
     assert cli.main(["build", "prm800k", "--data-files", f"train={path}", "--output-dir", str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err
     assert f"prm-builder: error: {path}, line 7: not a PRM800K record: missing 'label' object" in error

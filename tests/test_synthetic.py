@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import prm_builder
 from prm_builder import gsm8k, synthetic
 from prm_builder.arithmetic import decimals_of, evaluate, parse_number
+from prm_builder.problems import SAMPLE_PROBLEMS, read_gsm8k_jsonl
 
 NATALIA = {
     "index": 0,
@@ -359,7 +360,7 @@ def test_invariants_hold_for_any_chain(problem, seed):
 
 
 def test_sample_problems_are_consistent_and_offline():
-    problems = gsm8k.read_jsonl_problems(synthetic.SAMPLE_PROBLEMS)
+    problems = read_gsm8k_jsonl(SAMPLE_PROBLEMS)
     assert len(problems) >= 30
     for problem in problems:
         solution = gsm8k.parse_solution(problem["answer"])
