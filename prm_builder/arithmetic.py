@@ -2,73 +2,114 @@
 
 Expressions are parsed with `ast` and evaluated over Decimals: sums and products of written
 numbers are exact (0.1 + 0.2 is 0.3), a quotient carries 28 significant digits and is compared
-after rounding to the digits a solution writes. Anything but numbers, + - * / // % **, unary
-signs and parentheses is rejected. Never `eval`.
+after rounding to the digits a solution writes. Anything but plain written numbers,
++ - * / // % **, unary signs and parentheses is rejected. Never `eval`.
+
+Hostile input is bounded before it costs anything: an expression longer than a solver would
+write, nested deeper than one would, a number in exponent notation, or a value beyond 10**30 is
+an `UnsafeExpression`, so the evaluator never overflows a Decimal or the Python stack.
 """
 
 import ast
 import functools
 import re
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, DivisionByZero, InvalidOperation
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, DecimalException
 
-Number = Decimal
-
-# Bounds that keep a hostile or corrupted expression from computing 9**9**9.
-_MAX_EXPONENT = 64
-_MAX_MAGNITUDE = Decimal(10) ** 30
+# Bounds far above anything in GSM8K (its longest expression is under 100 characters, nested
+# 3 deep) and far below what could overflow a Decimal, the parser or the stack.
+MAX_EXPRESSION_LENGTH = 300
+MAX_NESTING = 12
+MAX_OPERATORS = 60
+MAX_EXPONENT = 64
+MAX_MAGNITUDE = Decimal(10) ** 30
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 _PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_LITERAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_OPERATOR_CHARS = re.compile(r"[-+*/%]")
 
 
 class ExpressionError(ValueError):
-    """The expression is not plain arithmetic, or has no finite value (division by zero, overflow)."""
+    """The expression is not plain arithmetic, or has no finite value (division by zero)."""
+
+
+class UnsafeExpression(ExpressionError):
+    """The expression is too long, too deep or too large to evaluate safely."""
 
 
 @functools.lru_cache(maxsize=65536)
 def evaluate(expression: str) -> Decimal:
     """The value of an arithmetic expression such as '(16-3-4)*2' or '.5*12'."""
     source = expression.strip()
+    _check_size(source)
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as error:
         raise ExpressionError(f"not an arithmetic expression: {expression!r}") from error
     try:
         value = _evaluate(tree.body, source)
-    except (DivisionByZero, InvalidOperation, ZeroDivisionError) as error:
+    except (DecimalException, ZeroDivisionError) as error:
         raise ExpressionError(f"no finite value for {expression!r}") from error
-    if abs(value) > _MAX_MAGNITUDE:
-        raise ExpressionError(f"value too large in {expression!r}")
     return value
+
+
+def _check_size(source: str) -> None:
+    """Linear pre-checks, so that ast.parse and the recursive evaluation stay small."""
+    if len(source) > MAX_EXPRESSION_LENGTH:
+        raise UnsafeExpression(f"expression longer than {MAX_EXPRESSION_LENGTH} characters ({len(source)})")
+    depth = deepest = 0
+    for char in source:
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    if deepest > MAX_NESTING:
+        raise UnsafeExpression(f"parentheses nested deeper than {MAX_NESTING} in {source[:60]!r}")
+    if len(_OPERATOR_CHARS.findall(source)) > MAX_OPERATORS:
+        raise UnsafeExpression(f"more than {MAX_OPERATORS} operators in {source[:60]!r}...")
 
 
 def _evaluate(node: ast.AST, source: str) -> Decimal:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         # The literal as written (the source is one line), not the float, so 0.1 stays one tenth.
-        return Decimal(source[node.col_offset : node.end_col_offset])
+        written = source[node.col_offset : node.end_col_offset]
+        if not _LITERAL.fullmatch(written):
+            raise UnsafeExpression(f"only plain written numbers are supported, got {written!r}")
+        return _bounded(Decimal(written), source)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
         operand = _evaluate(node.operand, source)
         return -operand if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.BinOp):
         left, right = _evaluate(node.left, source), _evaluate(node.right, source)
-        op = type(node.op)
-        if op is ast.Add:
-            return left + right
-        if op is ast.Sub:
-            return left - right
-        if op is ast.Mult:
-            return left * right
-        if op is ast.Div:
-            return left / right
-        if op is ast.FloorDiv:  # Python's floor semantics, not Decimal's truncation
-            return (left / right).to_integral_value(rounding=ROUND_FLOOR)
-        if op is ast.Mod:
-            return left - right * (left / right).to_integral_value(rounding=ROUND_FLOOR)
-        if op is ast.Pow:
-            if not is_integer(right) or abs(right) > _MAX_EXPONENT or abs(left) > _MAX_MAGNITUDE:
-                raise ExpressionError(f"only small whole exponents are supported, got {right} in {source!r}")
-            return left ** int(right)
+        return _bounded(_binary(type(node.op), left, right, source), source)
     raise ExpressionError(f"unsupported syntax {type(node).__name__} in {source!r}")
+
+
+def _binary(op: type, left: Decimal, right: Decimal, source: str) -> Decimal:
+    if op is ast.Add:
+        return left + right
+    if op is ast.Sub:
+        return left - right
+    if op is ast.Mult:
+        return left * right
+    if op is ast.Div:
+        return left / right
+    if op is ast.FloorDiv:  # Python's floor semantics, not Decimal's truncation
+        return (left / right).to_integral_value(rounding=ROUND_FLOOR)
+    if op is ast.Mod:
+        return left - right * (left / right).to_integral_value(rounding=ROUND_FLOOR)
+    if op is ast.Pow:
+        if not is_integer(right) or abs(right) > MAX_EXPONENT:
+            raise UnsafeExpression(f"only small whole exponents are supported, got {right} in {source!r}")
+        return left ** int(right)
+    raise ExpressionError(f"unsupported operator {op.__name__} in {source!r}")
+
+
+def _bounded(value: Decimal, source: str) -> Decimal:
+    if abs(value) > MAX_MAGNITUDE:
+        raise UnsafeExpression(f"value beyond 10**30 in {source[:60]!r}")
+    return value
 
 
 def is_integer(value: Decimal) -> bool:
@@ -76,8 +117,12 @@ def is_integer(value: Decimal) -> bool:
 
 
 @functools.lru_cache(maxsize=65536)
-def parse_number(text: str) -> Decimal:
-    """'1,200' -> 1200, '.5' -> 0.5, '7.50' -> 7.50. Raises ValueError on anything else."""
+def parse_decimal(text: str) -> Decimal:
+    """A written number as an exact Decimal: '1,200' -> 1200, '.5' -> 0.5, '7.50' -> 7.50.
+
+    Strict: anything but one plain number (with optional sign and thousands separators) raises
+    ValueError. For lenient answer matching see grading.parse_number.
+    """
     cleaned = text.replace(",", "").strip()
     if not _PLAIN_NUMBER.fullmatch(cleaned):
         raise ValueError(f"not a number: {text!r}")
@@ -115,3 +160,9 @@ def format_number(value: Decimal, like: str = "", money: bool = False) -> str:
         whole, dot, fraction = digits.partition(".")
         digits = f"{int(whole):,}{dot}{fraction}"
     return digits
+
+
+def written_value(value: Decimal, like: str = "", money: bool = False) -> tuple[str, Decimal]:
+    """`value` written in GSM8K's style, and the value a reader takes from what is written."""
+    text = format_number(value, like, money)
+    return text, parse_decimal(text)

@@ -1,323 +1,428 @@
-"""GSM8K solutions as steps whose calculator annotations can be rewritten consistently.
+"""GSM8K solution lines read into the calculations and number mentions a reader sees.
 
-A GSM8K answer is a few lines of reasoning, each with annotations such as
-`Natalia sold 48/2 = <<48/2=24>>24 clips in May.`, then `#### 72`. We keep, per line, where
-each annotation is, the visible copy of its expression (`48/2`, "the mirror"), the visible
-result after it (`24`) and every other number in the text. That is enough to change one
-quantity and carry the change through every later line that used it, the way a real mistake
-carries through a solution (`rewrite`).
+A GSM8K answer is a few lines of reasoning, each with calculator annotations such as
+`Natalia sold 48/2 = <<48/2=24>>24 clips in May.`, then `#### 72`. Users see the lines with the
+annotations removed, so everything here is read from that visible text, with every token's
+span in the raw line kept so that a rewrite can edit the raw line (annotations included).
+
+Per line we find:
+- visible statements `a op b = c` (with or without an annotation behind them);
+- calculations: an annotation, joined with the statement whose result it shows when that
+  statement writes exactly the annotation's expression (its "mirror"), or a statement with no
+  annotation at all (GSM8K sometimes computes outside the calculator);
+- mentions: every other visible number.
+`dataflow` links them into quantities. Reading is linear in the length of a line.
 """
 
-import functools
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from .arithmetic import NUMBER, ExpressionError, decimals_of, evaluate, format_number, parse_number
+from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, parse_decimal
 
-ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>=]*)>>")
-# Numbers as written in prose: thousands separators allowed ("130,000").
-WRITTEN_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+")
-SHOWN_RESULT = re.compile(r"\d[\d,]*(?:\.\d+)?|\.\d+")
-OPERATOR = re.compile(r"(?<=[\d.)])\s*([-+*/])\s*(?=[\d.(])")
-VISIBLE_OPERATORS = {"+": "+", "-": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
-FINAL_STEP = "The answer is: {}"
+ANNOTATION = re.compile(r"<<([^<>]*)>>")
+VISIBLE_TOKEN = re.compile(
+    r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
+    r"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)])x(?=[\s\d(.$]))"
+    r"|(?P<word>[A-Za-z][A-Za-z'’]*)"
+    r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<space>\s+)"
+    r"|(?P<other>.)"
+)
+EXPRESSION_TOKEN = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<op>\*\*|//|[-+*/%])|(?P<open>\()|(?P<close>\))|(?P<space>\s+)|(?P<other>.)")
+ORDINAL = re.compile(r"(?:st|nd|rd|th)\b")
+VISIBLE_OPERATORS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
+# Tokens a written expression is made of, units included ("3 hours * 8 miles/hour"); anything else ends it.
+_EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "space", "word"}
+# How far back from "=" an expression may start, and how many words a unit may have.
+MAX_EXPRESSION_TOKENS = 80
+MAX_UNIT_WORDS = 5
 
 
-class ParseError(ValueError):
-    """A well-formed problem whose solution cannot be read into steps; `reason` names why."""
+class Unreadable(ValueError):
+    """A solution, or a change to it, that cannot be read or rewritten faithfully; `reason` names why.
 
-    def __init__(self, reason: str):
-        super().__init__(reason)
+    Raised for solutions that cannot be parsed (no final answer, no steps) and for corrupted
+    copies that cannot be made (an ambiguous reference, a mistake that would not be visible).
+    """
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
 
 @dataclass(frozen=True)
+class Token:
+    kind: str  # number, op, open, close, eq, dollar, space, other
+    text: str
+    span: tuple[int, int]  # in the raw line
+    money: bool = False  # a number written after "$"
+
+
+@dataclass(frozen=True)
+class Written:
+    """One place a number or operator is written: in an annotation, or in the visible text."""
+
+    span: tuple[int, int]  # in the raw line
+    text: str
+    visible: bool
+    money: bool = False
+
+
+@dataclass
+class Operand:
+    """One number an expression uses, with its copies (annotation and/or visible mirror)."""
+
+    value: Decimal
+    copies: list[Written]
+    ref: object = None  # the quantity it refers to, set by dataflow
+
+    @property
+    def visible(self) -> bool:
+        return any(copy.visible for copy in self.copies)
+
+
+@dataclass
 class Calculation:
-    """One `<<expr=result>>` annotation in a line, with where its visible parts sit."""
+    """`expression = result`, as an annotation, a visible statement, or both (mirrored)."""
 
-    expression: str
-    result_text: str
-    span: tuple[int, int]
-    shown_result: tuple[int, int] | None
-    # Visible operands, in the order of the expression's numbers, when the text repeats them.
-    mirror: tuple[tuple[int, int], ...] | None
-    # Visible operator between mirrored operands i and i+1 (None when not found).
-    mirror_operators: tuple[tuple[int, int] | None, ...] | None
+    line: int
+    position: int  # raw position where its result is defined: reading order within the line
+    expression: str  # plain arithmetic over the operands, e.g. '48/2'
+    operand_slots: list[tuple[int, int]]  # where each operand sits in `expression`
+    operator_slots: list[tuple[int, int]]  # where each binary operator sits in `expression`
+    operands: list[Operand]
+    operators: list[list[Written]]  # the copies of each binary operator
+    result: Decimal  # as stated
+    results: list[Written]  # the annotation's result and the visible one
     money: bool
-    result: Decimal | None  # the stated result; None when it is not a plain number ("3/4")
-    value: Decimal | None  # None when the annotation does not evaluate to its stated result
-    operands: tuple[Decimal, ...]  # the expression's numbers, in order
+    value: Decimal | None  # None when it does not evaluate to its stated result
+    shows_expression: bool  # the step's visible text writes this expression
+    unsafe: bool = False
+    node: int = -1  # its quantity, set by dataflow
+    result_tokens: list[int] = field(default_factory=list)  # visible token indices of the result
+
+    @property
+    def shown_result(self) -> Written | None:
+        return self.results[-1] if self.results[-1].visible else None
 
 
-@dataclass(frozen=True)
-class Step:
-    text: str  # the raw line, annotations included
-    calculations: tuple[Calculation, ...]
-    claimed: tuple[tuple[int, int], ...]  # spans that belong to annotations, mirrors and shown results
+@dataclass
+class Statement:
+    """A visible `a op b = c`: token indices of the expression and of the result."""
 
-    @functools.cached_property
-    def elements(self) -> list[tuple[int, str, object]]:
-        """Prose numbers and calculations in reading order: a change flows left to right.
-
-        Computed on first use: only lines after a mistake need it.
-        """
-        items = [(m.start(), "number", m.span()) for m in WRITTEN_NUMBER.finditer(self.text) if not _inside(m.start(), self.claimed)]
-        items += [(calc.span[0], "calculation", calc) for calc in self.calculations]
-        return sorted(items, key=lambda item: item[0])
+    expression: list[int]
+    result: int
 
 
-@dataclass(frozen=True)
-class Solution:
-    steps: tuple[Step, ...]
-    answer_text: str  # as after "####", commas removed
-    answer: Decimal | None  # None when the answer is not a number
-    # Checked calculations the final answer depends on, in order, with their line (see path_to_answer).
-    path: tuple[tuple[int, Calculation], ...]
-
-    def calculations(self) -> Iterator[tuple[int, Calculation]]:
-        for line, step in enumerate(self.steps):
-            for calc in step.calculations:
-                yield line, calc
+@dataclass
+class Line:
+    text: str
+    tokens: list[Token]
+    statements: list[Statement]
+    calculations: list[Calculation]
+    mentions: list[int]  # visible number tokens that are not part of a calculation
+    refs: dict = field(default_factory=dict)  # mention token index -> quantity (set by dataflow)
 
 
-def parse_solution(answer: str) -> Solution:
-    body, marker, final = answer.partition("####")
-    if not marker:
-        raise ParseError("no_final_answer")
-    answer_text = final.strip().replace(",", "")
-    if not answer_text:
-        raise ParseError("no_final_answer")
-    lines = [line.strip() for line in body.split("\n") if line.strip()]
-    if not lines:
-        raise ParseError("no_steps")
-    try:
-        value = parse_number(answer_text)
-    except ValueError:
-        value = None
-    steps = tuple(_parse_step(line) for line in lines)
-    return Solution(steps, answer_text, value, path_to_answer(steps, value))
-
-
-def path_to_answer(steps: tuple[Step, ...], answer: Decimal | None) -> tuple[tuple[int, Calculation], ...]:
-    """The last checked calculation producing the answer, and its ancestors.
-
-    A calculation depends on the latest earlier one whose result it uses as an operand.
-    """
-    calcs = [(line, calc) for line, step in enumerate(steps) for calc in step.calculations if calc.value is not None]
-    producer, parents = {}, []
-    for position, (_, calc) in enumerate(calcs):
-        parents.append({producer[v] for v in calc.operands if v in producer})
-        producer[calc.result] = position
-    if answer is None or answer not in producer:
-        return ()
-    on_path, stack = set(), [producer[answer]]
-    while stack:
-        position = stack.pop()
-        if position not in on_path:
-            on_path.add(position)
-            stack.extend(parents[position])
-    return tuple(calcs[position] for position in sorted(on_path))
-
-
-def _parse_step(line: str) -> Step:
-    calculations, claimed = [], []
-    segment_start = 0
-    for match in ANNOTATION.finditer(line):
-        expression, result_text = match.group(1).strip(), match.group(2).strip()
-        shown = SHOWN_RESULT.match(line, match.end())
-        shown_span = shown.span() if shown else None
-        operands = tuple(parse_number(o) for o in NUMBER.findall(expression))
-        mirror, operators = _find_mirror(line, segment_start, match.start(), operands)
-        calculations.append(
-            Calculation(
-                expression=expression,
-                result_text=result_text,
-                span=match.span(),
-                shown_result=shown_span,
-                mirror=mirror,
-                mirror_operators=operators,
-                money=line[max(match.start() - 2, 0) : match.start()].rstrip().endswith("$"),
-                result=_number_or_none(result_text),
-                value=_checked_value(expression, result_text),
-                operands=operands,
-            )
-        )
-        claimed.append(match.span())
-        claimed += [span for span in (shown_span, *(mirror or ())) if span]
-        segment_start = shown_span[1] if shown_span else match.end()
-    return Step(line, tuple(calculations), tuple(claimed))
-
-
-def _inside(position: int, spans: list[tuple[int, int]]) -> bool:
-    for start, end in spans:
-        if start <= position < end:
-            return True
-    return False
-
-
-def _number_or_none(text: str) -> Decimal | None:
-    try:
-        return parse_number(text)
-    except ValueError:
-        return None
-
-
-def _checked_value(expression: str, result_text: str) -> Decimal | None:
-    """The annotation's exact value, or None when it is not arithmetic or disagrees with its result."""
-    try:
-        value, stated = evaluate(expression), parse_number(result_text)
-    except (ExpressionError, ValueError):
-        return None
-    # GSM8K rounds some results (10/3=3.33): agreeing to the stated decimals is agreeing.
-    return value if parse_number(format_number(value, result_text)) == stated or value == stated else None
-
-
-def _find_mirror(line: str, start: int, end: int, operands: tuple[Decimal, ...]):
-    """Spans of the visible copy of an expression just before its annotation, if the text has one."""
-    written = list(WRITTEN_NUMBER.finditer(line, start, end))
-    if not operands or len(written) < len(operands):
-        return None, None
-    tail = written[len(written) - len(operands) :]
-    if tuple(parse_number(m.group()) for m in tail) != operands:
-        return None, None
-    operators = []
-    for left, right in zip(tail, tail[1:]):
-        between = line[left.end() : right.start()]
-        symbols = [i for i, ch in enumerate(between) if ch in VISIBLE_OPERATORS]
-        operators.append((left.end() + symbols[0], left.end() + symbols[0] + 1) if len(symbols) == 1 else None)
-    return tuple(m.span() for m in tail), tuple(operators)
-
-
-@functools.lru_cache(maxsize=65536)
-def operand_spans(expression: str) -> tuple[tuple[int, int], ...]:
-    return tuple(m.span() for m in NUMBER.finditer(expression))
-
-
-@functools.lru_cache(maxsize=65536)
-def operator_spans(expression: str) -> tuple[tuple[int, int], ...]:
-    """Binary operators between operands (a leading or parenthesised sign is not one)."""
-    return tuple(m.span(1) for m in OPERATOR.finditer(expression))
-
-
-# -- rewriting ---------------------------------------------------------------------------------
-
-
-class Unrewritable(ValueError):
-    """A change reached a calculation that cannot be recomputed; `reason` names why."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Change:
-    """What the mistake does to its own calculation: new operands, a swapped operator, or a new result."""
-
-    operands: dict[int, Decimal] | None = None  # operand index -> new value
-    operator: tuple[int, str] | None = None  # operator index -> new symbol
-    result: Decimal | None = None
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    lines: list[str]  # raw lines, annotations included
-    carried: dict[Decimal, Decimal]  # every value that changed, old -> new
-
-
-def rewrite(solution: Solution, line_index: int, target: Calculation, change: Change) -> Rewrite:
-    """Apply `change` to `target` and carry every changed value through the rest of the solution.
-
-    Later calculations that use a changed value are recomputed with the new one (annotation,
-    visible expression and visible result), and later prose mentions of it are updated.
-    """
-    carried: dict[Decimal, Decimal] = {}
-    lines = [step.text for step in solution.steps[:line_index]]
-    for index in range(line_index, len(solution.steps)):
-        step = solution.steps[index]
-        edits: list[tuple[tuple[int, int], str]] = []
-        for position, kind, item in step.elements:
-            if index == line_index and position < target.span[0]:
-                continue
-            if kind == "number":
-                old = parse_number(step.text[item[0] : item[1]])
-                if old in carried:
-                    edits.append((item, format_number(carried[old], step.text[item[0] : item[1]])))
-            elif item is target:
-                edits += _recompute(step.text, item, change, carried)
-            else:
-                uses = {i: carried[v] for i, v in enumerate(item.operands) if v in carried}
-                if uses:
-                    edits += _recompute(step.text, item, Change(operands=uses), carried)
-        lines.append(_apply(step.text, edits))
-    return Rewrite(lines, carried)
-
-
-def _recompute(line: str, calc: Calculation, change: Change, carried: dict) -> list:
-    if calc.value is None:
-        raise Unrewritable("unparseable_calculation")
-    expression_edits = []
-    text_edits = []
-    for index, (start, end) in enumerate(operand_spans(calc.expression)):
-        if change.operands and index in change.operands:
-            new = change.operands[index]
-            expression_edits.append(((start, end), format_number(new, calc.expression[start:end])))
-            if calc.mirror:
-                span = calc.mirror[index]
-                text_edits.append((span, format_number(new, line[span[0] : span[1]])))
-    if change.operator:
-        index, symbol = change.operator
-        expression_edits.append((operator_spans(calc.expression)[index], symbol))
-        visible = calc.mirror_operators[index] if calc.mirror_operators else None
-        if visible:
-            text_edits.append((visible, _visible_symbol(symbol, line[visible[0] : visible[1]])))
-    expression = _apply(calc.expression, expression_edits)
-    if change.result is not None:
-        value = change.result
-    else:
-        try:
-            value = evaluate(expression)
-        except ExpressionError as error:
-            raise Unrewritable("invalid_arithmetic") from error
-    result_text = format_number(value, calc.result_text, calc.money)
-    new_result = parse_number(result_text)
-    if new_result != value and decimals_of(result_text) < 2:
-        # 0.0003 dollars written as "0": rounding GSM8K would not do, and no visible mistake.
-        raise Unrewritable("inexact_result")
-    if new_result != calc.result:
-        carried[calc.result] = new_result
-    text_edits.append((calc.span, f"<<{expression}={result_text}>>"))
-    if calc.shown_result:
-        start, end = calc.shown_result
-        text_edits.append((calc.shown_result, format_number(new_result, line[start:end], calc.money)))
-    return text_edits
-
-
-def _visible_symbol(symbol: str, shown: str) -> str:
-    """Write the swapped operator the way this text writes operators ('x' stays a letter)."""
-    if shown in ("x", "×") and symbol == "/":
-        return "/"
-    if symbol == "*" and shown == "÷":
-        return "×"
-    return symbol
-
-
-def _apply(text: str, edits: list[tuple[tuple[int, int], str]]) -> str:
-    for (start, end), new in sorted(edits, key=lambda edit: edit[0][0], reverse=True):
-        text = text[:start] + new + text[end:]
-    return text
-
-
-def strip_annotations(line: str) -> str:
+def visible_text(line: str) -> str:
     return ANNOTATION.sub("", line)
 
 
+def read_line(text: str, line_index: int) -> Line:
+    annotations = list(ANNOTATION.finditer(text))
+    tokens = _visible_tokens(text, annotations)
+    statements = _statements(tokens)
+    by_result = {statement.result: statement for statement in statements}
+    calculations, claimed = [], set()
+    starts = {token.span[0]: index for index, token in enumerate(tokens) if token.kind == "number"}
+    for annotation in annotations:
+        shown = starts.get(annotation.end())
+        calc = _annotated(text, line_index, annotation, tokens, shown, by_result.get(shown))
+        if calc is None:
+            continue
+        calculations.append(calc)
+        claimed.update(calc.result_tokens)
+        if calc.shows_expression:
+            claimed.update(by_result[shown].expression)
+    annotated_results = {index for calc in calculations for index in calc.result_tokens}
+    for statement in statements:
+        if statement.result not in annotated_results:
+            calc = _unannotated(line_index, statement, tokens)
+            if calc is not None:
+                calculations.append(calc)
+                claimed.update(calc.result_tokens)
+                claimed.update(i for i in statement.expression if tokens[i].kind == "number")
+    calculations.sort(key=lambda calc: calc.position)
+    mentions = [i for i, token in enumerate(tokens) if token.kind == "number" and i not in claimed]
+    return Line(text, tokens, statements, calculations, mentions)
+
+
+def _visible_tokens(text: str, annotations: list) -> list[Token]:
+    """Tokens of the text outside annotations, spans in the raw line; a number never spans an annotation."""
+    tokens, start = [], 0
+    for end, next_start in [*((a.start(), a.end()) for a in annotations), (len(text), len(text))]:
+        for match in VISIBLE_TOKEN.finditer(text, start, end):
+            kind = match.lastgroup
+            if kind == "number" and ORDINAL.match(text, match.end()):
+                kind = "other"  # "3rd" is a position, not a quantity
+            money = kind == "number" and _after_dollar(tokens)
+            tokens.append(Token(kind, match.group(), match.span(), money))
+        start = next_start
+    return tokens
+
+
+def _after_dollar(tokens: list[Token]) -> bool:
+    for token in reversed(tokens[-2:]):
+        if token.kind == "dollar":
+            return True
+        if token.kind != "space":
+            return False
+    return False
+
+
+def _statements(tokens: list[Token]) -> list[Statement]:
+    """Visible `expression = number` statements, read back from each '=' (units between numbers skipped)."""
+    statements = []
+    for eq, token in enumerate(tokens):
+        if token.kind != "eq":
+            continue
+        result = _next_number(tokens, eq)
+        if result is None:
+            continue
+        start = eq
+        while start > max(eq - MAX_EXPRESSION_TOKENS, 0) and tokens[start - 1].kind in _EXPRESSION_KINDS:
+            start -= 1
+        expression = _expression(tokens, start, eq)
+        if any(tokens[i].kind == "op" and _is_binary(tokens, expression, n) for n, i in enumerate(expression)):
+            statements.append(Statement(expression, result))
+    return statements
+
+
+def _next_number(tokens: list[Token], eq: int) -> int | None:
+    for index in range(eq + 1, min(eq + 4, len(tokens))):
+        if tokens[index].kind == "number":
+            return index
+        if tokens[index].kind not in ("space", "dollar"):
+            return None
+    return None
+
+
+def _expression(tokens: list[Token], start: int, end: int) -> list[int]:
+    """The arithmetic that ends at `end`: numbers, operators and parentheses, units and '$' left out.
+
+    Read forwards; whatever cannot continue an expression (prose, two numbers in a row) starts it afresh.
+    """
+    kept, depth, expect_operand, index = [], 0, True, start
+    while index < end:
+        token = tokens[index]
+        if token.kind in ("space", "dollar"):
+            index += 1
+        elif expect_operand and token.kind == "number":
+            kept.append(index)
+            expect_operand = False
+            index = _after_unit(tokens, index + 1, end)
+        elif expect_operand and (token.kind == "open" or (token.kind == "op" and token.text in "-–−" and not kept)):
+            kept.append(index)
+            depth += token.kind == "open"
+            index += 1
+        elif not expect_operand and token.kind == "op":
+            kept.append(index)
+            expect_operand = True
+            index += 1
+        elif not expect_operand and token.kind == "close" and depth > 0:
+            kept.append(index)
+            depth -= 1
+            index += 1
+        else:  # start afresh here (a number after a number is read again as the start)
+            restart_here = not expect_operand and token.kind == "number"
+            kept, depth, expect_operand = [], 0, True
+            index += 0 if restart_here else 1
+    while depth > 0 and kept and tokens[kept[0]].kind == "open":
+        kept, depth = kept[1:], depth - 1
+    if depth or expect_operand:
+        return []
+    return kept
+
+
+def _after_unit(tokens: list[Token], index: int, end: int) -> int:
+    """Skip the unit after a number: words ("years old"), and per-units written tight ("miles/hour")."""
+    words = 0
+    while index < end:
+        token = tokens[index]
+        following = tokens[index + 1] if index + 1 < end else None
+        if token.kind == "word" and words < MAX_UNIT_WORDS:
+            words += 1
+        elif token.kind == "space" and following is not None and following.kind == "word" and words < MAX_UNIT_WORDS:
+            pass
+        elif token.text == "/" and following is not None and following.kind == "word" and tokens[index - 1].kind in ("word", "number"):
+            pass
+        else:
+            return index
+        index += 1
+    return index
+
+
+def _is_binary(tokens: list[Token], expression: list[int], n: int) -> bool:
+    return n > 0 and tokens[expression[n - 1]].kind in ("number", "close")
+
+
+def _expression_tokens(expression: str) -> list[tuple[str, str, tuple[int, int]]] | None:
+    found = [(m.lastgroup, m.group(), m.span()) for m in EXPRESSION_TOKEN.finditer(expression) if m.lastgroup != "space"]
+    return None if any(kind == "other" for kind, _, _ in found) else found
+
+
+def _annotated(text, line_index, annotation, tokens, shown, statement) -> Calculation | None:
+    inner = annotation.group(1)
+    if inner.count("=") != 1:
+        return None  # not a calculator annotation; it is removed from the display like any other
+    expression, result_text = (part.strip() for part in inner.split("="))
+    offset = annotation.start(1)
+    expression_start = offset + inner.index(expression) if expression else offset
+    result_start = offset + inner.index("=") + 1 + (len(inner.split("=")[1]) - len(inner.split("=")[1].lstrip()))
+    try:
+        result = parse_decimal(result_text)
+    except ValueError:
+        return None
+    parsed = _expression_tokens(expression)
+    value, unsafe = _checked_value(expression, result_text, result) if parsed else (None, False)
+    parsed = parsed or []
+    operand_slots = [span for kind, _, span in parsed if kind == "number"]
+    operator_slots = [span for n, (kind, _, span) in enumerate(parsed) if kind == "op" and n > 0 and parsed[n - 1][0] in ("number", "close")]
+    operands = [Operand(parse_decimal(expression[s:e]), [Written((expression_start + s, expression_start + e), expression[s:e], False)]) for s, e in operand_slots]
+    operators = [[Written((expression_start + s, expression_start + e), expression[s:e], False)] for s, e in operator_slots]
+    shows_result = shown is not None and parse_decimal(tokens[shown].text) == result
+    money = shows_result and tokens[shown].money
+    mirrored = shows_result and statement is not None and _mirrors(parsed, statement, tokens)
+    if mirrored:
+        numbers = [i for i in statement.expression if tokens[i].kind == "number"]
+        for operand, index in zip(operands, numbers):
+            operand.copies.append(_written(tokens[index]))
+        ops = [i for n, i in enumerate(statement.expression) if tokens[i].kind == "op" and _is_binary(tokens, statement.expression, n)]
+        for copies, index in zip(operators, ops):
+            copies.append(_written(tokens[index]))
+    results = [Written((result_start, result_start + len(result_text)), result_text, False)]
+    if shows_result:
+        results.append(_written(tokens[shown]))
+    return Calculation(
+        line=line_index,
+        position=annotation.start(),
+        expression=expression,
+        operand_slots=operand_slots,
+        operator_slots=operator_slots,
+        operands=operands,
+        operators=operators,
+        result=result,
+        results=results,
+        money=bool(money),
+        value=value,
+        shows_expression=mirrored,
+        unsafe=unsafe,
+        result_tokens=[shown] if shows_result else [],
+    )
+
+
+def _written(token: Token) -> Written:
+    return Written(token.span, token.text, True, token.money)
+
+
+def _mirrors(parsed, statement: Statement, tokens: list[Token]) -> bool:
+    """The visible expression writes exactly the annotation's: same numbers, operators, parentheses, order."""
+    visible = [tokens[i] for i in statement.expression]
+    if len(visible) != len(parsed):
+        return False
+    for token, (kind, written, _) in zip(visible, parsed):
+        if token.kind != kind:
+            return False
+        if kind == "number" and parse_decimal(token.text) != parse_decimal(written):
+            return False
+        if kind == "op" and VISIBLE_OPERATORS.get(token.text) != written:
+            return False
+    return True
+
+
+def _unannotated(line_index: int, statement: Statement, tokens: list[Token]) -> Calculation | None:
+    """A visible statement with no annotation behind it, as a calculation of its own."""
+    parts, operand_slots, operator_slots, operands, operators = [], [], [], [], []
+    length = 0
+    for n, index in enumerate(statement.expression):
+        token = tokens[index]
+        if token.kind == "number":
+            written = str(parse_decimal(token.text))
+            operand_slots.append((length, length + len(written)))
+            operands.append(Operand(parse_decimal(token.text), [_written(token)]))
+        elif token.kind == "op":
+            written = VISIBLE_OPERATORS[token.text]
+            if _is_binary(tokens, statement.expression, n):
+                operator_slots.append((length, length + 1))
+                operators.append([_written(token)])
+        else:
+            written = token.text
+        parts.append(written)
+        length += len(written)
+    expression = "".join(parts)
+    shown = tokens[statement.result]
+    result = parse_decimal(shown.text)
+    value, unsafe = _checked_value(expression, shown.text, result)
+    if value is None and not unsafe:
+        return None  # a false or unreadable statement: its numbers stay plain mentions
+    return Calculation(
+        line=line_index,
+        position=shown.span[0],
+        expression=expression,
+        operand_slots=operand_slots,
+        operator_slots=operator_slots,
+        operands=operands,
+        operators=operators,
+        result=result,
+        results=[_written(shown)],
+        money=shown.money,
+        value=value,
+        shows_expression=True,
+        unsafe=unsafe,
+        result_tokens=[statement.result],
+    )
+
+
+def _checked_value(expression: str, result_text: str, stated: Decimal) -> tuple[Decimal | None, bool]:
+    """(exact value, unsafe): the value is None when not arithmetic or not equal to the stated result."""
+    try:
+        value = evaluate(expression)
+    except UnsafeExpression:
+        return None, True
+    except ExpressionError:
+        return None, False
+    # GSM8K rounds some results (10/3=3.33): agreeing to the stated decimals is agreeing.
+    if value == stated or parse_decimal(format_number(value, result_text)) == stated:
+        return value, False
+    return None, False
+
+
+def statement_value(line: Line, statement: Statement) -> Decimal | None:
+    """The value of a visible statement's expression; None when it is not arithmetic."""
+    parts = []
+    for index in statement.expression:
+        token = line.tokens[index]
+        parts.append(str(parse_decimal(token.text)) if token.kind == "number" else VISIBLE_OPERATORS.get(token.text, token.text))
+    try:
+        return evaluate("".join(parts))
+    except ExpressionError:
+        return None
+
+
+def statement_holds(line: Line, statement: Statement) -> bool:
+    """Whether a visible statement is true, to the decimals its result is written with."""
+    value = statement_value(line, statement)
+    result = line.tokens[statement.result].text
+    return value is not None and (value == parse_decimal(result) or format_number(value, result) == format_number(parse_decimal(result), result))
+
+
+FINAL_STEP = "The answer is: {}"
+
+
 def render(lines: list[str], final_answer: str, keep_annotations: bool) -> list[str]:
-    """The completion: one item per reasoning line, then the step that states the answer."""
-    steps = lines if keep_annotations else [strip_annotations(line) for line in lines]
+    """The completion: one item per reasoning line, then the step that states the answer.
+
+    Annotations change only the display: the visible text is the same either way.
+    """
+    steps = lines if keep_annotations else [visible_text(line) for line in lines]
     return [*steps, FINAL_STEP.format(final_answer)]
-
-
-# -- reading problem files -----------------------------------------------------------------------

@@ -9,28 +9,28 @@ Labels are True before the mistake and False from it on.
 import contextlib
 import dataclasses
 import gc
-import itertools
 import random
 from collections import Counter
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import datasets
+from datasets.utils import logging
 
 from . import gsm8k
-from .arithmetic import format_number, is_integer
+from .corruptions import CORRUPTIONS
+from .dataflow import Solution, parse_solution
 from .features import CORE_FEATURES
+from .gsm8k import Unreadable
 from .options import PRMBuilderConfig, as_list, check_int
 from .problems import GSM8K_FILES, SAMPLE_PROBLEMS, read_gsm8k_problems
+
+logger = logging.get_logger(__name__)
 
 STRATEGIES = ("flip_number", "change_operator", "calculation_error", "wrong_final_answer")
 PROBLEMS_PER_SHARD = 1000
 # Draws per corrupted row before giving up on a duplicate of an earlier copy.
 ATTEMPTS = 4
-# Changes tried on one calculation before moving to another on the path.
-CHANGES_PER_CALCULATION = 6
-CENT = Decimal("0.01")
 
 DESCRIPTION = (
     "GSM8K solutions split into steps, with corrupted copies (flip_number, change_operator, "
@@ -144,14 +144,14 @@ def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, 
 # -- rows ------------------------------------------------------------------------------------------
 
 
-def generate_rows(config: SyntheticConfig, drops: Counter, split: str, shards: list[list[dict]]) -> Iterator[dict]:
+def generate_rows(config: SyntheticConfig, dropped: Counter, split: str, shards: list[list[dict]]) -> Iterator[dict]:
     emitted = 0
     for shard in shards:
         for problem in shard:
             # Corrupting a problem allocates many short-lived objects and no reference cycles:
             # pausing the cyclic collector meanwhile saves it scanning the whole heap again and again.
             with _collector_paused():
-                rows = list(problem_rows(config, split, problem, drops))
+                rows = list(problem_rows(config, split, problem, dropped))
             for row in rows:
                 if config.max_examples is not None and emitted >= config.max_examples:
                     return
@@ -170,15 +170,15 @@ def _collector_paused():
             gc.enable()
 
 
-def problem_rows(config: SyntheticConfig, split: str, problem: dict, drops: Counter) -> Iterator[dict]:
-    """The correct row and the corrupted copies of one problem."""
+def problem_rows(config: SyntheticConfig, split: str, problem: dict, dropped: Counter, source: str = "") -> Iterator[dict]:
+    """The correct row and the corrupted copies of one problem; `source` names its file in the log."""
     try:
-        solution = gsm8k.parse_solution(problem["answer"])
-    except gsm8k.ParseError as error:
-        drops[error.reason] += 1
+        solution = parse_solution(problem["answer"], problem["question"])
+    except Unreadable as error:
+        dropped[error.reason] += 1
         return
     problem_id = f"{split}-{problem['index']:05d}"
-    correct_lines = [step.text for step in solution.steps]
+    correct_lines = solution.raw_lines
     base = {"prompt": problem["question"], "reference_answer": solution.answer_text}
     correct = gsm8k.render(correct_lines, solution.answer_text, config.keep_calculator_annotations)
     if config.include_correct:
@@ -186,32 +186,38 @@ def problem_rows(config: SyntheticConfig, split: str, problem: dict, drops: Coun
     if not config.num_incorrect_per_problem:
         return
     if solution.answer is None:
-        drops["non_numeric_answer"] += config.num_incorrect_per_problem
+        dropped["non_numeric_answer"] += config.num_incorrect_per_problem
         return
-    seen = {tuple(correct)}
+    if solution.unsafe:
+        # A hostile or huge annotation: the problem keeps its correct row, no copy is attempted.
+        logger.debug(f"{source or split}, problem {problem['index']} (line {problem['index'] + 1}): unsafe expression at {'; '.join(solution.unsafe)}")
+        dropped["unsafe_expression"] += config.num_incorrect_per_problem
+        return
+    # Duplicates are judged on the visible text, so keep_calculator_annotations changes display only.
+    seen = {tuple(gsm8k.render(correct_lines, solution.answer_text, False))}
     for slot in range(config.num_incorrect_per_problem):
         # Rotating by the problem index spreads strategies evenly even with one copy per problem.
         strategy = config.strategies[(problem["index"] + slot) % len(config.strategies)]
         rng = random.Random(f"{config.seed}:{split}:{problem['index']}:{slot}")
         drawn = _draw_copy(strategy, solution, rng, seen, config.keep_calculator_annotations)
         if isinstance(drawn, str):
-            drops[f"{strategy}:{drawn}"] += 1
+            dropped[f"{strategy}:{drawn}"] += 1
             continue
         completions, error_step, final = drawn
         yield _row(base, f"{problem_id}/{strategy}/{slot}", strategy, completions, error_step, final)
 
 
-def _draw_copy(strategy: str, solution: gsm8k.Solution, rng: random.Random, seen: set, keep_annotations: bool):
+def _draw_copy(strategy: str, solution: Solution, rng: random.Random, seen: set, keep_annotations: bool):
     """(completions, first wrong step, final answer) of a new corrupted copy, or why there is none."""
     for _ in range(ATTEMPTS):
         try:
             lines, error_step, final = CORRUPTIONS[strategy](solution, rng)
-        except gsm8k.Unrewritable as skip:
+        except Unreadable as skip:
             return skip.reason
-        completions = gsm8k.render(lines, final, keep_annotations)
-        if tuple(completions) not in seen:
-            seen.add(tuple(completions))
-            return completions, error_step, final
+        visible = tuple(gsm8k.render(lines, final, False))
+        if visible not in seen:
+            seen.add(visible)
+            return gsm8k.render(lines, final, keep_annotations), error_step, final
     return "duplicate"
 
 
@@ -226,150 +232,3 @@ def _row(base: dict, row_id: str, kind: str, completions: list[str], error_step:
         "final_answer": final,
         "source": f"synthetic/{kind}",
     }
-
-
-# -- corruption strategies -------------------------------------------------------------------------
-# Each takes the parsed solution and a seeded rng and returns (raw lines, index of the first
-# wrong step, final answer as written), or raises gsm8k.Unrewritable with the reason it cannot.
-
-
-def flip_number(solution: gsm8k.Solution, rng: random.Random):
-    """Misread one quantity: an operand of a calculation on the path becomes a nearby number."""
-
-    def changes(calc: gsm8k.Calculation):
-        operands = gsm8k.operand_spans(calc.expression)
-        for index in rng.sample(range(len(operands)), len(operands)):
-            text = calc.expression[slice(*operands[index])]
-            for value in _nearby_numbers(text, rng):
-                yield gsm8k.Change(operands={index: value})
-
-    return _corrupt_on_path(solution, rng, changes, prefer_visible=True)
-
-
-def change_operator(solution: gsm8k.Solution, rng: random.Random):
-    """Use the wrong operation in one calculation on the path (+ and -, * and / swapped)."""
-    swap = {"+": "-", "-": "+", "*": "/", "/": "*"}
-
-    def changes(calc: gsm8k.Calculation):
-        operators = gsm8k.operator_spans(calc.expression)
-        for index in rng.sample(range(len(operators)), len(operators)):
-            symbol = calc.expression[slice(*operators[index])]
-            yield gsm8k.Change(operator=(index, swap[symbol]))
-
-    return _corrupt_on_path(solution, rng, changes, prefer_visible=True)
-
-
-def calculation_error(solution: gsm8k.Solution, rng: random.Random):
-    """Right expression, wrong result: a slipped digit, off by one or ten, a shifted decimal."""
-
-    def changes(calc: gsm8k.Calculation):
-        for value in _slips(calc.result_text, rng):
-            yield gsm8k.Change(result=value)
-
-    return _corrupt_on_path(solution, rng, changes, prefer_visible=False)
-
-
-def wrong_final_answer(solution: gsm8k.Solution, rng: random.Random):
-    """Every step right, the stated answer wrong: often an intermediate result, else a slip."""
-    intermediate = sorted({calc.result for _, calc in solution.calculations() if calc.value is not None} - {solution.answer})
-    candidates = list(itertools.islice(_slips(solution.answer_text, rng), 4))
-    if intermediate and rng.random() < 0.5:
-        candidates.insert(0, rng.choice(intermediate))
-    for value in candidates:
-        if value != solution.answer:
-            final = format_number(value, solution.answer_text)
-            return [step.text for step in solution.steps], len(solution.steps), final
-    raise gsm8k.Unrewritable("no_alternative_answer")
-
-
-CORRUPTIONS = {
-    "flip_number": flip_number,
-    "change_operator": change_operator,
-    "calculation_error": calculation_error,
-    "wrong_final_answer": wrong_final_answer,
-}
-
-
-def _corrupt_on_path(solution: gsm8k.Solution, rng: random.Random, changes, prefer_visible: bool):
-    """Try calculations on the path to the answer until a change ends in a different final answer."""
-    path = list(solution.path)
-    if not path:
-        raise gsm8k.Unrewritable("answer_not_computed")
-    rng.shuffle(path)
-    if prefer_visible:
-        # A visible mistake ("48 - 2 = 46") teaches more than one hidden in a stripped annotation.
-        path.sort(key=lambda item: item[1].mirror is None)
-    reason = "answer_unchanged"
-    for line, calc in path:
-        for change in itertools.islice(changes(calc), CHANGES_PER_CALCULATION):
-            try:
-                result = gsm8k.rewrite(solution, line, calc, change)
-            except gsm8k.Unrewritable as error:
-                reason = error.reason
-                continue
-            final = result.carried.get(solution.answer, solution.answer)
-            if final == solution.answer:
-                continue
-            if _plausible(final, solution.answer):
-                return result.lines, line, format_number(final, solution.answer_text)
-            reason = "implausible_answer"
-    raise gsm8k.Unrewritable(reason)
-
-
-def _plausible(value: Decimal, answer: Decimal) -> bool:
-    # A negative count, or 23.5 clips where the question counts clips, reads as noise rather
-    # than as a mistake a solver would make and carry on with.
-    return (value >= 0 or answer < 0) and (is_integer(value) or not is_integer(answer))
-
-
-def _nearby_numbers(text: str, rng: random.Random) -> list[Decimal]:
-    """Numbers a reader could take `text` for: a swapped or slipped digit, one more or less."""
-    value = Decimal(text)
-    candidates = {value + 1, value - 1, *_digit_variants(text)}
-    candidates.discard(value)
-    candidates = sorted(c for c in candidates if c > 0)
-    rng.shuffle(candidates)
-    return candidates
-
-
-def _slips(text: str, rng: random.Random) -> Iterator[Decimal]:
-    """Wrong results a solver plausibly writes for `text`: digit slips, off by one or ten, shifted decimal."""
-    value = Decimal(text)
-    kinds = [
-        [value + 1, value - 1],
-        [value + 10, value - 10],
-        _digit_variants(text),
-        [value * 10, value / 10] if value else [],
-    ]
-    rng.shuffle(kinds)
-    seen = {value}
-    written = format_number(value, text)
-    for kind in kinds:
-        rng.shuffle(kind)
-        for candidate in kind:
-            # Non-negative, new, writable as GSM8K writes numbers (at most two decimals), and
-            # not the right value once rounded (.001 written as 0 is no visible slip).
-            if (
-                candidate >= 0
-                and candidate not in seen
-                and candidate.quantize(CENT) == candidate
-                and format_number(candidate, text) != written
-            ):
-                seen.add(candidate)
-                yield candidate
-
-
-def _digit_variants(text: str) -> list[Decimal]:
-    """Adjacent digits swapped, or one digit off by one, keeping the number's shape."""
-    digits = [i for i, ch in enumerate(text) if ch.isdigit()]
-    variants = []
-    for a, b in zip(digits, digits[1:]):
-        if b == a + 1 and text[a] != text[b]:
-            swapped = text[:a] + text[b] + text[a] + text[b + 1 :]
-            variants.append(swapped)
-    for i in digits:
-        for delta in (-1, 1):
-            digit = int(text[i]) + delta
-            if 0 <= digit <= 9 and not (i == digits[0] and digit == 0 and len(digits) > 1):
-                variants.append(text[:i] + str(digit) + text[i + 1 :])
-    return [Decimal(v) for v in variants]

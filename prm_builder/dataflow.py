@@ -1,0 +1,297 @@
+"""A GSM8K solution as a dataflow of quantities, and one mistake carried through it.
+
+Every quantity is a node: the numbers the question gives, numbers a step introduces (12 months,
+half = /2), and every calculation's result. Each later number (a prose mention, an operand) refers
+to the node it came from, found by value among the quantities known at that point. When two
+quantities share a value (Monday's 40 and Wednesday's 40) a mention of that value is ambiguous:
+it is linked to both candidates, and a change that reaches such a mention is refused rather than
+guessed (`ambiguous_reference`).
+
+`carry` changes one calculation (an operand misread, an operator swapped, a result slipped) and
+recomputes only what depends on it, rewriting the annotation, the visible expression, the shown
+result and every prose mention of each changed quantity, then checks that every visible
+statement of the copy still holds.
+"""
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+
+from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, is_integer, parse_decimal
+from .gsm8k import Calculation, Line, Unreadable, Written, read_line, statement_holds, statement_value
+
+QUESTION_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+|[A-Za-z]+(?:-[A-Za-z]+)?")
+_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {word: 20 + 10 * n for n, word in enumerate(_TENS)}
+NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "half": 2}
+VISIBLE_SWAPPED = {("x", "/"): "/", ("×", "/"): "÷", ("÷", "*"): "×", ("/", "*"): "*"}
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    """A mention whose value more than one quantity has: never resolved by guessing."""
+
+    candidates: tuple[int, ...]
+
+
+@dataclass
+class Quantity:
+    kind: str  # "question", "given" (introduced by a step) or "calculation"
+    value: Decimal
+    calculation: Calculation | None = None
+
+
+@dataclass
+class Solution:
+    lines: list[Line]
+    answer_text: str  # as after "####", commas removed
+    answer: Decimal | None  # None when the answer is not a number
+    quantities: list[Quantity]
+    answer_node: int | None  # the calculation whose result the final answer states
+    unsafe: list[str]  # hostile or huge annotations, skipped
+
+    @property
+    def raw_lines(self) -> list[str]:
+        return [line.text for line in self.lines]
+
+    def calculations(self) -> Iterator[Calculation]:
+        for line in self.lines:
+            yield from line.calculations
+
+    def feeding_answer(self) -> list[Calculation]:
+        """Calculations the final answer depends on, in reading order."""
+        if self.answer_node is None:
+            return []
+        seen, stack = set(), [self.answer_node]
+        while stack:
+            node = stack.pop()
+            calc = self.quantities[node].calculation
+            if node in seen or calc is None:
+                continue
+            seen.add(node)
+            for operand in calc.operands:
+                stack.extend(operand.ref.candidates if isinstance(operand.ref, Ambiguous) else [operand.ref])
+        return [calc for calc in self.calculations() if calc.node in seen]
+
+
+def parse_solution(answer: str, question: str = "") -> Solution:
+    body, marker, final = answer.partition("####")
+    answer_text = final.strip().replace(",", "")
+    if not marker or not answer_text:
+        raise Unreadable("no_final_answer")
+    texts = [line.strip() for line in body.split("\n") if line.strip()]
+    if not texts:
+        raise Unreadable("no_steps")
+    try:
+        value = parse_decimal(answer_text)
+    except ValueError:
+        value = None
+    lines = [read_line(text, index) for index, text in enumerate(texts)]
+    quantities, sources = _link(lines, question)
+    calculated = [node for node in sources.get(value, []) if quantities[node].kind == "calculation"]
+    unsafe = [f"line {calc.line + 1}: {calc.expression[:80]}" for line in lines for calc in line.calculations if calc.unsafe]
+    return Solution(lines, answer_text, value, quantities, calculated[-1] if calculated else None, unsafe)
+
+
+def question_values(question: str) -> set[Decimal]:
+    values = set()
+    for match in QUESTION_NUMBER.finditer(question):
+        text = match.group()
+        if text[0].isalpha():
+            words = text.lower().split("-")
+            if all(word in NUMBER_WORDS for word in words):
+                values.add(Decimal(sum(NUMBER_WORDS[word] for word in words)))
+        else:
+            values.add(parse_decimal(text))
+    return values
+
+
+def _link(lines: list[Line], question: str) -> tuple[list[Quantity], dict]:
+    """Create the quantities and point every operand and mention at the one it refers to."""
+    quantities: list[Quantity] = []
+    sources: dict[Decimal, list[int]] = defaultdict(list)
+
+    def new(kind: str, value: Decimal, calc: Calculation | None = None) -> int:
+        quantities.append(Quantity(kind, value, calc))
+        return len(quantities) - 1
+
+    def resolve(value: Decimal, forward: list[int]):
+        candidates = sources.get(value, []) + forward
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            return Ambiguous(tuple(candidates))
+        node = new("given", value)
+        sources[value].append(node)
+        return node
+
+    for value in question_values(question):
+        sources[value].append(new("question", value))
+    for line in lines:
+        for calc in line.calculations:
+            calc.node = new("calculation", calc.result, calc)
+        events = [(line.tokens[i].span[0], 1, i) for i in line.mentions]
+        events += [(calc.position, 0, calc) for calc in line.calculations]
+        events.sort(key=lambda event: event[:2])
+        for position, is_mention, item in events:
+            if is_mention:
+                value = parse_decimal(line.tokens[item].text)
+                # A result restated before its calculation ("18 chips because 72/4 = 18").
+                forward = [c.node for c in line.calculations if c.position > position and c.result == value]
+                line.refs[item] = resolve(value, forward)
+            else:
+                for operand in item.operands:
+                    operand.ref = resolve(operand.value, [])
+                sources[item.result].append(item.node)
+    return quantities, sources
+
+
+# -- carrying one change through ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """What the mistake does to its own calculation: a misread operand, a swapped operator, or a wrong result."""
+
+    operand: tuple[int, Decimal] | None = None  # operand index -> the value misread
+    operator: tuple[int, str] | None = None  # operator index -> the new symbol
+    result: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Copy:
+    lines: list[str]  # raw lines, annotations included
+    answer: Decimal  # the new final answer
+    answer_text: str
+
+
+def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
+    """Apply `change` to `seed` and recompute everything that depends on it; raises Unreadable."""
+    edits: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
+    changed: dict[int, Decimal] = {}
+    intended = None
+    for calc in solution.calculations():
+        if calc is seed:
+            _define(calc, _seed_value(calc, change, edits[calc.line]), changed, edits[calc.line], forced=change.result is not None)
+            intended = calc
+        elif intended is not None:
+            values = [_current(operand.ref, operand.value, changed) for operand in calc.operands]
+            if any(new != operand.value for new, operand in zip(values, calc.operands)):
+                _define(calc, _recompute(calc, values, {}, edits[calc.line]), changed, edits[calc.line])
+    for line_index in range(seed.line, len(solution.lines)):
+        line = solution.lines[line_index]
+        for index in line.mentions:
+            token = line.tokens[index]
+            old = parse_decimal(token.text)
+            new = _current(line.refs[index], old, changed)
+            if new != old:
+                _edit(edits[line_index], Written(token.span, token.text, True, token.money), new)
+    if solution.answer_node not in changed:
+        raise Unreadable("answer_unchanged")
+    answer = changed[solution.answer_node]
+    lines = [_apply(line.text, edits.get(index, {})) for index, line in enumerate(solution.lines)]
+    _check_visible(solution, lines, seed, change)
+    return Copy(lines, answer, format_number(answer, solution.answer_text))
+
+
+def _current(ref, old: Decimal, changed: dict[int, Decimal]) -> Decimal:
+    if isinstance(ref, Ambiguous):
+        if any(node in changed for node in ref.candidates):
+            raise Unreadable("ambiguous_reference")
+        return old
+    return changed.get(ref, old)
+
+
+def _seed_value(calc: Calculation, change: Change, edits: dict) -> Decimal:
+    if change.result is not None:
+        return change.result
+    values = [operand.value for operand in calc.operands]
+    operators = {}
+    if change.operand:
+        index, value = change.operand
+        values[index] = value
+    if change.operator:
+        operators[change.operator[0]] = change.operator[1]
+    return _recompute(calc, values, operators, edits)
+
+
+def _recompute(calc: Calculation, values: list[Decimal], operators: dict[int, str], edits: dict) -> Decimal:
+    """Rewrite the operands (and swapped operators) of `calc` everywhere they are written; its new value."""
+    if calc.value is None:
+        raise Unreadable("unsafe_expression" if calc.unsafe else "unparseable_calculation")
+    slots = {}
+    for operand, slot, value in zip(calc.operands, calc.operand_slots, values):
+        if value == operand.value:
+            continue
+        if value < 0 <= operand.value:
+            raise Unreadable("implausible_value")
+        slots[slot] = format_number(value, calc.expression[slice(*slot)])
+        for copy in operand.copies:
+            _edit(edits, copy, value)
+    for index, symbol in operators.items():
+        slots[calc.operator_slots[index]] = symbol
+        for copy in calc.operators[index]:
+            # The visible text keeps its way of writing operators ('x' becomes '/', never '*').
+            edits[copy.span] = VISIBLE_SWAPPED.get((copy.text, symbol), symbol) if copy.visible else symbol
+    try:
+        return evaluate(_apply(calc.expression, slots))
+    except UnsafeExpression as error:
+        raise Unreadable("unsafe_expression", str(error)) from None
+    except ExpressionError as error:
+        raise Unreadable("invalid_arithmetic", str(error)) from None
+
+
+def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, forced: bool = False) -> None:
+    """Write `calc`'s new result wherever it is shown; record it when it differs."""
+    shown = calc.results[-1]
+    new = parse_decimal(format_number(value, shown.text, calc.money))
+    if new != value and (calc.value == calc.result or forced):
+        raise Unreadable("inexact_result")  # 0.0003 dollars written as 0: not a mistake anyone sees
+    old = calc.result
+    if (new < 0 <= old) or (is_integer(old) and not is_integer(new) and not calc.money):
+        raise Unreadable("implausible_value")  # a negative count, 23.5 clips
+    for copy in calc.results:
+        _edit(edits, copy, new)
+    if new != old:
+        changed[calc.node] = new
+
+
+def _edit(edits: dict, written: Written, value: Decimal) -> None:
+    text = format_number(value, written.text, written.money)
+    if parse_decimal(text) != value:
+        raise Unreadable("inexact_result")
+    edits[written.span] = text
+
+
+def _apply(text: str, edits: dict) -> str:
+    pieces, end = [], len(text)
+    for (start, stop), new in sorted(edits.items(), reverse=True):
+        pieces.append(text[stop:end])
+        pieces.append(new)
+        end = start
+    pieces.append(text[:end])
+    return "".join(reversed(pieces))
+
+
+def _check_visible(solution: Solution, lines: list[str], seed: Calculation, change: Change) -> None:
+    """Every visible statement at and after the mistake holds, except the one intended slip."""
+    for index in range(seed.line, len(lines)):
+        before = solution.lines[index]
+        if lines[index] == before.text:
+            continue
+        after = read_line(lines[index], index)
+        if len(after.statements) != len(before.statements) or len(after.tokens) != len(before.tokens):
+            raise Unreadable("inconsistent_text")
+        for old, new in zip(before.statements, after.statements):
+            if statement_holds(after, new):
+                value = statement_value(after, new)
+                if value is not None and value < 0 <= (statement_value(before, old) or 0):
+                    raise Unreadable("implausible_value")
+                continue
+            intended = change.result is not None and index == seed.line and old.result in seed.result_tokens
+            unchanged = [after.tokens[i].text for i in new.expression] == [before.tokens[i].text for i in old.expression]
+            if not intended and not (unchanged and not statement_holds(before, old)):
+                raise Unreadable("inconsistent_text")
