@@ -139,9 +139,13 @@ def _link(lines: list[Line], question: str) -> tuple[list[Quantity], dict]:
         for position, is_mention, item in events:
             if is_mention:
                 value = parse_decimal(line.tokens[item].text)
-                # A result restated before its calculation ("18 chips because 72/4 = 18").
-                forward = [c.node for c in line.calculations if c.position > position and c.result == value]
-                line.refs[item] = resolve(value, forward)
+                # A result restated in its own step ("5 driveways because 35 / 7 = 5") is that
+                # result, before or after its calculation, unless the calculation also uses the value.
+                restated = [c.node for c in line.calculations if c.result == value and all(o.value != value for o in c.operands)]
+                if len(restated) == 1:
+                    line.refs[item] = restated[0]
+                else:
+                    line.refs[item] = Ambiguous(tuple(restated)) if restated else resolve(value, [])
             else:
                 for operand in item.operands:
                     operand.ref = resolve(operand.value, [])

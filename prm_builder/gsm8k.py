@@ -24,7 +24,7 @@ ANNOTATION = re.compile(r"<<([^<>]*)>>")
 VISIBLE_TOKEN = re.compile(
     r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
     r"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)])x(?=[\s\d(.$]))"
-    r"|(?P<word>[A-Za-z][A-Za-z'’]*)"
+    r"|(?P<word>[A-Za-z][A-Za-z'’]*(?:-[A-Za-z]+)*)"
     r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<space>\s+)"
     r"|(?P<other>.)"
 )
@@ -35,7 +35,7 @@ VISIBLE_OPERATORS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "x": 
 _EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "space", "word"}
 # How far back from "=" an expression may start, and how many words a unit may have.
 MAX_EXPRESSION_TOKENS = 80
-MAX_UNIT_WORDS = 5
+MAX_UNIT_WORDS = 10
 
 
 class Unreadable(ValueError):
@@ -140,10 +140,16 @@ def read_line(text: str, line_index: int) -> Line:
         calc = _annotated(text, line_index, annotation, tokens, shown, by_result.get(shown))
         if calc is None:
             continue
+        if len(calc.operands) == 1 and not calc.operators and calc.value is not None and not calc.shows_expression and shown in by_result:
+            # `1.5 / .25 = <<6=6>>6`: the calculator only copies a result the text computes.
+            visible = _unannotated(line_index, by_result[shown], tokens)
+            if visible is not None:
+                visible.results[:0] = [Written(calc.operands[0].copies[0].span, calc.operands[0].copies[0].text, False), calc.results[0]]
+                calc = visible
         calculations.append(calc)
         claimed.update(calc.result_tokens)
         if calc.shows_expression:
-            claimed.update(by_result[shown].expression)
+            claimed.update(i for i in by_result[shown].expression if tokens[i].kind == "number")
     annotated_results = {index for calc in calculations for index in calc.result_tokens}
     for statement in statements:
         if statement.result not in annotated_results:
