@@ -140,10 +140,13 @@ def format_number(value: Decimal, like: str = "", money: bool = False) -> str:
 
     Integers stay integers ('12', never '12.0'). Other values are rounded to as many decimals
     as `like` had, at least two; money keeps both ('7.50'), anything else drops trailing zeros
-    ('23.5'). Thousands separators are kept when `like` used them.
+    ('23.5'), and whole money written with cents keeps them ('45.00' for '60.00'). Thousands
+    separators are kept when `like` used them.
     """
     integral = value.to_integral_value()
     if value == integral:  # the common case, and the cheap one
+        if money and decimals_of(like) == 2:
+            return format_number(value, like.replace(".", ""), False) + ".00"  # $60.00 stays $45.00
         if "," not in like:
             return str(int(integral))
         rounded = value

@@ -27,6 +27,7 @@ _UNITS = "zero one two three four five six seven eight nine ten eleven twelve th
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {word: 20 + 10 * n for n, word in enumerate(_TENS)}
 NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "half": 2}
+TOLERANCE = Decimal("1e-15")
 VISIBLE_SWAPPED = {("x", "/"): "/", ("×", "/"): "÷", ("÷", "*"): "×", ("/", "*"): "*"}
 
 
@@ -252,7 +253,7 @@ def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, force
     """Write `calc`'s new result wherever it is shown; record it when it differs."""
     shown = calc.results[-1]
     new = parse_decimal(format_number(value, shown.text, calc.money))
-    if new != value and (calc.value == calc.result or forced):
+    if not _same(new, value) and (_same(calc.value, calc.result) or forced):
         raise Unreadable("inexact_result")  # 0.0003 dollars written as 0: not a mistake anyone sees
     old = calc.result
     if (new < 0 <= old) or (is_integer(old) and not is_integer(new) and not calc.money):
@@ -263,9 +264,14 @@ def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, force
         changed[calc.node] = new
 
 
+def _same(a: Decimal, b: Decimal) -> bool:
+    """Equal up to the 28-digit rounding of a quotient (1/3*180 is 59.999...)."""
+    return abs(a - b) <= TOLERANCE * max(1, abs(b))
+
+
 def _edit(edits: dict, written: Written, value: Decimal) -> None:
     text = format_number(value, written.text, written.money)
-    if parse_decimal(text) != value:
+    if not _same(parse_decimal(text), value):
         raise Unreadable("inexact_result")
     edits[written.span] = text
 

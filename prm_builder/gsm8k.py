@@ -25,14 +25,13 @@ VISIBLE_TOKEN = re.compile(
     r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
     r"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)])x(?=[\s\d(.$]))"
     r"|(?P<word>[A-Za-z][A-Za-z'’]*(?:-[A-Za-z]+)*)"
-    r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<space>\s+)"
+    r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<percent>%)|(?P<space>\s+)"
     r"|(?P<other>.)"
 )
 EXPRESSION_TOKEN = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<op>\*\*|//|[-+*/%])|(?P<open>\()|(?P<close>\))|(?P<space>\s+)|(?P<other>.)")
-ORDINAL = re.compile(r"(?:st|nd|rd|th)\b")
 VISIBLE_OPERATORS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
 # Tokens a written expression is made of, units included ("3 hours * 8 miles/hour"); anything else ends it.
-_EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "space", "word"}
+_EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "percent", "space", "word"}
 # How far back from "=" an expression may start, and how many words a unit may have.
 MAX_EXPRESSION_TOKENS = 80
 MAX_UNIT_WORDS = 10
@@ -52,10 +51,11 @@ class Unreadable(ValueError):
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # number, op, open, close, eq, dollar, space, other
+    kind: str  # number, op, word, open, close, eq, dollar, percent, space, other
     text: str
     span: tuple[int, int]  # in the raw line
     money: bool = False  # a number written after "$"
+    percent: bool = False  # a number written before "%"
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,8 @@ def _visible_tokens(text: str, annotations: list) -> list[Token]:
     for end, next_start in [*((a.start(), a.end()) for a in annotations), (len(text), len(text))]:
         for match in VISIBLE_TOKEN.finditer(text, start, end):
             kind = match.lastgroup
-            if kind == "number" and ORDINAL.match(text, match.end()):
-                kind = "other"  # "3rd" is a position, not a quantity
+            if kind == "percent" and tokens and tokens[-1].kind == "number" and tokens[-1].span[1] == match.start():
+                tokens[-1] = Token("number", tokens[-1].text, tokens[-1].span, tokens[-1].money, True)
             money = kind == "number" and _after_dollar(tokens)
             tokens.append(Token(kind, match.group(), match.span(), money))
         start = next_start
@@ -205,7 +205,7 @@ def _statements(tokens: list[Token]) -> list[Statement]:
 
 
 def _next_number(tokens: list[Token], eq: int) -> int | None:
-    for index in range(eq + 1, min(eq + 4, len(tokens))):
+    for index in range(eq + 1, min(eq + 6, len(tokens))):
         if tokens[index].kind == "number":
             return index
         if tokens[index].kind not in ("space", "dollar"):
@@ -218,7 +218,7 @@ def _expression(tokens: list[Token], start: int, end: int) -> list[int]:
 
     Read forwards; whatever cannot continue an expression (prose, two numbers in a row) starts it afresh.
     """
-    kept, depth, expect_operand, index = [], 0, True, start
+    kept, unclosed, expect_operand, index = [], [], True, start
     while index < end:
         token = tokens[index]
         if token.kind in ("space", "dollar"):
@@ -228,26 +228,26 @@ def _expression(tokens: list[Token], start: int, end: int) -> list[int]:
             expect_operand = False
             index = _after_unit(tokens, index + 1, end)
         elif expect_operand and (token.kind == "open" or (token.kind == "op" and token.text in "-–−" and not kept)):
+            if token.kind == "open":
+                unclosed.append(len(kept))
             kept.append(index)
-            depth += token.kind == "open"
             index += 1
         elif not expect_operand and token.kind == "op":
             kept.append(index)
             expect_operand = True
             index += 1
-        elif not expect_operand and token.kind == "close" and depth > 0:
+        elif not expect_operand and token.kind == "close" and unclosed:
             kept.append(index)
-            depth -= 1
+            unclosed.pop()
             index += 1
         else:  # start afresh here (a number after a number is read again as the start)
-            restart_here = not expect_operand and token.kind == "number"
-            kept, depth, expect_operand = [], 0, True
+            restart_here = not expect_operand and token.kind in ("number", "open")
+            kept, unclosed, expect_operand = [], [], True
             index += 0 if restart_here else 1
-    while depth > 0 and kept and tokens[kept[0]].kind == "open":
-        kept, depth = kept[1:], depth - 1
-    if depth or expect_operand:
+    if expect_operand:
         return []
-    return kept
+    # "$100+($100*(10/100) = $110": the expression is what follows the last parenthesis left open.
+    return kept[unclosed[-1] + 1 :] if unclosed else kept
 
 
 def _after_unit(tokens: list[Token], index: int, end: int) -> int:
@@ -256,7 +256,7 @@ def _after_unit(tokens: list[Token], index: int, end: int) -> int:
     while index < end:
         token = tokens[index]
         following = tokens[index + 1] if index + 1 < end else None
-        if token.kind == "word" and words < MAX_UNIT_WORDS:
+        if token.kind == "percent" or (token.kind == "word" and words < MAX_UNIT_WORDS):
             words += 1
         elif token.kind == "space" and following is not None and following.kind == "word" and words < MAX_UNIT_WORDS:
             pass
@@ -348,29 +348,20 @@ def _mirrors(parsed, statement: Statement, tokens: list[Token]) -> bool:
 
 def _unannotated(line_index: int, statement: Statement, tokens: list[Token]) -> Calculation | None:
     """A visible statement with no annotation behind it, as a calculation of its own."""
-    parts, operand_slots, operator_slots, operands, operators = [], [], [], [], []
-    length = 0
-    for n, index in enumerate(statement.expression):
-        token = tokens[index]
-        if token.kind == "number":
-            written = str(parse_decimal(token.text))
-            operand_slots.append((length, length + len(written)))
-            operands.append(Operand(parse_decimal(token.text), [_written(token)]))
-        elif token.kind == "op":
-            written = VISIBLE_OPERATORS[token.text]
-            if _is_binary(tokens, statement.expression, n):
-                operator_slots.append((length, length + 1))
-                operators.append([_written(token)])
-        else:
-            written = token.text
-        parts.append(written)
-        length += len(written)
-    expression = "".join(parts)
     shown = tokens[statement.result]
     result = parse_decimal(shown.text)
-    value, unsafe = _checked_value(expression, shown.text, result)
-    if value is None and not unsafe:
+    # "30% * 1000 = 300" reads 30% as 0.3; "16/40 * 100% = 40%" reads it as 100: keep the reading that holds.
+    for percent_as_fraction in (False, True):
+        expression, operand_slots, operator_slots = _arithmetic(tokens, statement.expression, percent_as_fraction)
+        value, unsafe = _checked_value(expression, shown.text, result)
+        if value is not None or unsafe:
+            break
+    else:
         return None  # a false or unreadable statement: its numbers stay plain mentions
+    numbers = [i for i in statement.expression if tokens[i].kind == "number"]
+    binary = [i for n, i in enumerate(statement.expression) if tokens[i].kind == "op" and _is_binary(tokens, statement.expression, n)]
+    operands = [Operand(parse_decimal(tokens[i].text), [_written(tokens[i])]) for i in numbers]
+    operators = [[_written(tokens[i])] for i in binary]
     return Calculation(
         line=line_index,
         position=shown.span[0],
@@ -403,23 +394,44 @@ def _checked_value(expression: str, result_text: str, stated: Decimal) -> tuple[
     return None, False
 
 
-def statement_value(line: Line, statement: Statement) -> Decimal | None:
+def _arithmetic(tokens: list[Token], indices: list[int], percent_as_fraction: bool):
+    """(expression, operand slots, operator slots) of the visible tokens of a statement."""
+    parts, operand_slots, operator_slots, length = [], [], [], 0
+    for n, index in enumerate(indices):
+        token = tokens[index]
+        if token.kind == "number":
+            written = str(parse_decimal(token.text))
+            operand_slots.append((length, length + len(written)))
+            if token.percent and percent_as_fraction:
+                written += "/100"
+        elif token.kind == "op":
+            written = VISIBLE_OPERATORS[token.text]
+            if _is_binary(tokens, indices, n):
+                operator_slots.append((length, length + 1))
+        else:
+            written = token.text
+        parts.append(written)
+        length += len(written)
+    return "".join(parts), operand_slots, operator_slots
+
+
+def statement_value(line: Line, statement: Statement, percent_as_fraction: bool = False) -> Decimal | None:
     """The value of a visible statement's expression; None when it is not arithmetic."""
-    parts = []
-    for index in statement.expression:
-        token = line.tokens[index]
-        parts.append(str(parse_decimal(token.text)) if token.kind == "number" else VISIBLE_OPERATORS.get(token.text, token.text))
     try:
-        return evaluate("".join(parts))
+        return evaluate(_arithmetic(line.tokens, statement.expression, percent_as_fraction)[0])
     except ExpressionError:
         return None
 
 
 def statement_holds(line: Line, statement: Statement) -> bool:
-    """Whether a visible statement is true, to the decimals its result is written with."""
-    value = statement_value(line, statement)
+    """Whether a visible statement is true (either reading of a percent), to the decimals its result is written with."""
     result = line.tokens[statement.result].text
-    return value is not None and (value == parse_decimal(result) or format_number(value, result) == format_number(parse_decimal(result), result))
+    expected = format_number(parse_decimal(result), result)
+    for percent_as_fraction in (False, True):
+        value = statement_value(line, statement, percent_as_fraction)
+        if value is not None and (value == parse_decimal(result) or format_number(value, result) == expected):
+            return True
+    return False
 
 
 FINAL_STEP = "The answer is: {}"
