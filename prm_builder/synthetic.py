@@ -197,11 +197,19 @@ def problem_rows(config: SyntheticConfig, split: str, problem: dict, dropped: Co
     seen = {tuple(gsm8k.render(correct_lines, solution.answer_text, False))}
     for slot in range(config.num_incorrect_per_problem):
         # Rotating by the problem index spreads strategies evenly even with one copy per problem.
-        strategy = config.strategies[(problem["index"] + slot) % len(config.strategies)]
+        planned = config.strategies[(problem["index"] + slot) % len(config.strategies)]
         rng = random.Random(f"{config.seed}:{split}:{problem['index']}:{slot}")
-        drawn = _draw_copy(strategy, solution, rng, seen, config.keep_calculator_annotations)
-        if isinstance(drawn, str):
-            dropped[f"{strategy}:{drawn}"] += 1
+        # A problem that cannot take the planned mistake (its answer computed by algebra, no
+        # visible expression) takes the next strategy that fits, so every slot is filled when any can be.
+        fallbacks = [s for s in config.strategies if s != planned]
+        reason = None
+        for strategy in (planned, *fallbacks):
+            drawn = _draw_copy(strategy, solution, rng, seen, config.keep_calculator_annotations)
+            if not isinstance(drawn, str):
+                break
+            reason = reason or drawn
+        else:
+            dropped[f"{planned}:{reason}"] += 1
             continue
         completions, error_step, final = drawn
         yield _row(base, f"{problem_id}/{strategy}/{slot}", strategy, completions, error_step, final)
