@@ -21,6 +21,8 @@ from .gsm8k import Calculation, Unreadable
 CHANGES_PER_CALCULATION = 6
 CENT = Decimal("0.01")
 SWAPPED = {"+": "-", "-": "+", "*": "/", "/": "*"}
+# Reasons that come from the dataflow around a calculation, not from the value the mistake writes.
+REFUSED_WHATEVER_THE_CHANGE = {"ambiguous_reference", "unparseable_calculation", "unsafe_expression"}
 # When several reasons stopped the candidates, report the most telling one.
 REASON_ORDER = (
     "ambiguous_reference",
@@ -102,11 +104,17 @@ def _corrupt(solution: Solution, rng: random.Random, changes: Callable, shows_mi
     rng.shuffle(candidates)
     reasons = set()
     for calc in candidates:
+        if calc.node in solution.refused:
+            reasons.add(solution.refused[calc.node])
+            continue
         for change in itertools.islice(changes(calc), CHANGES_PER_CALCULATION):
             try:
                 copy = carry(solution, calc, change)
             except Unreadable as error:
                 reasons.add(error.reason)
+                if error.reason in REFUSED_WHATEVER_THE_CHANGE:
+                    solution.refused[calc.node] = error.reason
+                    break
                 continue
             return copy.lines, calc.line, copy.answer_text
     raise Unreadable(min(reasons, key=REASON_ORDER.index) if reasons else "mistake_not_visible")

@@ -16,17 +16,24 @@ statement of the copy still holds.
 import re
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, is_integer, parse_decimal
 from .gsm8k import Calculation, Line, Unreadable, Written, read_line, statement_holds, statement_value
 
-QUESTION_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+|[A-Za-z]+(?:-[A-Za-z]+)?")
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {word: 20 + 10 * n for n, word in enumerate(_TENS)}
+# Words that give a quantity as surely as a digit does ("twice as many" is a given 2).
 NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "half": 2}
+QUESTION_DIGITS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+")
+# One pattern per number word, tried only when the word occurs at all (a substring test is far
+# cheaper than scanning every word of every question); tens take a hyphenated unit ("forty-five").
+_WORD_PATTERNS = {
+    word: re.compile(rf"\b{word}(?:-({'|'.join(_UNITS[1:10])}))?\b" if word in _TENS else rf"\b{word}\b")
+    for word in NUMBER_WORDS
+}
 TOLERANCE = Decimal("1e-15")
 VISIBLE_SWAPPED = {("x", "/"): "/", ("×", "/"): "÷", ("÷", "*"): "×", ("/", "*"): "*"}
 
@@ -53,6 +60,8 @@ class Solution:
     quantities: list[Quantity]
     answer_node: int | None  # the calculation whose result the final answer states
     unsafe: list[str]  # hostile or huge annotations, skipped
+    # Calculations no change can be carried from (an ambiguous mention downstream), by node.
+    refused: dict[int, str] = field(default_factory=dict)
 
     @property
     def raw_lines(self) -> list[str]:
@@ -98,15 +107,13 @@ def parse_solution(answer: str, question: str = "") -> Solution:
 
 
 def question_values(question: str) -> set[Decimal]:
-    values = set()
-    for match in QUESTION_NUMBER.finditer(question):
-        text = match.group()
-        if text[0].isalpha():
-            words = text.lower().split("-")
-            if all(word in NUMBER_WORDS for word in words):
-                values.add(Decimal(sum(NUMBER_WORDS[word] for word in words)))
-        else:
-            values.add(parse_decimal(text))
+    """Every quantity the question gives, in digits or in words ("forty-five", "a dozen")."""
+    values = {parse_decimal(text) for text in QUESTION_DIGITS.findall(question)}
+    lowered = question.lower()
+    for word, value in NUMBER_WORDS.items():
+        if word in lowered:
+            for match in _WORD_PATTERNS[word].finditer(lowered):
+                values.add(Decimal(value + (NUMBER_WORDS[match.group(1)] if match.lastindex else 0)))
     return values
 
 
@@ -197,8 +204,8 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
     if solution.answer_node not in changed:
         raise Unreadable("answer_unchanged")
     answer = changed[solution.answer_node]
+    _check_visible(solution, edits, seed, change)
     lines = [_apply(line.text, edits.get(index, {})) for index, line in enumerate(solution.lines)]
-    _check_visible(solution, lines, seed, change)
     return Copy(lines, answer, format_number(answer, solution.answer_text))
 
 
@@ -286,22 +293,22 @@ def _apply(text: str, edits: dict) -> str:
     return "".join(reversed(pieces))
 
 
-def _check_visible(solution: Solution, lines: list[str], seed: Calculation, change: Change) -> None:
+def _check_visible(solution: Solution, edits: dict, seed: Calculation, change: Change) -> None:
     """Every visible statement at and after the mistake holds, except the one intended slip."""
-    for index in range(seed.line, len(lines)):
-        before = solution.lines[index]
-        if lines[index] == before.text:
+    for index in range(seed.line, len(solution.lines)):
+        line, line_edits = solution.lines[index], edits.get(index)
+        if not line_edits:
             continue
-        after = read_line(lines[index], index)
-        if len(after.statements) != len(before.statements) or len(after.tokens) != len(before.tokens):
-            raise Unreadable("inconsistent_text")
-        for old, new in zip(before.statements, after.statements):
-            if statement_holds(after, new):
-                value = statement_value(after, new)
-                if value is not None and value < 0 <= (statement_value(before, old) or 0):
+        for statement in line.statements:
+            spans = [line.tokens[i].span for i in (*statement.expression, statement.result)]
+            if not any(span in line_edits for span in spans):
+                continue
+            if statement_holds(line, statement, line_edits):
+                value = statement_value(line, statement, edits=line_edits)
+                if value is not None and value < 0 <= (statement_value(line, statement) or 0):
                     raise Unreadable("implausible_value")
                 continue
-            intended = change.result is not None and index == seed.line and old.result in seed.result_tokens
-            unchanged = [after.tokens[i].text for i in new.expression] == [before.tokens[i].text for i in old.expression]
-            if not intended and not (unchanged and not statement_holds(before, old)):
+            intended = change.result is not None and index == seed.line and statement.result in seed.result_tokens
+            unchanged_expression = not any(span in line_edits for span in spans[:-1])
+            if not intended and not (unchanged_expression and not statement_holds(line, statement)):
                 raise Unreadable("inconsistent_text")

@@ -17,21 +17,25 @@ Per line we find:
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, parse_decimal
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
+WORD = r"[A-Za-z][A-Za-z'’]*(?:-[A-Za-z]+)*"
+TIMES_X = r"x(?=[\s\d(.$])"  # "4 x 5": a lone x before a number is a times sign
+# Spaces make no token; a run of words ("tubs of lip gloss") is one token, so a unit is one step.
 VISIBLE_TOKEN = re.compile(
     r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
-    r"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)])x(?=[\s\d(.$]))"
-    r"|(?P<word>[A-Za-z][A-Za-z'’]*(?:-[A-Za-z]+)*)"
-    r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<percent>%)|(?P<space>\s+)"
-    r"|(?P<other>.)"
+    rf"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)]){TIMES_X})"
+    rf"|(?P<word>{WORD}(?:\s+(?!{TIMES_X}){WORD})*)"
+    r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<percent>%)"
+    r"|(?P<other>[^\sA-Za-z\d()=$%+\-*/×÷–−.]+|\.)"
 )
 EXPRESSION_TOKEN = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<op>\*\*|//|[-+*/%])|(?P<open>\()|(?P<close>\))|(?P<space>\s+)|(?P<other>.)")
 VISIBLE_OPERATORS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
 # Tokens a written expression is made of, units included ("3 hours * 8 miles/hour"); anything else ends it.
-_EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "percent", "space", "word"}
+_EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "percent", "word"}
 # How far back from "=" an expression may start, and how many words a unit may have.
 MAX_EXPRESSION_TOKENS = 80
 MAX_UNIT_WORDS = 10
@@ -49,17 +53,15 @@ class Unreadable(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Token:
-    kind: str  # number, op, word, open, close, eq, dollar, percent, space, other
+class Token(NamedTuple):
+    kind: str  # number, op, word (a run of words), open, close, eq, dollar, percent, other
     text: str
     span: tuple[int, int]  # in the raw line
     money: bool = False  # a number written after "$"
     percent: bool = False  # a number written before "%"
 
 
-@dataclass(frozen=True)
-class Written:
+class Written(NamedTuple):
     """One place a number or operator is written: in an annotation, or in the visible text."""
 
     span: tuple[int, int]  # in the raw line
@@ -169,21 +171,14 @@ def _visible_tokens(text: str, annotations: list) -> list[Token]:
     for end, next_start in [*((a.start(), a.end()) for a in annotations), (len(text), len(text))]:
         for match in VISIBLE_TOKEN.finditer(text, start, end):
             kind = match.lastgroup
+            if kind == "number":
+                tokens.append(Token(kind, match.group(), match.span(), bool(tokens) and tokens[-1].kind == "dollar"))
+                continue
             if kind == "percent" and tokens and tokens[-1].kind == "number" and tokens[-1].span[1] == match.start():
-                tokens[-1] = Token("number", tokens[-1].text, tokens[-1].span, tokens[-1].money, True)
-            money = kind == "number" and _after_dollar(tokens)
-            tokens.append(Token(kind, match.group(), match.span(), money))
+                tokens[-1] = tokens[-1]._replace(percent=True)
+            tokens.append(Token(kind, match.group(), match.span()))
         start = next_start
     return tokens
-
-
-def _after_dollar(tokens: list[Token]) -> bool:
-    for token in reversed(tokens[-2:]):
-        if token.kind == "dollar":
-            return True
-        if token.kind != "space":
-            return False
-    return False
 
 
 def _statements(tokens: list[Token]) -> list[Statement]:
@@ -205,10 +200,10 @@ def _statements(tokens: list[Token]) -> list[Statement]:
 
 
 def _next_number(tokens: list[Token], eq: int) -> int | None:
-    for index in range(eq + 1, min(eq + 6, len(tokens))):
+    for index in range(eq + 1, min(eq + 4, len(tokens))):
         if tokens[index].kind == "number":
             return index
-        if tokens[index].kind not in ("space", "dollar"):
+        if tokens[index].kind != "dollar":
             return None
     return None
 
@@ -221,7 +216,7 @@ def _expression(tokens: list[Token], start: int, end: int) -> list[int]:
     kept, unclosed, expect_operand, index = [], [], True, start
     while index < end:
         token = tokens[index]
-        if token.kind in ("space", "dollar"):
+        if token.kind == "dollar":
             index += 1
         elif expect_operand and token.kind == "number":
             kept.append(index)
@@ -251,20 +246,15 @@ def _expression(tokens: list[Token], start: int, end: int) -> list[int]:
 
 
 def _after_unit(tokens: list[Token], index: int, end: int) -> int:
-    """Skip the unit after a number: words ("years old"), and per-units written tight ("miles/hour")."""
-    words = 0
-    while index < end:
-        token = tokens[index]
-        following = tokens[index + 1] if index + 1 < end else None
-        if token.kind == "percent" or (token.kind == "word" and words < MAX_UNIT_WORDS):
-            words += 1
-        elif token.kind == "space" and following is not None and following.kind == "word" and words < MAX_UNIT_WORDS:
-            pass
-        elif token.text == "/" and following is not None and following.kind == "word" and tokens[index - 1].kind in ("word", "number"):
-            pass
-        else:
-            return index
+    """Skip the unit after a number: '%', a few words ("years old"), per-units written tight ("miles/hour")."""
+    if index < end and tokens[index].kind == "percent":
         index += 1
+    if index < end and tokens[index].kind == "word" and tokens[index].text.count(" ") < MAX_UNIT_WORDS:
+        index += 1
+    while index + 1 < end and tokens[index].text == "/" and tokens[index + 1].kind == "word":
+        if not tokens[index - 1].span[1] == tokens[index].span[0] == tokens[index + 1].span[0] - 1:
+            break
+        index += 2
     return index
 
 
@@ -394,41 +384,46 @@ def _checked_value(expression: str, result_text: str, stated: Decimal) -> tuple[
     return None, False
 
 
-def _arithmetic(tokens: list[Token], indices: list[int], percent_as_fraction: bool):
-    """(expression, operand slots, operator slots) of the visible tokens of a statement."""
+def _arithmetic(tokens: list[Token], indices: list[int], percent_as_fraction: bool, edits: dict | None = None):
+    """(expression, operand slots, operator slots) of the visible tokens of a statement.
+
+    `edits` (raw span -> new text) reads the statement as a rewrite of the line would show it.
+    """
     parts, operand_slots, operator_slots, length = [], [], [], 0
     for n, index in enumerate(indices):
         token = tokens[index]
+        text = edits.get(token.span, token.text) if edits else token.text
         if token.kind == "number":
-            written = str(parse_decimal(token.text))
+            written = str(parse_decimal(text))
             operand_slots.append((length, length + len(written)))
             if token.percent and percent_as_fraction:
                 written += "/100"
         elif token.kind == "op":
-            written = VISIBLE_OPERATORS[token.text]
+            written = VISIBLE_OPERATORS[text]
             if _is_binary(tokens, indices, n):
                 operator_slots.append((length, length + 1))
         else:
-            written = token.text
+            written = text
         parts.append(written)
         length += len(written)
     return "".join(parts), operand_slots, operator_slots
 
 
-def statement_value(line: Line, statement: Statement, percent_as_fraction: bool = False) -> Decimal | None:
+def statement_value(line: Line, statement: Statement, percent_as_fraction: bool = False, edits: dict | None = None) -> Decimal | None:
     """The value of a visible statement's expression; None when it is not arithmetic."""
     try:
-        return evaluate(_arithmetic(line.tokens, statement.expression, percent_as_fraction)[0])
+        return evaluate(_arithmetic(line.tokens, statement.expression, percent_as_fraction, edits)[0])
     except ExpressionError:
         return None
 
 
-def statement_holds(line: Line, statement: Statement) -> bool:
+def statement_holds(line: Line, statement: Statement, edits: dict | None = None) -> bool:
     """Whether a visible statement is true (either reading of a percent), to the decimals its result is written with."""
-    result = line.tokens[statement.result].text
+    token = line.tokens[statement.result]
+    result = edits.get(token.span, token.text) if edits else token.text
     expected = format_number(parse_decimal(result), result)
     for percent_as_fraction in (False, True):
-        value = statement_value(line, statement, percent_as_fraction)
+        value = statement_value(line, statement, percent_as_fraction, edits)
         if value is not None and (value == parse_decimal(result) or format_number(value, result) == expected):
             return True
     return False
