@@ -5,7 +5,11 @@ Each config lives in its own module, which provides:
   FEATURES       the row schema (core columns + the config's own)
   DESCRIPTION, HOMEPAGE, LICENSE, CITATION
   split_generators(config, dl_manager) -> list[SplitGenerator]; every gen_kwargs has "split"
-  generate_rows(config, drops, split, **gen_kwargs) -> rows as dicts, drops counted by reason
+  generate_rows(config, dropped, split, **gen_kwargs) -> rows as dicts, `dropped` (a Counter)
+                 counting what was dropped, by reason
+  SHARDS_ARE_INDEPENDENT (optional, default False): True when the rows of each shard in
+                 gen_kwargs["shards"] do not depend on the other shards; the builder then
+                 generates shard by shard and keys each table with its real shard index
 
 The builder is Arrow-based: rows are batched into Arrow tables here, which writes a split
 several times faster than datasets' per-example encoding.
@@ -77,19 +81,36 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     def _split_generators(self, dl_manager):
         return self._source.split_generators(self.config, dl_manager)
 
+    def _prepare_split(self, split_generator, **kwargs):
+        super()._prepare_split(split_generator, **kwargs)
+        # Each generation job (one per num_proc worker) recorded its own counts: report the split's total once.
+        drops_dir = getattr(self, "_drops_dir", None)
+        if drops_dir:
+            counts = drops.load_drops(drops_dir).get(split_generator.name)
+            if counts:
+                drops.logger.warning(f"{split_generator.name}: {drops.describe(counts)}")
+
     def _generate_tables(self, split, **gen_kwargs):
         dropped = Counter()
         schema = self.info.features.arrow_schema
-        batch, batch_index = [], 0
-        for row in self._source.generate_rows(self.config, dropped, split=split, **gen_kwargs):
-            batch.append(row)
-            if len(batch) == ROWS_PER_TABLE:
-                yield Key(0, batch_index), pa.Table.from_pylist(batch, schema=schema)
-                batch, batch_index = [], batch_index + 1
-        if batch:
-            yield Key(0, batch_index), pa.Table.from_pylist(batch, schema=schema)
+        for shard_index, shard_kwargs in self._shard_jobs(gen_kwargs):
+            # Keys as datasets' packaged builders give them: (shard within this job, batch within the shard).
+            batch, batch_index = [], 0
+            for row in self._source.generate_rows(self.config, dropped, split=split, **shard_kwargs):
+                batch.append(row)
+                if len(batch) == ROWS_PER_TABLE:
+                    yield Key(shard_index, batch_index), pa.Table.from_pylist(batch, schema=schema)
+                    batch, batch_index = [], batch_index + 1
+            if batch:
+                yield Key(shard_index, batch_index), pa.Table.from_pylist(batch, schema=schema)
         drops_dir = getattr(self, "_drops_dir", None)
         if drops_dir:
             drops.record(drops_dir, split, dropped)
-        elif dropped:
+        elif dropped:  # streaming: no build folder, each job reports its own counts
             drops.logger.warning(f"{split}: {drops.describe(dropped)}")
+
+    def _shard_jobs(self, gen_kwargs: dict):
+        """(shard index, gen_kwargs for that shard alone), or one job for sources that need all shards at once."""
+        if not getattr(self._source, "SHARDS_ARE_INDEPENDENT", False) or "shards" not in gen_kwargs:
+            return [(0, gen_kwargs)]
+        return [(index, {**gen_kwargs, "shards": [shard]}) for index, shard in enumerate(gen_kwargs["shards"])]

@@ -238,7 +238,7 @@ def _recompute(calc: Calculation, values: list[Decimal], operators: dict[int, st
     for operand, slot, value in zip(calc.operands, calc.operand_slots, values):
         if value == operand.value:
             continue
-        if value < 0 <= operand.value:
+        if (value < 0) != (operand.value < 0):
             raise Unreadable("implausible_value")
         slots[slot] = format_number(value, calc.expression[slice(*slot)])
         for copy in operand.copies:
@@ -263,8 +263,9 @@ def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, force
     if not _same(new, value) and (_same(calc.value, calc.result) or forced):
         raise Unreadable("inexact_result")  # 0.0003 dollars written as 0: not a mistake anyone sees
     old = calc.result
-    if (new < 0 <= old) or (is_integer(old) and not is_integer(new) and not calc.money):
-        raise Unreadable("implausible_value")  # a negative count, 23.5 clips
+    # A negative count (or a sign that flips: the text would gain or lose a minus), 23.5 clips.
+    if (new < 0) != (old < 0) or (is_integer(old) and not is_integer(new) and not calc.money):
+        raise Unreadable("implausible_value")
     for copy in calc.results:
         _edit(edits, copy, new)
     if new != old:

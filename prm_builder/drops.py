@@ -1,8 +1,8 @@
 """Every item a builder drops is counted by reason, logged, and kept beside the Arrow files.
 
 Generation may run in several processes (`num_proc`), each writing its own small JSON file;
-`load_drops` adds them up, so the CLI and the dataset card can report them after the fact,
-including on a cache hit where nothing is generated again.
+`load_drops` adds them up, so the builder logs one total per split, and the CLI and the dataset
+card can report them after the fact, including on a cache hit where nothing is generated again.
 """
 
 import json
@@ -28,11 +28,12 @@ def describe(counts: Counter, what: str = "items") -> str:
 
 
 def record(output_dir: str, split: str, counts: Counter) -> None:
-    """Log and persist one generation job's drop counts for `split` (no-op when nothing was dropped)."""
-    message = describe(counts)
-    if not message:
+    """Persist one generation job's drop counts for `split` (no-op when nothing was dropped).
+
+    Not logged here: a split built by several jobs is reported once, summed (see load_drops).
+    """
+    if not sum(counts.values()):
         return
-    logger.warning(f"{split}: {message}")
     folder = Path(output_dir) / DROPS_DIRNAME
     folder.mkdir(parents=True, exist_ok=True)
     # One file per job: concurrent jobs never write the same file, and a rename makes each write atomic.
@@ -60,9 +61,9 @@ def recorded_drops(dataset_dict) -> dict[str, Counter]:
     return {}
 
 
-def save_drops(drops: dict[str, Counter], dataset_dir: str | os.PathLike) -> None:
+def save_drops(counts_per_split: dict[str, Counter], dataset_dir: str | os.PathLike) -> None:
     """Write merged drop counts into a saved dataset folder (one file per split)."""
     folder = Path(dataset_dir) / DROPS_DIRNAME
     folder.mkdir(parents=True, exist_ok=True)
-    for split, counts in drops.items():
+    for split, counts in counts_per_split.items():
         (folder / f"{split}-merged.json").write_text(json.dumps({"split": split, "counts": dict(counts)}))

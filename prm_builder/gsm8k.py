@@ -172,6 +172,10 @@ def _visible_tokens(text: str, annotations: list) -> list[Token]:
         for match in VISIBLE_TOKEN.finditer(text, start, end):
             kind = match.lastgroup
             if kind == "number":
+                if _is_sign(tokens, start, match.start()):  # "= -4", "<<0-2=-2>>-2": a negative number
+                    sign = tokens.pop()
+                    tokens.append(Token(kind, text[sign.span[0] : match.end()], (sign.span[0], match.end())))
+                    continue
                 tokens.append(Token(kind, match.group(), match.span(), bool(tokens) and tokens[-1].kind == "dollar"))
                 continue
             if kind == "percent" and tokens and tokens[-1].kind == "number" and tokens[-1].span[1] == match.start():
@@ -179,6 +183,14 @@ def _visible_tokens(text: str, annotations: list) -> list[Token]:
             tokens.append(Token(kind, match.group(), match.span()))
         start = next_start
     return tokens
+
+
+def _is_sign(tokens: list[Token], segment_start: int, number_start: int) -> bool:
+    """Whether the token before a number is a minus sign written against it, not a subtraction."""
+    if not tokens or tokens[-1].text not in "-−" or tokens[-1].span[1] != number_start:
+        return False
+    sign = tokens[-1]
+    return sign.span[0] == segment_start or (len(tokens) > 1 and tokens[-2].kind in ("eq", "open"))
 
 
 def _statements(tokens: list[Token]) -> list[Statement]:
@@ -280,7 +292,8 @@ def _annotated(text, line_index, annotation, tokens, shown, statement) -> Calcul
     except ValueError:
         return None
     parsed = _expression_tokens(expression)
-    value, unsafe = _checked_value(expression, result_text, result) if parsed else (None, False)
+    value, unsafe = _checked_value(expression, result_text, result)
+    value = value if parsed else None
     parsed = parsed or []
     operand_slots = [span for kind, _, span in parsed if kind == "number"]
     operator_slots = [span for n, (kind, _, span) in enumerate(parsed) if kind == "op" and n > 0 and parsed[n - 1][0] in ("number", "close")]

@@ -29,6 +29,9 @@ logger = logging.get_logger(__name__)
 
 STRATEGIES = ("flip_number", "change_operator", "calculation_error", "wrong_final_answer")
 PROBLEMS_PER_SHARD = 1000
+# Rows depend only on their own problem (and a row cap means a single shard): the builder may
+# generate shard by shard and key each table with its shard.
+SHARDS_ARE_INDEPENDENT = True
 # Draws per corrupted row before giving up on a duplicate of an earlier copy.
 ATTEMPTS = 4
 
@@ -119,7 +122,8 @@ def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.Split
         # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
         size = len(problems) if config.max_examples else PROBLEMS_PER_SHARD
         shards = [problems[start : start + size] for start in range(0, len(problems), max(size, 1))]
-        generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": shards}))
+        gen_kwargs = {"split": split, "shards": shards, "path": str(path)}
+        generators.append(datasets.SplitGenerator(name=split, gen_kwargs=gen_kwargs))
     return generators
 
 
@@ -144,14 +148,15 @@ def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, 
 # -- rows ------------------------------------------------------------------------------------------
 
 
-def generate_rows(config: SyntheticConfig, dropped: Counter, split: str, shards: list[list[dict]]) -> Iterator[dict]:
+def generate_rows(config: SyntheticConfig, dropped: Counter, split: str, shards: list[list[dict]], path: str = "") -> Iterator[dict]:
+    """Rows of the problems in `shards` (read from `path`, named in the debug log of skipped annotations)."""
     emitted = 0
     for shard in shards:
         for problem in shard:
             # Corrupting a problem allocates many short-lived objects and no reference cycles:
             # pausing the cyclic collector meanwhile saves it scanning the whole heap again and again.
             with _collector_paused():
-                rows = list(problem_rows(config, split, problem, dropped))
+                rows = list(problem_rows(config, split, problem, dropped, path))
             for row in rows:
                 if config.max_examples is not None and emitted >= config.max_examples:
                     return
@@ -190,7 +195,8 @@ def problem_rows(config: SyntheticConfig, split: str, problem: dict, dropped: Co
         return
     if solution.unsafe:
         # A hostile or huge annotation: the problem keeps its correct row, no copy is attempted.
-        logger.debug(f"{source or split}, problem {problem['index']} (line {problem['index'] + 1}): unsafe expression at {'; '.join(solution.unsafe)}")
+        where = f"{source}, line {problem['index'] + 1}" if source.endswith(".jsonl") else f"{source or split}, row {problem['index']}"
+        logger.debug(f"{where}: annotation skipped as unsafe, solution {'; '.join(solution.unsafe)}")
         dropped["unsafe_expression"] += config.num_incorrect_per_problem
         return
     # Duplicates are judged on the visible text, so keep_calculator_annotations changes display only.

@@ -1,17 +1,21 @@
 """The `synthetic` config: exact rows for hand-checked problems, invariants over all of GSM8K."""
 
-import re
+import json
+import logging
 from collections import Counter, defaultdict
 from decimal import Decimal
 
 import pytest
-from datasets import load_dataset
+from datasets import load_dataset, load_dataset_builder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from synthetic_audit import audit_row, visible
 
 import prm_builder
-from prm_builder import gsm8k, synthetic
-from prm_builder.arithmetic import decimals_of, evaluate, parse_number
+from prm_builder import dataflow, synthetic
+from prm_builder.arithmetic import evaluate
+from prm_builder.dataflow import Change, carry, parse_solution
+from prm_builder.gsm8k import Unreadable, read_line
 from prm_builder.problems import SAMPLE_PROBLEMS, read_gsm8k_jsonl
 
 NATALIA = {
@@ -49,7 +53,8 @@ def make_config(**options) -> synthetic.SyntheticConfig:
 
 def rows_of(problem, **options):
     drops = Counter()
-    rows = list(synthetic.problem_rows(make_config(num_incorrect_per_problem=4, **options), "train", problem, drops))
+    options.setdefault("num_incorrect_per_problem", 4)
+    rows = list(synthetic.problem_rows(make_config(**options), "train", problem, drops))
     return {row["id"]: row for row in rows}, drops
 
 
@@ -149,14 +154,15 @@ def test_betty_money_and_a_constant_reused_later():
         ],
         [False, False, False, False],
     )
+    # Half instead of twice: $7.50 (money may take cents), carried into the last step.
     assert completions["change_operator/3"] == (
         [
             "In the beginning, Betty has only 100 / 2 = $50.",
-            "Betty's grandparents gave her 15 * 2 = $30.",
-            "This means, Betty needs 100 - 50 + 30 - 15 = $65 more.",
-            "The answer is: 65",
+            "Betty's grandparents gave her 15 / 2 = $7.50.",
+            "This means, Betty needs 100 - 50 - 7.5 - 15 = $27.50 more.",
+            "The answer is: 27.5",
         ],
-        [True, True, False, False],
+        [True, False, False, False],
     )
     assert completions["calculation_error/0"][0][2:] == ["This means, Betty needs 100 - 50 - 30 - 15 = $6 more.", "The answer is: 6"]
     assert completions["wrong_final_answer/1"] == (
@@ -190,6 +196,7 @@ def test_julie_error_carried_through_three_later_steps():
     assert flipped["labels"] == [True, False, False, False, False]
 
 
+
 def test_annotations_kept_on_request_and_rewritten_consistently():
     rows, _ = rows_of(JULIE, keep_calculator_annotations=True)
     assert rows["train-00003/calculation_error/3"]["completions"][:3] == [
@@ -199,20 +206,123 @@ def test_annotations_kept_on_request_and_rewritten_consistently():
     ]
 
 
-def test_visible_operator_keeps_the_texts_symbols():
+def test_keeping_annotations_changes_display_only(gsm8k_dir):
+    problems = read_gsm8k_jsonl(gsm8k_dir / "train.jsonl")[:150]
+    plain, kept = Counter(), Counter()
+    for problem in problems:
+        without = list(synthetic.problem_rows(make_config(), "train", problem, plain))
+        with_annotations = list(synthetic.problem_rows(make_config(keep_calculator_annotations=True), "train", problem, kept))
+        assert [row["id"] for row in without] == [row["id"] for row in with_annotations]
+        for a, b in zip(without, with_annotations):
+            assert (a["labels"], a["first_error"], a["final_answer"]) == (b["labels"], b["first_error"], b["final_answer"])
+            assert a["completions"] == [visible(step) for step in b["completions"]]
+    assert plain == kept
+
+
+# -- the dataflow: a mistake follows dependencies, never values ------------------------------------
+
+FORTY = {
+    "index": 5,
+    "question": "On Monday Tom reads forty pages. On Wednesday he reads 8 pages an hour for 5 hours. "
+    "How many pages does he read on the two days?",
+    "answer": "On Wednesday he reads 8*5 = <<8*5=40>>40 pages.\nOn the two days he reads 40+40 = <<40+40=80>>80 pages.\n#### 80",
+}
+
+
+def test_a_mention_shared_by_two_quantities_is_refused_not_guessed():
+    solution = parse_solution(FORTY["answer"], FORTY["question"])
+    wednesday, total = solution.calculations()
+    # Which 40 in "40+40" is Wednesday's? Either could be: a change to Wednesday is refused...
+    with pytest.raises(Unreadable, match="ambiguous_reference"):
+        carry(solution, wednesday, Change(result=Decimal(41)))
+    # ...and copies are made from the calculation that has no such doubt.
+    rows, drops = rows_of(FORTY)
+    corrupted = [row for row in rows.values() if row["source"] != "synthetic/correct"]
+    assert corrupted and all(row["completions"][0] == "On Wednesday he reads 8*5 = 40 pages." for row in corrupted)
+    assert all(row["first_error"] >= 1 for row in corrupted)
+
+
+def test_an_equal_value_from_another_quantity_is_not_carried():
     problem = {
-        "index": 7,
-        "question": "q",
-        "answer": "He buys 6 x 3 = <<6*3=18>>18 apples.\nHe eats 2, so 18 - 2 = <<18-2=16>>16 are left.\n#### 16",
+        "index": 0,
+        "question": "A box holds 6 eggs. Ann buys 2 boxes and 12 loose eggs. How many eggs does she have?",
+        "answer": "The boxes hold 6*2 = <<6*2=12>>12 eggs.\nShe has 12+12 = <<12+12=24>>24 eggs.\n#### 24",
     }
-    solution = gsm8k.parse_solution(problem["answer"])
-    line, calc = solution.path[0]
-    result = gsm8k.rewrite(solution, line, calc, gsm8k.Change(operator=(0, "/")))
-    assert result.lines == [
-        "He buys 6 / 3 = <<6/3=2>>2 apples.",
-        "He eats 2, so 2 - 2 = <<2-2=0>>0 are left.",
+    solution = parse_solution(problem["answer"], problem["question"])
+    with pytest.raises(Unreadable, match="ambiguous_reference"):
+        carry(solution, next(solution.calculations()), Change(operand=(0, Decimal(7))))
+
+
+def test_result_restated_before_its_calculation_follows_it():
+    problem = {
+        "index": 0,
+        "question": "72 chocolate chips are shared by 4 friends. Each eats all of theirs twice a week. How many chips a week?",
+        "answer": "They each get to eat 18 chocolate chips because 72 / 4 = <<72/4=18>>18\n"
+        "A week, each eats 18 * 2 = <<18*2=36>>36 chips\n#### 36",
+    }
+    solution = parse_solution(problem["answer"], problem["question"])
+    copy = carry(solution, next(solution.calculations()), Change(result=Decimal(19)))
+    assert [visible(line) for line in copy.lines] == [
+        "They each get to eat 19 chocolate chips because 72 / 4 = 19",
+        "A week, each eats 19 * 2 = 38 chips",
     ]
-    assert result.carried == {Decimal(18): Decimal(2), Decimal(16): Decimal(0)}
+    assert copy.answer_text == "38"
+
+
+def test_calculation_without_annotation_is_recomputed():
+    problem = {
+        "index": 0,
+        "question": "A lot has 8 vans and 8 trucks, a quarter of all have a spare tire. How many have one?",
+        "answer": "There are 8 + 8 = <<8+8=16>>16 vehicles.\nThere are 16 / 4 = 4 with a spare tire.\n#### 4",
+    }
+    solution = parse_solution(problem["answer"], problem["question"])
+    first, unannotated = solution.calculations()
+    assert unannotated.expression == "16/4" and solution.answer_node == unannotated.node
+    copy = carry(solution, first, Change(operator=(0, "*")))
+    assert [visible(line) for line in copy.lines] == ["There are 8 * 8 = 64 vehicles.", "There are 64 / 4 = 16 with a spare tire."]
+
+
+def test_units_between_numbers_and_percent_operands_are_read():
+    line = read_line("It takes 200 miles / (100 miles/hour) = <<200/(100)=2>>2 hours, 25% of $80 is 25% * $80 = $20", 0)
+    mirrored, percent = line.calculations
+    assert mirrored.shows_expression and [o.value for o in mirrored.operands] == [200, 100]
+    assert percent.expression == "25/100*80" and percent.money
+
+
+def test_no_negative_or_fractional_quantity_is_introduced():
+    problem = {"index": 0, "question": "q", "answer": "He has 3 + 5 = <<3+5=8>>8 cats.\nThey have 8 * 4 = <<8*4=32>>32 legs.\n#### 32"}
+    solution = parse_solution(problem["answer"], problem["question"])
+    cats, legs = solution.calculations()
+    with pytest.raises(Unreadable, match="implausible_value"):
+        carry(solution, cats, Change(operator=(0, "-")))  # -2 cats
+    with pytest.raises(Unreadable, match="implausible_value"):
+        carry(solution, cats, Change(operator=(0, "/")))  # 0.6 cats
+    assert carry(solution, cats, Change(operator=(0, "*"))).answer_text == "60"
+    assert carry(solution, legs, Change(operator=(0, "/"))).answer_text == "2"
+    assert carry(solution, cats, Change(operand=(1, Decimal(6)))).answer_text == "36"
+
+
+def test_each_mistake_is_visible_in_its_step():
+    problem = {
+        "index": 0,
+        "question": "Tom has 12 marbles and wins 2 bags of 8. How many does he have?",
+        "answer": "He wins <<2*8=16>>16 marbles.\nHe has 12 + 16 = <<12+16=28>>28 marbles.\n#### 28",
+    }
+    rows, drops = rows_of(problem, num_incorrect_per_problem=3, strategies=["flip_number", "change_operator", "calculation_error"])
+    # The first step shows no expression: every mistake lands in the second, where it can be seen.
+    for row in rows.values():
+        if row["source"] != "synthetic/correct":
+            assert row["first_error"] == 1 and row["completions"][0] == "He wins 16 marbles."
+            assert not audit_row(row, rows["train-00000/correct"]), row
+
+
+def test_answer_without_any_calculation_gets_wrong_final_answers():
+    problem = {"index": 0, "question": "q", "answer": "She has four apples.\n#### 4"}
+    rows, drops = rows_of(problem)
+    # No step computes the answer, so each slot falls back to the one mistake that fits: a wrong answer.
+    assert [row_id for row_id in rows] == ["train-00000/correct"] + [f"train-00000/wrong_final_answer/{slot}" for slot in range(4)]
+    assert all(Decimal(row["final_answer"]) % 1 == 0 for row in rows.values())
+    assert not drops
 
 
 def test_unparseable_problems_are_counted_not_fatal():
@@ -223,105 +333,41 @@ def test_unparseable_problems_are_counted_not_fatal():
     assert drops == Counter({"no_final_answer": 1, "no_steps": 1})
 
 
-def test_answer_without_calculation_skips_propagating_strategies():
-    problem = {"index": 0, "question": "q", "answer": "She has four apples.\n#### 4"}
-    drops = Counter()
-    rows = list(synthetic.problem_rows(make_config(num_incorrect_per_problem=4), "train", problem, drops))
-    assert [row["source"] for row in rows] == ["synthetic/correct", "synthetic/wrong_final_answer"]
-    assert drops == Counter(
-        {
-            "flip_number:answer_not_computed": 1,
-            "change_operator:answer_not_computed": 1,
-            "calculation_error:answer_not_computed": 1,
-        }
-    )
+@pytest.mark.parametrize(
+    "annotation",
+    ["<<1e999999*1e999999=1>>1", "<<" + "+".join(["1"] * 5000) + "=5000>>5000", "<<" + "(" * 50 + "1" + ")" * 50 + "=1>>1"],
+    ids=["decimal-overflow", "5000-terms", "deep-nesting"],
+)
+def test_hostile_annotation_is_skipped_counted_and_logged(annotation, tmp_path, caplog):
+    path = tmp_path / "train.jsonl"
+    lines = [json.dumps({"question": "q", "answer": "He has 2 + 2 = <<2+2=4>>4.\n#### 4"})]
+    lines.append(json.dumps({"question": "q", "answer": f"It is {annotation} apples.\nSo 2 + 2 = <<2+2=4>>4.\n#### 4"}))
+    path.write_text("\n".join(lines) + "\n")
+    dropped = Counter()
+    logger = logging.getLogger("prm_builder.synthetic")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.DEBUG, logger="prm_builder.synthetic")
+    try:
+        rows = list(synthetic.generate_rows(make_config(), dropped, "train", [read_gsm8k_jsonl(path)], str(path)))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert [row["id"] for row in rows if row["id"].startswith("train-00001")] == ["train-00001/correct"]
+    assert dropped["unsafe_expression"] == 3
+    assert f"{path}, line 2: annotation skipped as unsafe" in caplog.text
 
 
-# -- invariants over all of GSM8K ------------------------------------------------------------------
+def test_a_line_of_many_annotations_parses_in_linear_time():
+    # 2,000 annotations in one line: quadratic reading took seconds here, linear takes milliseconds.
+    line = " ".join(f"{i}+1 = <<{i}+1={i + 1}>>{i + 1}," for i in range(2000))
+    parsed = read_line(line, 0)
+    assert len(parsed.calculations) == 2000 and all(calc.shows_expression for calc in parsed.calculations)
 
 
-ANNOTATED = re.compile(r"<<([^<>=]*)=([^<>=]*)>>([\d,]*\.?\d*)")
-
-
-def check_row_invariants(row: dict, correct: dict) -> None:
-    labels = row["labels"]
-    assert len(labels) == len(row["completions"])
-    first = row["first_error"]
-    assert first == (labels.index(False) if False in labels else -1)
-    # Monotone: once wrong, every later step is wrong.
-    assert labels == [i < first for i in range(len(labels))] if first >= 0 else all(labels)
-    assert row["completions"][-1] == f"The answer is: {row['final_answer']}"
-    if row["source"] == "synthetic/correct":
-        assert row["final_answer"] == row["reference_answer"] and first == -1
-        return
-    assert parse_number(row["final_answer"]) != parse_number(row["reference_answer"])
-    assert row["completions"][:first] == correct["completions"][:first]
-    if row["source"] == "synthetic/wrong_final_answer":
-        assert first == len(labels) - 1
-        assert row["completions"][:-1] == correct["completions"][:-1]
-    else:
-        assert row["completions"][first] != correct["completions"][first]
-    # The mistake itself: a calculation_error states a wrong result for a right expression.
-    if row["source"] == "synthetic/calculation_error":
-        assert not all(consistent(e, r) for e, r, _ in ANNOTATED.findall(row["completions"][first]))
-    # Every calculation after the mistake agrees with itself: the error is carried, not left stale.
-    later = row["completions"][first + 1 :] if row["source"] == "synthetic/calculation_error" else row["completions"][first:]
-    for step in later:
-        for expression, result, shown in ANNOTATED.findall(step):
-            if consistent(expression, result):
-                if shown:
-                    assert parse_number(shown) == parse_number(result), step
-            else:
-                assert correct_has(correct, expression, result), (step, row["id"])
-
-
-def consistent(expression: str, result: str) -> bool:
-    """Exactly right, or a quotient rounded to the two or more decimals GSM8K writes (10/3=3.33)."""
-    value, stated = evaluate(expression), parse_number(result)
-    places = decimals_of(result)
-    return value == stated or (places >= 2 and abs(value - stated) < Decimal(10) ** -places)
-
-
-def correct_has(correct: dict, expression: str, result: str) -> bool:
-    """GSM8K itself has a few wrong annotations; a copy may keep one unchanged, never introduce one."""
-    return any(f"<<{expression}={result}>>" in step for step in correct["completions"])
-
-
-@pytest.fixture(scope="module")
-def full_build(gsm8k_dir, tmp_path_factory):
-    cache = tmp_path_factory.mktemp("full_gsm8k_cache")
-    return load_dataset(
-        "prm_builder", "synthetic", problems=str(gsm8k_dir), keep_calculator_annotations=True, cache_dir=str(cache)
-    )
-
-
-def test_full_gsm8k_invariants(full_build):
-    sizes = {split: len(data) for split, data in full_build.items()}
-    # 8,792 problems x (1 correct + 3 corrupted), less the copies a strategy cannot make.
-    assert sizes["train"] + sizes["test"] >= 0.93 * 8792 * 4
-    for split, data in full_build.items():
-        rows = data.to_list()
-        assert len({row["id"] for row in rows}) == len(rows)
-        by_problem = defaultdict(list)
-        for row in rows:
-            by_problem[row["id"].split("/")[0]].append(row)
-        for problem_rows in by_problem.values():
-            correct = problem_rows[0]
-            assert correct["source"] == "synthetic/correct"
-            for row in problem_rows:
-                check_row_invariants(row, correct)
-        sources = Counter(row["source"] for row in rows)
-        corrupted = [n for source, n in sources.items() if source != "synthetic/correct"]
-        # Spread evenly over the four strategies (some problems cannot take every one).
-        assert max(corrupted) <= 1.2 * min(corrupted), sources
-
-
-def test_full_gsm8k_drops_are_recorded(full_build):
-    folder = full_build["train"].cache_files[0]["filename"].rsplit("/", 1)[0]
-    drops = prm_builder.load_drops(folder)
-    skipped = sum(drops["train"].values())
-    assert 0 < skipped < 0.1 * len(full_build["train"])
-    assert all(reason.split(":")[0] in synthetic.STRATEGIES for reason in drops["train"])
+def test_visible_operator_keeps_the_texts_symbols():
+    solution = parse_solution("He buys 6 x 3 = <<6*3=18>>18 apples.\nHe eats 2, so 18 - 2 = <<18-2=16>>16 are left.\n#### 16")
+    first, _ = solution.calculations()
+    copy = carry(solution, first, Change(operator=(0, "/")))
+    assert copy.lines == ["He buys 6 / 3 = <<6/3=2>>2 apples.", "He eats 2, so 2 - 2 = <<2-2=0>>0 are left."]
 
 
 # -- property: any chain of calculations ------------------------------------------------------------
@@ -342,32 +388,118 @@ def chained_problems(draw):
     return {"index": draw(st.integers(0, 10**5)), "question": "q", "answer": "\n".join(lines) + f"\n#### {value}"}
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(chained_problems(), st.integers(0, 3))
-def test_invariants_hold_for_any_chain(problem, seed):
-    drops = Counter()
+def test_every_copy_of_any_chain_passes_the_audit(problem, seed):
+    dropped = Counter()
     config = make_config(num_incorrect_per_problem=4, seed=seed, keep_calculator_annotations=True)
-    rows = list(synthetic.problem_rows(config, "train", problem, drops))
-    assert rows[0]["source"] == "synthetic/correct"
-    for row in rows:
-        check_row_invariants(row, rows[0])
-    # Every step feeds the answer, so every strategy must find a mistake that changes it.
-    made = {row["source"].split("/")[1] for row in rows[1:]}
-    assert made | {reason.split(":")[0] for reason in drops} == set(synthetic.STRATEGIES)
+    rows = list(synthetic.problem_rows(config, "train", problem, dropped))
+    correct = rows[0]
+    assert correct["source"] == "synthetic/correct"
+    for row in rows[1:]:
+        assert row["labels"] == [i < row["first_error"] for i in range(len(row["completions"]))]
+        assert Decimal(row["final_answer"]) != Decimal(row["reference_answer"])
+        assert audit_row(row, correct) == set(), row
 
 
-# -- the bundled sample -------------------------------------------------------------------------------
+# -- the bundled sample and the builder ---------------------------------------------------------------
 
 
 def test_sample_problems_are_consistent_and_offline():
     problems = read_gsm8k_jsonl(SAMPLE_PROBLEMS)
     assert len(problems) >= 30
     for problem in problems:
-        solution = gsm8k.parse_solution(problem["answer"])
-        assert solution.path, problem["question"]
-        for _, calc in solution.calculations():
-            assert calc.value is not None and calc.value == calc.result, calc
+        solution = parse_solution(problem["answer"], problem["question"])
+        assert solution.feeding_answer(), problem["question"]
     dataset = load_dataset("prm_builder", "synthetic", problems="sample")
     assert set(dataset) == {"train", "test"}
     assert len(dataset["test"]) > 0 and len(dataset["train"]) > len(dataset["test"])
 
+
+def write_problems(folder, count: int):
+    folder.mkdir()
+    source = read_gsm8k_jsonl(SAMPLE_PROBLEMS)[:count]
+    (folder / "train.jsonl").write_text("".join(json.dumps({"question": p["question"], "answer": p["answer"]}) + "\n" for p in source))
+    return folder
+
+
+def test_tables_are_keyed_by_their_real_shard(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(synthetic, "PROBLEMS_PER_SHARD", 4)
+    # datasets counts rows per original shard from the keys (recorded in the split info when asked).
+    monkeypatch.setattr(datasets.config, "SAVE_ORIGINAL_SHARD_LENGTHS", True)
+    problems = write_problems(tmp_path / "gsm8k", 10)
+    builder = load_dataset_builder("prm_builder", "synthetic", problems=str(problems), cache_dir=str(tmp_path / "cache"))
+    keys = [key for key, _ in builder._generate_tables(**builder._split_generators(None)[0].gen_kwargs)]
+    assert [(key.original_shard_id, key.item_or_batch_id) for key in keys] == [(0, 0), (1, 0), (2, 0)]
+    builder.download_and_prepare()
+    rows_per_problem = 1 + 3  # 3 corrupted copies: the sample problems take every strategy
+    assert builder.info.splits["train"].original_shard_lengths == [4 * rows_per_problem, 4 * rows_per_problem, 2 * rows_per_problem]
+
+
+@pytest.mark.slow
+def test_drops_of_all_workers_are_reported_once_per_split(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(synthetic, "PROBLEMS_PER_SHARD", 3)
+    problems = write_problems(tmp_path / "gsm8k", 12)
+    # Two unreadable problems, one in each half, so each worker drops one.
+    lines = (problems / "train.jsonl").read_text().splitlines()
+    lines[1] = json.dumps({"question": "q", "answer": "no final answer here"})
+    lines[10] = json.dumps({"question": "q", "answer": "no final answer either"})
+    (problems / "train.jsonl").write_text("\n".join(lines) + "\n")
+    built = load_dataset("prm_builder", "synthetic", problems=str(problems), num_proc=2, cache_dir=str(tmp_path / "cache"))
+    logged = [line for line in capfd.readouterr().err.splitlines() if "dropped" in line]
+    assert len(logged) == 1 and logged[0].endswith("train: dropped 2 items: 2 no_final_answer"), logged
+    assert prm_builder.load_drops(built["train"].cache_files[0]["filename"].rsplit("/", 1)[0]) == {"train": Counter(no_final_answer=2)}
+
+
+# -- all of GSM8K, audited from the visible text --------------------------------------------------------
+
+# Targets of the synthetic v2 issue, per strategy, as shares of its rows.
+MOST_DEFECTIVE = {"unconfirmed": 0.01, "new_false": 0.003, "stale": 0.005, "negative": 0.003, "damaged": 0.003}
+
+
+@pytest.fixture(scope="module")
+def full_build(gsm8k_dir, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("full_gsm8k_cache")
+    return load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), cache_dir=str(cache))
+
+
+@pytest.mark.slow
+def test_full_gsm8k_every_corrupted_row_reads_as_one_honest_mistake(full_build, gsm8k_dir):
+    requested = 0
+    built = Counter()
+    defects = defaultdict(Counter)
+    for split, data in full_build.items():
+        requested += 3 * len(read_gsm8k_jsonl(gsm8k_dir / f"{split}.jsonl"))
+        rows = data.to_list()
+        assert len({row["id"] for row in rows}) == len(rows)
+        by_problem = defaultdict(list)
+        for row in rows:
+            by_problem[row["id"].split("/")[0]].append(row)
+        for problem_rows in by_problem.values():
+            correct = problem_rows[0]
+            assert correct["source"] == "synthetic/correct" and correct["final_answer"] == correct["reference_answer"]
+            for row in problem_rows[1:]:
+                strategy = row["source"].split("/")[1]
+                built[strategy] += 1
+                assert row["labels"] == [i < row["first_error"] for i in range(len(row["completions"]))]
+                assert row["completions"][-1] == f"The answer is: {row['final_answer']}"
+                assert Decimal(row["final_answer"]) != Decimal(row["reference_answer"]), row["id"]
+                assert row["completions"][: row["first_error"]] == correct["completions"][: row["first_error"]]
+                defects[strategy].update(audit_row(row, correct))
+    assert sum(built.values()) >= 0.97 * requested, built
+    for strategy, count in built.items():
+        for defect, share in MOST_DEFECTIVE.items():
+            assert defects[strategy][defect] <= share * count, (strategy, defect, defects[strategy][defect], count)
+    # Spread over the four strategies; problems that fit no propagated mistake take wrong_final_answer.
+    assert max(built.values()) <= 1.35 * min(built.values()), built
+
+
+@pytest.mark.slow
+def test_full_gsm8k_drops_are_recorded(full_build):
+    folder = full_build["train"].cache_files[0]["filename"].rsplit("/", 1)[0]
+    drops = prm_builder.load_drops(folder)
+    skipped = sum(drops["train"].values())
+    assert 0 < skipped < 0.03 * 3 * 7473
+    assert all(reason.split(":")[0] in synthetic.STRATEGIES for reason in drops["train"])
