@@ -4,7 +4,7 @@ The naive recipe is what hand-rolled scripts do: read the jsonl, split steps, ma
 problem with one number bumped in a random step (no propagation), Dataset.from_list, save_to_disk.
 Both run in this process, on the same files, each with an empty cache.
 
-    python benchmarks/synthetic.py [--gsm8k ../shared/data/gsm8k] [--repeats 3]
+    python benchmarks/synthetic.py [--gsm8k tests/data/gsm8k] [--repeats 3]
 """
 
 import argparse
@@ -20,7 +20,7 @@ from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
 
-DEFAULT_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+DEFAULT_GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
 
 
 def naive_recipe(gsm8k: Path, output: str) -> int:

@@ -96,7 +96,7 @@ CORRUPTIONS = {
 
 def _corrupt(solution: Solution, rng: random.Random, changes: Callable, shows_mistake: Callable):
     """Try calculations the answer depends on, whose step shows the mistake, until one carries through."""
-    feeding = solution.feeding_answer()
+    feeding = solution.feeding_answer
     if not feeding:
         raise Unreadable("answer_not_computed")
     candidates = [calc for calc in feeding if calc.value is not None and shows_mistake(calc)]

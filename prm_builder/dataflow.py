@@ -63,28 +63,42 @@ class Solution:
     # Calculations no change can be carried from (an ambiguous mention downstream), by node.
     refused: dict[int, str] = field(default_factory=dict)
 
+    def __post_init__(self):
+        # Indexes that let carry visit only what a change reaches: calculations in reading order,
+        # and the prose mentions of each quantity (resolved, or ambiguous between candidates).
+        self.calculation_list = [calc for line in self.lines for calc in line.calculations]
+        self.mentions_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self.ambiguous_mentions: set[int] = set()
+        for line_index, line in enumerate(self.lines):
+            for token_index, ref in line.refs.items():
+                if isinstance(ref, Ambiguous):
+                    self.ambiguous_mentions.update(ref.candidates)
+                else:
+                    self.mentions_of[ref].append((line_index, token_index))
+        self.feeding_answer = _feeding(self)
+
     @property
     def raw_lines(self) -> list[str]:
         return [line.text for line in self.lines]
 
     def calculations(self) -> Iterator[Calculation]:
-        for line in self.lines:
-            yield from line.calculations
+        return iter(self.calculation_list)
 
-    def feeding_answer(self) -> list[Calculation]:
-        """Calculations the final answer depends on, in reading order."""
-        if self.answer_node is None:
-            return []
-        seen, stack = set(), [self.answer_node]
-        while stack:
-            node = stack.pop()
-            calc = self.quantities[node].calculation
-            if node in seen or calc is None:
-                continue
-            seen.add(node)
-            for operand in calc.operands:
-                stack.extend(operand.ref.candidates if isinstance(operand.ref, Ambiguous) else [operand.ref])
-        return [calc for calc in self.calculations() if calc.node in seen]
+
+def _feeding(solution: "Solution") -> list[Calculation]:
+    """Calculations the final answer depends on, in reading order."""
+    if solution.answer_node is None:
+        return []
+    seen, stack = set(), [solution.answer_node]
+    while stack:
+        node = stack.pop()
+        calc = solution.quantities[node].calculation
+        if node in seen or calc is None:
+            continue
+        seen.add(node)
+        for operand in calc.operands:
+            stack.extend(operand.ref.candidates if isinstance(operand.ref, Ambiguous) else [operand.ref])
+    return [calc for calc in solution.calculation_list if calc.node in seen]
 
 
 def parse_solution(answer: str, question: str = "") -> Solution:
@@ -157,6 +171,7 @@ def _link(lines: list[Line], question: str) -> tuple[list[Quantity], dict]:
             else:
                 for operand in item.operands:
                     operand.ref = resolve(operand.value, [])
+                    item.depends_on.update(operand.ref.candidates if isinstance(operand.ref, Ambiguous) else (operand.ref,))
                 sources[item.result].append(item.node)
     return quantities, sources
 
@@ -184,28 +199,24 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
     """Apply `change` to `seed` and recompute everything that depends on it; raises Unreadable."""
     edits: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
     changed: dict[int, Decimal] = {}
-    intended = None
-    for calc in solution.calculations():
-        if calc is seed:
-            _define(calc, _seed_value(calc, change, edits[calc.line]), changed, edits[calc.line], forced=change.result is not None)
-            intended = calc
-        elif intended is not None:
-            values = [_current(operand.ref, operand.value, changed) for operand in calc.operands]
-            if any(new != operand.value for new, operand in zip(values, calc.operands)):
-                _define(calc, _recompute(calc, values, {}, edits[calc.line]), changed, edits[calc.line])
-    for line_index in range(seed.line, len(solution.lines)):
-        line = solution.lines[line_index]
-        for index in line.mentions:
-            token = line.tokens[index]
-            old = parse_decimal(token.text)
-            new = _current(line.refs[index], old, changed)
-            if new != old:
-                _edit(edits[line_index], Written(token.span, token.text, True, token.money), new)
+    _define(seed, _seed_value(seed, change, edits[seed.line]), changed, edits[seed.line], forced=change.result is not None)
+    for calc in solution.calculation_list[solution.calculation_list.index(seed) + 1 :]:
+        if not calc.depends_on.intersection(changed):
+            continue
+        values = [_current(operand.ref, operand.value, changed) for operand in calc.operands]
+        if any(new != operand.value for new, operand in zip(values, calc.operands)):
+            _define(calc, _recompute(calc, values, {}, edits[calc.line]), changed, edits[calc.line])
+    if solution.ambiguous_mentions.intersection(changed):
+        raise Unreadable("ambiguous_reference")
+    for node, new in changed.items():
+        for line_index, token_index in solution.mentions_of.get(node, ()):
+            token = solution.lines[line_index].tokens[token_index]
+            _edit(edits[line_index], Written(token.span, token.text, True, token.money), new)
     if solution.answer_node not in changed:
         raise Unreadable("answer_unchanged")
     answer = changed[solution.answer_node]
     _check_visible(solution, edits, seed, change)
-    lines = [_apply(line.text, edits.get(index, {})) for index, line in enumerate(solution.lines)]
+    lines = [_apply(line.text, edits[index]) if index in edits else line.text for index, line in enumerate(solution.lines)]
     return Copy(lines, answer, format_number(answer, solution.answer_text))
 
 

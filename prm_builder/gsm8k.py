@@ -101,6 +101,7 @@ class Calculation:
     shows_expression: bool  # the step's visible text writes this expression
     unsafe: bool = False
     node: int = -1  # its quantity, set by dataflow
+    depends_on: set = field(default_factory=set)  # quantities its operands may refer to, set by dataflow
     result_tokens: list[int] = field(default_factory=list)  # visible token indices of the result
 
     @property
