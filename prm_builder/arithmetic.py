@@ -173,6 +173,7 @@ def decimals_of(text: str) -> int:
     return len(fraction) if dot else 0
 
 
+@functools.lru_cache(maxsize=65536)
 def format_number(value: Decimal, like: str = "", money: bool = False) -> str:
     """Write `value` in GSM8K's style, following how the number it replaces (`like`) was written.
 

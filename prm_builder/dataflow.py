@@ -290,7 +290,7 @@ def _same(a: Decimal, b: Decimal) -> bool:
 
 def _edit(edits: dict, written: Written, value: Decimal) -> None:
     text = format_number(value, written.text, written.money)
-    if not _same(parse_decimal(text), value):
+    if parse_decimal(text) != value and not _same(parse_decimal(text), value):
         raise Unreadable("inexact_result")
     edits[written.span] = text
 
@@ -306,12 +306,16 @@ def _apply(text: str, edits: dict) -> str:
 
 
 def _check_visible(solution: Solution, edits: dict, seed: Calculation, change: Change) -> None:
-    """Every visible statement at and after the mistake holds, except the one intended slip."""
+    """Every visible statement at and after the mistake holds, except the one intended slip.
+
+    A calculation's own statement holds by construction; the others (a statement GSM8K wrote
+    beside an annotation that computes it differently) are read again with the edits applied.
+    """
     for index in range(seed.line, len(solution.lines)):
         line, line_edits = solution.lines[index], edits.get(index)
         if not line_edits:
             continue
-        for statement in line.statements:
+        for statement in line.unbacked_statements:
             spans = [line.tokens[i].span for i in (*statement.expression, statement.result)]
             if not any(span in line_edits for span in spans):
                 continue

@@ -124,6 +124,8 @@ class Line:
     statements: list[Statement]
     calculations: list[Calculation]
     mentions: list[int]  # visible number tokens that are not part of a calculation
+    # Statements no calculation of this line stands for (checked again after a rewrite).
+    unbacked_statements: list[Statement] = field(default_factory=list)
     refs: dict = field(default_factory=dict)  # mention token index -> quantity (set by dataflow)
 
 
@@ -163,7 +165,9 @@ def read_line(text: str, line_index: int) -> Line:
                 claimed.update(i for i in statement.expression if tokens[i].kind == "number")
     calculations.sort(key=lambda calc: calc.position)
     mentions = [i for i, token in enumerate(tokens) if token.kind == "number" and i not in claimed]
-    return Line(text, tokens, statements, calculations, mentions)
+    backed = {calc.result_tokens[0] for calc in calculations if calc.shows_expression and calc.result_tokens}
+    unbacked = [statement for statement in statements if statement.result not in backed]
+    return Line(text, tokens, statements, calculations, mentions, unbacked)
 
 
 def _visible_tokens(text: str, annotations: list) -> list[Token]:
@@ -284,10 +288,11 @@ def _annotated(text, line_index, annotation, tokens, shown, statement) -> Calcul
     inner = annotation.group(1)
     if inner.count("=") != 1:
         return None  # not a calculator annotation; it is removed from the display like any other
-    expression, result_text = (part.strip() for part in inner.split("="))
+    left, right = inner.split("=")
+    expression, result_text = left.strip(), right.strip()
     offset = annotation.start(1)
-    expression_start = offset + inner.index(expression) if expression else offset
-    result_start = offset + inner.index("=") + 1 + (len(inner.split("=")[1]) - len(inner.split("=")[1].lstrip()))
+    expression_start = offset + len(left) - len(left.lstrip())
+    result_start = offset + len(left) + 1 + len(right) - len(right.lstrip())
     try:
         result = parse_decimal(result_text)
     except ValueError:

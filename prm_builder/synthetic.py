@@ -231,7 +231,7 @@ def _draw_copy(strategy: str, solution: Solution, rng: random.Random, seen: set,
         visible = tuple(gsm8k.render(lines, final, False))
         if visible not in seen:
             seen.add(visible)
-            return gsm8k.render(lines, final, keep_annotations), error_step, final
+            return (gsm8k.render(lines, final, True) if keep_annotations else list(visible)), error_step, final
     return "duplicate"
 
 
