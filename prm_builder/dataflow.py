@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, is_integer, parse_decimal
-from .gsm8k import Calculation, Line, Unreadable, Written, read_line, statement_holds, statement_value
+from .gsm8k import Calculation, Line, Unreadable, Written, read_line
+from .statements import statement_holds, statement_value
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
@@ -319,12 +320,12 @@ def _check_visible(solution: Solution, edits: dict, seed: Calculation, change: C
             spans = [line.tokens[i].span for i in (*statement.expression, statement.result)]
             if not any(span in line_edits for span in spans):
                 continue
-            if statement_holds(line, statement, line_edits):
-                value = statement_value(line, statement, edits=line_edits)
-                if value is not None and value < 0 <= (statement_value(line, statement) or 0):
+            if statement_holds(line.tokens, statement, line_edits):
+                value = statement_value(line.tokens, statement, edits=line_edits)
+                if value is not None and value < 0 <= (statement_value(line.tokens, statement) or 0):
                     raise Unreadable("implausible_value")
                 continue
             intended = change.result is not None and index == seed.line and statement.result in seed.result_tokens
             unchanged_expression = not any(span in line_edits for span in spans[:-1])
-            if not intended and not (unchanged_expression and not statement_holds(line, statement)):
+            if not intended and not (unchanged_expression and not statement_holds(line.tokens, statement)):
                 raise Unreadable("inconsistent_text")

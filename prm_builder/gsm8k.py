@@ -20,25 +20,10 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, parse_decimal
+from .statements import VISIBLE_OPERATORS, Statement, Token, arithmetic, find_statements, is_binary, visible_tokens
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
-WORD = r"[A-Za-z][A-Za-z'’]*(?:-[A-Za-z]+)*"
-TIMES_X = r"x(?=[\s\d(.$])"  # "4 x 5": a lone x before a number is a times sign
-# Spaces make no token; a run of words ("tubs of lip gloss") is one token, so a unit is one step.
-VISIBLE_TOKEN = re.compile(
-    r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
-    rf"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)]){TIMES_X})"
-    rf"|(?P<word>{WORD}(?:\s+(?!{TIMES_X}){WORD})*)"
-    r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<percent>%)"
-    r"|(?P<other>[^\sA-Za-z\d()=$%+\-*/×÷–−.]+|\.)"
-)
 EXPRESSION_TOKEN = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<op>\*\*|//|[-+*/%])|(?P<open>\()|(?P<close>\))|(?P<space>\s+)|(?P<other>.)")
-VISIBLE_OPERATORS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
-# Tokens a written expression is made of, units included ("3 hours * 8 miles/hour"); anything else ends it.
-_EXPRESSION_KINDS = {"number", "op", "open", "close", "dollar", "percent", "word"}
-# How far back from "=" an expression may start, and how many words a unit may have.
-MAX_EXPRESSION_TOKENS = 80
-MAX_UNIT_WORDS = 10
 
 
 class Unreadable(ValueError):
@@ -51,14 +36,6 @@ class Unreadable(ValueError):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-class Token(NamedTuple):
-    kind: str  # number, op, word (a run of words), open, close, eq, dollar, percent, other
-    text: str
-    span: tuple[int, int]  # in the raw line
-    money: bool = False  # a number written after "$"
-    percent: bool = False  # a number written before "%"
 
 
 class Written(NamedTuple):
@@ -110,14 +87,6 @@ class Calculation:
 
 
 @dataclass
-class Statement:
-    """A visible `a op b = c`: token indices of the expression and of the result."""
-
-    expression: list[int]
-    result: int
-
-
-@dataclass
 class Line:
     text: str
     tokens: list[Token]
@@ -135,8 +104,8 @@ def visible_text(line: str) -> str:
 
 def read_line(text: str, line_index: int) -> Line:
     annotations = list(ANNOTATION.finditer(text))
-    tokens = _visible_tokens(text, annotations)
-    statements = _statements(tokens)
+    tokens = visible_tokens(text, annotations)
+    statements = find_statements(tokens)
     by_result = {statement.result: statement for statement in statements}
     calculations, claimed = [], set()
     starts = {token.span[0]: index for index, token in enumerate(tokens) if token.kind == "number"}
@@ -168,115 +137,6 @@ def read_line(text: str, line_index: int) -> Line:
     backed = {calc.result_tokens[0] for calc in calculations if calc.shows_expression and calc.result_tokens}
     unbacked = [statement for statement in statements if statement.result not in backed]
     return Line(text, tokens, statements, calculations, mentions, unbacked)
-
-
-def _visible_tokens(text: str, annotations: list) -> list[Token]:
-    """Tokens of the text outside annotations, spans in the raw line; a number never spans an annotation."""
-    tokens, start = [], 0
-    for end, next_start in [*((a.start(), a.end()) for a in annotations), (len(text), len(text))]:
-        for match in VISIBLE_TOKEN.finditer(text, start, end):
-            kind = match.lastgroup
-            if kind == "number":
-                if _is_sign(tokens, start, match.start()):  # "= -4", "<<0-2=-2>>-2": a negative number
-                    sign = tokens.pop()
-                    tokens.append(Token(kind, text[sign.span[0] : match.end()], (sign.span[0], match.end())))
-                    continue
-                tokens.append(Token(kind, match.group(), match.span(), bool(tokens) and tokens[-1].kind == "dollar"))
-                continue
-            if kind == "percent" and tokens and tokens[-1].kind == "number" and tokens[-1].span[1] == match.start():
-                tokens[-1] = tokens[-1]._replace(percent=True)
-            tokens.append(Token(kind, match.group(), match.span()))
-        start = next_start
-    return tokens
-
-
-def _is_sign(tokens: list[Token], segment_start: int, number_start: int) -> bool:
-    """Whether the token before a number is a minus sign written against it, not a subtraction."""
-    if not tokens or tokens[-1].text not in "-−" or tokens[-1].span[1] != number_start:
-        return False
-    sign = tokens[-1]
-    return sign.span[0] == segment_start or (len(tokens) > 1 and tokens[-2].kind in ("eq", "open"))
-
-
-def _statements(tokens: list[Token]) -> list[Statement]:
-    """Visible `expression = number` statements, read back from each '=' (units between numbers skipped)."""
-    statements = []
-    for eq, token in enumerate(tokens):
-        if token.kind != "eq":
-            continue
-        result = _next_number(tokens, eq)
-        if result is None:
-            continue
-        start = eq
-        while start > max(eq - MAX_EXPRESSION_TOKENS, 0) and tokens[start - 1].kind in _EXPRESSION_KINDS:
-            start -= 1
-        expression = _expression(tokens, start, eq)
-        if any(tokens[i].kind == "op" and _is_binary(tokens, expression, n) for n, i in enumerate(expression)):
-            statements.append(Statement(expression, result))
-    return statements
-
-
-def _next_number(tokens: list[Token], eq: int) -> int | None:
-    for index in range(eq + 1, min(eq + 4, len(tokens))):
-        if tokens[index].kind == "number":
-            return index
-        if tokens[index].kind != "dollar":
-            return None
-    return None
-
-
-def _expression(tokens: list[Token], start: int, end: int) -> list[int]:
-    """The arithmetic that ends at `end`: numbers, operators and parentheses, units and '$' left out.
-
-    Read forwards; whatever cannot continue an expression (prose, two numbers in a row) starts it afresh.
-    """
-    kept, unclosed, expect_operand, index = [], [], True, start
-    while index < end:
-        token = tokens[index]
-        if token.kind == "dollar":
-            index += 1
-        elif expect_operand and token.kind == "number":
-            kept.append(index)
-            expect_operand = False
-            index = _after_unit(tokens, index + 1, end)
-        elif expect_operand and (token.kind == "open" or (token.kind == "op" and token.text in "-–−" and not kept)):
-            if token.kind == "open":
-                unclosed.append(len(kept))
-            kept.append(index)
-            index += 1
-        elif not expect_operand and token.kind == "op":
-            kept.append(index)
-            expect_operand = True
-            index += 1
-        elif not expect_operand and token.kind == "close" and unclosed:
-            kept.append(index)
-            unclosed.pop()
-            index += 1
-        else:  # start afresh here (a number after a number is read again as the start)
-            restart_here = not expect_operand and token.kind in ("number", "open")
-            kept, unclosed, expect_operand = [], [], True
-            index += 0 if restart_here else 1
-    if expect_operand:
-        return []
-    # "$100+($100*(10/100) = $110": the expression is what follows the last parenthesis left open.
-    return kept[unclosed[-1] + 1 :] if unclosed else kept
-
-
-def _after_unit(tokens: list[Token], index: int, end: int) -> int:
-    """Skip the unit after a number: '%', a few words ("years old"), per-units written tight ("miles/hour")."""
-    if index < end and tokens[index].kind == "percent":
-        index += 1
-    if index < end and tokens[index].kind == "word" and tokens[index].text.count(" ") < MAX_UNIT_WORDS:
-        index += 1
-    while index + 1 < end and tokens[index].text == "/" and tokens[index + 1].kind == "word":
-        if not tokens[index - 1].span[1] == tokens[index].span[0] == tokens[index + 1].span[0] - 1:
-            break
-        index += 2
-    return index
-
-
-def _is_binary(tokens: list[Token], expression: list[int], n: int) -> bool:
-    return n > 0 and tokens[expression[n - 1]].kind in ("number", "close")
 
 
 def _expression_tokens(expression: str) -> list[tuple[str, str, tuple[int, int]]] | None:
@@ -312,28 +172,15 @@ def _annotated(text, line_index, annotation, tokens, shown, statement) -> Calcul
         numbers = [i for i in statement.expression if tokens[i].kind == "number"]
         for operand, index in zip(operands, numbers):
             operand.copies.append(_written(tokens[index]))
-        ops = [i for n, i in enumerate(statement.expression) if tokens[i].kind == "op" and _is_binary(tokens, statement.expression, n)]
+        ops = [i for n, i in enumerate(statement.expression) if tokens[i].kind == "op" and is_binary(tokens, statement.expression, n)]
         for copies, index in zip(operators, ops):
             copies.append(_written(tokens[index]))
     results = [Written((result_start, result_start + len(result_text)), result_text, False)]
     if shows_result:
         results.append(_written(tokens[shown]))
-    return Calculation(
-        line=line_index,
-        position=annotation.start(),
-        expression=expression,
-        operand_slots=operand_slots,
-        operator_slots=operator_slots,
-        operands=operands,
-        operators=operators,
-        result=result,
-        results=results,
-        money=bool(money),
-        value=value,
-        shows_expression=mirrored,
-        unsafe=unsafe,
-        result_tokens=[shown] if shows_result else [],
-    )
+    calc = Calculation(line_index, annotation.start(), expression, operand_slots, operator_slots, operands, operators, result, results, bool(money), value, mirrored)
+    calc.unsafe, calc.result_tokens = unsafe, [shown] if shows_result else []
+    return calc
 
 
 def _written(token: Token) -> Written:
@@ -361,32 +208,20 @@ def _unannotated(line_index: int, statement: Statement, tokens: list[Token]) -> 
     result = parse_decimal(shown.text)
     # "30% * 1000 = 300" reads 30% as 0.3; "16/40 * 100% = 40%" reads it as 100: keep the reading that holds.
     for percent_as_fraction in (False, True):
-        expression, operand_slots, operator_slots = _arithmetic(tokens, statement.expression, percent_as_fraction)
+        expression, operand_slots, operator_slots = arithmetic(tokens, statement.expression, percent_as_fraction)
         value, unsafe = _checked_value(expression, shown.text, result)
         if value is not None or unsafe:
             break
     else:
         return None  # a false or unreadable statement: its numbers stay plain mentions
     numbers = [i for i in statement.expression if tokens[i].kind == "number"]
-    binary = [i for n, i in enumerate(statement.expression) if tokens[i].kind == "op" and _is_binary(tokens, statement.expression, n)]
+    binary = [i for n, i in enumerate(statement.expression) if tokens[i].kind == "op" and is_binary(tokens, statement.expression, n)]
     operands = [Operand(parse_decimal(tokens[i].text), [_written(tokens[i])]) for i in numbers]
     operators = [[_written(tokens[i])] for i in binary]
-    return Calculation(
-        line=line_index,
-        position=shown.span[0],
-        expression=expression,
-        operand_slots=operand_slots,
-        operator_slots=operator_slots,
-        operands=operands,
-        operators=operators,
-        result=result,
-        results=[_written(shown)],
-        money=shown.money,
-        value=value,
-        shows_expression=True,
-        unsafe=unsafe,
-        result_tokens=[statement.result],
-    )
+    # The statement is its own mirror: it shows the expression and the result.
+    calc = Calculation(line_index, shown.span[0], expression, operand_slots, operator_slots, operands, operators, result, [], shown.money, value, True)
+    calc.results, calc.unsafe, calc.result_tokens = [_written(shown)], unsafe, [statement.result]
+    return calc
 
 
 def _checked_value(expression: str, result_text: str, stated: Decimal) -> tuple[Decimal | None, bool]:
@@ -401,51 +236,6 @@ def _checked_value(expression: str, result_text: str, stated: Decimal) -> tuple[
     if value == stated or parse_decimal(format_number(value, result_text)) == stated:
         return value, False
     return None, False
-
-
-def _arithmetic(tokens: list[Token], indices: list[int], percent_as_fraction: bool, edits: dict | None = None):
-    """(expression, operand slots, operator slots) of the visible tokens of a statement.
-
-    `edits` (raw span -> new text) reads the statement as a rewrite of the line would show it.
-    """
-    parts, operand_slots, operator_slots, length = [], [], [], 0
-    for n, index in enumerate(indices):
-        token = tokens[index]
-        text = edits.get(token.span, token.text) if edits else token.text
-        if token.kind == "number":
-            written = str(parse_decimal(text))
-            operand_slots.append((length, length + len(written)))
-            if token.percent and percent_as_fraction:
-                written += "/100"
-        elif token.kind == "op":
-            written = VISIBLE_OPERATORS[text]
-            if _is_binary(tokens, indices, n):
-                operator_slots.append((length, length + 1))
-        else:
-            written = text
-        parts.append(written)
-        length += len(written)
-    return "".join(parts), operand_slots, operator_slots
-
-
-def statement_value(line: Line, statement: Statement, percent_as_fraction: bool = False, edits: dict | None = None) -> Decimal | None:
-    """The value of a visible statement's expression; None when it is not arithmetic."""
-    try:
-        return evaluate(_arithmetic(line.tokens, statement.expression, percent_as_fraction, edits)[0])
-    except ExpressionError:
-        return None
-
-
-def statement_holds(line: Line, statement: Statement, edits: dict | None = None) -> bool:
-    """Whether a visible statement is true (either reading of a percent), to the decimals its result is written with."""
-    token = line.tokens[statement.result]
-    result = edits.get(token.span, token.text) if edits else token.text
-    expected = format_number(parse_decimal(result), result)
-    for percent_as_fraction in (False, True):
-        value = statement_value(line, statement, percent_as_fraction, edits)
-        if value is not None and (value == parse_decimal(result) or format_number(value, result) == expected):
-            return True
-    return False
 
 
 FINAL_STEP = "The answer is: {}"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from synthetic_audit import audit_row, visible
 
 import prm_builder
-from prm_builder import dataflow, synthetic
+from prm_builder import synthetic
 from prm_builder.arithmetic import evaluate
 from prm_builder.dataflow import Change, carry, parse_solution
 from prm_builder.gsm8k import Unreadable, read_line
