@@ -17,8 +17,10 @@ from .arithmetic import format_number, is_integer
 from .dataflow import Change, Solution, carry
 from .gsm8k import Calculation, Unreadable
 
-# Changes tried on one calculation before moving to another.
+# Changes tried on one calculation before moving to another, and calculations tried per copy
+# (bounds the work on a hostile solution of thousands of calculations to linear).
 CHANGES_PER_CALCULATION = 6
+CALCULATIONS_TRIED = 8
 CENT = Decimal("0.01")
 SWAPPED = {"+": "-", "-": "+", "*": "/", "/": "*"}
 # Reasons that come from the dataflow around a calculation, not from the value the mistake writes.
@@ -104,7 +106,7 @@ def _corrupt(solution: Solution, rng: random.Random, changes: Callable, shows_mi
         raise Unreadable("mistake_not_visible")
     rng.shuffle(candidates)
     reasons = set()
-    for calc in candidates:
+    for calc in candidates[:CALCULATIONS_TRIED]:
         if calc.node in solution.refused:
             reasons.add(solution.refused[calc.node])
             continue

@@ -154,8 +154,11 @@ def _link(lines: list[Line], question: str) -> tuple[list[Quantity], dict]:
     for value in question_values(question):
         sources[value].append(new("question", value))
     for line in lines:
+        restatable: dict[Decimal, list[int]] = defaultdict(list)  # result -> calculations of this line
         for calc in line.calculations:
             calc.node = new("calculation", calc.result, calc)
+            if all(operand.value != calc.result for operand in calc.operands):
+                restatable[calc.result].append(calc.node)
         events = [(line.tokens[i].span[0], 1, i) for i in line.mentions]
         events += [(calc.position, 0, calc) for calc in line.calculations]
         events.sort(key=lambda event: event[:2])
@@ -164,7 +167,7 @@ def _link(lines: list[Line], question: str) -> tuple[list[Quantity], dict]:
                 value = parse_decimal(line.tokens[item].text)
                 # A result restated in its own step ("5 driveways because 35 / 7 = 5") is that
                 # result, before or after its calculation, unless the calculation also uses the value.
-                restated = [c.node for c in line.calculations if c.result == value and all(o.value != value for o in c.operands)]
+                restated = restatable.get(value, [])
                 if len(restated) == 1:
                     line.refs[item] = restated[0]
                 else:
@@ -202,7 +205,7 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
     changed: dict[int, Decimal] = {}
     _define(seed, _seed_value(seed, change, edits[seed.line]), changed, edits[seed.line], forced=change.result is not None)
     for calc in solution.calculation_list[solution.calculation_list.index(seed) + 1 :]:
-        if not calc.depends_on.intersection(changed):
+        if not any(node in changed for node in calc.depends_on):
             continue
         values = [_current(operand.ref, operand.value, changed) for operand in calc.operands]
         if any(new != operand.value for new, operand in zip(values, calc.operands)):

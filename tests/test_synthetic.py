@@ -363,6 +363,19 @@ def test_a_line_of_many_annotations_parses_in_linear_time():
     assert len(parsed.calculations) == 2000 and all(calc.shows_expression for calc in parsed.calculations)
 
 
+@pytest.mark.slow
+def test_a_solution_of_20000_calculations_is_built():
+    # Quadratic work (a set intersection per calculation, every calculation tried as a seed)
+    # took minutes here; reading and carrying are linear, so this is seconds.
+    n = 20000
+    line = " ".join(f"then {i} apples, {i}+1 = <<{i}+1={i + 1}>>{i + 1}," for i in range(n))
+    problem = {"index": 0, "question": "q", "answer": f"{line}\nSo {n} + 1 = <<{n}+1={n + 1}>>{n + 1}\n#### {n + 1}"}
+    dropped = Counter()
+    rows = list(synthetic.generate_rows(make_config(), dropped, "train", [[problem]]))
+    assert len(rows) == 4 and not dropped
+    assert all(audit_row(row, rows[0]) == set() for row in rows[1:])
+
+
 def test_visible_operator_keeps_the_texts_symbols():
     solution = parse_solution("He buys 6 x 3 = <<6*3=18>>18 apples.\nHe eats 2, so 18 - 2 = <<18-2=16>>16 are left.\n#### 16")
     first, _ = solution.calculations()
