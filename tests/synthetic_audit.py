@@ -77,8 +77,11 @@ class Statement:
 def statements(step: str) -> list[Statement]:
     text = visible(step)
     found = []
+    start = 0
     for match in EQUALS.finditer(text):
-        before = WORDS.sub(" ", text[: match.start()])
+        # An expression never reaches back past the previous "=" (linear in the step).
+        before = WORDS.sub(" ", text[start : match.start()])
+        start = match.start() + 1
         tokens = _tail_tokens(before)
         if tokens and any(kind == "op" for kind, _ in tokens[1:]):
             found.append(Statement(tokens, match.group("result"), bool(match.group("pct"))))
