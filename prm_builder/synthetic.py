@@ -1,9 +1,10 @@
 """The `synthetic` config: correct GSM8K solutions plus corrupted copies that go wrong realistically.
 
-Each corrupted copy makes one mistake in a calculation on the path to the final answer and
-carries it through every later step that used the changed value (see gsm8k.rewrite), so the
-solution stays internally consistent and ends in a wrong answer, as a model's mistake would.
-Labels are True before the mistake and False from it on.
+Each corrupted copy makes one visible mistake (corruptions.py) in a calculation the final answer
+depends on and carries it through everything that depends on it, never through a value that
+merely looks the same (dataflow.py), so the copy stays true to its own wrong chain and ends in
+a wrong answer, as a model's mistake would. Labels are True before the mistake and False from
+it on. Every copy not made is counted by reason (see docs/synthetic.md).
 """
 
 import contextlib
