@@ -11,7 +11,8 @@ from collections import defaultdict
 import numpy as np
 
 METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
-AGGREGATIONS = ("min", "prod", "last")
+# How step scores become one solution score; `prod` is compared as a sum of logs (same order, no underflow).
+AGGREGATIONS = ("min", "prod", "last", "mean")
 
 
 def _is_scored(score: float) -> bool:
@@ -104,13 +105,16 @@ def first_error_f1(scores: list[list[float]], labels: list[list[bool]], threshol
 
 
 def aggregate_steps(step_scores: list[float], aggregation: str) -> float:
-    """One solution score from its step scores: `min`, `prod` (as a sum of logs: same order, no underflow) or `last`."""
+    """One solution score from its step scores: `min`, `prod` (as a sum of logs: same order, no underflow), `last`
+    or `mean`."""
     if aggregation == "min":
         return min(step_scores)
     if aggregation == "prod":
         return sum(math.log(s) if s > 0 else -math.inf for s in step_scores)
     if aggregation == "last":
         return step_scores[-1]
+    if aggregation == "mean":
+        return sum(step_scores) / len(step_scores)
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
@@ -202,9 +206,14 @@ def score_steps(
     step_separator: str = "\n",
     max_length: int | None = None,
     max_prompt_length: int | None = None,
+    progress: bool = False,
 ) -> list[list[float]]:
-    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by `max_length`."""
+    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by `max_length`.
+
+    Rows are batched by length (longest first), so a batch pads little; `progress` shows a bar over the rows.
+    """
     import torch
+    from tqdm.auto import tqdm
 
     from .trainer import PRMTrainer
 
@@ -228,7 +237,7 @@ def score_steps(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), tqdm(total=len(order), desc="Scoring steps", unit="row", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 width = max(len(encoded[i][0]) for i in batch)
@@ -243,6 +252,7 @@ def score_steps(
                 for row, i in enumerate(batch):
                     for pos, step in encoded[i][1]:
                         scores[i][step] = float(probabilities[row, pos])
+                bar.update(len(batch))
     finally:
         model.train(was_training)
     return scores
