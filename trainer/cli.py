@@ -244,8 +244,7 @@ def main(script_args=None, training_args=None, model_args=None):
                 threshold=script_args.eval_threshold,
                 step_separator=training_args.step_separator,
                 aggregation=script_args.eval_aggregation,
-                max_length=training_args.max_length,
-                max_prompt_length=training_args.max_prompt_length,
+                **training_args.truncation.as_kwargs(),
             )
             results = {"split": test_split, **results}
             print(json.dumps(results, indent=2))

@@ -10,6 +10,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .tokenization import Truncation, tokenize_for_scoring
+
 METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 # How step scores become one solution score; `prod` is compared as a sum of logs (same order, no underflow).
 AGGREGATIONS = ("min", "prod", "last", "mean")
@@ -206,28 +208,23 @@ def score_steps(
     step_separator: str = "\n",
     max_length: int | None = None,
     max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
     progress: bool = False,
 ) -> list[list[float]]:
-    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by `max_length`.
+    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by truncation.
 
     Rows are batched by length (longest first), so a batch pads little; `progress` shows a bar over the rows.
     """
     import torch
     from tqdm.auto import tqdm
 
-    from .trainer import PRMTrainer
-
+    # The same `Truncation` and token positions as training (tokenization.py), so a score is read where the label sat.
+    truncation = Truncation(max_length, max_prompt_length, max_completion_length)
     encoded = []
     for row in dataset:
         steps = row["completions"]
-        # Label each step with its own index: tokenize_row puts it on the step's last token, which maps every scored
-        # position back to its step even when truncation or an empty step removed some.
-        tokenized = PRMTrainer.tokenize_row(
-            {"prompt": row["prompt"], "completions": steps, "labels": list(range(len(steps)))},
-            tokenizer, step_separator, max_length, None, False, True, max_prompt_length=max_prompt_length,
-        )
-        positions = [(pos, step) for pos, step in enumerate(tokenized["labels"]) if step != -100]
-        encoded.append((tokenized["input_ids"], positions, len(steps)))
+        input_ids, positions = tokenize_for_scoring(row["prompt"], steps, tokenizer, step_separator, truncation)
+        encoded.append((input_ids, positions, len(steps)))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
@@ -269,6 +266,7 @@ def evaluate_reward_model(
     aggregation: str = "min",
     max_length: int | None = None,
     max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
 ) -> dict:
     """Score every step of `dataset` with a PRM and compute `metric`.
 
@@ -282,7 +280,8 @@ def evaluate_reward_model(
         threshold: a step is predicted correct when its score is at least this.
         step_separator: the separator the model was trained with.
         aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod` or `last`.
-        max_length, max_prompt_length: truncation as in training; `None` (default) scores whole rows.
+        max_length, max_prompt_length, max_completion_length: truncation as in training (pass
+            `**config.truncation.as_kwargs()` of the `PRMConfig`); `None` (default) scores whole rows.
 
     Returns:
         A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
@@ -298,7 +297,9 @@ def evaluate_reward_model(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     rows = list(dataset)
-    scores = score_steps(model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length)
+    scores = score_steps(
+        model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length
+    )
     labels = [[bool(label) for label in row["labels"]] for row in rows]
 
     results = {"num_rows": len(rows)}
