@@ -210,10 +210,11 @@ def score_steps(
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
     progress: bool = False,
+    desc: str = "Scoring steps",
 ) -> list[list[float]]:
     """Per row, the probability of label 1 at each step's last token; NaN for a step cut by truncation.
 
-    Rows are batched by length (longest first), so a batch pads little; `progress` shows a bar over the rows.
+    Rows are batched by length (longest first), so a batch pads little; `progress` shows a bar (labelled `desc`).
     """
     import torch
     from tqdm.auto import tqdm
@@ -234,7 +235,7 @@ def score_steps(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(order), desc="Scoring steps", unit="row", disable=not progress) as bar:
+        with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="row", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 width = max(len(encoded[i][0]) for i in batch)

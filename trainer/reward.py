@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from .evaluation import AGGREGATIONS, aggregate_steps, score_steps
+from .tokenization import Truncation
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -107,8 +108,9 @@ class PRMReward:
         step_separator: where a completion is split into steps, and what follows each step when it is scored, as in
             training (`PRMConfig.step_separator`): pass the separator the PRM was trained with.
         batch_size: completions per forward pass.
-        max_length: cut scored sequences to this many tokens, as in training; a completion with a step cut off gets
-            the reward None (no advantage in GRPO). None (default) scores whole completions.
+        truncation: the training `Truncation` (e.g. `PRMConfig(...).truncation`), to cut scored sequences as training
+            did; a completion with a step cut off gets the reward None (no advantage in GRPO). None (default) scores
+            whole completions.
         device: where a model loaded from a path goes (`auto`: CUDA when available). A model object stays where it is;
             inputs go to its device.
 
@@ -119,7 +121,7 @@ class PRMReward:
     """
 
     def __init__(self, model, tokenizer=None, aggregation: str = "min", step_separator: str = "\n\n",
-                 batch_size: int = 8, max_length: int | None = None, device: str | None = "auto"):
+                 batch_size: int = 8, truncation: Truncation | None = None, device: str | None = "auto"):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         if not isinstance(step_separator, str) or not step_separator:
@@ -141,7 +143,7 @@ class PRMReward:
             raise ValueError(f"a PRM has a token classification head with 2 labels, got num_labels={num_labels}")
         self.model, self.tokenizer = model, tokenizer
         self.aggregation, self.step_separator = aggregation, step_separator
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.truncation = batch_size, truncation or Truncation()
         self.last_step_scores: list[list[float]] = []
         # GRPOTrainer names the reward (in `rewards/<name>/mean`) after this.
         self.__name__ = "prm_reward"
@@ -151,7 +153,7 @@ class PRMReward:
         return [step for step in completion_text(completion).split(self.step_separator) if step.strip()]
 
     def step_scores(self, prompts: list, completions: list) -> list[list[float]]:
-        """Per completion, the PRM's probability that each step is still correct (NaN for a step cut by max_length)."""
+        """Per completion, the PRM's probability that each step is still correct (NaN for a step cut by truncation)."""
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts and {len(completions)} completions; expected one each")
         rows = [
@@ -159,7 +161,7 @@ class PRMReward:
             for prompt, completion in zip(prompts, completions, strict=True)
         ]
         return score_steps(
-            self.model, self.tokenizer, rows, self.batch_size, self.step_separator, self.max_length
+            self.model, self.tokenizer, rows, self.batch_size, self.step_separator, **self.truncation.as_kwargs()
         )
 
     def reward(self, step_scores: list[float]) -> float | None:
