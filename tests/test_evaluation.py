@@ -133,8 +133,9 @@ def test_aggregate_steps():
     assert aggregate_steps([0.9, 0.5, 0.8], "last") == 0.8
     assert math.exp(aggregate_steps([0.9, 0.5, 0.8], "prod")) == pytest.approx(0.36)
     assert aggregate_steps([0.9, 0.0], "prod") == -math.inf
+    assert aggregate_steps([0.9, 0.5, 0.8], "mean") == pytest.approx(2.2 / 3)
     with pytest.raises(ValueError, match="aggregation must be one of"):
-        aggregate_steps([0.9], "mean")
+        aggregate_steps([0.9], "median")
 
 
 def _two_problems():
@@ -352,7 +353,7 @@ def test_evaluate_reward_model_best_of_n_falls_back_to_labels_without_reference(
     "kwargs, message",
     [
         ({"metric": "f1"}, "metric must be one of"),
-        ({"aggregation": "mean"}, "aggregation must be one of"),
+        ({"aggregation": "median"}, "aggregation must be one of"),
         ({"threshold": 1.5}, "threshold must be between 0 and 1"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
