@@ -48,8 +48,11 @@ def _built_table(results: dict, markdown: bool) -> str:
     rows = []
     for source, m in [("overall", results["overall"]), *results["sources"].items()]:
         rows.append([source, m["num_rows"], m["num_steps"], percent(m["step_accuracy"]),
-                     percent(m["majority_baseline"]), percent(m["balanced_accuracy"]), percent(m["first_error_f1"])])
-    header = ["source", "rows", "steps", "step acc", "majority", "balanced", "first-error F1"]
+                     percent(m["majority_baseline"]), percent(m["balanced_accuracy"]),
+                     percent(m["first_error_accuracy_on_errors"]), percent(m["first_error_accuracy_on_correct"]),
+                     percent(m["first_error_f1"])])
+    # "erroneous" and "correct" are ProcessBench's two accuracies: first error found exactly, no step flagged.
+    header = ["source", "rows", "steps", "step acc", "majority", "balanced", "erroneous", "correct", "first-error F1"]
     return _table(header, rows, markdown)
 
 
@@ -70,6 +73,7 @@ def summary(results: dict) -> str:
     benchmark = results["benchmark"]
     parts = [f"{TITLES[benchmark]} of {results['model']}"]
     if benchmark == "processbench":
+        parts.append(f"data {results['data']}")
         calibration = results["calibration"]
         if calibration:
             parts.append(f"threshold {calibration['threshold']:.4f}, calibrated on {calibration['subset']} "

@@ -181,6 +181,7 @@ def evaluate_processbench(
         average[key] = None if None in values else sum(values) / len(values)
     return {
         "benchmark": "processbench",
+        "data": str(data) if data is not None else f"{HUB_REPO}@{revision or 'main'}",
         "threshold": threshold,
         "calibration": calibration,
         "subsets": per_subset,
