@@ -107,9 +107,14 @@ def main(argv=None) -> None:
         parser.error(f"--update-card writes README.md into the model's folder; {args.model} is not a local folder")
 
     from .benchmarks import evaluate
-    from .cli import parse_dataset_options
     from .eval_report import plot, render_table, update_card
     from .tokenization import Truncation
+
+    dataset_options = None
+    if args.dataset_options:
+        from .cli import parse_dataset_options  # imports trl: only when needed
+
+        dataset_options = parse_dataset_options(args.dataset_options)
 
     results = evaluate(
         args.model, None, args.benchmark,
@@ -125,7 +130,7 @@ def main(argv=None) -> None:
         calibrate=args.calibrate,
         revision=args.revision,
         dataset=args.dataset,
-        dataset_options=parse_dataset_options(args.dataset_options),
+        dataset_options=dataset_options,
         split=args.split,
         candidates=args.candidates,
         aggregations=args.aggregations,

@@ -61,15 +61,22 @@ def load_prm(path: str, device: str | None = "auto", dtype: str = "auto", revisi
 
 
 def _adapter_config(path: str, revision: str | None):
-    """The PEFT config at `path` when it holds an adapter, else None."""
+    """The PEFT config at `path` when it holds an adapter (`adapter_config.json`), else None."""
+    if Path(path).is_dir():
+        if not Path(path, "adapter_config.json").is_file():
+            return None  # a full model: peft (slow to import) is not needed
+    else:
+        from huggingface_hub import constants, file_exists, try_to_load_from_cache
+
+        if constants.HF_HUB_OFFLINE:  # offline, a Hub id can only be what the cache holds
+            found = isinstance(try_to_load_from_cache(path, "adapter_config.json", revision=revision), str)
+        else:
+            found = file_exists(path, "adapter_config.json", revision=revision)
+        if not found:
+            return None
     from peft import PeftConfig
 
-    if Path(path).is_dir() and not Path(path, "adapter_config.json").is_file():
-        return None
-    try:
-        return PeftConfig.from_pretrained(path, revision=revision)
-    except (OSError, ValueError):
-        return None
+    return PeftConfig.from_pretrained(path, revision=revision)
 
 
 def _text(content) -> str:
