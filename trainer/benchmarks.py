@@ -8,7 +8,7 @@ compute figures.
 from collections import defaultdict
 from pathlib import Path
 
-from .evaluation import AGGREGATIONS, first_error_f1, score_steps, step_accuracy
+from .evaluation import AGGREGATIONS, check_scoring_options, first_error_f1, score_steps, step_accuracy
 from .processbench import SUBSETS
 from .tokenization import Truncation
 
@@ -95,10 +95,7 @@ def evaluate(
 
     if benchmark not in BENCHMARKS:
         raise ValueError(f"benchmark must be one of {BENCHMARKS}, got {benchmark!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_scoring_options(threshold, batch_size)
     unknown = [name for name in aggregations if name not in AGGREGATIONS]
     if unknown or not aggregations:
         raise ValueError(f"aggregations must be among {AGGREGATIONS}, got {list(aggregations)}")

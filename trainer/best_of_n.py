@@ -10,7 +10,6 @@ vote over the stated answers, pass@N (some candidate is right) and a random pick
 count as the expected accuracy of breaking them at random, so the figures need no seed.
 """
 
-import json
 from pathlib import Path
 
 from .evaluation import AGGREGATIONS, answer_is_correct, best_of_n
@@ -26,26 +25,19 @@ def _steps(candidate, separator: str, where: str) -> list[str]:
 
 def read_candidates(path: str | Path, step_separator: str = "\n") -> list[dict]:
     """The problems of a candidates file, each with `prompt`, `reference_answer` and `candidates` as step lists."""
+    from prm_builder.jsonl import read_objects
+
     problems = []
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            missing = [key for key in ("prompt", "reference_answer", "candidates") if key not in item]
-            if missing:
-                raise ValueError(f"{where}: missing {missing} (each line needs prompt, reference_answer, candidates)")
-            if not isinstance(item["candidates"], list) or not item["candidates"]:
-                raise ValueError(f"{where}: 'candidates' must be a non-empty list")
-            candidates = [_steps(c, step_separator, f"{where}, candidate {i}") for i, c in enumerate(item["candidates"])]
-            problems.append({"prompt": str(item["prompt"]), "reference_answer": str(item["reference_answer"]),
-                             "candidates": candidates})
+    for number, item in read_objects(path):
+        where = f"{path}, line {number}"
+        missing = [key for key in ("prompt", "reference_answer", "candidates") if key not in item]
+        if missing:
+            raise ValueError(f"{where}: missing {missing} (each line needs prompt, reference_answer, candidates)")
+        if not isinstance(item["candidates"], list) or not item["candidates"]:
+            raise ValueError(f"{where}: 'candidates' must be a non-empty list")
+        candidates = [_steps(c, step_separator, f"{where}, candidate {i}") for i, c in enumerate(item["candidates"])]
+        problems.append({"prompt": str(item["prompt"]), "reference_answer": str(item["reference_answer"]),
+                         "candidates": candidates})
     if not problems:
         raise ValueError(f"{path}: no problems found")
     return problems

@@ -200,6 +200,14 @@ def best_of_n(
     }
 
 
+def check_scoring_options(threshold: float, batch_size: int) -> None:
+    """The options every scoring entry point shares, checked with one wording."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def score_steps(
     model,
     tokenizer,
@@ -293,10 +301,7 @@ def evaluate_reward_model(
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_scoring_options(threshold, batch_size)
     rows = list(dataset)
     scores = score_steps(
         model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length

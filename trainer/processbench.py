@@ -50,15 +50,9 @@ def read_subset_file(path: str | Path) -> list[dict]:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
         return [_check_case(case, f"{path}, case {index}") for index, case in enumerate(cases)]
-    cases = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            case = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}, line {number}: not valid JSON ({error})") from None
-        cases.append(_check_case(case, f"{path}, line {number}"))
+    from prm_builder.jsonl import read_objects
+
+    cases = [_check_case(case, f"{path}, line {number}") for number, case in read_objects(path)]
     if not cases:
         raise ValueError(f"{path}: no cases found (expected a JSON array or JSON Lines of ProcessBench cases)")
     return cases
