@@ -269,3 +269,19 @@ def test_step_separator_escapes_are_read(prm_dir, processbench_files, capsys):
                       processbench_files, "--step_separator", "\\n\\n", "--max_length", "512")
     assert result["scoring"] == {"step_separator": "\n\n", "max_length": 512, "max_prompt_length": None,
                                  "max_completion_length": None}
+
+
+def test_cases_cut_by_truncation_are_counted_and_said(prm_dir, processbench_files, capsys):
+    from transformers import AutoTokenizer
+
+    from prm_trainer.tokenization import Truncation, tokenize_for_scoring
+
+    tokenizer = AutoTokenizer.from_pretrained(prm_dir)
+    truncation = Truncation(max_length=22)
+    scored = [tokenize_for_scoring(c["problem"], c["steps"], tokenizer, "\n", truncation)[1] for c in GSM8K_CASES]
+    cut = sum(len(positions) < len(c["steps"]) for positions, c in zip(scored, GSM8K_CASES))
+    assert 0 < cut < len(GSM8K_CASES)  # 22 tokens hold the shorter cases only
+    main(["--model", str(prm_dir), "--benchmark", "processbench", "--subsets", "gsm8k", "--data",
+          str(processbench_files), "--max_length", "22", "--no_progress"])
+    out = capsys.readouterr().out
+    assert f"Left out, a step cut by truncation (raise --max_length): {cut} in gsm8k cases." in out

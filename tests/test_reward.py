@@ -125,10 +125,12 @@ def test_grpo_trainer_logs_the_rewards_prm_reward_gives(tmp_path, tiny_model_pat
     trainer.train()
 
     assert len(seen) == 2 and all(len(completions) == 4 for _, completions, _ in seen)
-    logged_means = [entry["rewards/prm_reward/mean"] for entry in trainer.state.log_history if "rewards/prm_reward/mean" in entry]
+    key = "rewards/prm_reward/mean"
+    logged_means = [entry[key] for entry in trainer.state.log_history if key in entry]
     assert len(logged_means) == 2
+    fresh = PRMReward(prm, tokenizer, step_separator="\n")
     for (step_prompts, completions, logged), logged_mean in zip(seen, logged_means, strict=True):
-        direct = [math.nan if r is None else r for r in PRMReward(prm, tokenizer, step_separator="\n")(step_prompts, completions)]
+        direct = [math.nan if r is None else r for r in fresh(step_prompts, completions)]
         assert logged == pytest.approx(direct, rel=1e-6, nan_ok=True)
         scored = [r for r in direct if not math.isnan(r)]
         assert scored and logged_mean == pytest.approx(sum(scored) / len(scored), rel=1e-5)

@@ -1,4 +1,4 @@
-"""`prm_trainer.evaluate`: one PRM on one benchmark (ProcessBench, a built split, or best-of-N), the engine of `prm-eval`.
+"""`prm_trainer.evaluate`: one PRM on one benchmark (ProcessBench, a built split, best-of-N); the engine of prm-eval.
 
 Every benchmark gets a `scorer(rows, desc) -> step scores`, which batches rows by length and scores them on the model's
 device with the step separator and truncation the PRM was trained with; the benchmark modules only read files and
@@ -42,6 +42,8 @@ def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]
         if split not in loaded:
             raise ValueError(f"--split {split!r} is not a split of {dataset}: {list(loaded)}")
         dataset = loaded[split]
+    if len(dataset) == 0:
+        raise ValueError(f"the {split} split of {dataset} has no rows to score")
     missing = {"prompt", "completions", "labels"} - set(getattr(dataset, "column_names", None) or dataset[0])
     if missing:
         raise ValueError(f"the built split needs columns prompt, completions and labels; missing {sorted(missing)}")

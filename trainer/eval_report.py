@@ -92,6 +92,10 @@ def render_table(results: dict) -> str:
     """The terminal report: summary line, table, and for ProcessBench the published figures for scale."""
     text = summary(results) + "\n\n" + TABLES[results["benchmark"]](results, markdown=False)
     if results["benchmark"] == "processbench":
+        unscored = {subset: m["unscored"] for subset, m in results["subsets"].items() if m["unscored"]}
+        if unscored:
+            counts = ", ".join(f"{count} in {subset}" for subset, count in unscored.items())
+            text += f"\n\nLeft out, a step cut by truncation (raise --max_length): {counts} cases."
         anchors = ", ".join(f"{name} {f1}" for name, f1 in ANCHORS.items())
         text += f"\n\nPublished average F1 for scale: {anchors}."
     return text
