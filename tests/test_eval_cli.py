@@ -264,11 +264,15 @@ def test_mistakes_are_named(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_step_separator_escapes_are_read(prm_dir, processbench_files, capsys):
-    result = run_main(capsys, "--model", prm_dir, "--benchmark", "processbench", "--subsets", "gsm8k", "--data",
-                      processbench_files, "--step_separator", "\\n\\n", "--max_length", "512")
+def test_step_separator_escapes_are_read_and_scores_kept(prm_dir, processbench_files, tmp_path, capsys):
+    argv = ["--model", prm_dir, "--benchmark", "processbench", "--subsets", "gsm8k", "--data", processbench_files,
+            "--step_separator", "\\n\\n", "--max_length", "512", "--scores_dir", tmp_path / "scores"]
+    result = run_main(capsys, *argv)
     assert result["scoring"] == {"step_separator": "\n\n", "max_length": 512, "max_prompt_length": None,
                                  "max_completion_length": None}
+    kept = (tmp_path / "scores" / "gsm8k.jsonl").read_text().splitlines()
+    assert json.loads(kept[0])["settings"]["step_separator"] == "\n\n" and len(kept) == 1 + len(GSM8K_CASES)
+    assert run_main(capsys, *argv)["subsets"] == result["subsets"]  # the second run reads the kept scores
 
 
 def test_cases_cut_by_truncation_are_counted_and_said(prm_dir, processbench_files, capsys):

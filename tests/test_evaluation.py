@@ -1,6 +1,7 @@
 """Metrics of prm_trainer.evaluation against hand-computed values, and evaluate_reward_model with a model whose scores
 are known exactly."""
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -563,3 +564,66 @@ def test_built_benchmark_per_source(word_tokenizer, tmp_path):
     assert results["sources"]["prm800k"]["first_error_f1"] is None
     with pytest.raises(ValueError, match=r"--split 'validation' is not a split of .*\['test'\]"):
         evaluate(WordScorer(), word_tokenizer, "built", dataset=tmp_path / "built", split="validation")
+
+
+# ---------------------------------------------------------------- resumable scoring
+
+
+class CountingScorer(WordScorer):
+    """WordScorer that counts the rows it scores and stops (as Ctrl-C would) after `stop_after` forward passes."""
+
+    def __init__(self, stop_after=None):
+        super().__init__()
+        self.rows_scored, self.calls, self.stop_after = 0, 0, stop_after
+
+    def forward(self, input_ids, attention_mask=None):
+        if self.stop_after is not None and self.calls == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.rows_scored += input_ids.shape[0]
+        return super().forward(input_ids, attention_mask)
+
+
+def make_scorer(model, tokenizer, folder, separator="\n"):
+    from prm_trainer.scoring import Scorer
+    from prm_trainer.tokenization import Truncation
+
+    return Scorer(model, tokenizer, separator, Truncation(), batch_size=1, progress=False, scores_dir=folder,
+                  model_name="word-scorer")
+
+
+def test_scoring_resumes_after_an_interruption(word_tokenizer, tmp_path, monkeypatch):
+    from prm_trainer import scoring
+
+    monkeypatch.setattr(scoring, "CHUNK_ROWS", 2)  # a write after every 2 rows
+    rows = ROWS * 3  # 9 rows
+    expected = make_scorer(WordScorer(), word_tokenizer, None)(rows, "split")
+
+    with pytest.raises(KeyboardInterrupt):  # stopped in the third chunk: 4 rows were written
+        make_scorer(CountingScorer(stop_after=5), word_tokenizer, tmp_path)(rows, "split")
+    lines = (tmp_path / "split.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"settings": {"model": "word-scorer", "step_separator": "\n", "max_length": None,
+                                                 "max_prompt_length": None, "max_completion_length": None}}
+    assert [json.loads(line)["index"] for line in lines[1:]] == [0, 1, 2, 3]
+
+    # A write cut in the middle of a line is dropped and its row scored again.
+    with open(tmp_path / "split.jsonl", "a") as out:
+        out.write('{"index": 4, "fingerp')
+    resumed = CountingScorer()
+    assert make_scorer(resumed, word_tokenizer, tmp_path)(rows, "split") == expected
+    assert resumed.rows_scored == 5
+
+    # All scored: nothing runs; a row whose text changed is scored again.
+    again = CountingScorer()
+    changed = [*rows[:8], dict(rows[8], prompt="q q")]
+    make_scorer(again, word_tokenizer, tmp_path)(changed, "split")
+    assert again.rows_scored == 1
+    assert [json.loads(line)["index"] for line in (tmp_path / "split.jsonl").read_text().splitlines()[1:]] == [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 8
+    ]
+
+
+def test_scores_of_other_settings_are_refused(word_tokenizer, tmp_path):
+    make_scorer(WordScorer(), word_tokenizer, tmp_path)(ROWS, "split")
+    with pytest.raises(ValueError, match=r"split.jsonl holds scores computed with .*'step_separator': '\\n'.*remove it"):
+        make_scorer(WordScorer(), word_tokenizer, tmp_path, separator="\n\n")(ROWS, "split")

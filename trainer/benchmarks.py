@@ -1,15 +1,16 @@
 """`prm_trainer.evaluate`: one PRM on one benchmark (ProcessBench, a built split, best-of-N); the engine of prm-eval.
 
-Every benchmark gets a `scorer(rows, desc) -> step scores`, which batches rows by length and scores them on the model's
-device with the step separator and truncation the PRM was trained with; the benchmark modules only read files and
-compute figures.
+Every benchmark gets a `scorer(rows, name) -> step scores` (scoring.py), which batches rows by length and scores them on
+the model's device with the step separator and truncation the PRM was trained with, resumably; the benchmark modules
+only read files and compute figures.
 """
 
 from collections import defaultdict
 from pathlib import Path
 
-from .evaluation import AGGREGATIONS, check_scoring_options, first_error_f1, score_steps, step_accuracy
+from .evaluation import AGGREGATIONS, check_scoring_options, first_error_f1, step_accuracy
 from .processbench import SUBSETS
+from .scoring import Scorer
 from .tokenization import Truncation
 
 BENCHMARKS = ("processbench", "built", "best_of_n")
@@ -72,6 +73,7 @@ def evaluate(
     aggregations=AGGREGATIONS,
     device: str | None = "auto",
     dtype: str = "auto",
+    scores_dir: str | Path | None = None,
 ) -> dict:
     """Measure a PRM on a benchmark; what `prm-eval` prints, as a dict.
 
@@ -90,6 +92,8 @@ def evaluate(
         dataset, dataset_options, split: the built benchmark's data (as `prm-train --dataset_name` takes it, or a
             `datasets.Dataset`) and split.
         candidates, aggregations: the best-of-N candidates file and the aggregations of step scores to compare.
+        scores_dir: keep every row's step scores in `<scores_dir>/<name>.jsonl` as they come, and resume an
+            interrupted run from there (see `scoring.Scorer`).
     """
     from .best_of_n import evaluate_best_of_n
     from .processbench import evaluate_processbench
@@ -114,9 +118,7 @@ def evaluate(
         raise ValueError("pass the PRM's tokenizer along with a model object")
     truncation = truncation or Truncation()
 
-    def scorer(rows, desc):
-        return score_steps(model, tokenizer, rows, batch_size, step_separator, **truncation.as_kwargs(),
-                           progress=progress, desc=f"Scoring {desc}")
+    scorer = Scorer(model, tokenizer, step_separator, truncation, batch_size, progress, scores_dir, name)
 
     if benchmark == "processbench":
         results = evaluate_processbench(scorer, subsets, data, threshold, calibrate, revision, endpoint)
@@ -124,7 +126,7 @@ def evaluate(
         rows = _load_split(dataset, dataset_options, split)
         source = str(dataset) if isinstance(dataset, (str, Path)) else type(dataset).__name__
         results = {"benchmark": "built", "dataset": source, "split": split, "threshold": threshold,
-                   **built_metrics(scorer(rows, f"{split} split"), rows, threshold)}
+                   **built_metrics(scorer(rows, split), rows, threshold)}
     else:
         results = evaluate_best_of_n(scorer, candidates, step_separator, aggregations)
     settings = {"step_separator": step_separator, **truncation.as_kwargs()}

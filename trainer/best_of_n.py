@@ -87,7 +87,7 @@ def best_of_n_curve(scores: list[list[list[float]]], problems: list[dict], aggre
 
 
 def evaluate_best_of_n(scorer, candidates: str | Path, step_separator: str = "\n", aggregations=AGGREGATIONS) -> dict:
-    """Read the candidates file, score every candidate's steps with `scorer(rows, desc)`, and compute the curve."""
+    """Read the candidates file, score every candidate's steps with `scorer(rows, name)`, and compute the curve."""
     problems = read_candidates(candidates, step_separator)
     rows = [{"prompt": p["prompt"], "completions": steps} for p in problems for steps in p["candidates"]]
     flat = scorer(rows, "candidates")

@@ -87,6 +87,8 @@ def make_parser() -> argparse.ArgumentParser:
     output.add_argument("--plot", metavar="IMAGE", help="write a chart (png, svg, pdf) of the results")
     output.add_argument("--update-card", action="store_true", dest="update_card",
                         help="write the scores into the model folder's README.md, replacing this benchmark's last")
+    output.add_argument("--scores_dir", metavar="DIR",
+                        help="keep every row's step scores here (one JSONL per data file) and resume from them")
     output.add_argument("--no_progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -134,6 +136,7 @@ def main(argv=None) -> None:
         split=args.split,
         candidates=args.candidates,
         aggregations=args.aggregations,
+        scores_dir=args.scores_dir,
     )
     print(json.dumps(results, indent=2) if args.json else render_table(results))
     if args.plot:

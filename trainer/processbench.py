@@ -153,7 +153,7 @@ def evaluate_processbench(
     revision: str | None = None,
     endpoint: str | None = None,
 ) -> dict:
-    """Score every step of every case with `scorer(rows) -> step scores` and compute ProcessBench's metrics.
+    """Score every step of every case with `scorer(rows, subset) -> step scores` and compute ProcessBench's metrics.
 
     With `calibrate=SUBSET`, the threshold is the one with the best F1 on that subset (loaded too if it is not among
     `subsets`, and then left out of the average); the other subsets are scored at it.
