@@ -134,3 +134,10 @@ def test_grpo_trainer_logs_the_rewards_prm_reward_gives(tmp_path, tiny_model_pat
         assert logged == pytest.approx(direct, rel=1e-6, nan_ok=True)
         scored = [r for r in direct if not math.isnan(r)]
         assert scored and logged_mean == pytest.approx(sum(scored) / len(scored), rel=1e-5)
+
+
+def test_a_causal_lm_is_not_taken_for_a_prm(tiny_model_path):
+    from prm_trainer import load_prm
+
+    with pytest.raises(ValueError, match=r"is not a trained PRM: its checkpoint lacks \['score.bias', 'score.weight'\]"):
+        load_prm(str(tiny_model_path), device="cpu")

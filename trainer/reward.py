@@ -43,9 +43,21 @@ def load_prm(path: str, device: str | None = "auto", dtype: str = "auto", revisi
         base = adapter.base_model_name_or_path
         if not base:
             raise ValueError(f"{path}: adapter_config.json names no base model (base_model_name_or_path is empty)")
-    model = AutoModelForTokenClassification.from_pretrained(
-        base, num_labels=2, dtype=torch_dtype, revision=None if adapter is not None else revision
+        if not adapter.modules_to_save:
+            raise ValueError(
+                f"{path}: the adapter saved no classification head (modules_to_save is empty; task_type is "
+                f"{adapter.task_type!r}, a PRM adapter has TOKEN_CLS): its scores would come from a random head"
+            )
+    model, loading = AutoModelForTokenClassification.from_pretrained(
+        base, num_labels=2, dtype=torch_dtype, revision=None if adapter is not None else revision,
+        output_loading_info=True,
     )
+    if adapter is None and loading["missing_keys"]:
+        # A causal LM loads too, with a freshly initialized head: its "scores" would be noise.
+        raise ValueError(
+            f"{path} is not a trained PRM: its checkpoint lacks {sorted(loading['missing_keys'])}, so they would be "
+            "random. Pass a model trained with prm-train (or PRMTrainer)."
+        )
     if adapter is not None:
         from peft import PeftModel
 
