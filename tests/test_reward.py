@@ -95,6 +95,7 @@ def test_loads_a_prm_folder_with_its_tokenizer(tmp_path, tiny_model_path):
     assert from_path == pytest.approx(from_object) and all(0.0 < r < 1.0 for r in from_path)
 
 
+@pytest.mark.slow  # a real training run: 3-6 s on 2 busy cores
 def test_grpo_trainer_logs_the_rewards_prm_reward_gives(tmp_path, tiny_model_path):
     """Two real GRPO steps, tiny policy and tiny PRM on CPU: every logged reward is PRMReward on that completion."""
     from datasets import Dataset
