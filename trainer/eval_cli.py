@@ -66,7 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--threshold", type=_threshold, default=0.5,
                          help="a step is predicted correct when its score is at least this (default: 0.5)")
     scoring.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    scoring.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
+    scoring.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                         help="weights' precision (default: auto, the checkpoint's)")
     processbench = parser.add_argument_group("--benchmark processbench")
     processbench.add_argument("--subsets", type=_names(SUBSETS), default=list(SUBSETS),
                               help=f"comma-separated, from {','.join(SUBSETS)} (default: all)")
@@ -85,7 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     output.add_argument("--plot", metavar="IMAGE", help="write a chart (png, svg, pdf) of the results")
-    output.add_argument("--update-card", action="store_true", dest="update_card",
+    output.add_argument("--update-card", "--update_card", action="store_true", dest="update_card",
                         help="write the scores into the model folder's README.md, replacing this benchmark's last")
     output.add_argument("--scores_dir", metavar="DIR",
                         help="keep every row's step scores here (one JSONL per data file) and resume from them")
@@ -100,8 +101,9 @@ def main(argv=None) -> None:
     needs = {"built": "dataset", "best_of_n": "candidates"}
     if args.benchmark in needs and getattr(args, needs[args.benchmark]) is None:
         parser.error(f"--benchmark {args.benchmark} needs --{needs[args.benchmark]}")
-    foreign = {"processbench": ("dataset", "candidates"), "built": ("data", "calibrate", "candidates"),
-               "best_of_n": ("data", "calibrate", "dataset")}
+    foreign = {"processbench": ("dataset", "dataset_options", "candidates"),
+               "built": ("data", "calibrate", "candidates"),
+               "best_of_n": ("data", "calibrate", "dataset", "dataset_options")}
     for option in foreign[args.benchmark]:
         if getattr(args, option) is not None:
             parser.error(f"--{option} does not apply to --benchmark {args.benchmark}")
