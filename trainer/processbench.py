@@ -49,10 +49,11 @@ def read_subset_file(path: str | Path) -> list[dict]:
             cases = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error})") from None
-        return [_check_case(case, f"{path}, case {index}") for index, case in enumerate(cases)]
-    from prm_builder.jsonl import read_objects
+        cases = [_check_case(case, f"{path}, case {index}") for index, case in enumerate(cases)]
+    else:
+        from prm_builder.jsonl import read_objects
 
-    cases = [_check_case(case, f"{path}, line {number}") for number, case in read_objects(path)]
+        cases = [_check_case(case, f"{path}, line {number}") for number, case in read_objects(path)]
     if not cases:
         raise ValueError(f"{path}: no cases found (expected a JSON array or JSON Lines of ProcessBench cases)")
     return cases
