@@ -276,6 +276,7 @@ def evaluate_reward_model(
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Score every step of `dataset` with a PRM and compute `metric`.
 
@@ -288,9 +289,10 @@ def evaluate_reward_model(
         batch_size: rows per forward pass.
         threshold: a step is predicted correct when its score is at least this.
         step_separator: the separator the model was trained with.
-        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod` or `last`.
+        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod`, `last` or `mean`.
         max_length, max_prompt_length, max_completion_length: truncation as in training (pass
             `**config.truncation.as_kwargs()` of the `PRMConfig`); `None` (default) scores whole rows.
+        progress: show a progress bar over the rows (on stderr).
 
     Returns:
         A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
@@ -304,7 +306,8 @@ def evaluate_reward_model(
     check_scoring_options(threshold, batch_size)
     rows = list(dataset)
     scores = score_steps(
-        model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length
+        model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length,
+        progress=progress,
     )
     labels = [[bool(label) for label in row["labels"]] for row in rows]
 
