@@ -289,3 +289,13 @@ def test_cases_cut_by_truncation_are_counted_and_said(prm_dir, processbench_file
           str(processbench_files), "--max_length", "22", "--no_progress"])
     out = capsys.readouterr().out
     assert f"Left out, a step cut by truncation (raise --max_length): {cut} in gsm8k cases." in out
+
+
+def test_input_errors_are_one_line_not_a_traceback(tiny_model_path, prm_dir, processbench_files, capsys):
+    argv = ["--benchmark", "processbench", "--data", str(processbench_files), "--no_progress"]
+    assert main(["--model", str(tiny_model_path), *argv]) == 1  # a causal LM, not a PRM
+    err = capsys.readouterr().err
+    assert "prm-eval: error: " in err and "is not a trained PRM" in err and "Traceback" not in err
+    (processbench_files / "math.json").write_text('[{"id": "m7", "problem": "q", "steps": ["s"], "label": 3}]')
+    assert main(["--model", str(prm_dir), *argv, "--subsets", "math"]) == 1
+    assert "math.json, case 0 (id 'm7'): 'label' must be -1 or a step index below 1, got 3" in capsys.readouterr().err

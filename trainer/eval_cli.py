@@ -94,7 +94,7 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     # Each benchmark's input is required with it, and only with it: a stray option is a mistake worth reporting.
@@ -110,6 +110,23 @@ def main(argv=None) -> None:
     if args.update_card and not Path(args.model).is_dir():
         parser.error(f"--update-card writes README.md into the model's folder; {args.model} is not a local folder")
 
+    from huggingface_hub.errors import EntryNotFoundError  # not an OSError, unlike the Hub's other errors
+
+    try:
+        run(args)
+    except (ValueError, OSError, EntryNotFoundError) as error:
+        # Option, input and download errors already say what was expected; a traceback adds nothing.
+        print(f"prm-eval: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        again = "run the same command again to resume" if args.scores_dir else "pass --scores_dir to make runs resumable"
+        print(f"prm-eval: interrupted; {again}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run(args) -> None:
+    """Evaluate as `args` say and write the report (stdout), the chart and the card section."""
     from .benchmarks import evaluate
     from .eval_report import plot, render_table, update_card
     from .tokenization import Truncation
@@ -148,4 +165,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
