@@ -3,11 +3,16 @@
 A row (`prompt`, `completions`, `labels`) becomes one sequence (see `tokenization.py`): the prompt, then every step
 followed by the step separator. Each step's label (1 = still correct, 0 = wrong) sits on the last token of the step and
 its separator; every other token is ignored (-100). The model is any causal LM loaded as
-`AutoModelForTokenClassification(num_labels=2)`, so the standard token classification loss is the whole training
-objective.
+`AutoModelForTokenClassification(num_labels=2)`.
+
+The loss is computed here from the logits, not by the model: the cross-entropy summed over the labelled step tokens of
+a micro-batch, divided by the number of labelled step tokens in the whole global batch (every gradient accumulation
+step on every process). Summed over micro-batches and processes, that is the mean over the global batch, so the
+gradient, and so the effective learning rate, do not depend on how the batch is split.
 """
 
 import copy
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +39,7 @@ from transformers.utils import logging
 
 from .config import PRMConfig
 from .evaluation import compute_step_accuracy
-from .tokenization import tokenize_dataset, tokenize_row
+from .tokenization import IGNORE, tokenize_dataset, tokenize_row
 
 logger = logging.get_logger(__name__)
 
@@ -76,6 +81,25 @@ devices: {args.world_size}
 Step-level supervision of a verifier, as in Uesato et al., 2022, *Solving math word problems with process- and
 outcome-based feedback* (arXiv:2211.14275) and Lightman et al., 2023, *Let's Verify Step by Step* (arXiv:2305.20050).
 """
+
+
+def step_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cross-entropy summed over labelled step tokens, and their number.
+
+    Integer labels are classes (0 wrong, 1 correct); float labels are soft targets, the probability that the step is
+    correct, and the loss is the cross-entropy against that two-class distribution (equal to the hard loss for targets
+    of exactly 0 and 1). Tokens labelled -100 do not count.
+    """
+    labels = labels.to(logits.device)
+    labelled = labels != IGNORE
+    # Only the labelled positions are upcast: a handful per row, not the whole (batch, sequence, 2) tensor.
+    logits, targets = logits[labelled].float(), labels[labelled]
+    if targets.is_floating_point():
+        log_probs = logits.log_softmax(dim=-1)
+        loss = -(targets * log_probs[:, 1] + (1 - targets) * log_probs[:, 0]).sum()
+    else:
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return loss, labelled.sum()
 
 
 class PRMTrainer(Trainer):
@@ -215,6 +239,9 @@ class PRMTrainer(Trainer):
             optimizers=optimizers,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
+        # The loss is computed in compute_loss with our own count (get_batch_samples): the Trainer must not pass
+        # `num_items_in_batch` to the model, nor count (and all-gather) labelled tokens for every evaluation batch.
+        self.model_accepts_loss_kwargs = False
         # Rows dropped during tokenization, per dataset and reason, e.g. {"train": {"prompt_too_long": 3}}.
         self.dropped_rows = dropped_rows
         if hasattr(self.model, "add_model_tags"):
@@ -260,6 +287,40 @@ class PRMTrainer(Trainer):
     def _needs_tokenizing(dataset) -> bool:
         columns = getattr(dataset, "column_names", None)
         return columns is not None and "input_ids" not in columns
+
+    # compute_loss divides by the labelled tokens of the whole accumulated batch itself: training_step must not divide
+    # by the number of accumulation steps again.
+    loss_is_scaled_for_ga = True
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step, and the number of labelled step tokens in them on all processes.
+
+        Replaces the Trainer's count, which is global only with `average_tokens_across_devices` and is only made when
+        the model takes loss kwargs: here the count is always over the global batch, one small all-gather per step.
+        """
+        batches = list(itertools.islice(epoch_iterator, num_batches))
+        count = sum(int((batch["labels"] != IGNORE).sum()) for batch in batches)
+        count = torch.tensor(count, device=device)
+        if self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count).sum()
+        return batches, count
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy over labelled step tokens, from the logits (`step_token_loss`).
+
+        In training, `num_items_in_batch` is the global count from `get_batch_samples`: the loss is this micro-batch's
+        sum divided by it, times the number of processes because DDP (like FSDP and DeepSpeed) averages gradients over
+        processes. Elsewhere (evaluation) the loss is the mean over this batch's labelled tokens.
+        """
+        # The model gets no labels: its own loss would be a per-micro-batch mean (GenericForTokenClassification does
+        # not pass `num_items_in_batch` to its loss function), and it would be computed for nothing.
+        outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
+        loss_sum, count = step_token_loss(outputs.logits, inputs["labels"])
+        if num_items_in_batch is None:
+            loss = loss_sum / count.clamp(min=1)
+        else:
+            loss = loss_sum / num_items_in_batch.clamp(min=1) * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     # TRL's API: `PRMTrainer.tokenize_row(features, tokenizer, step_separator, max_length, ...)`.
     tokenize_row = staticmethod(tokenize_row)
