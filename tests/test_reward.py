@@ -142,3 +142,18 @@ def test_a_causal_lm_is_not_taken_for_a_prm(tiny_model_path):
 
     with pytest.raises(ValueError, match=r"is not a trained PRM: its checkpoint lacks \['score.bias', 'score.weight'\]"):
         load_prm(str(tiny_model_path), device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_scores_on_the_gpu_equal_those_on_the_cpu(tmp_path, tiny_model_path):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    prm = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    prompts, completions = ["Natalia sold 48 clips."] * 3, ["48 / 2 = 24.\n\n48 + 24 = 72.", "16 - 3 = 13.", ""]
+    on_cpu = PRMReward(prm, tokenizer)(prompts, completions)
+    on_gpu = PRMReward(prm.to("cuda"), tokenizer)(prompts, completions)
+    assert on_gpu[2] is None and on_gpu[:2] == pytest.approx(on_cpu[:2], abs=1e-5)
+    assert next(prm.parameters()).device.type == "cuda"  # the model stays where the caller put it
