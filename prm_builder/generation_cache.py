@@ -36,13 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import Generation
+from .problems import PROBLEM_KEY_LENGTH
 
 ROOT_DIRNAME = "prm_builder_generations"
 IDENTITY_FILE = "identity.json"
 EPOCH_FILE = "epoch"
 SEGMENTS_DIRNAME = "segments"
-# Problem keys have a fixed length, so a reader can filter lines by problem without parsing them.
-PROBLEM_KEY_LENGTH = 16
 _LINE_HEAD = b'{"p":"'
 FSYNC_INTERVAL_S = 1.0
 
@@ -51,11 +50,6 @@ def default_root() -> Path:
     import datasets.config
 
     return Path(datasets.config.HF_DATASETS_CACHE) / ROOT_DIRNAME
-
-
-def problem_key(text: str) -> str:
-    """A problem's key: a hash of its text, so reordering or extending a problem file keeps its cache."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:PROBLEM_KEY_LENGTH]
 
 
 def cache_name(identity: dict) -> str:

@@ -12,10 +12,11 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import grading, model_sampled
+from prm_builder import grading, problems, scheduler
 from prm_builder.generation_cache import list_caches
-from prm_builder.problems import GSM8K_FILES
-from prm_builder.model_sampled import BinarySearch, LinearSearch, ModelSampledConfig, read_problem_file, split_steps
+from prm_builder.mc_search import BinarySearch, LinearSearch
+from prm_builder.model_sampled import ModelSampledConfig, split_steps
+from prm_builder.problems import GSM8K_FILES, read_problem_file
 
 # -- the searches --------------------------------------------------------------------------------
 
@@ -68,11 +69,11 @@ def test_split_steps():
 
 
 def test_runs_and_request_seeds():
-    assert list(model_sampled._runs([0, 1, 2, 5, 7, 8])) == [(0, 3), (5, 1), (7, 2)]
-    assert list(model_sampled._runs([])) == []
-    seed = model_sampled._request_seed(0, "sample:abc", 0)
-    assert seed == model_sampled._request_seed(0, "sample:abc", 0) and 0 <= seed < 2**31
-    assert seed != model_sampled._request_seed(1, "sample:abc", 0)
+    assert list(scheduler.runs([0, 1, 2, 5, 7, 8])) == [(0, 3), (5, 1), (7, 2)]
+    assert list(scheduler.runs([])) == []
+    seed = scheduler.request_seed(0, "sample:abc", 0)
+    assert seed == scheduler.request_seed(0, "sample:abc", 0) and 0 <= seed < 2**31
+    assert seed != scheduler.request_seed(1, "sample:abc", 0)
 
 
 # -- options ---------------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def test_tiny_model_end_to_end_through_transformers(tiny_chat_model_path, gsm8k_
     for row in rows:
         problem = read_problem_file(problems, "train")[int(row["id"][6:11])]
         text = cache[problem.key][f"sample:{problem.key}"][row["sample_index"]]
-        assert row["completions"] == split_steps(text.text, "e") and row["finish_reason"] == text.finish_reason
+        assert row["completions"] == split_steps(text.text, "e") and row["generation_end"] == text.finish_reason
         assert len(row["labels"]) == len(row["step_scores"]) == len(row["completions"]) >= 1
         assert row["labels"] == [score > 0 for score in row["step_scores"]]
         assert all(score in (0.0, 0.5, 1.0) for score in row["step_scores"])
@@ -266,7 +267,7 @@ def test_gsm8k_problems_come_from_the_hub_parquet_files(test_data, tmp_path):
             rows = [json.loads(line) for line in file]
         files[url] = str(tmp_path / f"{split}.parquet")
         pq.write_table(pa.Table.from_pylist(rows), files[url])
-    gsm8k = model_sampled._problems(ModelSampledConfig(name="model_sampled", problems="gsm8k"), LocalDownloads(files))
+    gsm8k = problems.load_problems("gsm8k", LocalDownloads(files))
     assert {split: len(problems) for split, problems in gsm8k.items()} == {"train": 7473, "test": 1319}
     assert (gsm8k["test"][0].id, gsm8k["test"][0].reference, gsm8k["test"][0].style) == ("test-00000", "18", grading.NUMERIC)
 
@@ -305,6 +306,6 @@ def test_math500_is_downloaded_from_prm800k_and_verified(test_data, tmp_path, mo
         try:
             with pytest.raises(VerificationError, match=rf"{url}/prm800k/math_splits/test.jsonl is larger than expected: "
                                                          r"expected 446,564 bytes, got 450,564 bytes"):  # fmt: skip
-                model_sampled._problems(config, downloads)
+                problems.load_problems(config.problems, downloads)
         finally:
             server.shutdown()
