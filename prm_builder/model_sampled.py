@@ -24,7 +24,7 @@ scheduler.py makes the requests, mc_search.py searches for each solution's first
 import dataclasses
 import os
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -33,13 +33,14 @@ from datasets import List, Value
 from datasets.utils import logging
 
 from . import grading
-from .backends import BACKENDS, Sampling
+from .backends import BACKENDS, Sampling, visible_text
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .mc_search import rollout_labels
-from .options import PRMBuilderConfig, as_list, check_choice, check_int
+from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
+from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
 from .problems import Problem, load_problems
-from .scheduler import LazyBackend, Progress, Scheduler, Task, Want
+from .scheduler import LazyBackend, Progress, Scheduler, ShardLocks, Task, Want
 
 logger = logging.get_logger(__name__)
 
@@ -51,13 +52,14 @@ DEFAULT_PROMPT_TEMPLATE = (
 PROBLEM_PLACEHOLDER = "{problem}"
 LABEL_METHODS = ("mc", "outcome")
 MC_SEARCHES = ("binary", "linear")
-PROBLEM_SETS = ("gsm8k", "math500")
+PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism and of one pass over the cache files.
 PROBLEMS_PER_SAMPLING_SHARD = 256
 # Problems in progress at least, whatever the backend's queue target (cached problems cost no requests).
 MIN_PROBLEMS_IN_PROGRESS = 32
 # Bumped when the meaning of cached generations changes; part of every cache's identity.
-CACHE_FORMAT = 1
+# 2: the chat endpoint switches thinking off, and a reasoning-only answer is kept as <think>...
+CACHE_FORMAT = 2
 
 DESCRIPTION = (
     "Solutions sampled from a language model, split into steps, graded against the reference answer "
@@ -104,7 +106,7 @@ class ModelSampledConfig(PRMBuilderConfig):
         base_url: URL of an OpenAI-compatible server, or a list (or comma-separated string) of them,
             used round-robin; "http://host:8000" means "http://host:8000/v1".
         problems: "gsm8k" (the Hub's openai/gsm8k, train and test), "math500" (PRM800K's 500 MATH
-            test problems), or a local .jsonl file (or a folder of train/validation/test.jsonl)
+            test problems), "sample" (GSM8K problems bundled with the package), or a local .jsonl file (or a folder of train/validation/test.jsonl)
             with `question` or `problem`, and `answer` (a bare answer, or a GSM8K solution ending
             in `#### N`, graded numerically).
         num_samples_per_problem: solutions sampled per problem.
@@ -123,12 +125,15 @@ class ModelSampledConfig(PRMBuilderConfig):
         generation_cache_dir: where generation caches live (default
             <HF_DATASETS_CACHE>/prm_builder_generations).
         concurrency: requests in flight (openai) or sequences per batch (transformers).
+        request_timeout: seconds an openai request may take before it is retried.
+        max_retries: retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
+            an unusable answer) before the build stops.
     """
 
     # Options that change how rows are made, never which rows: a build with other values of
     # these reuses the Arrow cache (force_regenerate forces a rebuild through the epoch).
     OPTIONS_NOT_IN_CACHE_KEY: ClassVar[frozenset] = frozenset(
-        {"backend", "base_url", "concurrency", "generation_cache_dir", "force_regenerate"}
+        {"backend", "base_url", "concurrency", "generation_cache_dir", "force_regenerate", "request_timeout", "max_retries"}
     )
 
     model: str = dataclasses.field(default=DEFAULT_MODEL, metadata={"help": "Hub name or local folder of the model"})
@@ -138,7 +143,7 @@ class ModelSampledConfig(PRMBuilderConfig):
         default=None, metadata={"help": "OpenAI-compatible server URL(s), used round-robin (backend openai)"}
     )
     problems: str = dataclasses.field(
-        default="gsm8k", metadata={"help": "'gsm8k', 'math500' or a local .jsonl file/folder"}
+        default="gsm8k", metadata={"help": "'gsm8k', 'math500', 'sample' or a local .jsonl file/folder"}
     )
     num_samples_per_problem: int = dataclasses.field(default=8, metadata={"help": "solutions sampled per problem"})
     temperature: float = dataclasses.field(default=1.0, metadata={"help": "sampling temperature"})
@@ -164,18 +169,19 @@ class ModelSampledConfig(PRMBuilderConfig):
     concurrency: int = dataclasses.field(
         default=32, metadata={"help": "requests in flight (openai) or sequences per batch (transformers)"}
     )
+    request_timeout: float = dataclasses.field(
+        default=REQUEST_TIMEOUT_S, metadata={"help": "seconds before an openai request is retried"}
+    )
+    max_retries: int = dataclasses.field(
+        default=MAX_RETRIES, metadata={"help": "retries of a failed openai request before the build stops"}
+    )
 
     def validate(self) -> None:
         super().validate()
-        for option in ("model", "problems", "prompt_template", "step_separator"):
-            value = getattr(self, option)
-            if isinstance(value, Path):
-                value = str(value)
-                setattr(self, option, value)
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{option} must be a non-empty string, got {value!r}")
-        if self.model_revision is not None and not isinstance(self.model_revision, str):
-            raise ValueError(f"model_revision must be a string or None, got {self.model_revision!r}")
+        for option in ("model", "prompt_template", "step_separator"):
+            setattr(self, option, check_string(option, getattr(self, option)))
+        self.problems = check_string("problems", self.problems, "'gsm8k', 'math500', 'sample' or a local path")
+        self.model_revision = check_string("model_revision", self.model_revision, "a branch, tag or commit", allow_none=True)
         check_choice("backend", self.backend, list(BACKENDS))
         self.base_url = _base_urls(self.base_url)
         if self.backend == "openai" and not self.base_url:
@@ -184,17 +190,17 @@ class ModelSampledConfig(PRMBuilderConfig):
             raise ValueError(f"base_url is only used with backend='openai', got backend={self.backend!r}")
         if self.problems not in PROBLEM_SETS and not Path(self.problems).exists():
             raise ValueError(
-                f"problems must be 'gsm8k', 'math500' or an existing local .jsonl file or folder, "
+                f"problems must be 'gsm8k', 'math500', 'sample' or an existing local .jsonl file or folder, "
                 f"got {self.problems!r}: no such file or folder"
             )
-        check_int("num_samples_per_problem", self.num_samples_per_problem, minimum=1)
-        check_int("max_new_tokens", self.max_new_tokens, minimum=1)
-        check_int("mc_rollouts", self.mc_rollouts, minimum=1)
+        for option in ("num_samples_per_problem", "max_new_tokens", "mc_rollouts", "concurrency"):
+            check_int(option, getattr(self, option), minimum=1)
         check_int("max_problems", self.max_problems, minimum=1, allow_none=True)
         check_int("seed", self.seed)
-        check_int("concurrency", self.concurrency, minimum=1)
-        self.temperature = _number("temperature", self.temperature, lambda t: t >= 0, ">= 0")
-        self.top_p = _number("top_p", self.top_p, lambda p: 0 < p <= 1, "in (0, 1]")
+        check_int("max_retries", self.max_retries, minimum=0)
+        self.temperature = check_number("temperature", self.temperature, minimum=0)
+        self.top_p = check_number("top_p", self.top_p, minimum=0, maximum=1, above_minimum=True)
+        self.request_timeout = check_number("request_timeout", self.request_timeout, minimum=0, above_minimum=True)
         if PROBLEM_PLACEHOLDER not in self.prompt_template:
             raise ValueError(f"prompt_template must contain {PROBLEM_PLACEHOLDER}, got {self.prompt_template!r}")
         if "\\" in self.step_separator:
@@ -202,12 +208,17 @@ class ModelSampledConfig(PRMBuilderConfig):
             self.step_separator = self.step_separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
         check_choice("label_method", self.label_method, list(LABEL_METHODS))
         check_choice("mc_search", self.mc_search, list(MC_SEARCHES))
-        if not isinstance(self.force_regenerate, bool):
-            raise ValueError(f"force_regenerate must be True or False, got {self.force_regenerate!r}")
+        check_bool("force_regenerate", self.force_regenerate)
         if self.generation_cache_dir is not None:
-            if not isinstance(self.generation_cache_dir, (str, Path)) or not str(self.generation_cache_dir):
-                raise ValueError(f"generation_cache_dir must be a folder path or None, got {self.generation_cache_dir!r}")
-            self.generation_cache_dir = os.path.abspath(os.path.expanduser(str(self.generation_cache_dir)))
+            folder = check_string("generation_cache_dir", self.generation_cache_dir, "a folder path", allow_none=True)
+            self.generation_cache_dir = os.path.abspath(os.path.expanduser(folder))
+
+    @property
+    def model_name(self) -> str:
+        """The model as rows name it: a local folder by its last part, never its path on this machine."""
+        if os.path.isabs(self.model) or self.model.startswith((".", "~")) or os.path.isdir(self.model):
+            return os.path.basename(os.path.normpath(self.model))
+        return self.model
 
     def local_inputs(self) -> list[str]:
         return [] if self.problems in PROBLEM_SETS else [self.problems]
@@ -259,12 +270,6 @@ def _base_urls(value) -> list[str] | None:
     return urls
 
 
-def _number(option: str, value, accept: Callable[[float], bool], expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not accept(float(value)):
-        raise ValueError(f"{option} must be a number {expected}, got {value!r}")
-    return float(value)
-
-
 # -- splits and rows ----------------------------------------------------------------------------------
 
 
@@ -295,31 +300,40 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
     backend = LazyBackend(
         config.backend, config.model, config.model_revision, config.sampling(),
         concurrency=config.concurrency, base_urls=config.base_url,
+        **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.backend == "openai" else {}),
     )  # fmt: skip
-    with cache.writer() as writer, Progress(split) as progress, backend:
+    with cache.writer() as writer, Progress(split) as progress, backend, ShardLocks(cache, shards) as locks:
         scheduler = Scheduler(writer, backend.get, progress, config.seed)
         rows = RowsInOrder(scheduler, drops)
 
         def admit():
             while waiting and len(scheduler.queue) < target and rows.in_progress < most_in_progress:
-                number, problem = waiting.popleft()
-                if number not in loaded_shards:  # one pass over the cache files per shard
-                    scheduler.add_cached(cache.load({p.key for p in shards[number]}))
+                number, problem = waiting[0]
+                if number not in loaded_shards:
+                    # Another build on this shard: finish what is in progress, then wait for it.
+                    if not locks.take(number, wait=not rows.in_progress):
+                        return
+                    scheduler.add_cached(cache.load({p.key for p in shards[number]}))  # one pass per shard
                     loaded_shards.add(number)
                 elif problem.key in scheduler.forgotten:  # the same problem text again, further down
                     scheduler.add_cached(cache.load({problem.key}))
+                waiting.popleft()
                 if grading.reference_is_gradable(problem.reference, problem.style):
                     rows.admit(problem, [solution_row(config, problem, i) for i in range(config.num_samples_per_problem)])
                 else:
                     drops["ungradable_reference"] += 1
                     rows.admit(problem, [])
 
+        def hand_out():
+            yield from rows.ready()
+            locks.release_done(rows.next_position)
+
         while True:
             admit()
             for _ in scheduler.pump():
                 admit()
-                yield from rows.ready()
-            yield from rows.ready()
+                yield from hand_out()
+            yield from hand_out()
             if not waiting and not scheduler.queue:
                 break
     if rows.in_progress:  # every request came back, so every problem must be complete
@@ -339,10 +353,13 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
     # Every solution of the problem asks for all samples: one request makes them, for all.
     (samples,) = yield [Want(problem.key, f"sample:{problem.key}", config.num_samples_per_problem, user, "")]
     generation = samples[index]
-    steps = split_steps(generation.text, config.step_separator)
+    text = visible_text(generation.text)  # step labels are for the answer, not the model's thinking
+    if text is None:
+        return "truncated_while_thinking"
+    steps = split_steps(text, config.step_separator)
     if not steps:
         return "empty_solution"
-    grade = grading.grade(generation.text, problem.reference, problem.style)
+    grade = grading.grade(text, problem.reference, problem.style)
     if config.label_method == "outcome":
         labels, scores = [grade.correct] * len(steps), []
     else:
@@ -356,11 +373,11 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
         "first_error": first_error(labels),
         "final_answer": grade.answer,
         "reference_answer": problem.reference,
-        "source": f"model_sampled/{config.model}",
+        "source": f"model_sampled/{config.model_name}",
         "step_scores": scores,
         "outcome": grade.outcome,
         "generation_end": generation.finish_reason,
-        "model": config.model,
+        "model": config.model_name,
         "sample_index": index,
         "temperature": config.temperature,
         "top_p": config.top_p,

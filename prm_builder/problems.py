@@ -37,6 +37,7 @@ def read_gsm8k_problems(path: str | Path, selection: str = "all") -> list[dict]:
         problems = [{"index": i, **row} for i, row in enumerate(table)]
     else:
         problems = read_gsm8k_jsonl(path)
+    _require_problems(path, problems, "'question' and 'answer'")
     if selection == "sample_test":
         return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY == SAMPLE_TEST_EVERY - 1]
     if selection == "sample_train":
@@ -137,4 +138,11 @@ def read_problem_file(path: str | Path, split: str) -> list[Problem]:
             raise ValueError(f"{path}, line {number}: unique_id {problem_id!r} already used on line {seen[problem_id]}")
         seen[problem_id] = number
         problems.append(make_problem(problem_id, text, answer))
+    _require_problems(path, problems, "'question' (or 'problem') and 'answer'")
     return problems
+
+
+def _require_problems(path, problems: list, fields: str) -> None:
+    # Else datasets would fail later with "Instruction 'train' corresponds to no data", naming no file.
+    if not problems:
+        raise ValueError(f"{path}: no problems in this file; expected one JSON object per line with {fields}")

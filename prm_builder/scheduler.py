@@ -15,14 +15,19 @@ a slow request. Finished tasks' results collect in `finished`, with the caller's
 """
 
 import hashlib
+import itertools
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from datasets.utils import logging
 from datasets.utils.tqdm import tqdm
 
-from .backends import BACKENDS, Generation, Request
+from .backends import BACKENDS, Generation, Request, invalid_generations
+from .generation_cache import LOCK_NOTICE_S
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ class Scheduler:
             return
         for request, generations in self.open_backend().generate(self.queue):
             problem, key, first = request.tag
+            wrong = invalid_generations(generations, request.n)
+            if wrong:  # never cached, never labelled: a backend bug must not become labels
+                raise RuntimeError(f"the backend returned {wrong} for a request of group {key}; nothing was cached")
             self.writer.append(problem, key, first, generations)
             group = self.entries.setdefault(problem, {}).setdefault(key, {})
             for offset, generation in enumerate(generations):
@@ -206,3 +214,47 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class ShardLocks:
+    """The problem shards this build is working on, locked against other builds sharing the cache.
+
+    A shard is locked before its generations are read from the cache and released once all its
+    rows are out, so a second build waits, then reads what the first one generated. A build never
+    blocks while it holds a lock with work in progress (it stops admitting problems and finishes
+    what it has first), so two builds can never wait for each other.
+    """
+
+    def __init__(self, cache, shards: list[list]):
+        self.cache = cache
+        self.firsts = [shard[0].key for shard in shards]
+        self.ends = list(itertools.accumulate(len(shard) for shard in shards))  # problems handed out when done
+        self.held = {}
+
+    def take(self, number: int, wait: bool) -> bool:
+        """Lock shard `number`; without `wait`, only if no other build holds it."""
+        from filelock import Timeout
+
+        lock = self.cache.shard_lock(self.firsts[number])
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_NOTICE_S if wait else 0)
+                break
+            except Timeout:
+                if not wait:
+                    return False
+                logger.warning(f"waiting for another build using the generation cache {self.cache.path} ({lock.lock_file})")
+        self.held[number] = lock
+        return True
+
+    def release_done(self, handed_out: int) -> None:
+        for number in [n for n in self.held if self.ends[n] <= handed_out]:
+            self.held.pop(number).release()
+
+    def __enter__(self) -> "ShardLocks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lock in self.held.values():
+            lock.release()
+        self.held.clear()
