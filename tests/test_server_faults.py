@@ -17,7 +17,7 @@ from prm_builder.backends.openai import BadAnswerError, OpenAIBackend, parse_ans
 from prm_builder.generation_cache import list_caches
 
 from openai_stub_server import Raw, StubServer
-from test_backends_openai import APPLES, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
+from test_backends_openai import APPLES, _nan_as_text, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
 
 SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8)
 HTML = "<html><head><title>502 Bad Gateway</title></head><body>" + "nginx " * 100 + "</body></html>"
@@ -151,3 +151,35 @@ def test_a_hung_server_times_out_with_one_line(tiny_chat_model_path):
             list(backend.generate(deque([Request(APPLES, "", 1, 0)])))
         backend.close()
         release.set()
+
+
+def test_two_concurrent_builds_sharing_a_cache_generate_everything_once(tiny_chat_model_path, problems_file, tmp_path):  # noqa: F811
+    model = str(tiny_chat_model_path)
+    with StubServer(scripted, delay=0.05) as server:
+        clean = comparable(build(model, problems_file, server, tmp_path / "clean"))
+        one_build = server.count()
+        server.reset_counts()
+        results, errors = {}, []
+
+        def run(name):
+            try:
+                # Their own Arrow caches, one generation cache.
+                results[name] = comparable(build(model, problems_file, server, tmp_path, cache_dir=str(tmp_path / name)))
+            except Exception as error:  # noqa: BLE001 - reported by the assertion below
+                errors.append(error)
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("first", "second")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not errors
+    assert server.count() == one_build == 12
+    assert results["first"] == clean and results["second"] == clean
+    # And the rows can be rebuilt from the cache alone: a third build generates nothing.
+    server_gone = ["http://127.0.0.1:9/v1"]
+    assert comparable(build(model, problems_file, server_gone, tmp_path, cache_dir=str(tmp_path / "third"))) == clean
+
+
+def comparable(dataset) -> list[dict]:
+    return [{**row, "step_scores": _nan_as_text(row["step_scores"])} for row in dataset]
