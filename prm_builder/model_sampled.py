@@ -38,7 +38,7 @@ from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .mc_search import rollout_labels
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
-from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
+from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string, redact_url
 from .problems import Problem, load_problems
 from .scheduler import LazyBackend, Progress, Scheduler, ShardLocks, Task, Want
 
@@ -262,7 +262,8 @@ def _base_urls(value) -> list[str] | None:
     urls = []
     for url in as_list("base_url", value):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {url!r}")
+            shown = redact_url(url) if isinstance(url, str) else url
+            raise ValueError(f"base_url must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {shown!r}")
         url = url.rstrip("/")
         if url.count("/") == 2:  # no path: vLLM, SGLang and TGI serve the API under /v1
             url += "/v1"
