@@ -12,6 +12,7 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
+from prm_builder import cli
 from prm_builder.backends import Request, Sampling, visible_text
 from prm_builder.backends.openai import BadAnswerError, OpenAIBackend, parse_answer
 from prm_builder.generation_cache import list_caches
@@ -73,7 +74,7 @@ def test_visible_text_strips_thinking():
     assert visible_text("no thinking at all") == "no thinking at all"
 
 
-def test_bad_answers_never_reach_the_cache_and_a_fixed_server_gives_a_clean_run(tiny_chat_model_path, problems_file, tmp_path):  # noqa: F811
+def test_bad_answers_never_reach_the_cache_and_a_fixed_server_gives_a_clean_run(tiny_chat_model_path, problems_file, tmp_path, capsys):  # noqa: F811
     model = str(tiny_chat_model_path)
     broken = {"on": True}
 
@@ -85,9 +86,14 @@ def test_bad_answers_never_reach_the_cache_and_a_fixed_server_gives_a_clean_run(
         return [None] * request.n  # samples: null text
 
     with StubServer(flaky) as server:
-        with pytest.raises(Exception) as caught:
-            build(model, problems_file, server, tmp_path, max_retries=1)
-        assert "gave no usable answer" in str(caught.value.__cause__ or caught.value)
+        generations = str(tmp_path / "generations")
+        argv = ["build", "model_sampled", "--model", model, "--backend", "openai", "--base-url", server.url,
+                "--problems", str(problems_file), "--num-samples-per-problem", "3", "--max-retries", "1",
+                "--generation-cache-dir", generations, "--output-dir", str(tmp_path / "out")]  # fmt: skip
+        assert cli.main(argv) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert line.startswith(f"prm-builder: error: the server at {server.url} gave no usable answer for model {model!r}")
+        assert "expected a string text, got None" in line
         # Nothing invalid was written: no cache record at all.
         assert [summary.generations for summary in list_caches(tmp_path / "generations")] in ([], [{}])
 
