@@ -189,3 +189,27 @@ def test_two_concurrent_builds_sharing_a_cache_generate_everything_once(tiny_cha
 
 def comparable(dataset) -> list[dict]:
     return [{**row, "step_scores": _nan_as_text(row["step_scores"])} for row in dataset]
+
+
+def test_a_shard_another_build_holds_is_waited_for_and_said_so(tmp_path, monkeypatch, caplog):
+    from filelock import FileLock, Timeout
+
+    from prm_builder import scheduler
+    from prm_builder.generation_cache import GenerationCache
+    from prm_builder.problems import make_problem
+
+    monkeypatch.setattr(scheduler, "LOCK_NOTICE_S", 0.1)
+    cache = GenerationCache(tmp_path, {"model": "m"})
+    shard = [make_problem("p", "What is 2 + 3?", "5")]
+    other_build = FileLock(cache.shard_lock(shard[0].key).lock_file, thread_local=False)  # released by a timer thread
+    other_build.acquire()
+    with scheduler.ShardLocks(cache, [shard]) as locks, caplog.at_level(logging.WARNING, logger=scheduler.logger.name):
+        assert not locks.take(0, wait=False)  # work in progress: do not wait, finish it first
+        threading.Timer(0.3, other_build.release).start()
+        assert locks.take(0, wait=True)
+        with pytest.raises(Timeout):  # now this build holds it
+            other_build.acquire(timeout=0)
+    waits = [r.getMessage() for r in caplog.records if r.getMessage().startswith("waiting for another build")]
+    assert waits and f"generation cache {cache.path} (" in waits[0] and waits[0].endswith(f"{shard[0].key}.lock)")
+    other_build.acquire(timeout=0)  # released when the build's locks closed
+    other_build.release()
