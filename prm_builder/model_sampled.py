@@ -34,10 +34,10 @@ from datasets.utils import logging
 
 from . import grading
 from .backends import BACKENDS, Sampling, visible_text
+from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .mc_search import rollout_labels
-from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string, redact_url
 from .problems import Problem, load_problems
 from .scheduler import LazyBackend, Progress, Scheduler, ShardLocks, Task, Want
@@ -53,7 +53,8 @@ PROBLEM_PLACEHOLDER = "{problem}"
 LABEL_METHODS = ("mc", "outcome")
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
-# Problems per shard: the unit of num_proc parallelism and of one pass over the cache files.
+# Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of
+# the lock that builds sharing a generation cache take.
 PROBLEMS_PER_SAMPLING_SHARD = 256
 # Problems in progress at least, whatever the backend's queue target (cached problems cost no requests).
 MIN_PROBLEMS_IN_PROGRESS = 32
