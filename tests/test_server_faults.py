@@ -213,3 +213,34 @@ def test_a_shard_another_build_holds_is_waited_for_and_said_so(tmp_path, monkeyp
     assert waits and f"generation cache {cache.path} (" in waits[0] and waits[0].endswith(f"{shard[0].key}.lock)")
     other_build.acquire(timeout=0)  # released when the build's locks closed
     other_build.release()
+
+
+def test_any_backend_answer_is_checked_before_it_is_cached(tmp_path):
+    from prm_builder.backends import Generation, invalid_generations
+    from prm_builder.generation_cache import GenerationCache
+    from prm_builder.problems import problem_key
+    from prm_builder.scheduler import Progress, Scheduler, Want
+
+    assert invalid_generations([Generation("a", "stop")], 1) is None
+    assert invalid_generations([Generation("a", "abort")], 1) == "finish reason 'abort', expected one of ('stop', 'length')"
+    assert invalid_generations([Generation(None, "stop")], 1).startswith("a generation without text")
+    assert invalid_generations([], 2) == "0 generations, expected n=2"
+
+    class AbortingBackend:  # e.g. vLLM reporting an aborted request
+        def generate(self, queue):
+            while queue:
+                request = queue.popleft()
+                yield request, [Generation("partial", "abort")] * request.n
+
+    cache = GenerationCache(tmp_path, {"model": "m"})
+    key = problem_key("What is 2 + 3?")
+
+    def task():
+        yield [Want(key, f"sample:{key}", 2, "What is 2 + 3?", "")]
+
+    with cache.writer() as writer, Progress("test") as progress:
+        scheduler = Scheduler(writer, AbortingBackend, progress, seed=0)
+        scheduler.start(task(), "tag")
+        with pytest.raises(RuntimeError, match=r"the backend returned finish reason 'abort'.*; nothing was cached"):
+            list(scheduler.pump())
+    assert not cache.path.exists()
