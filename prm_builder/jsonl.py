@@ -10,7 +10,7 @@ def read_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
     with open(path, "rb") as handle:
         for number, data in enumerate(handle, start=1):
             try:
-                raw = data.decode("utf-8")
+                raw = data.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark is no content
             except UnicodeDecodeError as error:
                 raise ValueError(
                     f"{path}, line {number}: expected UTF-8 text, got byte 0x{data[error.start]:02x} at column "
