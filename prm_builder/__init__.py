@@ -14,10 +14,10 @@ import datasets.load
 from .builder import SOURCES, PRMBuilder
 from .drops import load_drops
 from .features import CORE_FEATURES
-from .hub import push_to_hub
+from .hub import export_to_folder, push_to_hub
 
 __version__ = "0.1.0"
-__all__ = ["CORE_FEATURES", "CONFIG_NAMES", "PRMBuilder", "builder_source_hash", "load_drops", "push_to_hub", "__version__"]
+__all__ = ["CORE_FEATURES", "CONFIG_NAMES", "PRMBuilder", "builder_source_hash", "export_to_folder", "load_drops", "push_to_hub", "__version__"]
 
 DATASET_NAME = "prm_builder"
 CONFIG_NAMES = list(SOURCES)

@@ -186,7 +186,7 @@ def run_build(args: argparse.Namespace) -> int:
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
     from .drops import recorded_drops, save_drops
-    from .stats import format_summary, plot_distributions, summarize
+    from .stats import format_summary, plot_distributions, summarize_splits
 
     options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
     dataset = load_dataset(
@@ -204,7 +204,7 @@ def run_build(args: argparse.Namespace) -> int:
     (output / "prm_builder_options.json").write_text(
         json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
     )
-    print(format_summary(summarize(dataset, drops)))
+    print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
     if args.plot:
         plot_distributions(dataset, args.plot)
@@ -216,7 +216,7 @@ def run_stats(args: argparse.Namespace) -> int:
     from datasets import DatasetDict, load_from_disk
 
     from .drops import load_drops
-    from .stats import format_summary, plot_distributions, summarize
+    from .stats import format_summary, plot_distributions, summarize_splits
 
     path = Path(args.path)
     if not (path / "dataset_dict.json").is_file():
@@ -226,7 +226,7 @@ def run_stats(args: argparse.Namespace) -> int:
         )
     dataset = load_from_disk(str(path))
     assert isinstance(dataset, DatasetDict)
-    summary = summarize(dataset, load_drops(path))
+    summary = summarize_splits(dataset, load_drops(path))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.plot:
         plot_distributions(dataset, args.plot)

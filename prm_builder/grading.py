@@ -114,8 +114,8 @@ def _trim_sentence(answer: str) -> str | None:
 def answers_match(answer: str, reference: str, style: str) -> bool:
     """Is `answer` the same as `reference` under `style` (NUMERIC or MATH)?"""
     if style == NUMERIC:
-        expected = parse_number(reference)
-        return expected is not None and parse_number(answer) == expected
+        expected = stated_number(reference)
+        return expected is not None and stated_number(answer) == expected
     if style == MATH:
         return _math_match(answer.strip(), reference.strip())
     raise ValueError(f"grading style must be one of {list(STYLES)}, got {style!r}")
@@ -124,12 +124,12 @@ def answers_match(answer: str, reference: str, style: str) -> bool:
 def reference_is_gradable(reference: str, style: str) -> bool:
     """Can answers be compared with this reference at all (a number for NUMERIC, parseable for MATH)?"""
     if style == NUMERIC:
-        return parse_number(reference) is not None
+        return stated_number(reference) is not None
     return bool(_math_parse(reference.strip()))
 
 
 @functools.lru_cache(maxsize=MEMO_SIZE)
-def parse_number(text: str) -> Fraction | None:
+def stated_number(text: str) -> Fraction | None:
     """The one number `text` states ("$1,000.50", "18 dollars", "\\frac{3}{4}", "25%"), else None.
 
     None when the text holds no number or several ("2 hours 30 minutes"): an answer that does

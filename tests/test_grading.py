@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from prm_builder import grading
-from prm_builder.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, parse_number
+from prm_builder.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, stated_number
 
 
 @pytest.mark.parametrize(
@@ -57,8 +57,8 @@ def test_extract_final_answer(text, expected):
         ("", None),
     ],
 )
-def test_parse_number(text, expected):
-    assert parse_number(text) == expected
+def test_stated_number(text, expected):
+    assert stated_number(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,7 @@ def test_gsm8k_solutions_grade_correct(gsm8k_dir, split):
     for row in rows:
         reference = row["answer"].rsplit("####", 1)[1].strip()
         assert grade(row["answer"], reference, NUMERIC).correct, row["answer"]
-        off_by_one = parse_number(reference) + 1
+        off_by_one = stated_number(reference) + 1
         assert not answers_match(reference, str(off_by_one), NUMERIC)
 
 
