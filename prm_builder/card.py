@@ -22,6 +22,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, try_to_load
 from huggingface_hub.errors import HFValidationError
 
 from .builder import SOURCES
+from .redact import LOCAL, REDACTED, SECRET_NAME, public_value, redact
 from .stats import summarize_splits
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "data" / "dataset_card.md"
@@ -31,8 +32,6 @@ TAGS = ["process-reward-model", "stepwise-supervision", "trl", "math"]
 TASK_CATEGORIES = ["token-classification"]
 # Hub license ids, and how a config module's LICENSE text names them ("MIT (GSM8K)" -> mit).
 LICENSE_PATTERNS = {"mit": r"\bMIT\b", "apache-2.0": r"\bApache\b", "cc-by-4.0": r"\bCC[- ]BY[- ]4\.0\b"}
-# Option names whose values must never reach a public card (e.g. an API key for a backend).
-SECRET_OPTION = re.compile(r"(^|_)(key|token|secret|password)$", re.IGNORECASE)
 
 REGION_START, REGION_END = "<!-- prm-builder:configs:start -->", "<!-- prm-builder:configs:end -->"
 REGION = re.compile(re.escape(REGION_START) + r".*?" + re.escape(REGION_END), re.DOTALL)
@@ -137,6 +136,7 @@ def render_section(
     """
     module = SOURCES[config_name]
     model = _model_info(resolved.get("model"), model_license) if resolved else None
+    public = None if resolved is None else {name: _public(name, value) for name, value in resolved.items()}
     summary = summarize_splits(dataset_dict, drops)
     split_names = list(summary)
     license_ids = _license_ids(module.LICENSE)
@@ -154,13 +154,11 @@ def render_section(
         "version": package_version(),
         "datasets_version": datasets.__version__,
         "date": _build_date(),
-        "options": [(name, _shown(name, value)) for name, value in resolved.items()]
-        if resolved is not None
+        "options": [(name, _table_cell(value)) for name, value in public.items()]
+        if public is not None
         else [("(not recorded)", "pass options= to push_to_hub")],
-        "call_options": [
-            (name, "'<redacted>'" if SECRET_OPTION.search(name) else repr(value))
-            for name, value in (resolved or {}).items()
-        ],
+        "call_options": [(name, repr(value)) for name, value in (public or {}).items()],
+        "hidden": sorted({marker for marker in (LOCAL, REDACTED) if marker in repr(public) + repr(model)}),
         "split_names": split_names,
         "splits": [_split_row(split, s) for split, s in summary.items()],
         "sources": _per_split(summary, lambda s: s["rows_per_source"]),
@@ -174,7 +172,8 @@ def render_section(
     }
     # The macro alone: the skeleton around it is rendered (and discarded) with blank values.
     skeleton_values = {"card_data": "", "pretty_name": "", "repo_id": repo_id}
-    return str(_template().make_module(skeleton_values).config_section(context))
+    # Options are made public above; this pass catches a credential anywhere else in the text.
+    return redact(str(_template().make_module(skeleton_values).config_section(context)))
 
 
 def resolved_options(config_name: str, options: dict | None) -> dict | None:
@@ -188,9 +187,12 @@ def resolved_options(config_name: str, options: dict | None) -> dict | None:
     return {**local, **config.options()}
 
 
-def _shown(name: str, value) -> str:
-    if SECRET_OPTION.search(name):
-        return "<redacted>"
+def _public(name: str, value):
+    """An option's value as the card shows it: secrets redacted, local paths as `<local>/NAME`."""
+    return REDACTED if SECRET_NAME.search(name) and value not in (None, "") else public_value(value)
+
+
+def _table_cell(value) -> str:
     text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
     # One table cell: no raw newlines or pipes, and no backticks that would end the code span.
     return text.replace("\n", "\\n").replace("|", "\\|").replace("`", "'")
@@ -233,9 +235,10 @@ def _train_flags(split_names: list[str]) -> list[str]:
 def _model_info(model: str | None, license: str | None) -> dict | None:
     if not model:
         return None
+    local = Path(model).is_dir()
     return {
-        "name": model,
-        "url": None if Path(model).is_dir() else f"https://huggingface.co/{model}",
+        "name": public_value(model),
+        "url": None if local else f"https://huggingface.co/{model}",
         "license": license or _model_card_license(model),
     }
 

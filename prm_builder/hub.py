@@ -159,9 +159,9 @@ def export_to_folder(
     repo_id = placeholder_repo_id(folder) if repo_id is None else repo_id
     publication = _prepare(dataset_dict, repo_id, config_name, options, drops, model_license, max_shard_size)
     card_path = folder / CARD_FILENAME
-    existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
-    parse_card(existing, str(card_path))  # a broken card stops the export before any file is written
     with replaced_atomically(folder, keep=lambda path: not _is_rewritten(path, config_name)) as staging:
+        existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
+        parse_card(existing, str(card_path))  # a broken card stops the export before any Parquet is written
         files, info = write_config_files(dataset_dict, staging, config_name, publication.shard_bytes)
         card = render_card(existing, repo_id, config_name, info, publication.section, str(card_path))
         (staging / CARD_FILENAME).write_text(card, encoding="utf-8")

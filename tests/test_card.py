@@ -7,6 +7,7 @@ import pytest
 from huggingface_hub import DatasetCard
 
 from prm_builder import card, hub
+from prm_builder.redact import public_value, redact
 from publishing_helpers import REPO_ID, small_dataset
 
 
@@ -56,7 +57,10 @@ def test_card_redacts_secret_options_and_names_the_model(tmp_path):
     assert "| `api_key` | `<redacted>` |" in section
     assert "| `max_new_tokens` | `24` |" in section
     assert "| `step_separator` | `\\n\\n` |" in section  # one table row, newlines shown escaped
-    assert f"- Model: `{model_path}` (a local folder) (license: apache-2.0)" in section
+    assert "- Model: `<local>/my-model` (a local folder) (license: apache-2.0)" in section
+    assert str(tmp_path) not in section
+    assert "`<local>/NAME` stands for a file or folder on the machine that built this config" in section
+    assert "`<redacted>` hides a credential, never published." in section
     assert "licenses=apache-2.0,mit -->" in section
     unknown = card.render_section(small_dataset(), "synthetic", REPO_ID, {"model": "org/unknown-model"}, {}, None)
     assert (
@@ -92,3 +96,52 @@ def test_a_card_with_broken_yaml_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"README\.md: the existing card's YAML metadata does not parse"):
         hub.export_to_folder(small_dataset(), tmp_path, "synthetic", repo_id=REPO_ID)
     assert [p.name for p in tmp_path.iterdir()] == ["README.md"]  # nothing written
+
+
+def test_credentials_and_local_paths_never_reach_the_card(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_SERVER_TOKEN", "tok-4f7a9c1e2b")
+    problems = tmp_path / "home" / "me" / "gsm8k"
+    problems.mkdir(parents=True)
+    resolved = {
+        "base_url": ["http://user:pAsSw0rd@127.0.0.1:8000/v1", "https://h.example/v1?api_key=abc123xyz&x=1"],
+        "problems": str(problems),
+        "generation_cache_dir": "./relative/cache",
+        "prompt_template": "Bearer tok-4f7a9c1e2b {question}",
+        "model": "org/name",
+        "seed": 0,
+    }
+    section = card.render_section(small_dataset(), "synthetic", REPO_ID, resolved, {}, model_license="mit")
+
+    for secret in ("pAsSw0rd", "user:", "abc123xyz", "tok-4f7a9c1e2b", str(tmp_path), "relative/cache"):
+        assert secret not in section
+    assert "| `base_url` | `http://<redacted>@127.0.0.1:8000/v1, https://h.example/v1?api_key=<redacted>&x=1` |" in section
+    assert "| `problems` | `<local>/gsm8k` |" in section
+    assert "| `generation_cache_dir` | `<local>/cache` |" in section
+    assert "problems='<local>/gsm8k', generation_cache_dir='<local>/cache'" in section
+    # A Hub id is not a local path, and a bare word is shown as it is.
+    assert "[`org/name`](https://huggingface.co/org/name)" in section and "| `seed` | `0` |" in section
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("http://u:p@host:1/v1", "http://<redacted>@host:1/v1"),
+        ("https://token@host/x", "https://<redacted>@host/x"),
+        ("see https://h/v1?token=abc&b=2#f", "see https://h/v1?token=<redacted>&b=2#f"),
+        ("https://h/v1?x-amz-signature=deadbeef", "https://h/v1?x-amz-signature=<redacted>"),
+        ("key hf_abcdefghijklmnopqrstu used", "key <redacted> used"),
+        ("OpenAI sk-proj-abcdefghijklmnop1234", "OpenAI <redacted>"),
+        ("Authorization: Bearer abc.def-ghi_jkl", "Authorization: <redacted>"),
+        ("nothing secret at http://127.0.0.1:8000/v1", "nothing secret at http://127.0.0.1:8000/v1"),
+        ("max_new_tokens=24", "max_new_tokens=24"),
+    ],
+)
+def test_redact(text, expected):
+    assert redact(text) == expected
+
+
+def test_public_values():
+    assert public_value({"train": ["/data/a.jsonl", "b.jsonl"]}) == {"train": ["<local>/a.jsonl", "b.jsonl"]}
+    assert public_value("~/models/tiny/") == "<local>/tiny"
+    assert public_value("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"  # not on this machine: a Hub id
+    assert public_value(["gsm8k", 3, None]) == ["gsm8k", 3, None]

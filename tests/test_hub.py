@@ -321,8 +321,9 @@ def test_not_logged_in(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(
         hub.PushError, match=r"not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN"
-    ):
+    ) as raised:
         hub.push_to_hub(small_dataset(), REPO_ID, "synthetic")
+    assert "with export_dir=" in str(raised.value) and "--export-dir" not in str(raised.value)  # Python words
 
 
 def test_offline_mode_is_explained(monkeypatch):
@@ -440,7 +441,124 @@ def test_cli_push_fails_fast_without_token_or_with_a_bad_repo_id(
     argv = ["push", "synthetic", "--problems", str(gsm8k_dir), "--max-examples", "12"]
 
     assert cli_main([*argv, "--repo-id", REPO_ID]) == 1
-    assert "prm-builder: error: not logged in to the Hugging Face Hub" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "prm-builder: error: not logged in to the Hugging Face Hub" in err
+    assert "with --export-dir" in err and "export_dir=" not in err  # command-line words
     assert cli_main([*argv, "--repo-id", "me/bad--name"]) == 1
     assert "prm-builder: error: repo id must be 'namespace/name' or 'name'" in capsys.readouterr().err
     assert not isolated_hf_cache.exists() or not any(isolated_hf_cache.rglob("*.arrow"))  # nothing was built
+
+
+def test_cli_push_export_dir_needs_no_repo_id(gsm8k_dir, tmp_path, capsys):
+    export_dir = tmp_path / "my-prm-data"
+    argv = ["push", "synthetic", "--problems", str(gsm8k_dir), "--max-examples", "12"]
+    assert cli_main([*argv, "--export-dir", str(export_dir)]) == 0
+    card_text = (export_dir / "README.md").read_text()
+    assert 'load_dataset("your-namespace/my-prm-data", "synthetic")' in card_text
+    assert DatasetCard(card_text).data.pretty_name == "my-prm-data"
+
+    capsys.readouterr()
+    assert cli_main(argv) == 1
+    assert capsys.readouterr().err == (
+        "prm-builder: error: push needs --repo-id (the Hub dataset repo), or --export-dir to write the files to a folder\n"
+    )
+
+
+# -- atomic export ------------------------------------------------------------------------------------------------
+
+
+def exported_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "failure", [RuntimeError("injected"), OSError(28, "No space left on device")], ids=["error", "disk-full"]
+)
+def test_a_failed_export_leaves_the_previous_one_loadable(failure, tmp_path, monkeypatch, frozen_date):
+    export_dir = tmp_path / "out" / "export"
+    first = small_dataset()
+    hub.export_to_folder(first, export_dir, "synthetic", repo_id=REPO_ID, options={"problems": "sample"})
+    before = exported_files(export_dir)
+
+    # The second export dies after its first Parquet shard is written, before the plot and the card.
+    written = []
+    real_to_parquet = type(first["train"]).to_parquet
+
+    def to_parquet_then_fail(self, path, *args, **kwargs):
+        if written:
+            raise failure
+        written.append(path)
+        return real_to_parquet(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(type(first["train"]), "to_parquet", to_parquet_then_fail)
+    second = small_dataset().map(lambda row: {"prompt": row["prompt"] + " (v2)"})
+    with pytest.raises(type(failure)):
+        hub.export_to_folder(second, export_dir, "synthetic", repo_id=REPO_ID, options={"problems": "sample", "seed": 1})
+
+    assert written and not written[0].startswith(str(export_dir) + "/")  # it wrote beside the export, not into it
+    assert exported_files(export_dir) == before
+    assert [p.name for p in export_dir.parent.iterdir()] == ["export"]  # the unfinished export was removed
+    assert_same_rows(first, load_dataset(str(export_dir), name="synthetic"))
+
+
+def test_an_export_interrupted_mid_swap_is_put_back_by_the_next(test_data, tmp_path, frozen_date):
+    export_dir = tmp_path / "out" / "export"
+    hub.export_to_folder(small_dataset(), export_dir, "synthetic", repo_id=REPO_ID)
+    # What a crash between the swap's two renames leaves: the old export hidden, the new one unfinished.
+    export_dir.rename(export_dir.with_name(f".export{hub.STAGING_MARK}old-0123"))
+    export_dir.with_name(f".export{hub.STAGING_MARK}new-4567").mkdir()
+
+    prm800k = build("prm800k", builder_options("prm800k", test_data))
+    hub.export_to_folder(prm800k, export_dir, "prm800k", repo_id=REPO_ID)
+
+    assert [p.name for p in export_dir.parent.iterdir()] == ["export"]
+    assert_same_rows(small_dataset(), load_dataset(str(export_dir), name="synthetic"))
+    assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
+
+
+def test_an_export_over_a_file_is_refused(tmp_path):
+    (tmp_path / "export").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="export_dir .* is a file, not a folder"):
+        hub.export_to_folder(small_dataset(), tmp_path / "export", "synthetic")
+    assert (tmp_path / "export").read_text() == "not a folder"
+
+
+# -- nothing private leaves the machine ---------------------------------------------------------------------------
+
+
+def test_no_password_token_or_local_path_reaches_the_export(tmp_path, monkeypatch, capsys, caplog):
+    from openai_stub_server import StubServer
+
+    problems = tmp_path / "home" / "alice" / "gsm8k"
+    problems.mkdir(parents=True)
+    (problems / "test.jsonl").write_text(
+        json.dumps({"question": "Ann has 2 apples and buys 3. How many?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"})
+        + "\n"
+    )
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-server-key-123456")
+
+    def answers(request):
+        return ["Ann has 2 + 3 = 5 apples.\n\nThe answer is \\boxed{5}."] * request.n
+
+    export_dir = tmp_path / "export"
+    with StubServer(answers) as server:
+        base_url = server.url.replace("http://", "http://alice:pAsSw0rd@")
+        argv = [
+            "push", "model_sampled", "--model", "stub-org/math-model", "--backend", "openai", "--base-url", base_url,
+            "--problems", str(problems), "--num-samples-per-problem", "2", "--mc-rollouts", "2",
+            "--generation-cache-dir", str(tmp_path / "generations"), "--export-dir", str(export_dir),
+        ]  # fmt: skip
+        assert cli_main(argv) == 0
+        assert server.count() > 0
+
+    secrets = [b"pAsSw0rd", b"alice:", TOKEN.encode(), b"sk-local-server-key-123456", str(tmp_path).encode()]
+    for path, content in exported_files(export_dir).items():
+        for secret in secrets:
+            assert secret not in content, (path, secret)
+    section = section_of((export_dir / "README.md").read_text(), "model_sampled")
+    assert "| `problems` | `<local>/gsm8k` |" in section and "| `generation_cache_dir` | `<local>/generations` |" in section
+    assert "http://<redacted>@127.0.0.1:" in section
+    printed = capsys.readouterr()
+    for secret in secrets[:4]:
+        assert secret.decode() not in printed.out + printed.err + caplog.text
