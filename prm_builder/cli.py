@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    _redact_logs()
+    _quiet_and_redacted_logs()
     try:
         return args.run(args) or 0
     except KeyboardInterrupt:
@@ -56,17 +56,20 @@ def _option_names() -> set[str]:
     return names | {"export_dir", "repo_id", "cache_dir", "num_proc", "max_shard_size", "model_license", "revision"}
 
 
-def _redact_logs() -> None:
-    """Redact credentials in every log line this process prints (datasets', huggingface_hub's, ours)."""
+def _quiet_and_redacted_logs() -> None:
+    """Redact credentials in every log line this process prints (datasets', huggingface_hub's, ours),
+    and show each kind of huggingface_hub retry warning once."""
     import logging
 
+    from .failures import OncePerKindOfRetry
     from .redact import RedactingFilter
 
-    redacting = RedactingFilter()
+    filters = [RedactingFilter(), OncePerKindOfRetry()]
     loggers = [logging.getLogger(), logging.getLogger("datasets"), logging.getLogger("huggingface_hub")]
     for handler in [logging.lastResort, *(h for logger in loggers for h in logger.handlers)]:
-        if handler is not None and redacting not in handler.filters:
-            handler.addFilter(redacting)
+        for added in filters:
+            if handler is not None and not any(type(f) is type(added) for f in handler.filters):
+                handler.addFilter(added)
 
 
 def make_parser() -> argparse.ArgumentParser:

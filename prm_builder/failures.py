@@ -12,6 +12,7 @@ This module imports nothing heavy: it runs on the command line's error path.
 """
 
 import ast
+import logging
 import os
 import re
 import shlex
@@ -200,6 +201,26 @@ def _flag_value(text: str) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(map(str, value))
     return shlex.quote(str(value)) if isinstance(value, str) else str(value)
+
+
+class OncePerKindOfRetry(logging.Filter):
+    """Shows each kind of huggingface_hub retry warning once ("Retrying in 8s [Retry 4/5]" x5 is noise).
+
+    Kinds are the message with its numbers blanked; other loggers' records always pass.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("huggingface_hub") or record.levelno > logging.WARNING:
+            return True
+        kind = re.sub(r"\d+", "N", record.getMessage())
+        if kind in self.seen:
+            return False
+        self.seen.add(kind)
+        return True
 
 
 def traceback_text(error: BaseException) -> str:
