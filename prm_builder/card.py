@@ -33,6 +33,13 @@ TASK_CATEGORIES = ["token-classification"]
 # Hub license ids, and how a config module's LICENSE text names them ("MIT (GSM8K)" -> mit).
 LICENSE_PATTERNS = {"mit": r"\bMIT\b", "apache-2.0": r"\bApache\b", "cc-by-4.0": r"\bCC[- ]BY[- ]4\.0\b"}
 
+# Said under the options table when a value in it was hidden.
+HIDDEN_NOTES = {
+    LOCAL: f"`{LOCAL}/NAME` stands for a file or folder on the machine that built this config: "
+    "point it at your own copy to rebuild.",
+    REDACTED: f"`{REDACTED}` hides a credential, never published.",
+}
+
 REGION_START, REGION_END = "<!-- prm-builder:configs:start -->", "<!-- prm-builder:configs:end -->"
 REGION = re.compile(re.escape(REGION_START) + r".*?" + re.escape(REGION_END), re.DOTALL)
 SECTION = re.compile(
@@ -158,7 +165,7 @@ def render_section(
         if public is not None
         else [("(not recorded)", "pass options= to push_to_hub")],
         "call_options": [(name, repr(value)) for name, value in (public or {}).items()],
-        "hidden": sorted({marker for marker in (LOCAL, REDACTED) if marker in repr(public) + repr(model)}),
+        "hidden_note": " ".join(note for marker, note in HIDDEN_NOTES.items() if marker in repr(public) + repr(model)),
         "split_names": split_names,
         "splits": [_split_row(split, s) for split, s in summary.items()],
         "sources": _per_split(summary, lambda s: s["rows_per_source"]),

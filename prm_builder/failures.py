@@ -174,7 +174,7 @@ def cli_wording(message: str, option_names: set[str]) -> str:
         )
 
     message = _PYTHON_ARGUMENT.sub(as_flag, message)
-    # "data_dir '/x': expected ...": an option named before its quoted value.
+    # "data_dir '/x': expected ...", "seed must be ...": an option named before its value or rule.
     return _NAMED_VALUE.sub(lambda m: f"--{m['name'].replace('_', '-')} " if m["name"] in option_names else m[0], message)
 
 
@@ -184,7 +184,7 @@ _PYTHON_ARGUMENT = re.compile(
     r"(?P<value>\{(?:[^{}]|\{[^{}]*\})*\}|'[^']*'|\"[^\"]*\"|\[[^\]]*\]|-?\w[\w+-]*(?:\.\w[\w+-]*)*)?"
 )
 
-_NAMED_VALUE = re.compile(r"(?<![\w./:?&-])(?P<name>[a-z_][a-z0-9_]*) (?=['\"])")
+_NAMED_VALUE = re.compile(r"(?<![\w./:?&-])(?P<name>[a-z_][a-z0-9_]*) (?=['\"]|must\b)")
 
 
 def _flag_value(text: str) -> str:

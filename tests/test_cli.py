@@ -64,7 +64,7 @@ def test_stats_reports_drops_and_plots(tmp_path, capsys):
 
 def test_errors_are_one_line_and_exit_nonzero(tmp_path, capsys):
     assert main(["build", "synthetic", "--problems", "nowhere", "--output-dir", str(tmp_path / "x")]) == 1
-    assert "prm-builder: error: problems must be" in capsys.readouterr().err
+    assert "prm-builder: error: --problems must be" in capsys.readouterr().err
     assert main(["stats", str(tmp_path)]) == 1
     assert "is not a folder saved by `prm-builder build`" in capsys.readouterr().err
 
@@ -189,6 +189,8 @@ def test_cli_errors_use_flags_and_python_errors_use_arguments(tmp_path, capsys):
         ("see http://h/x?problems=3 and max_new_tokens", "see http://h/x?problems=3 and max_new_tokens"),
         ("unrelated=3", "unrelated=3"),
         ("data_dir '/x': expected", "--data-dir '/x': expected"),
+        ("problems must be 'gsm8k', got 'x'", "--problems must be 'gsm8k', got 'x'"),
+        ("the problems must be", "the --problems must be"),  # prose too: rare, and still true
     ],
 )
 def test_cli_wording(python, cli):
