@@ -41,13 +41,14 @@ def card_only(dataset, options: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", type=Path, default=DEFAULT_GSM8K)
     parser.add_argument("--repeats", type=int, default=3, help="best of N for every measurement")
+    parser.add_argument("--gsm8k", type=Path, default=DEFAULT_GSM8K, help=f"GSM8K folder (default: {DEFAULT_GSM8K})")
     args = parser.parse_args()
-    disable_progress_bar()
-    set_verbosity_error()
+    set_verbosity_error(), disable_progress_bar()  # the timings, not the progress bars
 
-    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
+    # Named folders: something on shared machines sweeps bare /tmp/tmp* folders mid-run.
+    named = {"prefix": "prm_bench_hub_"}
+    with tempfile.TemporaryDirectory(**named) as cache, tempfile.TemporaryDirectory(**named) as out:
         options = {"problems": str(args.gsm8k)}
         dataset = load_dataset("prm_builder", "synthetic", cache_dir=cache, **options)
         rows = sum(len(split) for split in dataset.values())
