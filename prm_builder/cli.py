@@ -67,9 +67,10 @@ def _quiet_and_redacted_logs() -> None:
     filters = [RedactingFilter(), OncePerKindOfRetry()]
     loggers = [logging.getLogger(), logging.getLogger("datasets"), logging.getLogger("huggingface_hub")]
     for handler in [logging.lastResort, *(h for logger in loggers for h in logger.handlers)]:
-        for added in filters:
-            if handler is not None and not any(type(f) is type(added) for f in handler.filters):
-                handler.addFilter(added)
+        for added in filters if handler is not None else []:
+            for earlier in [f for f in handler.filters if type(f) is type(added)]:  # main() called again
+                handler.removeFilter(earlier)
+            handler.addFilter(added)
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from .builder import SOURCES
 from .card import CARD_FILENAME, PLOT_FILENAME, package_version, parse_card, render_card, render_section, resolved_options
 from .drops import recorded_drops
 from .features import CORE_FEATURES
+from .redact import redact
 from .stats import plot_distributions
 
 DEFAULT_MAX_SHARD_SIZE = "500MB"
@@ -325,9 +326,10 @@ def _explained_hub_errors(repo_id: str, step: str, progress: str = "", user: str
             )
         else:
             message = f"the Hub refused {step} for {repo_id!r} (HTTP {status}): {error.server_message or error}"
-        raise PushError(message + suffix) from error
+        raise PushError(redact(message + suffix)) from error
     except (HTTPError, OSError) as error:
-        raise PushError(f"could not reach the Hub while {step} ({type(error).__name__}: {error}).{suffix}") from error
+        reason = redact(f"{type(error).__name__}: {error}")  # a URL in the error may carry credentials
+        raise PushError(f"could not reach the Hub while {step} ({reason}).{suffix}") from error
 
 
 def _status(error: HfHubHTTPError) -> int | None:
