@@ -16,6 +16,7 @@ the end, so a failed export leaves the previous one loadable.
 
 import contextlib
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import DatasetDict, DatasetInfo, SplitDict, SplitInfo
+from filelock import FileLock
 from datasets.utils.py_utils import convert_file_size_to_int
 from datasets.utils.tqdm import tqdm  # honours datasets' disable_progress_bars()
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
@@ -362,18 +364,28 @@ def replaced_atomically(folder: Path, keep):
     must never be written in place: files to rewrite are left out by `keep` and written anew.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
-    _recover_interrupted_swap(folder)
-    staging = folder.with_name(f".{folder.name}{STAGING_MARK}new-{uuid.uuid4().hex[:12]}")
+    # One export into a folder at a time: another one's unfinished folder would look abandoned.
+    # The lock lives in the temporary folder, so nothing but the export appears beside it.
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    with FileLock(os.path.join(tempfile.gettempdir(), f"prm-builder-export-{key}.lock")):
+        _recover_interrupted_swap(folder)
+        staging = folder.with_name(f".{folder.name}{STAGING_MARK}new-{uuid.uuid4().hex[:12]}")
+        with _swapped_in_on_success(staging, folder) as ready:
+            if folder.is_dir():
+                shutil.copytree(
+                    folder, staging, symlinks=True, copy_function=_link_or_copy,
+                    ignore=lambda directory, names: _left_out(folder, directory, names, keep),
+                )  # fmt: skip
+            elif folder.exists():
+                raise NotADirectoryError(f"export_dir {str(folder)!r} is a file, not a folder")
+            else:
+                staging.mkdir()
+            yield ready
+
+
+@contextlib.contextmanager
+def _swapped_in_on_success(staging: Path, folder: Path):
     try:
-        if folder.is_dir():
-            shutil.copytree(
-                folder, staging, symlinks=True, copy_function=_link_or_copy,
-                ignore=lambda directory, names: _left_out(folder, directory, names, keep),
-            )  # fmt: skip
-        elif folder.exists():
-            raise NotADirectoryError(f"export_dir {str(folder)!r} is a file, not a folder")
-        else:
-            staging.mkdir()
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

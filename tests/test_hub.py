@@ -516,6 +516,31 @@ def test_an_export_interrupted_mid_swap_is_put_back_by_the_next(test_data, tmp_p
     assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
 
 
+def test_two_exports_into_one_folder_at_once_keep_both_configs(test_data, tmp_path, frozen_date):
+    prm800k = build("prm800k", builder_options("prm800k", test_data))
+    synthetic = small_dataset()
+    export_dir = tmp_path / "out" / "export"
+    jobs = [(synthetic, "synthetic"), (prm800k, "prm800k")]
+    errors = []
+
+    def export(dataset, config):
+        try:
+            hub.export_to_folder(dataset, export_dir, config, repo_id=REPO_ID)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=export, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert [p.name for p in export_dir.parent.iterdir()] == ["export"]
+    assert_same_rows(synthetic, load_dataset(str(export_dir), name="synthetic"))
+    assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
+
+
 def test_an_export_over_a_file_is_refused(tmp_path):
     (tmp_path / "export").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match="export_dir .* is a file, not a folder"):
