@@ -33,7 +33,9 @@ def frozen_date(monkeypatch):
 # -- export and read back ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", ["synthetic", "prm800k", "model_sampled"])
+# model_sampled generates with a tiny model (seconds on CPU): slow tier; the fast tier exports it
+# through the openai stub server in test_no_password_token_or_local_path_reaches_the_export.
+@pytest.mark.parametrize("config", ["synthetic", "prm800k", pytest.param("model_sampled", marks=pytest.mark.slow)])
 def test_export_reads_back_row_for_row(config, test_data, tiny_chat_model_path, tmp_path):
     options = builder_options(config, test_data, tiny_chat_model_path)
     built = build(config, options)
