@@ -36,8 +36,9 @@ def frozen_date(monkeypatch):
 # model_sampled generates with a tiny model (seconds on CPU): slow tier; the fast tier exports it
 # through the openai stub server in test_no_password_token_or_local_path_reaches_the_export.
 @pytest.mark.parametrize("config", ["synthetic", "prm800k", pytest.param("model_sampled", marks=pytest.mark.slow)])
-def test_export_reads_back_row_for_row(config, test_data, tiny_chat_model_path, tmp_path):
-    options = builder_options(config, test_data, tiny_chat_model_path)
+def test_export_reads_back_row_for_row(config, test_data, tmp_path, request):
+    model = request.getfixturevalue("tiny_chat_model_path") if config == "model_sampled" else None
+    options = builder_options(config, test_data, model)
     built = build(config, options)
     export_dir = tmp_path / "export"
 
