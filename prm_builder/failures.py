@@ -33,7 +33,7 @@ NETWORK_WAYS_OUT = [
     (
         re.compile(r"prm800k/math_splits"),
         "MATH500 comes from the openai/prm800k repository; without network pass --problems PATH with a "
-        "local copy of its test.jsonl (from prm800k/math_splits/) ",
+        "local copy of its test.jsonl (from prm800k/math_splits/)",
     ),
     (
         re.compile(r"prm800k"),

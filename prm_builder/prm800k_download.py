@@ -165,9 +165,18 @@ def _fetch_verbose(url: str, file) -> None:
 
 
 def _unreachable(url: str, reason) -> ConnectionError:
+    if url.endswith(MATH500_FILE):
+        way_out = (
+            "without network, use a local copy of prm800k/math_splits/test.jsonl: problems= with its path for "
+            "model_sampled, exclude_problems= with its path (or a data_dir= with math_splits/ beside data/) for prm800k"
+        )
+    else:
+        way_out = (
+            "without network, pass data_dir= with a local copy (git clone https://github.com/openai/prm800k with "
+            "git-lfs installed, then data_dir='prm800k/prm800k/data')"
+        )
     return ConnectionError(
-        f"could not download PRM800K's file {url} ({reason}); without network, pass data_dir= with a local copy "
-        f"(git clone https://github.com/openai/prm800k with git-lfs installed, then data_dir='prm800k/prm800k/data'), "
+        f"could not download PRM800K's file {url} ({reason}); {way_out}, "
         f"or set HF_HUB_OFFLINE=1 to use the copy a previous build downloaded"
     )
 

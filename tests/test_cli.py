@@ -198,6 +198,19 @@ def test_cli_wording(python, cli):
     assert failures.cli_wording(python, names) == cli
 
 
+def test_model_sampled_math500_offline_names_its_way_out(tmp_path, capsys):
+    argv = ["build", "model_sampled", "--problems", "math500", "--output-dir", str(tmp_path / "out")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "prm800k/math_splits/test.jsonl" in err
+    assert "--problems with its path for model_sampled" in err and "problems=" not in err
+
+
+def test_a_full_disk_is_said_in_the_os_words():
+    error = OSError(28, "No space left on device", "/data/export/part.parquet")
+    assert failures.explain(error, set()) == "No space left on device: /data/export/part.parquet"
+
+
 def test_an_unexpected_error_is_one_line_pointing_at_debug():
     try:
         {}["missing"]
