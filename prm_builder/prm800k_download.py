@@ -111,7 +111,7 @@ def _download_one(relative: str, path: Path, force: bool) -> str:
             size = 0
         if size < expected_size:
             if datasets.config.HF_HUB_OFFLINE:
-                raise _unreachable(url, "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)")
+                raise _unreachable(url, "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)", offline=True)
             # "ab" leaves the position at the end, which http_get needs (see _fetch).
             with open(partial, "ab") as file:
                 _fetch(url, file)
@@ -164,7 +164,7 @@ def _fetch_verbose(url: str, file) -> None:
         raise _unreachable(url, error) from error
 
 
-def _unreachable(url: str, reason) -> ConnectionError:
+def _unreachable(url: str, reason, offline: bool = False) -> ConnectionError:
     if url.endswith(MATH500_FILE):
         way_out = (
             "without network, use a local copy of prm800k/math_splits/test.jsonl: problems= with its path for "
@@ -175,10 +175,9 @@ def _unreachable(url: str, reason) -> ConnectionError:
             "without network, pass data_dir= with a local copy (git clone https://github.com/openai/prm800k with "
             "git-lfs installed, then data_dir='prm800k/prm800k/data')"
         )
-    return ConnectionError(
-        f"could not download PRM800K's file {url} ({reason}); {way_out}, "
-        f"or set HF_HUB_OFFLINE=1 to use the copy a previous build downloaded"
-    )
+    if not offline:
+        way_out += ", or set HF_HUB_OFFLINE=1 to use the copy a previous build downloaded"
+    return ConnectionError(f"could not download PRM800K's file {url} ({reason}); {way_out}")
 
 
 def verify(path: str, relative: str, url: str, fix: str | None = None) -> None:
