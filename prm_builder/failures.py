@@ -175,7 +175,8 @@ def cli_wording(message: str, option_names: set[str]) -> str:
 
     message = _PYTHON_ARGUMENT.sub(as_flag, message)
     # "data_dir '/x': expected ...", "seed must be ...": an option named before its value or rule.
-    return _NAMED_VALUE.sub(lambda m: f"--{m['name'].replace('_', '-')} " if m["name"] in option_names else m[0], message)
+    named = lambda m: f"--{m['name'].replace('_', '-')} " if m["name"] in option_names else m[0]  # noqa: E731
+    return _NAMED_VALUE.sub(named, message)
 
 
 # name=VALUE where VALUE is a Python literal: a dict (one level of nesting), a string, a list, a word.

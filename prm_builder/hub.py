@@ -35,7 +35,9 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError,
 from huggingface_hub.utils import validate_repo_id
 
 from .builder import SOURCES
-from .card import CARD_FILENAME, PLOT_FILENAME, package_version, parse_card, render_card, render_section, resolved_options
+from .card import (
+    CARD_FILENAME, PLOT_FILENAME, package_version, parse_card, render_card, render_section, resolved_options,
+)  # fmt: skip
 from .drops import recorded_drops
 from .features import CORE_FEATURES
 from .redact import redact

@@ -15,7 +15,9 @@ from pathlib import Path
 REDACTED = "<redacted>"
 LOCAL = "<local>"
 # Option names, query parameters and environment variables whose values are secrets.
-SECRET_NAME = re.compile(r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|pwd|auth|credentials?)$", re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|pwd|auth|credentials?)$", re.IGNORECASE
+)
 _SECRET_VARIABLE = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 # Environment values shorter than this are too likely to occur by chance ("1", "true").
 _MIN_SECRET_LENGTH = 8
