@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from datasets import DatasetDict
 from huggingface_hub import DatasetCard
 
 from prm_builder import card, hub
@@ -145,3 +146,18 @@ def test_public_values():
     assert public_value("~/models/tiny/") == "<local>/tiny"
     assert public_value("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"  # not on this machine: a Hub id
     assert public_value(["gsm8k", 3, None]) == ["gsm8k", 3, None]
+
+
+def test_extra_columns_get_breakdowns_from_the_schema_alone():
+    """A config's own columns are summarized by type, whatever the config: few-valued scalars get a table."""
+    base = small_dataset()
+    extended = {}
+    for split, data in base.items():
+        n = len(data)
+        data = data.add_column("origin", ["forum" if i % 2 else "textbook" for i in range(n)])
+        extended[split] = data.add_column("step_scores", [[0.5] * len(labels) for labels in data["labels"]])
+    section = card.render_section(DatasetDict(extended), "synthetic", REPO_ID, {"seed": 0}, {}, None)
+
+    assert "Rows per `origin`:" in section
+    assert "| `forum` | 1 | 0 |" in section and "| `textbook` | 1 | 1 |" in section
+    assert "step_scores" not in section  # a list column: no breakdown
