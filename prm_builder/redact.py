@@ -18,7 +18,8 @@ LOCAL = "<local>"
 SECRET_NAME = re.compile(
     r"(^|[_-])(api[_-]?key|key|token|secret|password|passwd|pwd|auth|credentials?)$", re.IGNORECASE
 )
-_SECRET_VARIABLE = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+# (TOKENIZERS_PARALLELISM and friends name tokenizers, not tokens.)
+_SECRET_VARIABLE = re.compile(r"^(?!TOKENIZERS_).*(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 # Environment values shorter than this are too likely to occur by chance ("1", "true").
 _MIN_SECRET_LENGTH = 8
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@", re.IGNORECASE)

@@ -141,6 +141,12 @@ def test_redact(text, expected):
     assert redact(text) == expected
 
 
+def test_secret_environment_values_are_redacted(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_API_KEY", "Zq8wY2mN4pL6")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "disabled")  # names tokenizers, not a token
+    assert redact("key Zq8wY2mN4pL6, tokenizers disabled") == "key <redacted>, tokenizers disabled"
+
+
 def test_public_values():
     assert public_value({"train": ["/data/a.jsonl", "b.jsonl"]}) == {"train": ["<local>/a.jsonl", "b.jsonl"]}
     assert public_value("~/models/tiny/") == "<local>/tiny"
