@@ -123,19 +123,19 @@ def aggregate_steps(step_scores: list[float], aggregation: str) -> float:
 def answer_key(answer: str):
     """What majority vote counts: the number an answer states (so "$1,000" and "1000." vote together), else its
     whitespace-normalized text."""
-    from prm_builder.grading import parse_number
+    from prm_builder.grading import stated_number
 
-    number = parse_number(answer)
+    number = stated_number(answer)
     return number if number is not None else " ".join(str(answer).split())
 
 
 def answer_is_correct(answer: str, reference: str) -> bool:
     """prm-builder's grading: numeric comparison when the reference is a number (GSM8K), math-verify otherwise."""
-    from prm_builder.grading import MATH, NUMERIC, answers_match, parse_number
+    from prm_builder.grading import MATH, NUMERIC, answers_match, stated_number
 
     if not str(answer).strip():
         return False  # a solution that states no answer is wrong, however sound its steps
-    return answers_match(answer, reference, NUMERIC if parse_number(reference) is not None else MATH)
+    return answers_match(answer, reference, NUMERIC if stated_number(reference) is not None else MATH)
 
 
 def best_of_n(
