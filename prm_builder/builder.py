@@ -17,12 +17,14 @@ import datasets
 import pyarrow as pa
 from datasets.builder import Key
 
-from . import drops, model_sampled, prm800k, synthetic
+from . import decontamination, drops, math_shepherd, model_sampled, prm800k, stepwise, synthetic
 
 SOURCES = {
     "synthetic": synthetic,
     "prm800k": prm800k,
     "model_sampled": model_sampled,
+    "math_shepherd": math_shepherd,
+    "stepwise": stepwise,
 }
 
 ROWS_PER_TABLE = 1000
@@ -75,13 +77,21 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
             self._drops_dir = None
 
     def _split_generators(self, dl_manager):
-        return self._source.split_generators(self.config, dl_manager)
+        generators = self._source.split_generators(self.config, dl_manager)
+        # exclude_problems, for every config; one that filters lines itself (prm800k) says so.
+        if not getattr(self._source, "FILTERS_EXCLUDED_PROBLEMS", False):
+            splits = [generator.gen_kwargs["split"] for generator in generators]
+            excluders = decontamination.excluders(self.config.exclude_problems, splits, dl_manager)
+            for generator in generators:
+                generator.gen_kwargs["excluder"] = excluders[generator.gen_kwargs["split"]]
+        return generators
 
-    def _generate_tables(self, split, **gen_kwargs):
+    def _generate_tables(self, split, excluder=None, **gen_kwargs):
         dropped = Counter()
         schema = self.info.features.arrow_schema
         batch, batch_index = [], 0
-        for row in self._source.generate_rows(self.config, dropped, split=split, **gen_kwargs):
+        rows = self._source.generate_rows(self.config, dropped, split=split, **gen_kwargs)
+        for row in excluder.filter(rows, dropped) if excluder else rows:
             batch.append(row)
             if len(batch) == ROWS_PER_TABLE:
                 yield Key(0, batch_index), pa.Table.from_pylist(batch, schema=schema)
