@@ -6,6 +6,8 @@ Each config lives in its own module, which provides:
   DESCRIPTION, HOMEPAGE, LICENSE, CITATION
   split_generators(config, dl_manager) -> list[SplitGenerator]; every gen_kwargs has "split"
   generate_rows(config, drops, split, **gen_kwargs) -> rows as dicts, drops counted by reason
+    (or generate_tables(...) -> Arrow tables of rows, for a config that converts column-wise)
+Every config's `exclude_problems` is applied here to what they yield (decontamination.py).
 
 The builder is Arrow-based: rows are batched into Arrow tables here, which writes a split
 several times faster than datasets' per-example encoding.
@@ -90,6 +92,11 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
         dropped = Counter()
         schema = self.info.features.arrow_schema
         batch, batch_index = [], 0
+        if hasattr(self._source, "generate_tables"):  # a config that converts column-wise (math_shepherd)
+            for index, table in enumerate(self._source.generate_tables(self.config, dropped, split=split, **gen_kwargs)):
+                yield Key(0, index), excluder.filter_table(table, dropped) if excluder else table
+            self._record_drops(split, dropped)
+            return
         rows = self._source.generate_rows(self.config, dropped, split=split, **gen_kwargs)
         for row in excluder.filter(rows, dropped) if excluder else rows:
             batch.append(row)
@@ -98,6 +105,9 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
                 batch, batch_index = [], batch_index + 1
         if batch:
             yield Key(0, batch_index), pa.Table.from_pylist(batch, schema=schema)
+        self._record_drops(split, dropped)
+
+    def _record_drops(self, split: str, dropped: Counter) -> None:
         drops_dir = getattr(self, "_drops_dir", None)
         if drops_dir:
             drops.record(drops_dir, split, dropped)

@@ -168,6 +168,21 @@ class Excluder:
             else:
                 drops[f"contaminated:{found}"] += 1
 
+    def filter_table(self, table, drops: Counter):
+        """The table without its contaminated rows, each prompt looked up once."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        prompts = table.column("prompt")
+        distinct = pc.unique(prompts).to_pylist()
+        found = [self.match(prompt) for prompt in distinct]
+        if not any(found):
+            return table
+        names = pc.take(pa.array(found, pa.string()), pc.index_in(prompts, pa.array(distinct, pa.string())))
+        for name, count in Counter(names.drop_null().to_pylist()).items():
+            drops[f"contaminated:{name}"] += count
+        return table.filter(pc.is_null(names))
+
     def __getstate__(self):  # the memo stays behind when a worker process gets a copy
         return {"sets": self.sets, "_memo": {}}
 

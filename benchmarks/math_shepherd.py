@@ -1,0 +1,73 @@
+"""Converting a Math-Shepherd-size file with the `math_shepherd` config, against `load_dataset("json")`.
+
+The file has as many lines as Math-Shepherd (445K by default), made from the 7 real lines of
+tests/data/math_shepherd/samples.jsonl: each group of 30 copies gets its own problem text (a
+number in front, in `input` and `label` alike: Math-Shepherd has about 30 solutions per
+problem, which matters to exclude_problems' lookups) and every third copy is marked task
+"MATH". Both runs
+build the whole file into Arrow: `load_dataset("json")` its three string columns, the config
+its rows. Every measurement runs in a fresh Python process with an empty datasets cache (the
+file sits in the OS page cache for all alike); runs are interleaved and the best of --repeats
+is kept (the measuring code is shared with benchmarks/prm800k.py).
+
+    python benchmarks/math_shepherd.py [--lines 445000] [--repeats 3]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prm800k import measure  # noqa: E402  (benchmarks/prm800k.py: one fresh process per run)
+
+SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "math_shepherd" / "samples.jsonl"
+SOLUTIONS_PER_PROBLEM = 30
+RUNS = {
+    "json (baseline)": ("json", {}, None),
+    "math_shepherd": ("math_shepherd", {}, None),
+    "math_shepherd, num_proc=2": ("math_shepherd", {}, 2),
+}
+
+
+def write_large_file(path: Path, lines: int) -> int:
+    """`lines` varied copies of the sample lines; returns the file's size in bytes."""
+    samples = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
+    with path.open("w", encoding="utf-8") as file:
+        for index in range(lines):
+            sample = samples[index % len(samples)]
+            copy = f"({index // SOLUTIONS_PER_PROBLEM}) "
+            task = "MATH" if index % 3 == 2 else sample["task"]
+            file.write(json.dumps({"input": copy + sample["input"], "label": copy + sample["label"], "task": task}) + "\n")
+    return path.stat().st_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=445_000, help="lines of the generated file")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N for every run")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "math-shepherd-large.jsonl"
+        size = write_large_file(path, args.lines)
+        results: dict[str, list[dict]] = {name: [] for name in RUNS}
+        for _ in range(args.repeats):
+            for name, (config, options, num_proc) in RUNS.items():
+                cache = tempfile.mkdtemp(dir=tmp, prefix="cache-")
+                results[name].append(measure(config, options, num_proc, path, cache))
+                shutil.rmtree(cache)
+
+    best = {name: min(runs, key=lambda r: r["seconds"]) for name, runs in results.items()}
+    baseline = best["json (baseline)"]["seconds"]
+    print(f"{size / 1e6:,.0f} MB, {args.lines:,} lines, {os.cpu_count()} CPUs, best of {args.repeats}, fresh process and cache each run")
+    print(f"{'run':<28} {'rows':>9} {'seconds':>8} {'x json':>7} {'peak MB':>8}")
+    for name, r in best.items():
+        print(f"{name:<28} {r['rows']:>9,} {r['seconds']:>8.2f} {r['seconds'] / baseline:>7.2f} {r['peak_mb']:>8,.0f}")
+
+
+if __name__ == "__main__":
+    main()
