@@ -15,7 +15,8 @@ The option value says which splits are checked:
     never holds an evaluation problem while a config's own test split (e.g. GSM8K's) stays whole;
   - a set, or a list of sets: on every split;
   - a mapping {split: set or list of sets}: on those splits only;
-  - None (or []): nothing is excluded.
+  - "none" or [] (or None in Python; `load_dataset` drops options set to None, so pass "none"
+    or [] there): nothing is excluded.
 """
 
 import hashlib
@@ -43,7 +44,7 @@ TEXTS_SET = "given_problems"
 MEMO_SIZE = 200_000
 
 _HELP = (
-    "exclude_problems must be 'default', None, a built-in set ('math500', 'gsm8k_test', 'processbench'), "
+    "exclude_problems must be 'default', 'none' (or []), a built-in set ('math500', 'gsm8k_test', 'processbench'), "
     "a path to a .jsonl/.json file with a 'problem' field, a list of those (other list items are problem "
     "texts), or a mapping {split: any of those}"
 )
@@ -85,6 +86,8 @@ def normalize_option(value):
     """The option value checked and made canonical (sorted lists), so equal choices share a cache."""
     if value is None or value == DEFAULT:
         return value
+    if isinstance(value, str) and value.lower() == "none":
+        return None
     if isinstance(value, dict):
         if not value or not all(isinstance(split, str) and split for split in value):
             raise ValueError(f"{_HELP}; a mapping needs split names as keys, got {value!r}")
