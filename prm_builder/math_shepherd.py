@@ -18,9 +18,9 @@ num_proc.
 
 Lines skipped, each counted under one reason: "not_json" (a line that is not a JSON object with
 string fields), "missing_field" (no input, label or task), "other_task" (a task not in `tasks`),
-"no_tag" (no "ки" in input), "tag_label_count_mismatch" (as many "ки" tags in input as "+"/"-"
-marks at step ends in label, or not), "label_text_differs" (same count, but label differs from
-input elsewhere than at the tags), "text_after_last_tag" (an unlabelled step at the end),
+"no_tag" (no "ки" in input), "tag_label_count_mismatch" (label has another number of "+"/"-"
+marks at step ends than input has tags), "label_text_differs" (as many marks, but label is not
+input with each tag replaced by "+" or "-"), "text_after_last_tag" (an unlabelled step at the end),
 "no_first_step" (no "Step 1:" to split problem from solution), "empty_step".
 
 Files are read in byte ranges with pyarrow's JSON reader (multi-threaded C++), then each line's
@@ -144,7 +144,14 @@ def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
     if config.data_files is not None:
         return dl_manager.download({split: list(map(str, paths)) for split, paths in config.data_files.items()})
     if config.data_dir is None:
-        return {split: [path] for split, path in dl_manager.download(HUB_FILES).items()}
+        try:
+            downloaded = dl_manager.download(HUB_FILES)
+        except Exception as error:  # offline mode, no network, the Hub refusing: one message for all
+            raise ConnectionError(
+                f"math_shepherd downloads {HUB_FILES['train']} (793 MB) into the datasets cache and could not: "
+                f"{error}. Build once with network access, or pass data_files= with a local copy"
+            ) from error
+        return {split: [path] for split, path in downloaded.items()}
     folder = Path(config.data_dir)
     named = {split: [str(folder / f"{split}.jsonl")] for split in LOCAL_SPLITS if (folder / f"{split}.jsonl").is_file()}
     if named:
@@ -447,7 +454,8 @@ def line_row(config: MathShepherdConfig, text: str, label: str, task: str) -> di
 def _label_marks(pieces: list[str], label: str) -> list[str]:
     """The label's mark at each tag of the input; BadLine when label is not input with tags marked."""
     marks, position = [], 0
-    if len(label) == sum(map(len, pieces)) + len(pieces) - 1:
+    fits = len(label) == sum(map(len, pieces)) + len(pieces) - 1  # one character per tag
+    if fits:
         for piece in pieces[:-1]:
             if not label.startswith(piece, position):
                 break
@@ -460,5 +468,6 @@ def _label_marks(pieces: list[str], label: str) -> list[str]:
             if label.endswith(pieces[-1]):
                 return marks
     tags = len(pieces) - 1
-    raise BadLine("label_text_differs" if len(LABEL_MARK.findall(label)) == tags else "tag_label_count_mismatch")
+    same_count = fits or len(LABEL_MARK.findall(label)) == tags
+    raise BadLine("label_text_differs" if same_count else "tag_label_count_mismatch")
 

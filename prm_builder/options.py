@@ -49,7 +49,8 @@ class PRMBuilderConfig(datasets.BuilderConfig):
 
     @classmethod
     def option_names(cls) -> list[str]:
-        names = [f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS | {"exclude_problems"}]
+        names.append("exclude_problems")  # the one option every config has: after the config's own
         return (["data_dir", "data_files"] if cls.ACCEPTS_DATA_FILES else []) + names
 
     def options(self) -> dict[str, Any]:

@@ -1,0 +1,169 @@
+"""The `math_shepherd` config: exact rows for the 7 real sample lines, bad lines counted by reason."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from datasets import load_dataset
+
+import prm_builder  # noqa: F401  (registers the builder)
+from prm_builder import math_shepherd
+from prm_builder.drops import recorded_drops
+
+SAMPLES = Path("math_shepherd") / "samples.jsonl"
+
+JANET = {
+    "id": "train/0/1",
+    "prompt": "Janet pays $40/hour for 3 hours per week of clarinet lessons and $28/hour for 5 hours a week of piano "
+    "lessons. How much more does she spend on piano lessons than clarinet lessons in a year?",
+    "completions": [
+        "Janet spends 3 hours + 5 hours = 8 hours per week on music lessons.",
+        "She spends 40 * 3 = 120 on clarinet lessons per week.",
+        "She spends 28 * 5 = 140 on piano lessons per week.",
+        "Janet spends 120 + 140 = 260 on music lessons per week.",
+        "She spends 260 * 52 = 13520 on music lessons in a year. The answer is: 13520",
+    ],
+    "labels": [True, True, True, True, False],
+    "first_error": 4,
+    "final_answer": "13520",
+    "reference_answer": "",
+    "source": "math_shepherd/gsm8k",
+}
+BUZZ = {
+    "id": "train/0/5",
+    "prompt": "If Buzz bought a pizza with 78 slices at a restaurant and then decided to share it with the waiter in "
+    "the ratio of 5:8, with Buzz's ratio being 5, what's twenty less the number of slices of pizza that the waiter ate?",
+    "completions": [
+        "The total ratio representing the pizza is 5+8 = 13.",
+        "The waiter ate 13 x 8 / 13 = 6 slices of the pizza.",
+        "Buzz ate 78 - 6 = 72 slices of the pizza.",
+        "The waiter ate 20 less than the number of slices that Buzz ate which is 72 - 20 = 52.",
+        "The waiter ate 52 slices of the pizza. The answer is: 52",
+    ],
+    "labels": [True, False, False, False, False],
+    "first_error": 1,
+    "final_answer": "52",
+    "reference_answer": "",
+    "source": "math_shepherd/gsm8k",
+}
+# (id, number of steps, labels, first_error, final_answer) of every sample line, read off the data by hand.
+ALL_LINES = [
+    ("train/0/1", 5, [True, True, True, True, False], 4, "13520"),
+    ("train/0/2", 3, [False, False, False], 0, "16000"),
+    ("train/0/3", 2, [False, False], 0, "40"),
+    ("train/0/4", 5, [False] * 5, 0, "900"),
+    ("train/0/5", 5, [True, False, False, False, False], 1, "52"),
+    ("train/0/6", 2, [False, False], 0, "2.2"),
+    ("train/0/7", 3, [False, False, False], 0, "210"),
+]
+
+
+def load(path, **options):
+    return load_dataset("prm_builder", "math_shepherd", data_files=str(path), **options)
+
+
+def test_the_seven_real_lines(test_data):
+    dataset = load(test_data / SAMPLES)
+    rows = dataset["train"].to_list()
+    assert rows[0] == JANET and rows[4] == BUZZ
+    assert [(r["id"], len(r["completions"]), r["labels"], r["first_error"], r["final_answer"]) for r in rows] == ALL_LINES
+    assert {r["source"] for r in rows} == {"math_shepherd/gsm8k"}
+    assert all("<<" not in step and not step.startswith("Step ") for r in rows for step in r["completions"])
+    assert recorded_drops(dataset) == {}
+
+
+def test_step_prefix_and_calculator_annotations_kept_on_request(test_data):
+    row = load(test_data / SAMPLES, strip_step_prefix=False, keep_calculator_annotations=True)["train"][0]
+    assert row["completions"][0] == "Step 1: Janet spends 3 hours + 5 hours = <<3+5=8>>8 hours per week on music lessons."
+    assert row["completions"][4] == (
+        "Step 5: She spends 260 * 52 = <<260*52=13520>>13520 on music lessons in a year. The answer is: 13520"
+    )
+    assert row["labels"] == JANET["labels"] and row["prompt"] == JANET["prompt"]
+
+
+def bad_lines(real: dict) -> list:
+    """Hand-made broken variants of a real line, each with the reason it is dropped."""
+    text, label = real["input"], real["label"]
+    return [
+        ({**real, "input": text.replace(" ки", ""), "label": label}, "no_tag"),
+        ({**real, "label": label[: label.rindex(" -")]}, "tag_label_count_mismatch"),
+        ({**real, "label": label.replace("clarinet", "violin")}, "label_text_differs"),
+        ({**real, "label": label.replace("lessons. +", "lessons. ?", 1)}, "label_text_differs"),
+        ({**real, "input": text + "\nStep 6: more", "label": label + "\nStep 6: more"}, "text_after_last_tag"),
+        ({**real, "input": text.replace("Step 1:", "First:"), "label": label.replace("Step 1:", "First:")}, "no_first_step"),
+        ({**real, "input": text.replace("Step 2: She spends 40 * 3 = <<40*3=120>>120 on clarinet lessons per week.", ""),
+          "label": label.replace("Step 2: She spends 40 * 3 = <<40*3=120>>120 on clarinet lessons per week.", "")},
+         "empty_step"),
+        ({"input": text, "task": "GSM8K"}, "missing_field"),
+        ({**real, "task": "MATH"}, "other_task"),
+    ]  # fmt: skip
+
+
+def test_bad_lines_are_skipped_and_counted_by_reason(test_data, tmp_path):
+    lines = (test_data / SAMPLES).read_text(encoding="utf-8").splitlines()
+    real = json.loads(lines[0])
+    bad = bad_lines(real)
+    mixed = tmp_path / "mixed.jsonl"
+    # Bad lines between the good ones, plus a broken JSON line and a blank one.
+    body = [json.dumps(line) for line, _ in bad] + ["{not json", ""]
+    mixed.write_text("\n".join(lines[:3] + body + lines[3:]) + "\n", encoding="utf-8")
+    dataset = load(mixed, tasks="gsm8k")
+    rows = dataset["train"].to_list()
+    assert [r["completions"] for r in rows] == [r["completions"] for r in load(test_data / SAMPLES)["train"]]
+    # Ids are line numbers: the good lines after the 11 inserted ones moved down by 11.
+    assert [r["id"] for r in rows] == [f"train/0/{n}" for n in (1, 2, 3, 15, 16, 17, 18)]
+    expected = Counter(reason for _, reason in bad) + Counter(not_json=1)
+    assert recorded_drops(dataset) == {"train": expected}
+
+
+def test_line_row_reasons_match_the_columnwise_checks(test_data):
+    """Every bad line fails the Python parser with the reason the Arrow path counted."""
+    real = json.loads((test_data / SAMPLES).read_text(encoding="utf-8").splitlines()[0])
+    config = math_shepherd.MathShepherdConfig(name="math_shepherd")
+    for line, reason in bad_lines(real):
+        if "label" not in line or line["task"] == "MATH":
+            continue
+        with pytest.raises(math_shepherd.BadLine, match=reason):
+            math_shepherd.line_row(config, line["input"], line["label"], "gsm8k")
+    assert math_shepherd.line_row(config, real["input"], real["label"], "gsm8k") == {
+        k: v for k, v in JANET.items() if k != "id"
+    }
+
+
+def test_tasks_and_max_examples(test_data, tmp_path):
+    lines = [json.loads(line) for line in (test_data / SAMPLES).read_text(encoding="utf-8").splitlines()]
+    tagged = tmp_path / "tasks.jsonl"
+    tagged.write_text("".join(json.dumps({**line, "task": "MATH" if i % 2 else "GSM8K"}) + "\n" for i, line in enumerate(lines)))
+    math_only = load(tagged, tasks=["math"])["train"]
+    assert math_only["id"] == ["train/0/2", "train/0/4", "train/0/6"]
+    assert set(math_only["source"]) == {"math_shepherd/math"}
+    assert load(tagged, max_examples=3)["train"]["id"] == ["train/0/1", "train/0/2", "train/0/3"]
+
+
+def test_data_dir_split_files(test_data, tmp_path):
+    (tmp_path / "train.jsonl").write_text((test_data / SAMPLES).read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "test.jsonl").write_text((test_data / SAMPLES).read_text(encoding="utf-8").splitlines()[0] + "\n")
+    dataset = load_dataset("prm_builder", "math_shepherd", data_dir=str(tmp_path))
+    assert {split: len(rows) for split, rows in dataset.items()} == {"train": 7, "test": 1}
+    assert dataset["test"][0]["id"] == "test/0/1"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tasks": "physics"}, r"tasks must be a non-empty list of \['gsm8k', 'math'\], got 'physics'"),
+        ({"max_examples": 0}, r"max_examples must be >= 1, got 0"),
+        ({"strip_step_prefix": "yes"}, r"strip_step_prefix must be True or False, got 'yes'"),
+        ({"data_dir": "/nonexistent/ms"}, r"data_dir must be a folder .*got '/nonexistent/ms': no such folder"),
+    ],
+)
+def test_invalid_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        load_dataset("prm_builder", "math_shepherd", **options)
+
+
+def test_offline_download_names_the_hub_file():
+    with pytest.raises(ConnectionError, match=r"math_shepherd downloads https://huggingface.co/datasets/peiyi9979/"
+                       r"Math-Shepherd/resolve/main/math-shepherd.jsonl .* could not: .*pass data_files="):
+        load_dataset("prm_builder", "math_shepherd")
