@@ -77,6 +77,14 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
             super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
         finally:
             self._drops_dir = None
+        # exclude_problems can empty a split (a benchmark's own test split), and datasets cannot
+        # load an empty split: leave it out, loudly.
+        empty = [name for name, split in self.info.splits.items() if split.num_examples == 0]
+        if len(empty) == len(self.info.splits):
+            raise ValueError(f"{self.config.name}: no split has any row with these options (see the drops logged above)")
+        for name in empty:
+            drops.logger.warning(f"{self.config.name}: split {name!r} is left out: every row was dropped")
+            del self.info.splits[name]
 
     def _split_generators(self, dl_manager):
         generators = self._source.split_generators(self.config, dl_manager)
