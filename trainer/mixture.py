@@ -90,10 +90,12 @@ def load_entry(entry: PRMDatasetConfig):
 
     if entry.path == "prm_builder":
         import prm_builder  # noqa: F401  (registers the builder with datasets)
+    given = {"name": entry.name, "data_dir": entry.data_dir, "data_files": entry.data_files, "split": entry.split}
     options = dict(entry.options or {})
-    return datasets.load_dataset(
-        entry.path, name=entry.name, data_dir=entry.data_dir, data_files=entry.data_files, split=entry.split, **options
-    )
+    twice = sorted(key for key, value in given.items() if value is not None and key in options)
+    if twice:
+        raise ValueError(f"{label(entry)}: {', '.join(twice)} set both in the entry and in its options; set each once")
+    return datasets.load_dataset(entry.path, **{**given, **options})
 
 
 def realised_counts(sizes: list[int], fractions: list[float | None]) -> list[int]:
@@ -143,15 +145,16 @@ def load_mixture(arguments: MixtureArguments, seed: int = 0):
 
 
 def _new_rows(dataset, seen: set) -> list[int]:
-    """Indices of rows whose (prompt, completions) is not in `seen`; adds theirs."""
-    keep = []
+    """Indices of rows whose (prompt, completions) no earlier dataset had (`seen`); then adds this one's."""
+    keep, keys = [], set()
     for start in range(0, len(dataset), 10_000):
         batch = dataset.select_columns(["prompt", "completions"])[start : start + 10_000]
         for offset, (prompt, completions) in enumerate(zip(batch["prompt"], batch["completions"])):
             key = hashlib.sha1("\x1e".join([str(prompt), *map(str, completions)]).encode()).digest()
+            keys.add(key)
             if key not in seen:
-                seen.add(key)
                 keep.append(start + offset)
+    seen |= keys
     return keep
 
 
