@@ -1,10 +1,10 @@
 """Converting a Math-Shepherd-size file with the `math_shepherd` config, against `load_dataset("json")`.
 
 The file has as many lines as Math-Shepherd (445K by default), made from the 7 real lines of
-tests/data/math_shepherd/samples.jsonl: each group of 30 copies gets its own problem text (a
-number in front, in `input` and `label` alike: Math-Shepherd has about 30 solutions per
-problem, which matters to exclude_problems' lookups) and every third copy is marked task
-"MATH". Both runs
+tests/data/math_shepherd/samples.jsonl: line i puts the solution of one sample under problem
+i // 30 (a sample's problem, numbered), so each problem has about 30 solutions as in
+Math-Shepherd (which matters to exclude_problems, checked once per distinct problem); every
+third line is marked task "MATH". Both runs
 build the whole file into Arrow: `load_dataset("json")` its three string columns, the config
 its rows. Every measurement runs in a fresh Python process with an empty datasets cache (the
 file sits in the OS page cache for all alike); runs are interleaved and the best of --repeats
@@ -34,14 +34,23 @@ RUNS = {
 
 
 def write_large_file(path: Path, lines: int) -> int:
-    """`lines` varied copies of the sample lines; returns the file's size in bytes."""
+    """`lines` lines made of the samples; returns the file's size in bytes.
+
+    Line i pairs problem i // 30 (a sample's problem text, numbered) with the solution of
+    sample i % 7, so that, as in Math-Shepherd, each problem has about 30 solutions.
+    """
     samples = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()]
+    split = [
+        {key: sample[key].partition(" Step 1:") for key in ("input", "label")} for sample in samples
+    ]  # (problem, " Step 1:", solution) of input and of label
     with path.open("w", encoding="utf-8") as file:
         for index in range(lines):
-            sample = samples[index % len(samples)]
-            copy = f"({index // SOLUTIONS_PER_PROBLEM}) "
-            task = "MATH" if index % 3 == 2 else sample["task"]
-            file.write(json.dumps({"input": copy + sample["input"], "label": copy + sample["label"], "task": task}) + "\n")
+            number = index // SOLUTIONS_PER_PROBLEM
+            problem = split[number % len(samples)]["input"][0]
+            solution = split[index % len(samples)]
+            row = {key: f"({number}) {problem} Step 1:{solution[key][2]}" for key in ("input", "label")}
+            row["task"] = "MATH" if index % 3 == 2 else "GSM8K"
+            file.write(json.dumps(row) + "\n")
     return path.stat().st_size
 
 

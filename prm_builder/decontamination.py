@@ -51,12 +51,14 @@ _HELP = (
 
 # -- normalisation ---------------------------------------------------------------------------------
 
-_LATEX_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~")
-_LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![a-zA-Z])")
-_FRAC = re.compile(r"\\[dt]frac(?![a-zA-Z])")
+# LaTeX that changes nothing of a problem: spacing commands, \left/\right, \dfrac/\tfrac for \frac.
+_LATEX = re.compile(r"\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\\(?:left|right)(?![a-zA-Z])|\\[dt]frac(?![a-zA-Z])")
 _THOUSANDS = re.compile(r"(?<=\d)(?:,|\{,\})(?=\d{3}(?!\d))")
 _TRAILING_ZEROS = re.compile(r"(\d)\.(\d*?)0+(?!\d)")
-_WHITESPACE = re.compile(r"\s+")
+
+
+def _latex_replacement(match: re.Match) -> str:
+    return "\\frac" if match.group().endswith("frac") else " "
 
 
 def normalize_problem(text: str) -> str:
@@ -64,15 +66,18 @@ def normalize_problem(text: str) -> str:
 
     "What is $1{,}000 \\cdot 2.50$?" and "What is $1000\\cdot 2.5$ ?" normalise alike. Whitespace
     is removed rather than collapsed, so "x + 1" and "x+1" match; two different problems would
-    need the same characters in the same order to collide.
+    need the same characters in the same order to collide. Each step runs only when its
+    characters occur: this is called once per distinct prompt of every build.
     """
-    text = unicodedata.normalize("NFKC", text)
-    text = _LATEX_SPACING.sub(" ", text)
-    text = _LEFT_RIGHT.sub("", text)
-    text = _FRAC.sub(r"\\frac", text)
-    text = _THOUSANDS.sub("", text)
-    text = _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), text)
-    return _WHITESPACE.sub("", text).casefold()
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    if "\\" in text or "~" in text:
+        text = _LATEX.sub(_latex_replacement, text)
+    if "," in text:
+        text = _THOUSANDS.sub("", text)
+    if "." in text:
+        text = _TRAILING_ZEROS.sub(lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), text)
+    return "".join(text.split()).casefold()
 
 
 def problem_hash(text: str) -> str:

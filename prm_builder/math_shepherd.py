@@ -13,8 +13,8 @@ Rows: `prompt` is the text before the last "Step 1:" of the first step; `complet
 annotations removed unless keep_calculator_annotations=True); `labels` the marks ("+" -> True);
 `final_answer` the text after "The answer is:" in the last step ("" when absent);
 `reference_answer` "" (Math-Shepherd ships none); `source` "math_shepherd/gsm8k" or
-"math_shepherd/math"; `id` "<split>/<file index>/<line number>", stable across rebuilds and
-num_proc.
+"math_shepherd/math"; `id` "<split>/<file index>/<byte offset of the line in the file>",
+stable across rebuilds and num_proc (a line number would need a pass over the whole file first).
 
 Lines skipped, each counted under one reason: "not_json" (a line that is not a JSON object with
 string fields), "missing_field" (no input, label or task), "other_task" (a task not in `tasks`),
@@ -133,7 +133,7 @@ def split_generators(config: MathShepherdConfig, dl_manager) -> list[datasets.Sp
         for file_index, path in enumerate(paths):
             if not os.path.isfile(path):  # a remote file under streaming=True
                 raise ValueError(f"math_shepherd reads local files; {path} is not one (drop streaming=True)")
-            groups += [[(split, file_index, *shard)] for shard in _numbered_shards(path)]
+            groups += [[(split, file_index, *shard)] for shard in byte_range_shards([path], SHARD_BYTES)]
         if config.max_examples is not None:
             groups = [[shard for group in groups for shard in group]]  # a row cap sees the rows in order
         generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "groups": groups}))
@@ -160,19 +160,6 @@ def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
     if not found:
         raise FileNotFoundError(f"data_dir {config.data_dir!r}: expected Math-Shepherd .jsonl files in it, found none")
     return {"train": found}
-
-
-def _numbered_shards(path: str) -> list[tuple[str, int, int, int]]:
-    """(path, start, end, number of the first line) byte ranges of about SHARD_BYTES."""
-    shards, line, offset = [], 1, 0
-    with open(path, "rb") as file:
-        for _, start, end in byte_range_shards([path], SHARD_BYTES):
-            while offset < start:  # count the lines before this range, in bounded chunks
-                chunk = file.read(min(start - offset, 1 << 24))
-                line += chunk.count(b"\n")
-                offset += len(chunk)
-            shards.append((path, start, end, line))
-    return shards
 
 
 # -- rows ------------------------------------------------------------------------------------------
@@ -224,41 +211,43 @@ def _ready(future, drops: Counter, max_examples: int | None, emitted: int) -> li
 
 
 def _shard_table(config: MathShepherdConfig, shard: tuple) -> tuple[pa.Table, Counter]:
-    split, file_index, path, start, end, first_line = shard
+    split, file_index, path, start, end = shard
     drops = Counter()
-    records, line_numbers = _records(path, start, end, first_line, drops)
+    records, line_offsets = _records(path, start, end, drops)
     tasks = pc.utf8_lower(records.column("task"))
     keep = pc.is_in(tasks, pa.array(config.tasks))
     drops["other_task"] += records.num_rows - pc.sum(keep).as_py() if records.num_rows else 0
-    records, line_numbers = records.filter(keep), line_numbers.filter(keep)
-    ids = pc.binary_join_element_wise(f"{split}/{file_index}/", pc.cast(line_numbers, pa.string()), "")
+    records, line_offsets = records.filter(keep), line_offsets.filter(keep)
+    ids = pc.binary_join_element_wise(f"{split}/{file_index}/", pc.cast(line_offsets, pa.string()), "")
     return convert(config, records, ids, drops), +drops
 
 
-def _records(path: str, start: int, end: int, first_line: int, drops: Counter) -> tuple[pa.Table, pa.Array]:
-    """The {input, label, task} of each line in [start, end) and its line number; bad lines counted."""
+def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table, pa.Array]:
+    """The {input, label, task} of each line in [start, end) and the byte offset of the line in its file."""
     with open(path, "rb") as file:
         file.seek(start)
         block = file.read(end - start)
-    line_count = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+    line_starts = np.concatenate([[0], newlines + 1])
+    line_starts = line_starts[line_starts < len(block)]
     table = _parse_block(block)
-    if table is not None and table.num_rows == line_count:
-        numbers = pa.array(np.arange(first_line, first_line + line_count), pa.int64())
+    if table is not None and table.num_rows == len(line_starts):
+        offsets = pa.array(start + line_starts, pa.int64())
     else:
         # A blank or broken line somewhere in the range: parse it line by line to count and skip it.
         parsed, kept = [], []
-        for offset, line in enumerate(block.split(b"\n")):
+        for line_start, line in zip(line_starts, block.split(b"\n")):
             one = _parse_block(line, max(len(line) + 1, 1 << 20)) if line.strip() else None
             if one is not None and one.num_rows == 1:
                 parsed.append(one)
-                kept.append(first_line + offset)
+                kept.append(start + line_start)
             elif line.strip():
                 drops["not_json"] += 1
         table = pa.concat_tables(parsed) if parsed else SCHEMA.empty_table()
-        numbers = pa.array(kept, pa.int64())
+        offsets = pa.array(kept, pa.int64())
     complete = pc.and_(pc.and_(pc.is_valid(table.column("input")), pc.is_valid(table.column("label"))), pc.is_valid(table.column("task")))
     drops["missing_field"] += table.num_rows - pc.sum(complete).as_py() if table.num_rows else 0
-    return table.filter(complete), numbers.filter(complete)
+    return table.filter(complete), offsets.filter(complete)
 
 
 def _parse_block(block: bytes, block_size: int = 1 << 20) -> pa.Table | None:
@@ -286,21 +275,30 @@ def convert(config: MathShepherdConfig, records: pa.Table, ids: pa.Array, drops:
     # A tag is 4 UTF-8 bytes and its mark 1: a well-formed label is 3 bytes per tag shorter.
     lengths_fit = np.asarray(pc.binary_length(labels)) == np.asarray(pc.binary_length(inputs)) - 3 * tags
     rows = np.flatnonzero((tags > 0) & lengths_fit)
-    pieces = pieces.take(rows)
-    marks, ok = _marks(pieces, labels.take(rows))
+    pieces = _taken(pieces, rows)
+    marks, ok = _marks(pieces, _taken(labels, rows))
     # The problem ends where the first piece's last "Step 1:" starts; nothing may follow the last tag.
     around_first_step = pc.split_pattern(pc.list_element(pieces, 0), FIRST_STEP, max_splits=1, reverse=True)
     last_piece = pc.take(pieces.flatten(), np.asarray(pieces.offsets)[1:] - 1)
     ok &= np.asarray(pc.list_value_length(around_first_step)) == 2
     ok &= np.asarray(pc.utf8_length(pc.utf8_trim_whitespace(last_piece))) == 0
-    rows, pieces, marks, around_first_step = rows[ok], pieces.filter(ok), marks.filter(ok), around_first_step.filter(ok)
+    rows, pieces, marks, around_first_step = rows[ok], *(_kept(a, ok) for a in (pieces, marks, around_first_step))
     completions = _completions(config, pieces, pc.list_element(around_first_step, 1))
     ok = ~_any_empty(completions)
     rows = rows[ok]
-    prompts = pc.utf8_trim_whitespace(pc.list_element(around_first_step, 0)).filter(ok)
-    table = _table(records.take(rows), ids.take(rows), prompts, completions.filter(ok), marks.filter(ok))
+    prompts = _kept(pc.utf8_trim_whitespace(pc.list_element(around_first_step, 0)), ok)
+    table = _table(_taken(records, rows), _taken(ids, rows), prompts, _kept(completions, ok), _kept(marks, ok))
     failed = np.setdiff1d(np.arange(records.num_rows), rows)
     return _with_failed_lines(config, records, ids, failed, table, drops)
+
+
+def _taken(data, rows: np.ndarray):
+    """data.take(rows), without the copy when rows are all of them (the usual case)."""
+    return data if len(rows) == len(data) else data.take(rows)
+
+
+def _kept(data, mask: np.ndarray):
+    return data if mask.all() else data.filter(mask)
 
 
 def _marks(pieces: pa.ListArray, labels: pa.StringArray) -> tuple[pa.ListArray, np.ndarray]:
@@ -357,7 +355,10 @@ def _completions(config: MathShepherdConfig, pieces: pa.ListArray, first_step: p
     if config.strip_step_prefix:
         steps = pc.utf8_trim_whitespace(pc.replace_substring_regex(steps, r"^Step \d+:", ""))
     if not config.keep_calculator_annotations:
-        steps = pc.replace_substring_regex(steps, gsm8k.ANNOTATION.pattern, "")
+        annotated = pc.match_substring(steps, "<<")  # a plain search, much cheaper than the regex
+        if pc.any(annotated).as_py():
+            stripped = pc.replace_substring_regex(steps.filter(annotated), gsm8k.ANNOTATION.pattern, "")
+            steps = pc.replace_with_mask(steps, annotated, stripped)
     step_offsets = pa.array(offsets - np.arange(len(pieces) + 1), pa.int32())
     return pa.ListArray.from_arrays(step_offsets, steps)
 

@@ -14,7 +14,7 @@ from prm_builder.drops import recorded_drops
 SAMPLES = Path("math_shepherd") / "samples.jsonl"
 
 JANET = {
-    "id": "train/0/1",
+    "id": "train/0/0",
     "prompt": "Janet pays $40/hour for 3 hours per week of clarinet lessons and $28/hour for 5 hours a week of piano "
     "lessons. How much more does she spend on piano lessons than clarinet lessons in a year?",
     "completions": [
@@ -31,7 +31,7 @@ JANET = {
     "source": "math_shepherd/gsm8k",
 }
 BUZZ = {
-    "id": "train/0/5",
+    "id": "train/0/{}",  # the byte offset of the 5th line, filled in by line_ids
     "prompt": "If Buzz bought a pizza with 78 slices at a restaurant and then decided to share it with the waiter in "
     "the ratio of 5:8, with Buzz's ratio being 5, what's twenty less the number of slices of pizza that the waiter ate?",
     "completions": [
@@ -47,16 +47,25 @@ BUZZ = {
     "reference_answer": "",
     "source": "math_shepherd/gsm8k",
 }
-# (id, number of steps, labels, first_error, final_answer) of every sample line, read off the data by hand.
+# (number of steps, labels, first_error, final_answer) of every sample line, read off the data by hand.
 ALL_LINES = [
-    ("train/0/1", 5, [True, True, True, True, False], 4, "13520"),
-    ("train/0/2", 3, [False, False, False], 0, "16000"),
-    ("train/0/3", 2, [False, False], 0, "40"),
-    ("train/0/4", 5, [False] * 5, 0, "900"),
-    ("train/0/5", 5, [True, False, False, False, False], 1, "52"),
-    ("train/0/6", 2, [False, False], 0, "2.2"),
-    ("train/0/7", 3, [False, False, False], 0, "210"),
+    (5, [True, True, True, True, False], 4, "13520"),
+    (3, [False, False, False], 0, "16000"),
+    (2, [False, False], 0, "40"),
+    (5, [False] * 5, 0, "900"),
+    (5, [True, False, False, False, False], 1, "52"),
+    (2, [False, False], 0, "2.2"),
+    (3, [False, False, False], 0, "210"),
 ]
+
+
+def line_ids(path, split="train") -> list[str]:
+    """Row ids are "<split>/<file index>/<byte offset of the line>": the offsets of every line of a file."""
+    offsets, offset = [], 0
+    for line in Path(path).read_bytes().splitlines(keepends=True):
+        offsets.append(f"{split}/0/{offset}")
+        offset += len(line)
+    return offsets
 
 
 def load(path, **options):
@@ -66,8 +75,10 @@ def load(path, **options):
 def test_the_seven_real_lines(test_data):
     dataset = load(test_data / SAMPLES)
     rows = dataset["train"].to_list()
-    assert rows[0] == JANET and rows[4] == BUZZ
-    assert [(r["id"], len(r["completions"]), r["labels"], r["first_error"], r["final_answer"]) for r in rows] == ALL_LINES
+    ids = line_ids(test_data / SAMPLES)
+    assert rows[0] == JANET and rows[4] == {**BUZZ, "id": ids[4]}
+    assert [r["id"] for r in rows] == ids
+    assert [(len(r["completions"]), r["labels"], r["first_error"], r["final_answer"]) for r in rows] == ALL_LINES
     assert {r["source"] for r in rows} == {"math_shepherd/gsm8k"}
     assert all("<<" not in step and not step.startswith("Step ") for r in rows for step in r["completions"])
     assert recorded_drops(dataset) == {}
@@ -111,8 +122,9 @@ def test_bad_lines_are_skipped_and_counted_by_reason(test_data, tmp_path):
     dataset = load(mixed, tasks="gsm8k")
     rows = dataset["train"].to_list()
     assert [r["completions"] for r in rows] == [r["completions"] for r in load(test_data / SAMPLES)["train"]]
-    # Ids are line numbers: the good lines after the 11 inserted ones moved down by 11.
-    assert [r["id"] for r in rows] == [f"train/0/{n}" for n in (1, 2, 3, 15, 16, 17, 18)]
+    # Ids are byte offsets of the lines: the good lines after the 11 inserted ones moved down.
+    ids = line_ids(mixed)
+    assert [r["id"] for r in rows] == [ids[n] for n in (0, 1, 2, 14, 15, 16, 17)]
     expected = Counter(reason for _, reason in bad) + Counter(not_json=1)
     assert recorded_drops(dataset) == {"train": expected}
 
@@ -136,9 +148,10 @@ def test_tasks_and_max_examples(test_data, tmp_path):
     tagged = tmp_path / "tasks.jsonl"
     tagged.write_text("".join(json.dumps({**line, "task": "MATH" if i % 2 else "GSM8K"}) + "\n" for i, line in enumerate(lines)))
     math_only = load(tagged, tasks=["math"])["train"]
-    assert math_only["id"] == ["train/0/2", "train/0/4", "train/0/6"]
+    ids = line_ids(tagged)
+    assert math_only["id"] == [ids[1], ids[3], ids[5]]
     assert set(math_only["source"]) == {"math_shepherd/math"}
-    assert load(tagged, max_examples=3)["train"]["id"] == ["train/0/1", "train/0/2", "train/0/3"]
+    assert load(tagged, max_examples=3)["train"]["id"] == ids[:3]
 
 
 def test_data_dir_split_files(test_data, tmp_path):
@@ -146,7 +159,7 @@ def test_data_dir_split_files(test_data, tmp_path):
     (tmp_path / "test.jsonl").write_text((test_data / SAMPLES).read_text(encoding="utf-8").splitlines()[0] + "\n")
     dataset = load_dataset("prm_builder", "math_shepherd", data_dir=str(tmp_path))
     assert {split: len(rows) for split, rows in dataset.items()} == {"train": 7, "test": 1}
-    assert dataset["test"][0]["id"] == "test/0/1"
+    assert dataset["test"][0]["id"] == "test/0/0"
 
 
 @pytest.mark.parametrize(
