@@ -274,9 +274,12 @@ def convert(config: MathShepherdConfig, records: pa.Table, ids: pa.Array, drops:
     tags = np.asarray(pc.list_value_length(pieces)) - 1
     # A tag is 4 UTF-8 bytes and its mark 1: a well-formed label is 3 bytes per tag shorter.
     lengths_fit = np.asarray(pc.binary_length(labels)) == np.asarray(pc.binary_length(inputs)) - 3 * tags
-    rows = np.flatnonzero((tags > 0) & lengths_fit)
+    candidates = (tags > 0) & lengths_fit
+    if (_buffer(inputs)[1] == 0).any():  # a NUL byte in the text would pass for a tag in _marks
+        candidates &= ~np.asarray(pc.match_substring(inputs, "\0"))
+    rows = np.flatnonzero(candidates)
     pieces = _taken(pieces, rows)
-    marks, ok = _marks(pieces, _taken(labels, rows))
+    marks, ok = _marks(_taken(inputs, rows), _taken(labels, rows), tags[rows])
     # The problem ends where the first piece's last "Step 1:" starts; nothing may follow the last tag.
     around_first_step = pc.split_pattern(pc.list_element(pieces, 0), FIRST_STEP, max_splits=1, reverse=True)
     last_piece = pc.take(pieces.flatten(), np.asarray(pieces.offsets)[1:] - 1)
@@ -301,34 +304,26 @@ def _kept(data, mask: np.ndarray):
     return data if mask.all() else data.filter(mask)
 
 
-def _marks(pieces: pa.ListArray, labels: pa.StringArray) -> tuple[pa.ListArray, np.ndarray]:
+def _marks(inputs: pa.StringArray, labels: pa.StringArray, tags: np.ndarray) -> tuple[pa.ListArray, np.ndarray]:
     """Per line, the label's marks as bools, and whether the label is the input with each tag marked.
 
-    Every line here has a label exactly 3 bytes per tag shorter than its input; the mark after
-    piece j sits after the bytes of pieces 0..j and the j marks before it.
+    Every line here has a label exactly 3 bytes per tag shorter than its input: with each tag
+    replaced by one NUL byte, the input lines up byte for byte with its label, which may differ
+    from it only where the NULs are, and there only by "+" or "-".
     """
-    offsets = np.asarray(pieces.offsets, dtype=np.int64)
-    offsets = offsets - offsets[0]
-    per_row = np.diff(offsets)
-    parent = np.repeat(np.arange(len(pieces)), per_row)
-    index_in_row = np.arange(offsets[-1]) - offsets[parent]
-    piece_bytes = np.asarray(pc.binary_length(pieces.flatten()), dtype=np.int64)
-    cumulative = np.concatenate([[0], np.cumsum(piece_bytes)])
-    position = cumulative[1:] - cumulative[offsets[parent]] + index_in_row
-    has_mark = index_in_row < per_row[parent] - 1
+    placeholder_offsets, placeholders = _buffer(pc.replace_substring(inputs, TAG, "\0"))
     label_offsets, label_bytes = _buffer(labels)
-    mark_at = label_offsets[parent[has_mark]] + position[has_mark]
+    at_tag = placeholders == 0
+    mark_at = np.flatnonzero(at_tag)
     marks = label_bytes[mark_at]
-    bad = np.bincount(parent[has_mark], weights=(marks != ord("+")) & (marks != ord("-")), minlength=len(pieces)) > 0
-    keep = np.ones(len(label_bytes), dtype=bool)
-    keep[mark_at] = False
-    label_text = label_bytes[keep]
-    input_offsets, input_text = _buffer(pc.binary_join(pieces, ""))
-    # Label minus marks and input minus tags have equal lengths per line: compare them whole first.
-    if not np.array_equal(label_text, input_text):
-        row_of_byte = np.repeat(np.arange(len(pieces)), np.diff(input_offsets))
-        bad |= np.bincount(row_of_byte, weights=label_text != input_text, minlength=len(pieces)) > 0
-    mark_offsets = pa.array(offsets - np.arange(len(pieces) + 1), pa.int32())
+    rows = len(inputs)
+    bad = np.zeros(rows, dtype=bool)
+    wrong = (label_bytes != placeholders) & ~at_tag
+    wrong[mark_at] = (marks != ord("+")) & (marks != ord("-"))
+    if wrong.any():
+        row_of_byte = np.repeat(np.arange(rows), np.diff(label_offsets))
+        bad |= np.bincount(row_of_byte[wrong], minlength=rows) > 0
+    mark_offsets = pa.array(np.concatenate([[0], np.cumsum(tags)]), pa.int32())
     return pa.ListArray.from_arrays(mark_offsets, pa.array(marks == ord("+"))), ~bad
 
 

@@ -84,6 +84,11 @@ class StepwiseConfig(PRMBuilderConfig):
             raise ValueError(f"dataset must be a Hub dataset id such as 'trl-lib/math_shepherd', got {self.dataset!r}")
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ValueError(f"data_dir must be a folder of data files, got {self.data_dir!r}: no such folder")
+        if isinstance(self.column_map, str):  # from the command line: "prompt=question,labels=step_labels"
+            pairs = [item.partition("=") for item in self.column_map.split(",") if item.strip()]
+            if not pairs or not all(sep and ours.strip() and theirs.strip() for ours, sep, theirs in pairs):
+                raise ValueError(f"column_map as text must be 'ours=theirs,...' (e.g. 'prompt=question'), got {self.column_map!r}")
+            self.column_map = {ours.strip(): theirs.strip() for ours, _, theirs in pairs}
         if self.column_map is not None:
             if not isinstance(self.column_map, dict) or not all(isinstance(v, str) for v in self.column_map.values()):
                 raise ValueError(f"column_map must map our column names to the dataset's, got {self.column_map!r}")

@@ -4,7 +4,7 @@ import json
 from collections import Counter
 
 import pytest
-from datasets import load_dataset
+from datasets import load_dataset, load_from_disk
 
 import prm_builder  # noqa: F401  (registers the builder)
 from prm_builder import stepwise
@@ -62,6 +62,16 @@ def test_near_variants_through_known_names_and_column_map(tmp_path):
     assert recorded_drops(dataset) == {"train": Counter(bad_labels=1, label_count_mismatch=1, bad_prompt=1)}
 
 
+def test_column_map_from_the_command_line(tmp_path):
+    from prm_builder import cli
+
+    rows = [{"problem_text": "What is 2 + 2?", "steps": ["2 + 2 = 4"], "step_labels": [True]}]
+    path = write_jsonl(tmp_path / "odd.jsonl", rows)
+    assert cli.main(["build", "stepwise", "--data-files", f"train={path}", "--column-map", "prompt=problem_text",
+                     "--output-dir", str(tmp_path / "out")]) == 0  # fmt: skip
+    assert load_from_disk(str(tmp_path / "out"))["train"]["prompt"] == ["What is 2 + 2?"]
+
+
 def test_label_values():
     assert [stepwise.as_label(v) for v in (True, 1, 1.0, "+", "TRUE", " correct ", "1")] == [True] * 7
     assert [stepwise.as_label(v) for v in (False, 0, -1, "-", "false", "incorrect", "-1", "0")] == [False] * 8
@@ -88,6 +98,7 @@ def test_parquet_splits_and_max_examples(tmp_path):
         ({}, r"stepwise needs exactly one of dataset \(a Hub id\), data_files or data_dir; got none"),
         ({"column_map": {"answer": "gold"}, "dataset": "x/y"}, r"column_map keys must be among .*got \['answer'\]"),
         ({"data_dir": "/nonexistent/sw"}, r"data_dir must be a folder of data files, got '/nonexistent/sw'"),
+        ({"column_map": "prompt:question", "dataset": "x/y"}, r"column_map as text must be 'ours=theirs,...'"),
     ],
 )
 def test_invalid_options(options, message):
