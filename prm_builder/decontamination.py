@@ -267,8 +267,8 @@ def _processbench_hashes(dl_manager) -> frozenset:
     except Exception as error:  # offline mode, no network, or the Hub refusing: all say the same to the user
         raise ConnectionError(
             "exclude_problems 'processbench' downloads Qwen/ProcessBench's problems from the Hub "
-            f"({', '.join(PROCESSBENCH_FILES.values())}) and could not: {error}. Build once with network access "
-            "(the files are then cached), or download the four .json files and pass their paths instead"
+            f"({', '.join(PROCESSBENCH_FILES.values())}) and could not: {str(error).rstrip('.')}. Build once with "
+            "network access (the files are then cached), or download the four .json files and pass their paths instead"
         ) from error
     return frozenset(problem_hash(problem) for path in paths.values() for problem in read_problems(path))
 

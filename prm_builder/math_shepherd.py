@@ -149,7 +149,7 @@ def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
         except Exception as error:  # offline mode, no network, the Hub refusing: one message for all
             raise ConnectionError(
                 f"math_shepherd downloads {HUB_FILES['train']} (793 MB) into the datasets cache and could not: "
-                f"{error}. Build once with network access, or pass data_files= with a local copy"
+                f"{str(error).rstrip('.')}. Build once with network access, or pass data_files= with a local copy"
             ) from error
         return {split: [path] for split, path in downloaded.items()}
     folder = Path(config.data_dir)
