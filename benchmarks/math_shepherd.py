@@ -14,6 +14,7 @@ is kept (the measuring code is shared with benchmarks/prm800k.py).
 """
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -63,20 +64,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "math-shepherd-large.jsonl"
         size = write_large_file(path, args.lines)
-        results: dict[str, list[dict]] = {name: [] for name in RUNS}
-        for _ in range(args.repeats):
-            for name, (config, options, num_proc) in RUNS.items():
-                cache = tempfile.mkdtemp(dir=tmp, prefix="cache-")
-                results[name].append(measure(config, options, num_proc, path, cache))
-                shutil.rmtree(cache)
-
-    best = {name: min(runs, key=lambda r: r["seconds"]) for name, runs in results.items()}
+        # Interleaved (json, math_shepherd, ... then again), so a busy machine slows all alike.
+        timings = [(name, fresh_run(RUNS[name], path, tmp)) for _, name in itertools.product(range(args.repeats), RUNS)]
+    best = {name: min((t for n, t in timings if n == name), key=lambda t: t["seconds"]) for name in RUNS}
     baseline = best["json (baseline)"]["seconds"]
-    print(f"{size / 1e6:,.0f} MB, {args.lines:,} lines, {os.cpu_count()} CPUs, best of {args.repeats}, fresh process and cache each run")
-    print(f"{'run':<28} {'rows':>9} {'seconds':>8} {'x json':>7} {'peak MB':>8}")
-    for name, r in best.items():
-        print(f"{name:<28} {r['rows']:>9,} {r['seconds']:>8.2f} {r['seconds'] / baseline:>7.2f} {r['peak_mb']:>8,.0f}")
+    header = f"{size / 1e6:,.0f} MB, {args.lines:,} lines, {os.cpu_count()} CPUs, best of {args.repeats}"
+    rows = [f"{name:<28} {t['rows']:>9,} {t['seconds']:>8.2f} {t['seconds'] / baseline:>7.2f} {t['peak_mb']:>8,.0f}"
+            for name, t in best.items()]  # fmt: skip
+    print("\n".join([header, f"{'run':<28} {'rows':>9} {'seconds':>8} {'x json':>7} {'peak MB':>8}", *rows]))
 
+
+def fresh_run(run: tuple, path: Path, tmp: str) -> dict:
+    """One measurement in a fresh process with an empty datasets cache."""
+    config, options, num_proc = run
+    cache = tempfile.mkdtemp(dir=tmp, prefix="cache-")
+    try:
+        return measure(config, options, num_proc, path, cache)
+    finally:
+        shutil.rmtree(cache)
 
 if __name__ == "__main__":
     main()

@@ -237,17 +237,7 @@ def builtin_set_hashes() -> dict[str, frozenset]:
 
 def read_problems(path: str) -> list[str]:
     """The problem texts of a .jsonl file, or of a .json file holding a list of objects."""
-    if str(path).lower().endswith(".jsonl"):
-        numbered = list(read_objects(path))
-    else:
-        with open(path, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: expected a JSON list of objects, got invalid JSON ({error.msg})") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
-        numbered = list(enumerate(data, start=1))
+    numbered = list(read_objects(path)) if str(path).lower().endswith(".jsonl") else _json_list(path)
     problems = []
     for number, row in numbered:
         field = next((f for f in PROBLEM_FIELDS if isinstance(row, dict) and isinstance(row.get(f), str)), None)
@@ -259,6 +249,18 @@ def read_problems(path: str) -> list[str]:
             )
         problems.append(row[field])
     return problems
+
+
+def _json_list(path: str) -> list[tuple[int, object]]:
+    """(1-based position, item) of a .json file holding a list (as ProcessBench's files do)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        found = type(data).__name__
+    except json.JSONDecodeError as error:
+        data, found = None, f"invalid JSON ({error.msg})"
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of objects, got {found}")
+    return list(enumerate(data, start=1))
 
 
 def _processbench_hashes(dl_manager) -> frozenset:

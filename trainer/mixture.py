@@ -23,9 +23,12 @@ What each entry contributed is printed before training and written into the mode
 
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 from trl.scripts.utils import DatasetConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,6 +118,8 @@ def load_mixture(arguments: MixtureArguments, seed: int = 0):
     mixture = entries(arguments.datasets)
     if not mixture:
         raise ValueError("datasets: the mixture has no entries")
+    if getattr(arguments, "dataset_name", None):  # prm-train's arguments: TRL's scripts say the same
+        logger.warning(f"both `datasets` and --dataset_name {arguments.dataset_name!r} are set: the mixture is used")
     loaded = [load_entry(entry) for entry in mixture]
     shared = [name for name in loaded[0].column_names if all(name in d.column_names for d in loaded[1:])]
     for name in ("prompt", "completions"):
