@@ -8,7 +8,7 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401  (registers the builder)
-from prm_builder import math_shepherd
+from prm_builder import math_shepherd, math_shepherd_convert
 from prm_builder.drops import recorded_drops
 
 SAMPLES = Path("math_shepherd") / "samples.jsonl"
@@ -136,9 +136,9 @@ def test_line_row_reasons_match_the_columnwise_checks(test_data):
     for line, reason in bad_lines(real):
         if "label" not in line or line["task"] == "MATH":
             continue
-        with pytest.raises(math_shepherd.BadLine, match=reason):
-            math_shepherd.line_row(config, line["input"], line["label"], "gsm8k")
-    assert math_shepherd.line_row(config, real["input"], real["label"], "gsm8k") == {
+        with pytest.raises(math_shepherd_convert.BadLine, match=reason):
+            math_shepherd_convert.line_row(config, line["input"], line["label"], "gsm8k")
+    assert math_shepherd_convert.line_row(config, real["input"], real["label"], "gsm8k") == {
         k: v for k, v in JANET.items() if k != "id"
     }
 
@@ -180,3 +180,16 @@ def test_offline_download_names_the_hub_file():
     with pytest.raises(ConnectionError, match=r"math_shepherd downloads https://huggingface.co/datasets/peiyi9979/"
                        r"Math-Shepherd/resolve/main/math-shepherd.jsonl .* could not: .*pass data_files="):
         load_dataset("prm_builder", "math_shepherd")
+
+
+def test_lines_the_columnwise_path_cannot_check_still_convert(test_data, tmp_path):
+    # A NUL byte in the text would pass for a tag in the column-wise label check: such lines go
+    # through the Python parser, which converts them (after the other lines of their range).
+    lines = [json.loads(line) for line in (test_data / SAMPLES).read_text(encoding="utf-8").splitlines()]
+    odd = {key: lines[0][key].replace("clarinet lessons per", "clarinet\x00lessons per") for key in ("input", "label")}
+    path = tmp_path / "nul.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in [{**lines[0], **odd}, *lines[1:]]))
+    rows = load(path)["train"].to_list()
+    assert [r["id"] for r in rows] == line_ids(path)[1:] + line_ids(path)[:1]
+    assert rows[-1]["completions"][1] == "She spends 40 * 3 = 120 on clarinet\x00lessons per week."
+    assert rows[-1]["labels"] == JANET["labels"]
