@@ -30,6 +30,7 @@ same file (benchmarks/math_shepherd.py).
 
 import dataclasses
 import io
+import itertools
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -159,38 +160,29 @@ def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
 def generate_tables(config: MathShepherdConfig, drops: Counter, split: str, groups: list) -> Iterator[pa.Table]:
     """The rows as Arrow tables, one per byte range, in order.
 
-    Ranges are converted in a few threads at once (Arrow's kernels release the GIL, as its JSON
-    reader does for `load_dataset("json")`), at most WINDOW ahead of what was yielded.
+    Ranges are converted in a few threads at once (Arrow's kernels and numpy release the GIL),
+    at most WINDOW ahead of what was yielded. Under max_examples, the drops of the last range
+    read count all its lines.
     """
-    emitted = 0
-    shards = [shard for group in groups for shard in group]
+    remaining = config.max_examples
+    shards = iter([shard for group in groups for shard in group])
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
-        pending = deque()
-        for shard in shards:
-            pending.append(pool.submit(_shard_table, config, shard))
-            if len(pending) < WINDOW:
-                continue
-            for table in _ready(pending.popleft(), drops, config.max_examples, emitted):
-                emitted += table.num_rows
-                yield table
+        pending = deque(pool.submit(_shard_table, config, shard) for shard in itertools.islice(shards, WINDOW))
         while pending:
-            for table in _ready(pending.popleft(), drops, config.max_examples, emitted):
-                emitted += table.num_rows
+            table, shard_drops = pending.popleft().result()
+            following = next(shards, None)
+            if following is not None:
+                pending.append(pool.submit(_shard_table, config, following))
+            drops.update(shard_drops)
+            if remaining is not None:
+                table = table.slice(0, remaining)
+                remaining -= table.num_rows
+            if table.num_rows:
                 yield table
-            if config.max_examples is not None and emitted >= config.max_examples:
+            if remaining == 0:
                 for future in pending:
                     future.cancel()
                 return
-
-
-def _ready(future, drops: Counter, max_examples: int | None, emitted: int) -> list[pa.Table]:
-    table, shard_drops = future.result()
-    if max_examples is not None and emitted >= max_examples:
-        return []
-    drops.update(shard_drops)
-    if max_examples is not None:
-        table = table.slice(0, max_examples - emitted)
-    return [table] if table.num_rows else []
 
 
 def _shard_table(config: MathShepherdConfig, shard: tuple) -> tuple[pa.Table, Counter]:

@@ -193,3 +193,17 @@ def test_lines_the_columnwise_path_cannot_check_still_convert(test_data, tmp_pat
     assert [r["id"] for r in rows] == line_ids(path)[1:] + line_ids(path)[:1]
     assert rows[-1]["completions"][1] == "She spends 40 * 3 = 120 on clarinet\x00lessons per week."
     assert rows[-1]["labels"] == JANET["labels"]
+
+
+def test_many_byte_ranges_give_the_same_rows(test_data, monkeypatch):
+    one_range = load(test_data / SAMPLES)["train"].to_list()
+    monkeypatch.setattr(math_shepherd, "SHARD_BYTES", 1500)  # 6 ranges, converted in threads
+    assert load(test_data / SAMPLES, max_examples=5)["train"].to_list() == one_range[:5]
+    assert load(test_data / SAMPLES, download_mode="force_redownload")["train"].to_list() == one_range
+
+
+@pytest.mark.slow  # worker processes
+def test_num_proc_gives_the_same_rows(test_data, monkeypatch):
+    one_process = load(test_data / SAMPLES)["train"].to_list()
+    monkeypatch.setattr(math_shepherd, "SHARD_BYTES", 1500)
+    assert load(test_data / SAMPLES, num_proc=2, download_mode="force_redownload")["train"].to_list() == one_process
