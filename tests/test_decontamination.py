@@ -162,3 +162,20 @@ def test_processbench_offline_says_what_to_do(contaminated):
     with pytest.raises(ConnectionError, match=r"exclude_problems 'processbench' downloads Qwen/ProcessBench's problems "
                        r"from the Hub .*gsm8k.json.* could not: .*pass their paths instead"):
         rows_and_drops("stepwise", **options, exclude_problems="processbench")
+
+
+@pytest.mark.slow  # generates with a tiny model (about 3 s)
+def test_model_sampled_train_split_too(tiny_chat_model_path, test_data, tmp_path):
+    test_problem = next(row for _, row in read_objects(test_data / "gsm8k" / "test.jsonl"))
+    train_problem = next(row for _, row in read_objects(test_data / "gsm8k" / "train.jsonl"))
+    problems = tmp_path / "train.jsonl"
+    problems.write_text("".join(json.dumps(row) + "\n" for row in (test_problem, train_problem)))
+    options = {"model": str(tiny_chat_model_path), "problems": str(problems), "num_samples_per_problem": 2,
+               "max_new_tokens": 8, "label_method": "outcome", "step_separator": "e",
+               "generation_cache_dir": str(tmp_path / "generations")}  # fmt: skip
+    everything, _ = rows_and_drops("model_sampled", **options, exclude_problems="none")
+    dataset, drops = rows_and_drops("model_sampled", **options)
+    assert {row["prompt"] for row in everything["train"]} == {test_problem["question"], train_problem["question"]}
+    assert {row["prompt"] for row in dataset["train"]} == {train_problem["question"]}
+    contaminated = sum(row["prompt"] == test_problem["question"] for row in everything["train"])
+    assert drops["train"]["contaminated:gsm8k_test"] == contaminated
