@@ -87,7 +87,7 @@ def _marks(inputs: pa.StringArray, labels: pa.StringArray, tags: np.ndarray) -> 
     replaced by one NUL byte, the input lines up byte for byte with its label, which may differ
     from it only where the NULs are, and there only by "+" or "-".
     """
-    placeholder_offsets, placeholders = _buffer(pc.replace_substring(inputs, TAG, "\0"))
+    _, placeholders = _buffer(pc.replace_substring(inputs, TAG, "\0"))
     label_offsets, label_bytes = _buffer(labels)
     at_tag = placeholders == 0
     mark_at = np.flatnonzero(at_tag)
@@ -116,13 +116,13 @@ def _completions(config: "MathShepherdConfig", pieces: pa.ListArray, first_step:
     """The steps: the first piece's text from "Step 1:" on, then the other pieces but the last (empty) one."""
     offsets = np.asarray(pieces.offsets, dtype=np.int64)
     offsets = offsets - offsets[0]
-    parent = np.repeat(np.arange(len(pieces)), np.diff(offsets))
-    index_in_row = np.arange(offsets[-1]) - offsets[parent]
-    is_first = pa.array(index_in_row == 0)
-    first_steps = pc.binary_join_element_wise(FIRST_STEP, first_step, "").take(parent)
-    steps = pc.if_else(is_first, first_steps, pieces.flatten())
-    steps = steps.filter(index_in_row < np.diff(offsets)[parent] - 1)
-    steps = pc.utf8_trim_whitespace(steps)
+    flat = pieces.flatten()
+    # One gather: the line's own first step (placed after all pieces), then its pieces 1..n-1.
+    order = np.arange(offsets[-1])
+    order[offsets[:-1]] = len(flat) + np.arange(len(pieces))
+    order = np.delete(order, offsets[1:] - 1)
+    first_steps = pc.binary_join_element_wise(FIRST_STEP, first_step, "")
+    steps = pc.utf8_trim_whitespace(pa.concat_arrays([flat, first_steps]).take(order))
     if config.strip_step_prefix:
         steps = pc.utf8_trim_whitespace(pc.replace_substring_regex(steps, r"^Step \d+:", ""))
     if not config.keep_calculator_annotations:
@@ -203,8 +203,9 @@ def line_row(config: "MathShepherdConfig", text: str, label: str, task: str) -> 
     completions = []
     for step in steps:
         step = step.strip()
-        if config.strip_step_prefix and step.startswith("Step "):
-            step = STEP_PREFIX.sub("", step, count=1)
+        prefix = STEP_PREFIX.match(step) if config.strip_step_prefix else None
+        if prefix:
+            step = step[prefix.end() :]
         if not config.keep_calculator_annotations and "<<" in step:
             step = gsm8k.strip_annotations(step)
         if not step:

@@ -207,3 +207,25 @@ def test_num_proc_gives_the_same_rows(test_data, monkeypatch):
     one_process = load(test_data / SAMPLES)["train"].to_list()
     monkeypatch.setattr(math_shepherd, "SHARD_BYTES", 1500)
     assert load(test_data / SAMPLES, num_proc=2, download_mode="force_redownload")["train"].to_list() == one_process
+
+
+def test_a_math_line_with_latex_and_a_multiline_problem(tmp_path):
+    problem = "Let $f(x) = x^2$.\nWhat is $\\sqrt{36 \\times \\sqrt{16}}$?"
+    steps = ["Step 1: I know that $\\sqrt{16} = 4$, and <<not an annotation>> stays.",
+             "Step 2: So $\\sqrt{36 \\times 4} = \\sqrt{144} = 12$. The answer is: 12"]  # fmt: skip
+    line = {"input": f"{problem} " + " ки\n".join(steps) + " ки",
+            "label": f"{problem} " + " +\n".join(steps) + " -", "task": "MATH"}  # fmt: skip
+    path = tmp_path / "math.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    (row,) = load(path)["train"].to_list()
+    assert row == {
+        "id": "train/0/0",
+        "prompt": problem,
+        "completions": ["I know that $\\sqrt{16} = 4$, and <<not an annotation>> stays.",
+                        "So $\\sqrt{36 \\times 4} = \\sqrt{144} = 12$. The answer is: 12"],  # fmt: skip
+        "labels": [True, False],
+        "first_error": 1,
+        "final_answer": "12",
+        "reference_answer": "",
+        "source": "math_shepherd/math",
+    }
