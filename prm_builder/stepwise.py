@@ -110,8 +110,8 @@ class StepwiseConfig(PRMBuilderConfig):
 
     def dataset_name(self) -> str:
         """What `source` says after "stepwise/": the Hub id, or the first local file's or folder's name."""
-        if self.dataset is not None:
-            return self.dataset
+        if self.dataset is not None:  # a Hub id, or a local folder load_dataset reads (named by itself)
+            return Path(self.dataset).name if os.path.isdir(self.dataset) else self.dataset
         if self.data_dir is not None:
             return Path(self.data_dir).name
         first = next(iter(file for files in self.data_files.values() for file in files))

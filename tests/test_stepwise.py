@@ -72,6 +72,17 @@ def test_column_map_from_the_command_line(tmp_path):
     assert load_from_disk(str(tmp_path / "out"))["train"]["prompt"] == ["What is 2 + 2?"]
 
 
+def test_dataset_argument_and_data_dir_read_a_folder_as_load_dataset_does(tmp_path):
+    folder = tmp_path / "my-prm-data"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", TRL_ROWS)
+    write_jsonl(folder / "test.jsonl", TRL_ROWS[:1])
+    for options in ({"dataset": str(folder)}, {"data_dir": str(folder)}):
+        dataset = load_dataset("prm_builder", "stepwise", **options)
+        assert {split: len(rows) for split, rows in dataset.items()} == {"train": 3, "test": 1}
+        assert set(dataset["train"]["source"]) == {"stepwise/my-prm-data"}
+
+
 def test_label_values():
     assert [stepwise.as_label(v) for v in (True, 1, 1.0, "+", "TRUE", " correct ", "1")] == [True] * 7
     assert [stepwise.as_label(v) for v in (False, 0, -1, "-", "false", "incorrect", "-1", "0")] == [False] * 8
