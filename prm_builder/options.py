@@ -29,7 +29,7 @@ class PRMBuilderConfig(datasets.BuilderConfig):
     exclude_problems: str | list[str] | dict | None = dataclasses.field(
         default=decontamination.DEFAULT,
         metadata={
-            "help": "'default' (MATH500 and GSM8K test problems out of the train split), None, 'math500', "
+            "help": "'default' (MATH500 and GSM8K test problems out of the train split), 'none', 'math500', "
             "'gsm8k_test', 'processbench', a .jsonl/.json file with a 'problem' field, a list of those, "
             "or {split: any of those}"
         },
