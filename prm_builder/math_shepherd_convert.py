@@ -8,7 +8,6 @@ so both agree on every row and every drop (tests/test_math_shepherd.py checks th
 
 import re
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -16,9 +15,7 @@ import pyarrow.compute as pc
 
 from . import gsm8k
 from .features import CORE_FEATURES
-
-if TYPE_CHECKING:
-    from .math_shepherd import MathShepherdConfig
+from .options import PRMBuilderConfig
 
 TAG = "ки"
 MARKS = {"+": True, "-": False}
@@ -38,7 +35,7 @@ class BadLine(ValueError):
         self.reason = reason
 
 
-def convert(config: "MathShepherdConfig", records: pa.Table, ids: pa.Array, drops: Counter) -> pa.Table:
+def convert(config: PRMBuilderConfig, records: pa.Table, ids: pa.Array, drops: Counter) -> pa.Table:
     """The rows of many lines at once, column-wise in Arrow (a Python loop over 445K lines is 10x slower).
 
     `rows` holds the indices of the lines still passing every check; the lines that fail one go
@@ -112,7 +109,7 @@ def _buffer(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], data
 
 
-def _completions(config: "MathShepherdConfig", pieces: pa.ListArray, first_step: pa.Array) -> pa.ListArray:
+def _completions(config: PRMBuilderConfig, pieces: pa.ListArray, first_step: pa.Array) -> pa.ListArray:
     """The steps: the first piece's text from "Step 1:" on, then the other pieces but the last (empty) one."""
     offsets = np.asarray(pieces.offsets, dtype=np.int64)
     offsets = offsets - offsets[0]
@@ -171,7 +168,7 @@ def _table(records: pa.Table, ids: pa.Array, prompts, completions: pa.ListArray,
     )
 
 
-def _with_failed_lines(config, records: pa.Table, ids: pa.Array, failed: np.ndarray, table: pa.Table, drops: Counter) -> pa.Table:
+def _with_failed_lines(config: PRMBuilderConfig, records: pa.Table, ids: pa.Array, failed: np.ndarray, table: pa.Table, drops: Counter) -> pa.Table:
     """Count why each failed line fails; a line only Arrow's rules failed (whitespace) still gives its row."""
     rescued = []
     for index in failed:
@@ -187,7 +184,7 @@ def _with_failed_lines(config, records: pa.Table, ids: pa.Array, failed: np.ndar
     return pa.concat_tables([table, pa.Table.from_pylist(rescued, schema=CORE_FEATURES.arrow_schema)])
 
 
-def line_row(config: "MathShepherdConfig", text: str, label: str, task: str) -> dict:
+def line_row(config: PRMBuilderConfig, text: str, label: str, task: str) -> dict:
     """The row of one line (without its id); BadLine when the line does not parse."""
     pieces = text.split(TAG)
     if len(pieces) == 1:
