@@ -18,11 +18,20 @@ import types
 import typing
 from pathlib import Path
 
-from .builder import SOURCES
+# Commands that need the configs' option dataclasses (and so datasets, pandas, pyarrow); the
+# parser of every other command, `--help` included, is built without importing them.
+CONFIG_COMMANDS = ("build", "push")
+
+
+def _sources() -> dict:
+    from .builder import SOURCES
+
+    return SOURCES
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = make_parser(with_configs=_command_of(argv) in CONFIG_COMMANDS)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
@@ -42,9 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _command_of(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def _model_of(args: argparse.Namespace) -> str | None:
     """The model a build loads (given or the config's default), for errors that do not name it."""
-    config_class = SOURCES[args.config].CONFIG_CLASS if getattr(args, "config", None) in SOURCES else None
+    sources = _sources()
+    config_class = sources[args.config].CONFIG_CLASS if getattr(args, "config", None) in sources else None
     defaults = {f.name: f.default for f in dataclasses.fields(config_class)} if config_class else {}
     model = getattr(args, "model", None) or defaults.get("model")
     return model if isinstance(model, str) else None
@@ -52,7 +66,7 @@ def _model_of(args: argparse.Namespace) -> str | None:
 
 def _option_names() -> set[str]:
     """Every name a message may quote as a Python argument that is also a flag here."""
-    names = {name for module in SOURCES.values() for name in module.CONFIG_CLASS.option_names()}
+    names = {name for module in _sources().values() for name in module.CONFIG_CLASS.option_names()}
     return names | {"export_dir", "repo_id", "cache_dir", "num_proc", "max_shard_size", "model_license", "revision"}
 
 
@@ -73,14 +87,17 @@ def _quiet_and_redacted_logs() -> None:
             handler.addFilter(added)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; without `with_configs`, `build` and `push` are listed but take no CONFIG."""
     parser = argparse.ArgumentParser(prog="prm-builder", description="Build, inspect and publish PRM datasets.")
     parser.add_argument("--debug", action="store_true", help="on failure, also print the full traceback")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    add_build_command(commands)
+    sources = _sources() if with_configs else {}
+    add_build_command(commands, sources)
     add_stats_command(commands)
-    add_push_command(commands)
+    add_push_command(commands, sources)
     add_cache_commands(commands)
+    add_tiny_model_command(commands)
     return parser
 
 
@@ -90,10 +107,10 @@ DEBUG_FLAG = argparse.ArgumentParser(add_help=False)
 DEBUG_FLAG.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on failure, also print the full traceback")
 
 
-def add_build_command(commands) -> None:
+def add_build_command(commands, sources: dict) -> None:
     build = commands.add_parser("build", help="build a config through load_dataset and save it to a folder")
     configs = build.add_subparsers(title="configs", metavar="CONFIG")
-    for name, module in SOURCES.items():
+    for name, module in sources.items():
         config_parser = configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION, parents=[DEBUG_FLAG])
         add_config_options(config_parser, module.CONFIG_CLASS)
         config_parser.add_argument("--output-dir", required=True, help="folder to save the built DatasetDict to")
@@ -114,12 +131,12 @@ def add_stats_command(commands) -> None:
     stats.set_defaults(run=run_stats)
 
 
-def add_push_command(commands) -> None:
+def add_push_command(commands, sources: dict) -> None:
     push = commands.add_parser(
         "push", help="build a config through load_dataset and publish it to a Hub dataset repo (or a folder)"
     )
     push_configs = push.add_subparsers(title="configs", metavar="CONFIG")
-    for name, module in SOURCES.items():
+    for name, module in sources.items():
         config_parser = push_configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION, parents=[DEBUG_FLAG])
         add_config_options(config_parser, module.CONFIG_CLASS)
         add_push_options(config_parser)
@@ -140,6 +157,24 @@ def add_cache_commands(commands) -> None:
             "--generation-cache-dir", default=None, help="root of the caches (default: <HF_DATASETS_CACHE>/prm_builder_generations)"
         )
         action.set_defaults(run=run)
+
+
+def add_tiny_model_command(commands) -> None:
+    tiny = commands.add_parser(
+        "tiny-model", help="write a tiny untrained Qwen2 and its tokenizer to a folder, for offline demos", parents=[DEBUG_FLAG]
+    )
+    tiny.add_argument("path", help="folder to write (save_pretrained layout)")
+    tiny.add_argument("--chat-template", action="store_true", help="give the tokenizer a ChatML chat template")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.set_defaults(run=run_tiny_model)
+
+
+def run_tiny_model(args: argparse.Namespace) -> int:
+    from .tiny_model import build_tiny_model
+
+    path = build_tiny_model(args.path, with_chat_template=args.chat_template, seed=args.seed)
+    print(f"wrote a tiny Qwen2 and its tokenizer to {path} (untrained: for trying the commands offline)")
+    return 0
 
 
 def add_push_options(parser: argparse.ArgumentParser) -> None:
@@ -248,7 +283,7 @@ def run_build(args: argparse.Namespace) -> int:
     from .drops import recorded_drops, save_drops
     from .stats import format_summary, plot_distributions, summarize_splits
 
-    options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
+    options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
     dataset = load_dataset(
         "prm_builder",
         args.config,
@@ -299,7 +334,7 @@ def run_push(args: argparse.Namespace) -> int:
 
     from . import hub
 
-    options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
+    options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
     # Fail before a long build when the push cannot happen anyway.
     if args.export_dir is None:
         if args.repo_id is None:

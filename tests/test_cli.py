@@ -216,3 +216,28 @@ def test_an_unexpected_error_is_one_line_pointing_at_debug():
         {}["missing"]
     except KeyError as error:
         assert failures.explain(error, set()) == "KeyError: 'missing' (run again with --debug for the traceback)"
+
+
+def test_help_does_not_import_the_builders():
+    # `prm-builder --help` must start fast: only `build` and `push` need datasets and the configs.
+    code = (
+        "import sys\nfrom prm_builder.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('datasets', 'pyarrow', 'pandas', 'torch', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert "tiny-model" in result.stdout
+
+
+def test_tiny_model_command_writes_a_model_that_loads(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert main(["tiny-model", str(tmp_path / "tiny"), "--chat-template"]) == 0
+    assert "wrote a tiny Qwen2" in capsys.readouterr().out
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tiny")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny")
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 32
+    text = "48 / 2 = 24.\n\n48 + 24 = 72."
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False).startswith("<|im_start|>user")
