@@ -7,9 +7,11 @@ Each config lives in its own module, which provides:
   split_generators(config, dl_manager) -> list[SplitGenerator]; every gen_kwargs has "split"
   generate_rows(config, dropped, split, **gen_kwargs) -> rows as dicts, `dropped` (a Counter)
                  counting what was dropped, by reason
+    (or generate_tables(...) -> Arrow tables of rows, for a config that converts column-wise)
   SHARDS_ARE_INDEPENDENT (optional, default False): True when the rows of each shard in
                  gen_kwargs["shards"] do not depend on the other shards; the builder then
                  generates shard by shard and keys each table with its real shard index
+Every config's `exclude_problems` is applied here to what they yield (decontamination.py).
 
 The builder is Arrow-based: rows are batched into Arrow tables here, which writes a split
 several times faster than datasets' per-example encoding.
@@ -21,12 +23,14 @@ import datasets
 import pyarrow as pa
 from datasets.builder import Key
 
-from . import drops, model_sampled, prm800k, synthetic
+from . import decontamination, drops, math_shepherd, model_sampled, prm800k, stepwise, synthetic
 
 SOURCES = {
     "synthetic": synthetic,
     "prm800k": prm800k,
     "model_sampled": model_sampled,
+    "math_shepherd": math_shepherd,
+    "stepwise": stepwise,
 }
 
 ROWS_PER_TABLE = 1000
@@ -77,9 +81,24 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
             super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
         finally:
             self._drops_dir = None
+        # exclude_problems can empty a split (a benchmark's own test split), and datasets cannot
+        # load an empty split: leave it out, loudly.
+        empty = [name for name, split in self.info.splits.items() if split.num_examples == 0]
+        if len(empty) == len(self.info.splits):
+            raise ValueError(f"{self.config.name}: no split has any row with these options (see the drops logged above)")
+        for name in empty:
+            drops.logger.warning(f"{self.config.name}: split {name!r} is left out: every row was dropped")
+            del self.info.splits[name]
 
     def _split_generators(self, dl_manager):
-        return self._source.split_generators(self.config, dl_manager)
+        generators = self._source.split_generators(self.config, dl_manager)
+        # exclude_problems, for every config; one that filters lines itself (prm800k) says so.
+        if not getattr(self._source, "FILTERS_EXCLUDED_PROBLEMS", False):
+            splits = [generator.gen_kwargs["split"] for generator in generators]
+            excluders = decontamination.excluders(self.config.exclude_problems, splits, dl_manager)
+            for generator in generators:
+                generator.gen_kwargs["excluder"] = excluders[generator.gen_kwargs["split"]]
+        return generators
 
     def _prepare_split(self, split_generator, **kwargs):
         super()._prepare_split(split_generator, **kwargs)
@@ -90,27 +109,36 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
             if counts:
                 drops.logger.warning(f"{split_generator.name}: {drops.describe(counts)}")
 
-    def _generate_tables(self, split, **gen_kwargs):
+    def _generate_tables(self, split, excluder=None, **gen_kwargs):
         dropped = Counter()
+        if hasattr(self._source, "generate_tables"):  # a config that converts column-wise (math_shepherd)
+            for index, table in enumerate(self._source.generate_tables(self.config, dropped, split=split, **gen_kwargs)):
+                yield Key(0, index), excluder.filter_table(table, dropped) if excluder else table
+            self._record_drops(split, dropped)
+            return
         schema = self.info.features.arrow_schema
         for shard_index, shard_kwargs in self._shard_jobs(gen_kwargs):
             # Keys as datasets' packaged builders give them: (shard within this job, batch within the shard).
             batch, batch_index = [], 0
-            for row in self._source.generate_rows(self.config, dropped, split=split, **shard_kwargs):
+            rows = self._source.generate_rows(self.config, dropped, split=split, **shard_kwargs)
+            for row in excluder.filter(rows, dropped) if excluder else rows:
                 batch.append(row)
                 if len(batch) == ROWS_PER_TABLE:
                     yield Key(shard_index, batch_index), pa.Table.from_pylist(batch, schema=schema)
                     batch, batch_index = [], batch_index + 1
             if batch:
                 yield Key(shard_index, batch_index), pa.Table.from_pylist(batch, schema=schema)
-        drops_dir = getattr(self, "_drops_dir", None)
-        if drops_dir:
-            drops.record(drops_dir, split, dropped)
-        elif dropped:  # streaming: no build folder, each job reports its own counts
-            drops.logger.warning(f"{split}: {drops.describe(dropped)}")
+        self._record_drops(split, dropped)
 
     def _shard_jobs(self, gen_kwargs: dict):
         """(shard index, gen_kwargs for that shard alone), or one job for sources that need all shards at once."""
         if not getattr(self._source, "SHARDS_ARE_INDEPENDENT", False) or "shards" not in gen_kwargs:
             return [(0, gen_kwargs)]
         return [(index, {**gen_kwargs, "shards": [shard]}) for index, shard in enumerate(gen_kwargs["shards"])]
+
+    def _record_drops(self, split: str, dropped: Counter) -> None:
+        drops_dir = getattr(self, "_drops_dir", None)
+        if drops_dir:
+            drops.record(drops_dir, split, dropped)
+        elif dropped:  # streaming: no build folder, each job reports its own counts
+            drops.logger.warning(f"{split}: {drops.describe(dropped)}")

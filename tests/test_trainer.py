@@ -22,141 +22,6 @@ from transformers import (
     TrainingArguments,
 )
 
-# ---------------------------------------------------------------- a word-level tokenizer with known ids
-
-WORDS = ["[UNK]", "<s>", "</s>", "\n", "what", "is", "2", "+", "3", "?", "=", "5", "6", "the", "answer", "so"]
-UNK, BOS, EOS, NL, WHAT, IS, TWO, PLUS, THREE, Q, EQ, FIVE, SIX, THE, ANSWER, SO = range(len(WORDS))
-X = -100
-
-
-def word_tokenizer(bos: bool) -> PreTrainedTokenizerFast:
-    """One token per space-separated word, "\\n" a token of its own; ids are the positions in WORDS."""
-    model = Tokenizer(models.WordLevel({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))
-    model.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(" ", behavior="removed"), pre_tokenizers.Split("\n", behavior="isolated")]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=model, unk_token="[UNK]", eos_token="</s>", bos_token="<s>" if bos else None
-    )
-
-
-ROW = {"prompt": "what is 2 + 3 ?", "completions": ["2 + 3 = 5", "the answer is 6"], "labels": [True, False]}
-PROMPT = [WHAT, IS, TWO, PLUS, THREE, Q]
-STEP_1 = [TWO, PLUS, THREE, EQ, FIVE, NL]
-STEP_2 = [THE, ANSWER, IS, SIX, NL]
-LABELS_1 = [X, X, X, X, X, 1]
-LABELS_2 = [X, X, X, X, 0]
-
-
-def tokenize(row=ROW, bos=False, separator="\n", max_length=None, max_completion_length=None, last_only=False,
-             is_eval=False, **kwargs):
-    return PRMTrainer.tokenize_row(
-        row, word_tokenizer(bos), separator, max_length, max_completion_length, last_only, is_eval, **kwargs
-    )
-
-
-def test_tokenize_row_labels_sit_on_each_step_last_token():
-    assert tokenize() == {
-        "input_ids": PROMPT + STEP_1 + STEP_2,
-        "labels": [X] * 6 + LABELS_1 + LABELS_2,
-    }
-
-
-def test_tokenize_row_prepends_bos_when_the_tokenizer_has_one():
-    assert tokenize(bos=True) == {
-        "input_ids": [BOS] + PROMPT + STEP_1 + STEP_2,
-        "labels": [X] * 7 + LABELS_1 + LABELS_2,
-    }
-
-
-def test_tokenize_row_separator_and_int_labels():
-    row = {**ROW, "labels": [0, 1]}
-    assert tokenize(row, separator="\n\n") == {
-        "input_ids": PROMPT + STEP_1 + [NL] + STEP_2 + [NL],
-        "labels": [X] * 6 + [X] * 6 + [0] + [X] * 5 + [1],
-    }
-
-
-@pytest.mark.parametrize(
-    "last_only, is_eval, labels",
-    [
-        (True, False, [X] * 6 + [X] * 6 + LABELS_2),  # training: only the last step keeps its label
-        (True, True, [X] * 6 + LABELS_1 + LABELS_2),  # evaluation: every step
-        (False, False, [X] * 6 + LABELS_1 + LABELS_2),
-    ],
-)
-def test_tokenize_row_train_on_last_step_only(last_only, is_eval, labels):
-    assert tokenize(last_only=last_only, is_eval=is_eval)["labels"] == labels
-
-
-def test_tokenize_row_empty_step_with_empty_separator_has_no_label():
-    row = {"prompt": "what", "completions": ["2 + 3", "", "5"], "labels": [True, True, False]}
-    # No token carries the middle step's label, so it is left out rather than misplaced.
-    assert tokenize(row, separator="") == {"input_ids": [WHAT, TWO, PLUS, THREE, FIVE], "labels": [X, X, X, 1, 0]}
-
-
-def test_tokenize_row_rejects_label_count_mismatch():
-    with pytest.raises(ValueError, match="got 2 completions and 1 labels"):
-        tokenize({**ROW, "labels": [True]})
-
-
-# Every truncation case, without BOS unless said otherwise.
-@pytest.mark.parametrize(
-    "kwargs, input_ids, labels",
-    [
-        # max_length inside the second step: its label is cut, the first survives
-        ({"max_length": 14}, PROMPT + STEP_1 + STEP_2[:2], [X] * 6 + LABELS_1 + [X, X]),
-        # max_length exactly at the end: nothing cut
-        ({"max_length": 17}, PROMPT + STEP_1 + STEP_2, [X] * 6 + LABELS_1 + LABELS_2),
-        # max_length inside the prompt: no labelled token left (TRL's behaviour, kept without max_prompt_length)
-        ({"max_length": 5}, PROMPT[:5], [X] * 5),
-        # max_completion_length inside the second step
-        ({"max_completion_length": 7}, PROMPT + STEP_1 + STEP_2[:1], [X] * 6 + LABELS_1 + [X]),
-        # both: the completion is cut first, then the whole sequence
-        ({"max_completion_length": 7, "max_length": 11}, PROMPT + STEP_1[:5], [X] * 11),
-        # max_prompt_length keeps the end of the prompt
-        ({"max_prompt_length": 2}, [THREE, Q] + STEP_1 + STEP_2, [X, X] + LABELS_1 + LABELS_2),
-        # a prompt already short enough is untouched
-        ({"max_prompt_length": 6}, PROMPT + STEP_1 + STEP_2, [X] * 6 + LABELS_1 + LABELS_2),
-        # max_prompt_length applies before max_length: the label that TRL would lose survives
-        ({"max_prompt_length": 2, "max_length": 8}, [THREE, Q] + STEP_1, [X, X] + LABELS_1),
-        ({"max_length": 8}, PROMPT + STEP_1[:2], [X] * 8),
-        # all three
-        (
-            {"max_prompt_length": 1, "max_completion_length": 8, "max_length": 8},
-            [Q] + STEP_1 + STEP_2[:1],
-            [X] + LABELS_1 + [X],
-        ),
-    ],
-)
-def test_tokenize_row_truncation(kwargs, input_ids, labels):
-    assert tokenize(**kwargs) == {"input_ids": input_ids, "labels": labels}
-
-
-@pytest.mark.parametrize(
-    "max_prompt_length, prompt",
-    [(1, [BOS]), (3, [BOS, THREE, Q]), (7, [BOS] + PROMPT), (50, [BOS] + PROMPT)],
-)
-def test_tokenize_row_max_prompt_length_keeps_bos(max_prompt_length, prompt):
-    assert tokenize(bos=True, max_prompt_length=max_prompt_length) == {
-        "input_ids": prompt + STEP_1 + STEP_2,
-        "labels": [X] * len(prompt) + LABELS_1 + LABELS_2,
-    }
-
-
-def test_tokenize_row_on_a_byte_level_bpe_round_trips(tiny_model_path):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
-    assert tokenizer.bos_token_id is None
-    row = {"prompt": "Janet has 16 eggs.", "completions": ["16 - 3 = 13", "13 * 2 = $26"], "labels": [True, False]}
-    out = PRMTrainer.tokenize_row(row, tokenizer, "\n", None, None, False, False)
-    assert tokenizer.decode(out["input_ids"]) == "Janet has 16 eggs.16 - 3 = 13\n13 * 2 = $26\n"
-    labelled = [(i, label) for i, label in enumerate(out["labels"]) if label != X]
-    newline = tokenizer.encode("\n", add_special_tokens=False)
-    assert [label for _, label in labelled] == [1, 0]
-    assert labelled[-1][0] == len(out["input_ids"]) - 1
-    assert all(out["input_ids"][i] == newline[-1] for i, _ in labelled)
-
-
 # ---------------------------------------------------------------- PRMConfig
 
 
@@ -405,6 +270,7 @@ def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, 
     assert 0.0 <= result["step_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # 80 optimizer steps
 def test_overfits_a_few_rows(tmp_path, qwen_model_and_tokenizer, gsm8k_dir):
     from peft import LoraConfig
 
@@ -504,3 +370,128 @@ def test_other_families_train_with_lora(tmp_path, family):
     assert (first[0] == tokenizer.bos_token_id) == (family == "llama")
     trainer.train()
     assert trainer.state.global_step == 2 and math.isfinite(trainer.state.log_history[-1]["train_loss"])
+
+
+# ---------------------------------------------------------------- the loss: mean over labelled tokens of the global batch
+
+
+def train_one_step(tmp_path, model, tokenizer, rows, *, batch: int, accumulation: int, peft: bool = False):
+    """One plain-SGD step (no clipping): the update is the gradient itself, so any mis-scaling shows in the weights
+    (Adam's first step, about lr * sign(gradient), would hide it)."""
+    from peft import LoraConfig
+
+    args = make_args(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+                     max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, logging_steps=1)
+    trainer = PRMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=4, lora_alpha=8, task_type="TOKEN_CLS") if peft else None)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    update = torch.cat([(after[name].detach() - value).flatten() for name, value in before.items()])
+    return trainer, trainer.state.log_history[0], update
+
+
+@pytest.fixture
+def eight_rows():
+    """8 rows with 1 to 3 labelled steps and prompts of different lengths, so micro-batches hold different numbers of
+    labelled tokens and need padding."""
+    rows = schema_rows(8)
+    for i, row in enumerate(rows):
+        steps = i % 3 + 1
+        row["completions"], row["labels"] = row["completions"][:steps], row["labels"][:steps]
+        row["prompt"] = " ".join(["Janet has 16 eggs."] * (i % 4 + 1))
+    return datasets.Dataset.from_list(rows)
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+def test_gradient_accumulation_gives_the_one_big_batch_step(tmp_path, qwen_model_and_tokenizer, eight_rows, peft):
+    load, tokenizer = qwen_model_and_tokenizer
+    _, big, big_update = train_one_step(tmp_path / "a", load(), tokenizer, eight_rows, batch=8, accumulation=1,
+                                        peft=peft)
+    _, small, small_update = train_one_step(tmp_path / "b", load(), tokenizer, eight_rows, batch=2, accumulation=4,
+                                            peft=peft)
+    assert big_update.abs().max() > 0
+    assert small["loss"] == pytest.approx(big["loss"], rel=1e-4)
+    assert small["grad_norm"] == pytest.approx(big["grad_norm"], rel=1e-4)
+    assert relative_difference(small_update, big_update) < 1e-4
+
+
+def test_logged_loss_is_the_mean_cross_entropy_over_labelled_tokens(tmp_path, qwen_model_and_tokenizer, eight_rows):
+    load, tokenizer = qwen_model_and_tokenizer
+    model = load()
+    # By hand, row by row (no padding), with the weights the step starts from.
+    args = make_args(tmp_path / "hand")
+    tokenized = PRMTrainer(model=load(), args=args, train_dataset=eight_rows, processing_class=tokenizer).train_dataset
+    losses = []
+    with torch.no_grad():
+        for row in tokenized:
+            logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0]
+            labels = torch.tensor(row["labels"])
+            keep = labels != -100
+            losses.append(torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="none"))
+    by_hand = float(torch.cat(losses).mean())
+    _, logged, _ = train_one_step(tmp_path / "train", model, tokenizer, eight_rows, batch=3, accumulation=3)
+    assert logged["loss"] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_soft_targets_of_zero_and_one_give_the_hard_loss():
+    from prm_trainer.trainer import step_token_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 2)
+    hard = torch.tensor([[-100, 1, -100, 0, 1], [-100, -100, 0, -100, -100]])
+    soft = hard.float()
+    hard_sum, hard_count = step_token_loss(logits, hard)
+    soft_sum, soft_count = step_token_loss(logits, soft)
+    assert hard_count == soft_count == 4
+    assert float(soft_sum) == pytest.approx(float(hard_sum), rel=1e-6)
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 2), hard.view(-1), reduction="sum")
+    assert float(hard_sum) == pytest.approx(float(expected), rel=1e-6)
+    # A soft target is the cross-entropy against (1 - p, p).
+    half = torch.full((1, 1), 0.25)
+    value, _ = step_token_loss(logits[:1, :1], half)
+    log_probs = logits[0, 0].log_softmax(-1)
+    assert float(value) == pytest.approx(float(-(0.75 * log_probs[0] + 0.25 * log_probs[1])), rel=1e-6)
+
+
+def test_transformers_trainer_contract_the_loss_relies_on(tmp_path, qwen_model_and_tokenizer, eight_rows):
+    """Pins what the loss scaling assumes of transformers (5.24): if one of these changes, revisit compute_loss.
+
+    - the model's own token classification loss is a per-batch mean that ignores `num_items_in_batch` (why
+      PRMTrainer computes its own);
+    - the training loop calls `get_batch_samples` once per optimizer step with the accumulation steps, hands its count
+      to every `compute_loss` call of that step, and, with `loss_is_scaled_for_ga`, neither divides nor multiplies
+      the loss: the logged loss is the sum of what compute_loss returned.
+    """
+    load, tokenizer = qwen_model_and_tokenizer
+    model = load()
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8]]), "labels": torch.tensor([[-100, 1, 0, 1]])}
+    with torch.no_grad():
+        mean = model(**batch).loss
+        assert float(model(**batch, num_items_in_batch=torch.tensor(100)).loss) == pytest.approx(float(mean))
+
+    calls = {"batches": [], "losses": []}
+
+    class Recording(PRMTrainer):
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+            calls["batches"].append((num_batches, len(batches), int(count)))
+            return batches, count
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            calls["losses"].append((float(loss), int(num_items_in_batch)))
+            return loss
+
+    args = make_args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=1,
+                     logging_steps=1, average_tokens_across_devices=False)
+    trainer = Recording(model=model, args=args, train_dataset=eight_rows, processing_class=tokenizer)
+    trainer.train()
+    labelled = sum(label != -100 for row in trainer.train_dataset["labels"] for label in row)
+    assert calls["batches"] == [(4, 4, labelled)]
+    assert [count for _, count in calls["losses"]] == [labelled] * 4
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(sum(loss for loss, _ in calls["losses"]), rel=1e-6)

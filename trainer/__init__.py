@@ -5,8 +5,30 @@
 `PRMConfig` and `PRMTrainer` are drop-in replacements for TRL 1.9's `trl.experimental.prm`.
 """
 
-from .config import PRMConfig
-from .evaluation import evaluate_reward_model
-from .trainer import PRMTrainer
+import importlib
 
-__all__ = ["PRMConfig", "PRMTrainer", "evaluate_reward_model"]
+# Exported name -> the module that defines it. Loaded on first use, so that the command-line tools (and importing
+# `prm_trainer.evaluation` or `prm_trainer.tokenization`) do not pay for torch and transformers up front.
+_EXPORTS = {
+    "PRMConfig": ".config",
+    "PRMTrainer": ".trainer",
+    "Truncation": ".tokenization",
+    "evaluate_reward_model": ".evaluation",
+    "evaluate": ".benchmarks",
+    "PRMReward": ".reward",
+    "load_prm": ".reward",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

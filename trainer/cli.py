@@ -20,12 +20,14 @@ from pathlib import Path
 
 from trl import ScriptArguments
 
+from .mixture import MixtureArguments, describe, load_mixture, with_mixture_in_card
+
 EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 NO_SPLIT = ("", "none", "None")
 
 
 @dataclass
-class PRMScriptArguments(ScriptArguments):
+class PRMScriptArguments(ScriptArguments, MixtureArguments):
     """
     Arguments of `prm-train` beyond the training and model arguments.
 
@@ -172,7 +174,7 @@ def main(script_args=None, training_args=None, model_args=None):
     from .evaluation import evaluate_reward_model
     from .trainer import ID2LABEL, PRMTrainer
 
-    if not script_args.dataset_name:
+    if not script_args.dataset_name and not script_args.datasets:
         raise ValueError(
             "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
         )
@@ -183,8 +185,14 @@ def main(script_args=None, training_args=None, model_args=None):
 
     options = parse_dataset_options(script_args.dataset_options)
     # The main process builds (or downloads) first; the others then read its cache.
+    mixture_report = None
     with training_args.main_process_first(desc="loading the dataset"):
-        dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
+        if script_args.datasets:  # a `datasets:` mixture in --config (trainer/mixture.py)
+            dataset, mixture_report = load_mixture(script_args, seed=training_args.seed)
+        else:
+            dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
+    if mixture_report and training_args.process_index == 0:
+        print("Training data mixture (rows realised per dataset):\n" + describe(mixture_report))
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if train_split not in dataset:
         raise ValueError(f"--dataset_train_split {train_split!r} is not a split of the dataset: {list(dataset)}")
@@ -228,6 +236,8 @@ def main(script_args=None, training_args=None, model_args=None):
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    if mixture_report:
+        trainer.create_model_card = with_mixture_in_card(trainer.create_model_card, mixture_report)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
 
@@ -244,8 +254,7 @@ def main(script_args=None, training_args=None, model_args=None):
                 threshold=script_args.eval_threshold,
                 step_separator=training_args.step_separator,
                 aggregation=script_args.eval_aggregation,
-                max_length=training_args.max_length,
-                max_prompt_length=training_args.max_prompt_length,
+                **training_args.truncation.as_kwargs(),
             )
             results = {"split": test_split, **results}
             print(json.dumps(results, indent=2))

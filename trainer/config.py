@@ -108,6 +108,14 @@ class PRMConfig(TrainingArguments):
         metadata={"help": "Number of processes used to tokenize the dataset."},
     )
 
+    @property
+    def truncation(self):
+        """`max_length`, `max_prompt_length` and `max_completion_length` as one `Truncation`, the object that both
+        training and evaluation cut rows with."""
+        from .tokenization import Truncation
+
+        return Truncation.from_args(self)
+
     def __post_init__(self):
         for name in ("max_length", "max_prompt_length", "max_completion_length", "dataset_num_proc"):
             value = getattr(self, name)

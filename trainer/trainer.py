@@ -1,21 +1,25 @@
 """PRMTrainer: token classification on step-labelled solutions, TRL 1.9's `trl.experimental.prm` on current libraries.
 
-A row (`prompt`, `completions`, `labels`) becomes one sequence: the prompt, then every step followed by the step
-separator. Each step's label (1 = still correct, 0 = wrong) sits on the last token of the step and its separator; every
-other token is ignored (-100). The model is any causal LM loaded as `AutoModelForTokenClassification(num_labels=2)`,
-so the standard token classification loss is the whole training objective.
+A row (`prompt`, `completions`, `labels`) becomes one sequence (see `tokenization.py`): the prompt, then every step
+followed by the step separator. Each step's label (1 = still correct, 0 = wrong) sits on the last token of the step and
+its separator; every other token is ignored (-100). The model is any causal LM loaded as
+`AutoModelForTokenClassification(num_labels=2)`.
+
+The loss is computed here from the logits, not by the model: the cross-entropy summed over the labelled step tokens of
+a micro-batch, divided by the number of labelled step tokens in the whole global batch (every gradient accumulation
+step on every process). Summed over micro-batches and processes, that is the mean over the global batch, so the
+gradient, and so the effective learning rate, do not depend on how the batch is split.
 """
 
 import copy
+import itertools
 import os
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import torch
 import torch.nn as nn
-from datasets import Features, List, Value
 from huggingface_hub import ModelCard, ModelCardData
 from transformers import (
     AutoModelForTokenClassification,
@@ -35,23 +39,12 @@ from transformers.utils import logging
 
 from .config import PRMConfig
 from .evaluation import compute_step_accuracy
+from .tokenization import IGNORE, tokenize_dataset, tokenize_row
 
 logger = logging.get_logger(__name__)
 
 # Label names written into the model config, so pipelines and the Hub widget say what the two classes mean.
 ID2LABEL = {0: "incorrect", 1: "correct"}
-
-# Declared, not inferred: `Dataset.map` would otherwise keep the input's bool type for `labels` and turn every -100
-# into True (DESIGN.md, known traps).
-_TOKENIZED_FEATURES = Features(
-    {
-        "input_ids": List(Value("int64")),
-        "labels": List(Value("int64")),
-        "_drop_reason": Value("string"),
-        "_labels_cut": Value("int32"),
-    }
-)
-
 
 _MODEL_CARD = """\
 # {name}
@@ -90,39 +83,23 @@ outcome-based feedback* (arXiv:2211.14275) and Lightman et al., 2023, *Let's Ver
 """
 
 
-def _tokenize_and_check(row, *, tokenizer, step_separator, max_length, max_completion_length, max_prompt_length,
-                        train_on_last_step_only, is_eval):
-    """`PRMTrainer.tokenize_row` plus the bookkeeping needed to drop and count rows that lost every label."""
-    options = dict(step_separator=step_separator, train_on_last_step_only=train_on_last_step_only, is_eval=is_eval)
-    tokenized = PRMTrainer.tokenize_row(
-        row, tokenizer, max_length=max_length, max_completion_length=max_completion_length,
-        max_prompt_length=max_prompt_length, **options,
-    )
-    labelled = sum(label != -100 for label in tokenized["labels"])
-    # A step carries its label only if it has a token: an empty step with an empty separator has none.
-    steps = [step for step in row["completions"] if step or step_separator]
-    expected = min(len(steps), 1) if train_on_last_step_only and not is_eval else len(steps)
-    reason = ""
-    if labelled == 0:
-        if not row["completions"]:
-            reason = "no_steps"
-        elif expected == 0:
-            reason = "empty_steps"
-        else:
-            prompt_only = {"prompt": row["prompt"], "completions": [], "labels": []}
-            prompt_length = len(
-                PRMTrainer.tokenize_row(
-                    prompt_only, tokenizer, max_length=None, max_completion_length=None,
-                    max_prompt_length=max_prompt_length, **options,
-                )["input_ids"]
-            )
-            too_long = max_length is not None and prompt_length >= max_length
-            reason = "prompt_too_long" if too_long else "completion_truncated"
-    return {**tokenized, "_drop_reason": reason, "_labels_cut": 0 if reason else expected - labelled}
+def step_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cross-entropy summed over labelled step tokens, and their number.
 
-
-def _keep_rows(reasons: list[str]) -> list[bool]:
-    return [reason == "" for reason in reasons]
+    Integer labels are classes (0 wrong, 1 correct); float labels are soft targets, the probability that the step is
+    correct, and the loss is the cross-entropy against that two-class distribution (equal to the hard loss for targets
+    of exactly 0 and 1). Tokens labelled -100 do not count.
+    """
+    labels = labels.to(logits.device)
+    labelled = labels != IGNORE
+    # Only the labelled positions are upcast: a handful per row, not the whole (batch, sequence, 2) tensor.
+    logits, targets = logits[labelled].float(), labels[labelled]
+    if targets.is_floating_point():
+        log_probs = logits.log_softmax(dim=-1)
+        loss = -(targets * log_probs[:, 1] + (1 - targets) * log_probs[:, 0]).sum()
+    else:
+        loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return loss, labelled.sum()
 
 
 class PRMTrainer(Trainer):
@@ -234,18 +211,18 @@ class PRMTrainer(Trainer):
 
         dropped_rows = {}
         if self._needs_tokenizing(train_dataset):
-            train_dataset, dropped_rows["train"] = self._tokenize_dataset(
+            train_dataset, dropped_rows["train"] = tokenize_dataset(
                 train_dataset, processing_class, args, is_eval=False, name="train"
             )
         if isinstance(eval_dataset, dict):
             eval_dataset = dict(eval_dataset)
             for key, dataset in eval_dataset.items():
                 if self._needs_tokenizing(dataset):
-                    eval_dataset[key], dropped_rows[f"eval_{key}"] = self._tokenize_dataset(
+                    eval_dataset[key], dropped_rows[f"eval_{key}"] = tokenize_dataset(
                         dataset, processing_class, args, is_eval=True, name=f"eval_{key}"
                     )
         elif eval_dataset is not None and self._needs_tokenizing(eval_dataset):
-            eval_dataset, dropped_rows["eval"] = self._tokenize_dataset(
+            eval_dataset, dropped_rows["eval"] = tokenize_dataset(
                 eval_dataset, processing_class, args, is_eval=True, name="eval"
             )
 
@@ -262,6 +239,9 @@ class PRMTrainer(Trainer):
             optimizers=optimizers,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
+        # The loss is computed in compute_loss with our own count (get_batch_samples): the Trainer must not pass
+        # `num_items_in_batch` to the model, nor count (and all-gather) labelled tokens for every evaluation batch.
+        self.model_accepts_loss_kwargs = False
         # Rows dropped during tokenization, per dataset and reason, e.g. {"train": {"prompt_too_long": 3}}.
         self.dropped_rows = dropped_rows
         if hasattr(self.model, "add_model_tags"):
@@ -308,154 +288,42 @@ class PRMTrainer(Trainer):
         columns = getattr(dataset, "column_names", None)
         return columns is not None and "input_ids" not in columns
 
-    @staticmethod
-    def _tokenize_dataset(dataset, tokenizer, args, *, is_eval, name):
-        """Tokenize rows, drop those with no labelled token left and count them by reason."""
-        if tokenizer is None:
-            raise ValueError(f"`processing_class` (a tokenizer) is required to tokenize the {name} dataset")
-        missing = {"prompt", "completions", "labels"} - set(dataset.column_names)
-        if missing:
-            raise ValueError(
-                f"the {name} dataset needs columns prompt, completions and labels (or input_ids and labels); "
-                f"missing {sorted(missing)}, got {dataset.column_names}"
-            )
-        fn_kwargs = dict(
-            tokenizer=tokenizer,
-            step_separator=args.step_separator,
-            max_length=args.max_length,
-            max_completion_length=args.max_completion_length,
-            max_prompt_length=args.max_prompt_length,
-            train_on_last_step_only=args.train_on_last_step_only,
-            is_eval=is_eval,
-        )
-        map_kwargs = {} if isinstance(dataset, datasets.IterableDataset) else {
-            "num_proc": args.dataset_num_proc, "desc": f"Tokenizing {name} dataset"
-        }
-        with args.main_process_first(desc=f"tokenizing the {name} dataset"):
-            dataset = dataset.map(
-                _tokenize_and_check,
-                fn_kwargs=fn_kwargs,
-                remove_columns=dataset.column_names,
-                features=_TOKENIZED_FEATURES,
-                **map_kwargs,
-            )
-            if isinstance(dataset, datasets.IterableDataset):
-                # A stream cannot be counted ahead of time: rows without labels are skipped as they come.
-                dataset = dataset.filter(_keep_rows, input_columns="_drop_reason", batched=True)
-                return dataset.remove_columns(["_drop_reason", "_labels_cut"]), {}
-            reasons = Counter(dataset["_drop_reason"])
-            kept = reasons.pop("", 0)
-            labels_cut = list(dataset["_labels_cut"])
-            rows_cut = sum(count > 0 for count in labels_cut)
-            if reasons:
-                dataset = dataset.filter(
-                    _keep_rows, input_columns="_drop_reason", batched=True, num_proc=args.dataset_num_proc,
-                    desc=f"Dropping {name} rows without labels",
-                )
-            dataset = dataset.remove_columns(["_drop_reason", "_labels_cut"])
+    # compute_loss divides by the labelled tokens of the whole accumulated batch itself: training_step must not divide
+    # by the number of accumulation steps again.
+    loss_is_scaled_for_ga = True
 
-        if args.process_index == 0:
-            if reasons:
-                details = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
-                logger.warning(
-                    f"Dropped {sum(reasons.values())} of {kept + sum(reasons.values())} {name} rows with no labelled "
-                    f"token left: {details}. Raise `max_length`, or set `max_prompt_length` to trim long prompts "
-                    "from the left."
-                )
-            if rows_cut:
-                logger.warning(
-                    f"{rows_cut} {name} rows lost {sum(labels_cut)} step labels to truncation (rows kept, with the "
-                    "steps that fit)."
-                )
-        if kept == 0:
-            raise ValueError(f"no {name} row has a labelled token left after tokenization: {dict(reasons)}")
-        return dataset, dict(reasons)
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step, and the number of labelled step tokens in them on all processes.
 
-    @staticmethod
-    def tokenize_row(
-        features,
-        tokenizer,
-        step_separator,
-        max_length,
-        max_completion_length,
-        train_on_last_step_only,
-        is_eval,
-        max_prompt_length=None,
-    ):
-        r"""
-        Tokenize one row into `input_ids` and token `labels`. Pure: no model, no state.
-
-        The prompt (after the tokenizer's BOS token, if it has one) is labelled -100. Each step is tokenized on its own
-        with `step_separator` appended; its label (`int(label)`) sits on the last of those tokens, -100 elsewhere.
-        Without truncation the output equals TRL 1.9's `PRMTrainer.tokenize_row`, token for token.
-
-        Args:
-            features (`dict`):
-                A row with `"prompt"` (str), `"completions"` (list of str) and `"labels"` (list of bool or int, one
-                per step).
-            tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
-                The tokenizer; special tokens other than BOS are not added.
-            step_separator (`str`):
-                Appended to every step, the last one included.
-            max_length (`int` or `None`):
-                Cut the whole sequence to this many tokens, from the right. `None`: no cut.
-            max_completion_length (`int` or `None`):
-                Cut the completion (steps and separators) to this many tokens, from the right. `None`: no cut.
-            train_on_last_step_only (`bool`):
-                Label only the last step (training rows only, see `is_eval`).
-            is_eval (`bool`):
-                Whether the row is an evaluation row, where every step stays labelled.
-            max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
-                Keep at most this many prompt tokens (BOS included), dropping the prompt's beginning. Applied before
-                `max_length`, so that a long prompt cannot push the labelled steps out. `None`: no cut.
-
-        Returns:
-            `dict[str, list[int]]`: `input_ids` and `labels`, of equal length.
-
-        Example:
-        ```python
-        >>> row = {"prompt": "2 + 3 * 4?", "completions": ["3 * 4 = 12.", "2 + 12 = 15."], "labels": [True, False]}
-        >>> PRMTrainer.tokenize_row(row, tokenizer, "\n", None, None, False, False)
-        {'input_ids': [...], 'labels': [-100, ..., 1, -100, ..., 0]}
-        ```
+        Replaces the Trainer's count, which is global only with `average_tokens_across_devices` and is only made when
+        the model takes loss kwargs: here the count is always over the global batch, one small all-gather per step.
         """
-        completions, step_labels = features["completions"], features["labels"]
-        if len(completions) != len(step_labels):
-            raise ValueError(
-                f"a row needs one label per step: got {len(completions)} completions and {len(step_labels)} labels"
-            )
-        prompt_ids = tokenizer(features["prompt"], add_special_tokens=False)["input_ids"]
-        bos_ids = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-        if max_prompt_length is not None:
-            room = max(max_prompt_length - len(bos_ids), 0)
-            # The end of the prompt (the question itself) is what the steps follow from; its beginning goes first.
-            prompt_ids = prompt_ids[len(prompt_ids) - room :] if room < len(prompt_ids) else prompt_ids
-        prompt_ids = bos_ids + prompt_ids
+        batches = list(itertools.islice(epoch_iterator, num_batches))
+        count = sum(int((batch["labels"] != IGNORE).sum()) for batch in batches)
+        count = torch.tensor(count, device=device)
+        if self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count).sum()
+        return batches, count
 
-        if train_on_last_step_only and not is_eval:
-            step_labels = [-100] * (len(step_labels) - 1) + [int(step_labels[-1])] if step_labels else []
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy over labelled step tokens, from the logits (`step_token_loss`).
+
+        In training, `num_items_in_batch` is the global count from `get_batch_samples`: the loss is this micro-batch's
+        sum divided by it, times the number of processes because DDP (like FSDP and DeepSpeed) averages gradients over
+        processes. Elsewhere (evaluation) the loss is the mean over this batch's labelled tokens.
+        """
+        # The model gets no labels: its own loss would be a per-micro-batch mean (GenericForTokenClassification does
+        # not pass `num_items_in_batch` to its loss function), and it would be computed for nothing.
+        outputs = model(**{key: value for key, value in inputs.items() if key != "labels"})
+        loss_sum, count = step_token_loss(outputs.logits, inputs["labels"])
+        if num_items_in_batch is None:
+            loss = loss_sum / count.clamp(min=1)
         else:
-            step_labels = [int(label) for label in step_labels]
-        separator_ids = tokenizer.encode(step_separator, add_special_tokens=False)
-        # One batched call: the same ids as tokenizing step by step, much faster for fast tokenizers.
-        steps_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"] if completions else []
+            loss = loss_sum / num_items_in_batch.clamp(min=1) * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
-        completion_ids, completion_labels = [], []
-        for step_ids, label in zip(steps_ids, step_labels, strict=True):
-            step_ids = step_ids + separator_ids
-            if not step_ids:
-                continue  # an empty step with an empty separator has no token to carry its label
-            completion_ids += step_ids
-            completion_labels += [-100] * (len(step_ids) - 1) + [label]
-        if max_completion_length is not None:
-            completion_ids = completion_ids[:max_completion_length]
-            completion_labels = completion_labels[:max_completion_length]
-
-        input_ids = prompt_ids + completion_ids
-        labels = [-100] * len(prompt_ids) + completion_labels
-        if max_length is not None:
-            input_ids, labels = input_ids[:max_length], labels[:max_length]
-        return {"input_ids": input_ids, "labels": labels}
+    # TRL's API: `PRMTrainer.tokenize_row(features, tokenizer, step_separator, max_length, ...)`.
+    tokenize_row = staticmethod(tokenize_row)
 
     def _save_checkpoint(self, model, trial):
         # Every checkpoint gets a model card too, so one pushed mid-training is not bare.

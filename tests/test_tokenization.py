@@ -1,0 +1,215 @@
+"""tokenize_row's exact outputs, the one Truncation shared by training and scoring, and the import layering."""
+
+import subprocess
+import sys
+
+import pytest
+from prm_trainer.tokenization import Truncation, tokenize_for_scoring, tokenize_row
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+# ---------------------------------------------------------------- a word-level tokenizer with known ids
+
+WORDS = ["[UNK]", "<s>", "</s>", "\n", "what", "is", "2", "+", "3", "?", "=", "5", "6", "the", "answer", "so"]
+UNK, BOS, EOS, NL, WHAT, IS, TWO, PLUS, THREE, Q, EQ, FIVE, SIX, THE, ANSWER, SO = range(len(WORDS))
+X = -100
+
+
+def word_tokenizer(bos: bool) -> PreTrainedTokenizerFast:
+    """One token per space-separated word, "\\n" a token of its own; ids are the positions in WORDS."""
+    model = Tokenizer(models.WordLevel({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))
+    model.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(" ", behavior="removed"), pre_tokenizers.Split("\n", behavior="isolated")]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=model, unk_token="[UNK]", eos_token="</s>", bos_token="<s>" if bos else None
+    )
+
+
+ROW = {"prompt": "what is 2 + 3 ?", "completions": ["2 + 3 = 5", "the answer is 6"], "labels": [True, False]}
+PROMPT = [WHAT, IS, TWO, PLUS, THREE, Q]
+STEP_1 = [TWO, PLUS, THREE, EQ, FIVE, NL]
+STEP_2 = [THE, ANSWER, IS, SIX, NL]
+LABELS_1 = [X, X, X, X, X, 1]
+LABELS_2 = [X, X, X, X, 0]
+
+
+def tokenize(row=ROW, bos=False, separator="\n", max_length=None, max_completion_length=None, last_only=False,
+             is_eval=False, **kwargs):
+    return tokenize_row(
+        row, word_tokenizer(bos), separator, max_length, max_completion_length, last_only, is_eval, **kwargs
+    )
+
+
+def test_tokenize_row_labels_sit_on_each_step_last_token():
+    assert tokenize() == {
+        "input_ids": PROMPT + STEP_1 + STEP_2,
+        "labels": [X] * 6 + LABELS_1 + LABELS_2,
+    }
+
+
+def test_tokenize_row_prepends_bos_when_the_tokenizer_has_one():
+    assert tokenize(bos=True) == {
+        "input_ids": [BOS] + PROMPT + STEP_1 + STEP_2,
+        "labels": [X] * 7 + LABELS_1 + LABELS_2,
+    }
+
+
+def test_tokenize_row_separator_and_int_labels():
+    row = {**ROW, "labels": [0, 1]}
+    assert tokenize(row, separator="\n\n") == {
+        "input_ids": PROMPT + STEP_1 + [NL] + STEP_2 + [NL],
+        "labels": [X] * 6 + [X] * 6 + [0] + [X] * 5 + [1],
+    }
+
+
+@pytest.mark.parametrize(
+    "last_only, is_eval, labels",
+    [
+        (True, False, [X] * 6 + [X] * 6 + LABELS_2),  # training: only the last step keeps its label
+        (True, True, [X] * 6 + LABELS_1 + LABELS_2),  # evaluation: every step
+        (False, False, [X] * 6 + LABELS_1 + LABELS_2),
+    ],
+)
+def test_tokenize_row_train_on_last_step_only(last_only, is_eval, labels):
+    assert tokenize(last_only=last_only, is_eval=is_eval)["labels"] == labels
+
+
+def test_tokenize_row_empty_step_with_empty_separator_has_no_label():
+    row = {"prompt": "what", "completions": ["2 + 3", "", "5"], "labels": [True, True, False]}
+    # No token carries the middle step's label, so it is left out rather than misplaced.
+    assert tokenize(row, separator="") == {"input_ids": [WHAT, TWO, PLUS, THREE, FIVE], "labels": [X, X, X, 1, 0]}
+
+
+def test_tokenize_row_rejects_label_count_mismatch():
+    with pytest.raises(ValueError, match="got 2 completions and 1 labels"):
+        tokenize({**ROW, "labels": [True]})
+
+
+# Every truncation case, without BOS unless said otherwise.
+@pytest.mark.parametrize(
+    "kwargs, input_ids, labels",
+    [
+        # max_length inside the second step: its label is cut, the first survives
+        ({"max_length": 14}, PROMPT + STEP_1 + STEP_2[:2], [X] * 6 + LABELS_1 + [X, X]),
+        # max_length exactly at the end: nothing cut
+        ({"max_length": 17}, PROMPT + STEP_1 + STEP_2, [X] * 6 + LABELS_1 + LABELS_2),
+        # max_length inside the prompt: no labelled token left (TRL's behaviour, kept without max_prompt_length)
+        ({"max_length": 5}, PROMPT[:5], [X] * 5),
+        # max_completion_length inside the second step
+        ({"max_completion_length": 7}, PROMPT + STEP_1 + STEP_2[:1], [X] * 6 + LABELS_1 + [X]),
+        # both: the completion is cut first, then the whole sequence
+        ({"max_completion_length": 7, "max_length": 11}, PROMPT + STEP_1[:5], [X] * 11),
+        # max_prompt_length keeps the end of the prompt
+        ({"max_prompt_length": 2}, [THREE, Q] + STEP_1 + STEP_2, [X, X] + LABELS_1 + LABELS_2),
+        # a prompt already short enough is untouched
+        ({"max_prompt_length": 6}, PROMPT + STEP_1 + STEP_2, [X] * 6 + LABELS_1 + LABELS_2),
+        # max_prompt_length applies before max_length: the label that TRL would lose survives
+        ({"max_prompt_length": 2, "max_length": 8}, [THREE, Q] + STEP_1, [X, X] + LABELS_1),
+        ({"max_length": 8}, PROMPT + STEP_1[:2], [X] * 8),
+        # all three
+        (
+            {"max_prompt_length": 1, "max_completion_length": 8, "max_length": 8},
+            [Q] + STEP_1 + STEP_2[:1],
+            [X] + LABELS_1 + [X],
+        ),
+    ],
+)
+def test_tokenize_row_truncation(kwargs, input_ids, labels):
+    assert tokenize(**kwargs) == {"input_ids": input_ids, "labels": labels}
+
+
+@pytest.mark.parametrize(
+    "max_prompt_length, prompt",
+    [(1, [BOS]), (3, [BOS, THREE, Q]), (7, [BOS] + PROMPT), (50, [BOS] + PROMPT)],
+)
+def test_tokenize_row_max_prompt_length_keeps_bos(max_prompt_length, prompt):
+    assert tokenize(bos=True, max_prompt_length=max_prompt_length) == {
+        "input_ids": prompt + STEP_1 + STEP_2,
+        "labels": [X] * len(prompt) + LABELS_1 + LABELS_2,
+    }
+
+
+def test_tokenize_row_on_a_byte_level_bpe_round_trips(tiny_model_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    assert tokenizer.bos_token_id is None
+    row = {"prompt": "Janet has 16 eggs.", "completions": ["16 - 3 = 13", "13 * 2 = $26"], "labels": [True, False]}
+    out = tokenize_row(row, tokenizer, "\n", None, None, False, False)
+    assert tokenizer.decode(out["input_ids"]) == "Janet has 16 eggs.16 - 3 = 13\n13 * 2 = $26\n"
+    labelled = [(i, label) for i, label in enumerate(out["labels"]) if label != X]
+    newline = tokenizer.encode("\n", add_special_tokens=False)
+    assert [label for _, label in labelled] == [1, 0]
+    assert labelled[-1][0] == len(out["input_ids"]) - 1
+    assert all(out["input_ids"][i] == newline[-1] for i, _ in labelled)
+
+
+def test_prm_trainer_tokenize_row_is_the_module_function():
+    # Drop-in compatibility with trl.experimental.prm: a staticmethod callable on the class with TRL's arguments.
+    from prm_trainer import PRMTrainer
+
+    assert PRMTrainer.tokenize_row(ROW, word_tokenizer(False), "\n", None, None, False, False) == tokenize()
+
+
+# ---------------------------------------------------------------- one truncation for training and scoring
+
+
+def test_truncation_from_config(tmp_path):
+    from prm_trainer import PRMConfig
+
+    config = PRMConfig(output_dir=str(tmp_path), max_length=20, max_prompt_length=3, max_completion_length=9)
+    assert config.truncation == Truncation(max_length=20, max_prompt_length=3, max_completion_length=9)
+    assert config.truncation.as_kwargs() == {"max_length": 20, "max_prompt_length": 3, "max_completion_length": 9}
+
+
+TRUNCATIONS = [
+    Truncation(),
+    Truncation(max_length=14),
+    Truncation(max_completion_length=7),
+    Truncation(max_prompt_length=2, max_length=8),
+    Truncation(max_prompt_length=1, max_completion_length=8, max_length=8),
+    Truncation(max_length=5),
+]
+
+
+@pytest.mark.parametrize("truncation", TRUNCATIONS, ids=str)
+def test_scoring_reads_scores_exactly_where_training_put_labels(truncation):
+    """Every step that training labels is scored at that very token, and only those steps."""
+    tokenizer = word_tokenizer(bos=True)
+    trained = tokenize(bos=True, **truncation.as_kwargs())
+    input_ids, positions = tokenize_for_scoring(ROW["prompt"], ROW["completions"], tokenizer, "\n", truncation)
+    assert input_ids == trained["input_ids"]
+    assert [pos for pos, _ in positions] == [pos for pos, label in enumerate(trained["labels"]) if label != X]
+    assert [int(ROW["labels"][step]) for _, step in positions] == [label for label in trained["labels"] if label != X]
+
+
+def test_score_steps_truncates_the_completion_as_training_does(tiny_model_path):
+    """max_completion_length reaches evaluation: a step cut in training is unscored (NaN) in evaluation."""
+    import math
+
+    import torch
+    from prm_trainer.evaluation import score_steps
+    from transformers import AutoModelForTokenClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
+    row = {"prompt": "Janet has 16 eggs.", "completions": ["16 - 3 = 13", "13 * 2 = $26"], "labels": [True, False]}
+    first_step = len(tokenizer("16 - 3 = 13\n", add_special_tokens=False)["input_ids"])
+    whole = score_steps(model, tokenizer, [row])[0]
+    cut = score_steps(model, tokenizer, [row], max_completion_length=first_step)[0]
+    assert all(not math.isnan(score) for score in whole)
+    assert cut[0] == pytest.approx(whole[0], abs=1e-6) and math.isnan(cut[1])
+
+
+# ---------------------------------------------------------------- layering
+
+
+@pytest.mark.parametrize("module", ["prm_trainer.tokenization", "prm_trainer.evaluation"])
+def test_scoring_modules_do_not_import_the_trainer(module):
+    """evaluation -> tokenization, never -> trainer: no import circle, and no torch/transformers to score lists."""
+    code = (
+        f"import sys, importlib; importlib.import_module({module!r}); "
+        "print(sorted(m for m in ('prm_trainer.trainer', 'torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
