@@ -23,7 +23,6 @@ MAX_OPERATORS = 60
 MAX_EXPONENT = 64
 MAX_MAGNITUDE = Decimal(10) ** 30
 
-NUMBER = re.compile(r"\d+(?:\.\d+)?|\.\d+")
 _PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _OPERATOR_CHARS = re.compile(r"[-+*/%]")
 _EXPONENT_NOTATION = re.compile(r"[\d.][eE][-+]?\d")
@@ -202,9 +201,3 @@ def format_number(value: Decimal, like: str = "", money: bool = False) -> str:
         whole, dot, fraction = digits.partition(".")
         digits = f"{int(whole):,}{dot}{fraction}"
     return digits
-
-
-def written_value(value: Decimal, like: str = "", money: bool = False) -> tuple[str, Decimal]:
-    """`value` written in GSM8K's style, and the value a reader takes from what is written."""
-    text = format_number(value, like, money)
-    return text, parse_decimal(text)

@@ -2,14 +2,13 @@
 
 A GSM8K answer is a few lines of reasoning, each with calculator annotations such as
 `Natalia sold 48/2 = <<48/2=24>>24 clips in May.`, then `#### 72`. Users see the lines with the
-annotations removed, so everything here is read from that visible text, with every token's
-span in the raw line kept so that a rewrite can edit the raw line (annotations included).
+annotations removed, so everything is read from that visible text (statements.py), with every
+token's span in the raw line kept so that a rewrite can edit the raw line (annotations included).
 
 Per line we find:
-- visible statements `a op b = c` (with or without an annotation behind them);
-- calculations: an annotation, joined with the statement whose result it shows when that
-  statement writes exactly the annotation's expression (its "mirror"), or a statement with no
-  annotation at all (GSM8K sometimes computes outside the calculator);
+- calculations: an annotation, joined with the visible statement whose result it shows when
+  that statement writes exactly the annotation's expression (its "mirror"), or a statement
+  with no annotation at all (GSM8K sometimes computes outside the calculator);
 - mentions: every other visible number.
 `dataflow` links them into quantities. Reading is linear in the length of a line.
 """
