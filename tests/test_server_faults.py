@@ -92,7 +92,8 @@ def test_bad_answers_never_reach_the_cache_and_a_fixed_server_gives_a_clean_run(
                 "--generation-cache-dir", generations, "--output-dir", str(tmp_path / "out")]  # fmt: skip
         assert cli.main(argv) == 1
         (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
-        assert line.startswith(f"prm-builder: error: the server at {server.url} gave no usable answer for model {model!r}")
+        # In CLI words (failures.cli_wording): the option is named as its flag.
+        assert line.startswith(f"prm-builder: error: the server at {server.url} gave no usable answer for --model {model!r}")
         assert "expected a string text, got None" in line
         # Nothing invalid was written: no cache record at all.
         assert [summary.generations for summary in list_caches(tmp_path / "generations")] in ([], [{}])
