@@ -58,6 +58,13 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
                 f"unknown option(s) {', '.join(unknown)} for prm_builder config {name!r}; "
                 f"valid options: {', '.join(valid)}"
             )
+        # datasets skips an option passed as None (the config keeps its default), which would build
+        # something other than what was asked: refuse it where None is not the option's own default.
+        defaults = SOURCES[name].CONFIG_CLASS.option_defaults()
+        refused = [key for key, value in config_kwargs.items() if value is None and defaults.get(key) is not None]
+        if refused:
+            key = refused[0]
+            raise ValueError(f"{key}=None: expected a value; leave {key} out to get its default, {defaults[key]!r}")
         return super()._create_builder_config(name, custom_features, config_id, **config_kwargs)
 
     @property

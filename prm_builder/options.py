@@ -55,6 +55,10 @@ class PRMBuilderConfig(datasets.BuilderConfig):
         names.append("exclude_problems")  # the one option every config has: after the config's own
         return (["data_dir", "data_files"] if cls.ACCEPTS_DATA_FILES else []) + names
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {f.name: _field_default(f) for f in dataclasses.fields(cls) if f.name in cls.option_names()}
+
     def options(self) -> dict[str, Any]:
         """The option values, normalized: what the build depends on and what the dataset card prints."""
         return {name: getattr(self, name) for name in self.option_names() if name not in ("data_dir", "data_files")}

@@ -156,10 +156,14 @@ def test_unknown_option_lists_valid_ones():
         ({"problems": "/no/such/folder"}, "problems must be 'gsm8k', 'sample' or an existing local path"),
         ({"data_dir": "/tmp"}, r"unknown option\(s\) data_dir for prm_builder config 'synthetic'"),
         ({"include_correct": False, "num_incorrect_per_problem": 0}, "would yield no rows"),
+        ({"seed": None}, "seed=None: expected a value; leave seed out to get its default, 0"),
+        ({"problems": None}, "problems=None: expected a value; leave problems out to get its default, 'gsm8k'"),
+        ({"exclude_problems": None}, "exclude_problems=None: expected a value; leave exclude_problems out to get its default, 'default'"),
+        ({"num_incorrect_per_problem": float("inf")}, "num_incorrect_per_problem must be an integer, got inf"),
     ],
 )
 def test_bad_options_say_what_was_expected(options, message):
-    options.setdefault("problems", "sample")
+    options = {"problems": "sample", **options}
     with pytest.raises(ValueError, match=message):
         load_dataset("prm_builder", "synthetic", **options)
 
