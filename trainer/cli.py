@@ -155,31 +155,15 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     return parser
 
 
-def main(script_args=None, training_args=None, model_args=None):
-    """Train, evaluate on the test split, save (with a model card) and optionally push.
+def load_splits(script_args, training_args):
+    """The train split and the test split (None with `--dataset_test_split none`) that prm-train uses, checked.
 
-    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
-    evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
+    The one place prm-train gets its data from. Both splits are checked row by row (`check_rows`) before any model is
+    loaded, so a bad row in the test split stops the run before training, not after. Also returns the builder options
+    the data was made with (from `--dataset_options`, or the `prm_builder_options.json` that `prm-builder build`
+    leaves in its output folder), for the model card.
     """
-    if script_args is None:
-        script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
-
-    import torch
-    from accelerate import PartialState
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-    from trl import get_peft_config, get_quantization_config
-
-    from .evaluation import evaluate_reward_model
-    from .trainer import ID2LABEL, PRMTrainer
-
-    if not script_args.dataset_name:
-        raise ValueError(
-            "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
-        )
-    if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
-    if script_args.dataset_streaming:
-        raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
+    from .tokenization import check_rows
 
     options = parse_dataset_options(script_args.dataset_options)
     # The main process builds (or downloads) first; the others then read its cache.
@@ -195,6 +179,66 @@ def main(script_args=None, training_args=None, model_args=None):
             f"--dataset_test_split {test_split!r} is not a split of the dataset: {list(dataset)} "
             "(pass --dataset_test_split none to skip evaluation)"
         )
+    check_rows(dataset[train_split], train_split, training_args.label_column, training_args.label_type == "soft")
+    if test_split:
+        check_rows(dataset[test_split], test_split)  # evaluated against the hard labels
+    built_with = Path(script_args.dataset_name, "prm_builder_options.json")
+    if not options and built_with.is_file():
+        options = json.loads(built_with.read_text()).get("options") or {}
+    return dataset[train_split], dataset[test_split] if test_split else None, options
+
+
+def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args) -> dict:
+    """The final evaluation (`evaluate_reward_model`), with a progress bar over the scoring batches."""
+    import math
+
+    from tqdm.auto import tqdm
+
+    from .evaluation import evaluate_reward_model
+
+    batch_size = training_args.per_device_eval_batch_size
+    with tqdm(total=math.ceil(len(test) / batch_size), desc="Scoring the test split", unit="batch") as bar:
+        def count_batch(module, inputs, outputs):  # returns None: a hook's return value would replace the output
+            bar.update()
+
+        # One forward pass per batch of rows: counting them gives progress without reaching into the scorer.
+        hook = trainer.model.register_forward_hook(count_batch)
+        try:
+            results = evaluate_reward_model(
+                trainer.model, tokenizer, test, metric=script_args.eval_metric, batch_size=batch_size,
+                threshold=script_args.eval_threshold, step_separator=training_args.step_separator,
+                aggregation=script_args.eval_aggregation, **training_args.truncation.as_kwargs(),
+            )
+        finally:
+            hook.remove()
+    return results
+
+
+def main(script_args=None, training_args=None, model_args=None):
+    """Train, save, evaluate on the test split, write the model card and optionally push.
+
+    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
+    evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
+    """
+    if script_args is None:
+        script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
+
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, set_seed
+    from trl import get_peft_config, get_quantization_config
+
+    from .trainer import ID2LABEL, PRMTrainer
+
+    if not script_args.dataset_name:
+        raise ValueError(
+            "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
+        )
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
+    if script_args.dataset_streaming:
+        raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
+    train, test, dataset_options = load_splits(script_args, training_args)
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model_kwargs = dict(
@@ -212,7 +256,9 @@ def main(script_args=None, training_args=None, model_args=None):
         revision=model_args.model_revision,
         trust_remote_code=script_args.trust_remote_code,
     )
-    # A causal LM checkpoint gets a fresh 2-label head ("Some weights ... newly initialized" is expected).
+    # A causal LM checkpoint gets a fresh 2-label head (reported as MISSING, newly initialized: expected). Seeded, so
+    # that `--seed` makes the whole run reproducible, the head's initial weights included.
+    set_seed(training_args.seed)
     model = AutoModelForTokenClassification.from_pretrained(
         model_args.model_name_or_path, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
         **model_kwargs,
@@ -223,8 +269,8 @@ def main(script_args=None, training_args=None, model_args=None):
     trainer = PRMTrainer(
         model=model,
         args=training_args,
-        train_dataset=dataset[train_split],
-        eval_dataset=dataset[test_split] if test_split and training_args.eval_strategy != "no" else None,
+        train_dataset=train,
+        eval_dataset=test if test is not None and training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
@@ -232,31 +278,24 @@ def main(script_args=None, training_args=None, model_args=None):
     trainer.save_model(training_args.output_dir)
 
     results = None
-    if test_split:
-        # Scored on one process (the others wait): the figures then come from one pass over the whole split.
-        if trainer.is_world_process_zero():
-            results = evaluate_reward_model(
-                trainer.model,
-                tokenizer,
-                dataset[test_split],
-                metric=script_args.eval_metric,
-                batch_size=training_args.per_device_eval_batch_size,
-                threshold=script_args.eval_threshold,
-                step_separator=training_args.step_separator,
-                aggregation=script_args.eval_aggregation,
-                **training_args.truncation.as_kwargs(),
-            )
-            results = {"split": test_split, **results}
-            print(json.dumps(results, indent=2))
-            with open(os.path.join(training_args.output_dir, "prm_eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2)
-        trainer.accelerator.wait_for_everyone()
-
-    trainer.create_model_card(dataset_name=script_args.dataset_name, eval_results=results)
+    if test is not None and trainer.is_world_process_zero():
+        # One process scores the whole split, so the figures come from one pass; the others wait at the barrier below.
+        results = {"split": script_args.dataset_test_split,
+                   **evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args)}
+        print(json.dumps(results, indent=2))
+        with open(os.path.join(training_args.output_dir, "prm_eval_results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    trainer.create_model_card(
+        dataset_name=script_args.dataset_name, eval_results=results, dataset_options=dataset_options
+    )
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name, eval_results=results)
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers and destroy the process group
-        trainer.end()
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, eval_results=results,
+                            dataset_options=dataset_options)
+    # Every process meets here before the process group is destroyed. Without it a process that had nothing left to
+    # do tore the group down while its last all-gather was still being released on gloo's worker thread: that thread
+    # needs the GIL, which the destructor of the group (run when DDP is freed) holds while joining it, a deadlock.
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
 
 
 if __name__ == "__main__":
