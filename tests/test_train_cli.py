@@ -148,6 +148,20 @@ def test_main_argument_errors(tmp_path, saved_dataset, args, message):
         _main([*args, "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
 
 
+def test_main_checks_both_splits_before_training(tmp_path, saved_dataset, tiny_model_path):
+    dataset = datasets.load_from_disk(str(saved_dataset))
+    test = dataset["test"].to_list()
+    test[5]["labels"] = test[5]["labels"][:-1]
+    broken = datasets.DatasetDict({"train": dataset["train"], "test": datasets.Dataset.from_list(test)})
+    broken.save_to_disk(tmp_path / "broken")
+    out = tmp_path / "out"
+    message = f"the test split, row 5 \\(id '{test[5]['id']}'\\): field 'labels' has {len(test[5]['labels'])} values"
+    with pytest.raises(ValueError, match=message):
+        _main(["--dataset_name", str(tmp_path / "broken"), "--model_name_or_path", str(tiny_model_path),
+               "--output_dir", str(out), "--report_to", "none"])
+    assert not out.exists()  # nothing trained, nothing saved
+
+
 # ---------------------------------------------------------------- whole runs
 
 
@@ -186,6 +200,9 @@ def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_m
         p.name for p in out.iterdir()}
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "## Evaluation" in card and "prm_builder:synthetic" in card
+    assert "- built with prm-builder, config `synthetic`" in card
+    assert f"- options: `problems=<local>/{gsm8k_dir.name}`, `max_examples=12`" in card and str(gsm8k_dir) not in card
+    assert "Scoring the test split: 100%" in result.stderr  # the final evaluation's progress bar
     model = AutoPeftModelForTokenClassification.from_pretrained(out)
     assert model.peft_config["default"].task_type == "TOKEN_CLS"
     assert any("modules_to_save" in name and "score" in name for name, _ in model.named_parameters())
