@@ -286,5 +286,6 @@ def test_check_rows_wrong_types(column, value, message):
 def test_check_rows_missing_columns():
     from prm_trainer.tokenization import check_rows
 
-    with pytest.raises(ValueError, match="needs columns prompt, completions and step_scores .*missing \\['step_scores'\\]"):
+    message = "needs columns prompt, completions and step_scores .*missing \\['step_scores'\\]"
+    with pytest.raises(ValueError, match=message):
         check_rows(rows_dataset([{k: v for k, v in GOOD.items() if k != "step_scores"}]), "train", "step_scores", True)

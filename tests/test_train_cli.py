@@ -324,3 +324,34 @@ def test_two_process_run_exits_every_time(tmp_path, tiny_model_path, saved_datas
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+# ---------------------------------------------------------------- --help
+
+
+def test_help_shows_our_options_first_and_groups_the_inherited_ones():
+    text = make_parser(prog="prm-train").format_help()
+    titles = ["prm-train options:", "PRM training options (PRMConfig):", "model options (trl.ModelConfig):",
+              "training options inherited from transformers.TrainingArguments:"]
+    positions = [text.index(title) for title in titles]
+    assert positions == sorted(positions)
+    assert text.startswith("usage: prm-train [--config FILE.yaml] --model_name_or_path MODEL --dataset_name DATASET")
+    ours, prm, model, inherited = (text[a:b] for a, b in zip(positions, [*positions[1:], len(text)]))
+    assert "--dataset_options" in ours and "--label_type {hard,soft}" in prm and "--max_prompt_length" in prm
+    assert "--lora_r" in model and "--gradient_accumulation_steps" in inherited and "--label_type" not in inherited
+
+
+def test_help_is_cached_and_prints_without_importing_torch(tmp_path):
+    from prm_trainer.cli_help import print_help
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    code = "import sys; sys.argv = ['prm-train', '--help']; from prm_trainer.cli import main; main()"
+    # The first --help renders the text with the real parser and caches it (done here, where it is already imported).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        print_help(make_parser, "prm-train")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                            env=env, check=True)
+    assert result.stdout == make_parser(prog="prm-train").format_help()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "trl", "datasets"}, sorted(imported & {"torch", "trl"})

@@ -322,7 +322,8 @@ def test_model_card_after_training(tmp_path, qwen_model_and_tokenizer):
     assert "- rows per source: `test/hand_made` 4" in data and "- labels: hard, from the `labels` column" in data
 
     # Scores that prm-eval --update-card added survive the next card the trainer writes; the rest is rewritten.
-    scores = "<!-- prm-eval:processbench:begin -->\n## ProcessBench scores\n\n| F1 | 12.5 |\n<!-- prm-eval:processbench:end -->"
+    scores = ("<!-- prm-eval:processbench:begin -->\n## ProcessBench scores\n\n| F1 | 12.5 |\n"
+              "<!-- prm-eval:processbench:end -->")
     path = Path(trainer.args.output_dir) / "README.md"
     path.write_text(card + "\n" + scores + "\n")
     trainer.create_model_card(dataset_name="someone/prm-data", dataset_options={"problems": str(tmp_path)})
@@ -385,7 +386,7 @@ def test_other_families_train_with_lora(tmp_path, family):
     assert trainer.state.global_step == 2 and math.isfinite(trainer.state.log_history[-1]["train_loss"])
 
 
-# ---------------------------------------------------------------- the loss: mean over labelled tokens of the global batch
+# ---------------------------------------------------------------- the loss: mean over labelled tokens, global batch
 
 
 def train_one_step(tmp_path, model, tokenizer, rows, *, batch: int, accumulation: int, peft: bool = False):

@@ -13,76 +13,110 @@ FILE.yaml` sets any of them (command line flags win).
 """
 
 import argparse
+import functools
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from trl import ScriptArguments
 
 EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 NO_SPLIT = ("", "none", "None")
 
 
-@dataclass
-class PRMScriptArguments(ScriptArguments):
-    """
-    Arguments of `prm-train` beyond the training and model arguments.
+@functools.cache
+def script_arguments_class():
+    """`PRMScriptArguments`, defined on first use: its base, `trl.ScriptArguments`, takes half a second to import, and
+    `prm-train --help` must start faster than that (see cli_help.py). Also importable as `cli.PRMScriptArguments`."""
+    from trl import ScriptArguments
 
-    Parameters:
-        dataset_name (`str`):
-            `prm_builder:CONFIG` (built with `load_dataset("prm_builder", name=CONFIG, **dataset_options)`), a folder
-            saved by `prm-builder build`, or a dataset `datasets.load_dataset` can load (e.g. a Hub id).
-        dataset_config (`str`, *optional*):
-            Configuration name passed to `load_dataset` as `name` (for `prm_builder`, an alternative to the `:CONFIG`
-            suffix).
-        dataset_options (`list[str]` or `dict`, *optional*):
-            Builder options as `key=value` pairs, e.g. `--dataset_options problems=sample max_examples=200
-            "strategies=[flip_number, change_operator]"`. Values are read as YAML (`20` is a number, `[a, b]` a list,
-            `true` a boolean, anything else a string). A single JSON object works too, and so does a mapping under
-            `dataset_options:` in the `--config` file.
-        dataset_train_split (`str`, *optional*, defaults to `"train"`):
-            Split to train on.
-        dataset_test_split (`str`, *optional*, defaults to `"test"`):
-            Split to evaluate on, during training when `--eval_strategy` is set and with `evaluate_reward_model` at the
-            end. `none` skips evaluation.
-        dataset_streaming (`bool`, *optional*, defaults to `False`):
-            Inherited from TRL's scripts; not supported here (the test split is scored as a whole).
-        ignore_bias_buffers (`bool`, *optional*, defaults to `False`):
-            Leave boolean buffers out of DDP's synchronization (works around "invalid scalar type" errors).
-        trust_remote_code (`bool`, *optional*, defaults to `False`):
-            Allow models and tokenizers that ship their own code.
-        eval_metric (`str`, *optional*, defaults to `"all"`):
-            Metric of the final evaluation: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
-        eval_threshold (`float`, *optional*, defaults to `0.5`):
-            A step is predicted correct when its score is at least this.
-        eval_aggregation (`str`, *optional*, defaults to `"min"`):
-            How best-of-N turns step scores into a solution score: `min`, `prod` or `last`.
-    """
+    @dataclass
+    class PRMScriptArguments(ScriptArguments):
+        """
+        Arguments of `prm-train` beyond the training and model arguments.
 
-    dataset_options: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Builder options as key=value pairs, values read as YAML, e.g. `--dataset_options problems=sample "
-            "max_examples=200 'strategies=[flip_number, change_operator]'`; or one JSON object."
-        },
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow models and tokenizers that ship their own code."},
-    )
-    eval_metric: str = field(
-        default="all",
-        metadata={"help": "Final evaluation metric.", "choices": list(EVAL_METRICS)},
-    )
-    eval_threshold: float = field(
-        default=0.5,
-        metadata={"help": "A step is predicted correct when its score is at least this."},
-    )
-    eval_aggregation: str = field(
-        default="min",
-        metadata={"help": "Best-of-N solution score from step scores.", "choices": ["min", "prod", "last"]},
-    )
+        Parameters:
+            dataset_name (`str`):
+                `prm_builder:CONFIG` (built with `load_dataset("prm_builder", name=CONFIG, **dataset_options)`), a
+                folder saved by `prm-builder build`, or a dataset `datasets.load_dataset` can load (e.g. a Hub id).
+            dataset_config (`str`, *optional*):
+                Configuration name passed to `load_dataset` as `name` (for `prm_builder`, an alternative to the
+                `:CONFIG` suffix).
+            dataset_options (`list[str]` or `dict`, *optional*):
+                Builder options as `key=value` pairs, e.g. `--dataset_options problems=sample max_examples=200
+                "strategies=[flip_number, change_operator]"`. Values are read as YAML (`20` is a number, `[a, b]` a
+                list, `true` a boolean, anything else a string). A single JSON object works too, and so does a
+                mapping under `dataset_options:` in the `--config` file.
+            dataset_train_split (`str`, *optional*, defaults to `"train"`):
+                Split to train on.
+            dataset_test_split (`str`, *optional*, defaults to `"test"`):
+                Split to evaluate on, during training when `--eval_strategy` is set and with `evaluate_reward_model`
+                at the end. `none` skips evaluation.
+            dataset_streaming (`bool`, *optional*, defaults to `False`):
+                Inherited from TRL's scripts; not supported here (the test split is scored as a whole).
+            ignore_bias_buffers (`bool`, *optional*, defaults to `False`):
+                Leave boolean buffers out of DDP's synchronization (works around "invalid scalar type" errors).
+            trust_remote_code (`bool`, *optional*, defaults to `False`):
+                Allow models and tokenizers that ship their own code.
+            eval_metric (`str`, *optional*, defaults to `"all"`):
+                Metric of the final evaluation: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
+            eval_threshold (`float`, *optional*, defaults to `0.5`):
+                A step is predicted correct when its score is at least this.
+            eval_aggregation (`str`, *optional*, defaults to `"min"`):
+                How best-of-N turns step scores into a solution score: `min`, `prod` or `last`.
+        """
+
+        dataset_name: str | None = field(
+            default=None,
+            metadata={
+                "help": "`prm_builder:CONFIG`, a folder saved by `prm-builder build`, or a dataset that "
+                "`datasets.load_dataset` can load (a Hub id, a folder of data files)."
+            },
+        )
+        dataset_config: str | None = field(
+            default=None,
+            metadata={"help": "Configuration name passed to `load_dataset` (for prm_builder: instead of `:CONFIG`)."},
+        )
+        dataset_test_split: str = field(
+            default="test",
+            metadata={"help": "Split to evaluate on (during training with --eval_strategy, and at the end); `none` "
+                      "skips evaluation."},
+        )
+        dataset_streaming: bool = field(
+            default=False, metadata={"help": "Not supported by prm-train: the test split is scored as a whole."}
+        )
+        dataset_options: list[str] | None = field(
+            default=None,
+            metadata={
+                "help": "Builder options as key=value pairs, values read as YAML, e.g. `--dataset_options "
+                "problems=sample max_examples=200 'strategies=[flip_number, change_operator]'`; or one JSON object."
+            },
+        )
+        trust_remote_code: bool = field(
+            default=False,
+            metadata={"help": "Allow models and tokenizers that ship their own code."},
+        )
+        eval_metric: str = field(
+            default="all",
+            metadata={"help": "Final evaluation metric.", "choices": list(EVAL_METRICS)},
+        )
+        eval_threshold: float = field(
+            default=0.5,
+            metadata={"help": "A step is predicted correct when its score is at least this."},
+        )
+        eval_aggregation: str = field(
+            default="min",
+            metadata={"help": "Best-of-N solution score from step scores.", "choices": ["min", "prod", "last"]},
+        )
+
+    PRMScriptArguments.__module__ = __name__
+    return PRMScriptArguments
+
+
+def __getattr__(name):
+    if name == "PRMScriptArguments":
+        return script_arguments_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_dataset_options(options) -> dict:
@@ -145,13 +179,16 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 
     from .config import PRMConfig
 
-    dataclass_types = (PRMScriptArguments, PRMConfig, ModelConfig)
+    from .cli_help import group_options
+
+    dataclass_types = (script_arguments_class(), PRMConfig, ModelConfig)
     if subparsers is not None:
         parser = subparsers.add_parser("prm", help="Train a process reward model", dataclass_types=dataclass_types)
     else:
         parser = TrlParser(dataclass_types, prog=prog)
     # A PRM is a token classifier: LoRA's task type decides whether PEFT trains and saves the classification head.
     parser.set_defaults(lora_task_type="TOKEN_CLS")
+    group_options(parser, *dataclass_types)
     return parser
 
 
@@ -221,6 +258,11 @@ def main(script_args=None, training_args=None, model_args=None):
     evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
     """
     if script_args is None:
+        if {"-h", "--help"} & set(sys.argv[1:]):
+            from .cli_help import print_help
+
+            print_help(make_parser, "prm-train")
+            return
         script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
 
     import torch

@@ -87,7 +87,7 @@ class PRMConfig(TrainingArguments):
 
     dataloader_pin_memory: bool | None = field(
         default=None,
-        metadata={"help": "Whether to pin memory in data loaders. If not set, pins only when an accelerator is present."},
+        metadata={"help": "Whether to pin memory in data loaders. If not set: only when an accelerator is present."},
     )
     ddp_find_unused_parameters: bool | None = field(
         default=False,

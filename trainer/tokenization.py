@@ -246,7 +246,9 @@ def _owner(element_mask, parents) -> int:
 def _tokenize_and_check(row, *, tokenizer, step_separator, truncation, last_only, label_column, soft):
     """One row tokenized for training, plus the bookkeeping needed to drop and count rows that lost every label."""
     targets = step_targets(row[label_column], soft=soft, last_only=last_only)
-    input_ids, labels = tokenize_steps(row["prompt"], row["completions"], targets, tokenizer, step_separator, truncation)
+    input_ids, labels = tokenize_steps(
+        row["prompt"], row["completions"], targets, tokenizer, step_separator, truncation
+    )
     labelled = sum(label != IGNORE for label in labels)
     # A step carries its label only if it has a token (an empty step with an empty separator has none) and a target.
     expected = sum(
