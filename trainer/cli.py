@@ -109,7 +109,7 @@ def script_arguments_class():
             metadata={"help": "Best-of-N solution score from step scores.", "choices": ["min", "prod", "last"]},
         )
 
-    PRMScriptArguments.__module__ = __name__
+    PRMScriptArguments.__module__, PRMScriptArguments.__qualname__ = __name__, "PRMScriptArguments"
     return PRMScriptArguments
 
 
