@@ -35,7 +35,9 @@ import prm_builder  # noqa: F401 - registers the builder
 from prm_builder.backends import BACKENDS, Request
 from prm_builder.backends.openai import OpenAIBackend
 from prm_builder.backends.transformers import TransformersBackend
-from prm_builder.model_sampled import ModelSampledConfig, _request_seed, read_problem_file
+from prm_builder.model_sampled import ModelSampledConfig
+from prm_builder.problems import read_problem_file
+from prm_builder.scheduler import request_seed
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
@@ -143,7 +145,7 @@ def transformers_rows(args, work: Path, problems_file: Path) -> list[str]:
         backend = TransformersBackend(str(model), None, config.sampling(), concurrency=32)
         # The pipeline's own requests: same prompts, sizes, order and seeds, so the same batches.
         queue = deque(
-            Request(config.prompt_template.replace("{problem}", p.text), "", args.samples, _request_seed(0, f"sample:{p.key}", 0))
+            Request(config.prompt_template.replace("{problem}", p.text), "", args.samples, request_seed(0, f"sample:{p.key}", 0))
             for p in problems
         )
         for _ in backend.generate(queue):
@@ -245,7 +247,7 @@ def search_rows(args, work: Path, problems_file: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k")
+    parser.add_argument("--gsm8k", type=Path, default=TESTS / "data" / "gsm8k")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128, help="max_new_tokens of the tiny model")

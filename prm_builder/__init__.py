@@ -7,21 +7,34 @@
 
 import functools
 import hashlib
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 from pathlib import Path
-
-import datasets.load
-
-from .builder import SOURCES, PRMBuilder
-from .drops import load_drops
-from .features import CORE_FEATURES
-from .hub import push_to_hub
 
 __version__ = "0.1.0"
 __all__ = ["CORE_FEATURES", "CONFIG_NAMES", "PRMBuilder", "builder_source_hash", "load_drops", "push_to_hub", "__version__"]
 
 DATASET_NAME = "prm_builder"
-CONFIG_NAMES = list(SOURCES)
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# Public names served lazily (PEP 562), so `import prm_builder` and the command lines' --help
+# do not pay for importing datasets, pandas and pyarrow (about 0.6 s) before they need them.
+_LAZY_EXPORTS = {
+    "PRMBuilder": ("builder", "PRMBuilder"),
+    "CORE_FEATURES": ("features", "CORE_FEATURES"),
+    "load_drops": ("drops", "load_drops"),
+    "push_to_hub": ("hub", "push_to_hub"),
+}
+
+
+def __getattr__(name: str):
+    if name == "CONFIG_NAMES":
+        return list(importlib.import_module(".builder", __name__).SOURCES)
+    if name in _LAZY_EXPORTS:
+        module, attribute = _LAZY_EXPORTS[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attribute)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
@@ -35,7 +48,7 @@ def builder_source_hash() -> str:
     return digest.hexdigest()[:16]
 
 
-def _register_with_datasets() -> None:
+def _wrap_dataset_module_factory(datasets_load) -> None:
     """Make `load_dataset("prm_builder", ...)` build through `PRMBuilder`.
 
     datasets 5 runs no loading scripts and has no plugin entry point, so we wrap its private
@@ -45,20 +58,51 @@ def _register_with_datasets() -> None:
     stray files change the cache key). tests/test_registration.py fails loudly if a datasets
     release breaks this.
     """
-    original = datasets.load.dataset_module_factory
+    original = datasets_load.dataset_module_factory
     if getattr(original, "_prm_builder_wrapper", False):
         return
 
     @functools.wraps(original)
     def dataset_module_factory(path, *args, **kwargs):
         if path == DATASET_NAME:
-            return datasets.load.DatasetModule(
-                PRMBuilder.__module__, builder_source_hash(), {"dataset_name": DATASET_NAME}
+            return datasets_load.DatasetModule(
+                f"{__name__}.builder", builder_source_hash(), {"dataset_name": DATASET_NAME}
             )
         return original(path, *args, **kwargs)
 
     dataset_module_factory._prm_builder_wrapper = True
-    datasets.load.dataset_module_factory = dataset_module_factory
+    datasets_load.dataset_module_factory = dataset_module_factory
+
+
+class _WrapWhenImported(importlib.abc.MetaPathFinder):
+    """Wraps `datasets.load` the moment anything imports it, if that happens after us.
+
+    This keeps `import prm_builder` light: datasets is imported by whoever uses it (the user's
+    `from datasets import load_dataset`, or our own builders), and registration follows it.
+    """
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "datasets.load":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_wrap(module):
+            exec_module(module)
+            _wrap_dataset_module_factory(module)
+
+        spec.loader.exec_module = exec_and_wrap
+        return spec
+
+
+def _register_with_datasets() -> None:
+    if "datasets.load" in sys.modules:
+        _wrap_dataset_module_factory(sys.modules["datasets.load"])
+    elif not any(isinstance(finder, _WrapWhenImported) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _WrapWhenImported())
 
 
 _register_with_datasets()

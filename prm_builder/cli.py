@@ -74,13 +74,15 @@ def make_parser() -> argparse.ArgumentParser:
         add_push_options(config_parser)
         config_parser.set_defaults(run=run_push, config=name)
 
-    cache = commands.add_parser("cache", help="list or clear model_sampled's generation caches")
+    cache = commands.add_parser("cache", help="list, clear or repair model_sampled's generation caches")
     cache_actions = cache.add_subparsers(title="actions", metavar="ACTION")
     listing = cache_actions.add_parser("list", help="show each generation cache: model, options, problems done, size")
     clear = cache_actions.add_parser("clear", help="remove one generation cache (KEY) or all of them")
     clear.add_argument("key", nargs="?", default=None, help="a key from `cache list` (or a unique prefix); omit for all")
     clear.add_argument("--yes", action="store_true", help="remove all caches without asking")
-    for action, run in ((listing, run_cache_list), (clear, run_cache_clear)):
+    repair = cache_actions.add_parser("repair", help="drop the damaged records of one generation cache, keep the rest")
+    repair.add_argument("key", help="a key from `cache list` (or a unique prefix)")
+    for action, run in ((listing, run_cache_list), (clear, run_cache_clear), (repair, run_cache_repair)):
         action.add_argument(
             "--generation-cache-dir", default=None, help="root of the caches (default: <HF_DATASETS_CACHE>/prm_builder_generations)"
         )
@@ -280,7 +282,7 @@ def run_cache_clear(args: argparse.Namespace) -> int:
     if args.key is not None:
         doomed = [generation_cache.resolve(root, args.key)]
     else:
-        doomed = [summary.path for summary in generation_cache.list_caches(root)]
+        doomed = generation_cache.cache_folders(root)
         if doomed and not args.yes:
             if not sys.stdin.isatty():
                 raise ValueError(f"refusing to remove all {len(doomed)} generation caches in {root} without --yes")
@@ -289,6 +291,15 @@ def run_cache_clear(args: argparse.Namespace) -> int:
     for path in doomed:
         generation_cache.remove(path)
         print(f"removed {path}")
+    return 0
+
+
+def run_cache_repair(args: argparse.Namespace) -> int:
+    from . import generation_cache
+
+    path = generation_cache.resolve(args.generation_cache_dir, args.key)
+    dropped, kept = generation_cache.repair(path)
+    print(f"repaired {path}: dropped {dropped} damaged record(s), kept {kept}")
     return 0
 
 

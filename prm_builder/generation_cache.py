@@ -9,6 +9,10 @@ model, revision, sampling parameters, prompt template, seed):
     segments/e<epoch>-<time>-<pid>-<random>.jsonl
                        append-only, one per writing process, one JSON line per finished request:
                        {"p": problem key, "k": entry key, "i": first index, "g": [[text, finish_reason], ...]}
+    locks/<problem key>.lock
+                       one per problem shard (named by its first problem): builds sharing the cache
+                       take it before reading and generating the shard, so the second build finds
+                       the first one's generations instead of making its own
 
 An entry key names a group of generations of one prompt, `<kind>:<...>` (model_sampled uses
 `sample:<problem>` and `rollout:<problem>:<prefix hash>`); index i of a group is one generation.
@@ -21,6 +25,10 @@ Why a kill -9 at any point loses nothing and duplicates nothing:
     last one of its segment: the reader ignores it, and that request is simply made again;
   - only absent generations are requested, and the reader keeps the first line for each
     (entry, index), so two builds racing on one cache still read one generation per index.
+
+Only valid generations are written (text a string, finish reason "stop" or "length"); a line
+that is not one (damage from outside) stops a build with the file and line, `cache list` shows
+it, and `cache repair` drops such lines and keeps the rest.
 """
 
 import hashlib
@@ -35,27 +43,23 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import Generation
+from .backends import FINISH_REASONS, Generation
+from .problems import PROBLEM_KEY_LENGTH
 
 ROOT_DIRNAME = "prm_builder_generations"
 IDENTITY_FILE = "identity.json"
 EPOCH_FILE = "epoch"
 SEGMENTS_DIRNAME = "segments"
-# Problem keys have a fixed length, so a reader can filter lines by problem without parsing them.
-PROBLEM_KEY_LENGTH = 16
 _LINE_HEAD = b'{"p":"'
 FSYNC_INTERVAL_S = 1.0
+# Segments this process is writing (their writer's pid is ours): `cache repair` leaves them alone.
+_open_segments: set[str] = set()
 
 
 def default_root() -> Path:
     import datasets.config
 
     return Path(datasets.config.HF_DATASETS_CACHE) / ROOT_DIRNAME
-
-
-def problem_key(text: str) -> str:
-    """A problem's key: a hash of its text, so reordering or extending a problem file keeps its cache."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:PROBLEM_KEY_LENGTH]
 
 
 def cache_name(identity: dict) -> str:
@@ -67,6 +71,11 @@ def cache_name(identity: dict) -> str:
 
 class CorruptCacheError(ValueError):
     pass
+
+
+LOCKS_DIRNAME = "locks"
+# While waiting for another build's shard lock, say so this often.
+LOCK_NOTICE_S = 30.0
 
 
 class GenerationCache:
@@ -92,6 +101,14 @@ class GenerationCache:
 
     def writer(self) -> "SegmentWriter":
         return SegmentWriter(self)
+
+    def shard_lock(self, first_problem: str):
+        """The lock of the problem shard starting with `first_problem`, shared by every build of this cache."""
+        from filelock import FileLock
+
+        self._ensure_created()
+        (self.path / LOCKS_DIRNAME).mkdir(exist_ok=True)
+        return FileLock(self.path / LOCKS_DIRNAME / f"{first_problem}.lock")
 
     def start_new_epoch(self) -> int:
         """Make every cached generation invisible (force_regenerate), then delete it from disk."""
@@ -137,6 +154,7 @@ class SegmentWriter:
         self.cache._ensure_created()
         name = f"{_epoch_prefix(self.cache.epoch)}{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self.file = open(self.cache.path / SEGMENTS_DIRNAME / name, "xb", buffering=0)
+        _open_segments.add(self.file.name)
         _fsync_dir(self.cache.path / SEGMENTS_DIRNAME)
         self.last_sync = time.monotonic()
 
@@ -148,6 +166,7 @@ class SegmentWriter:
         if self.file is not None:
             self._sync()
             self.file.close()
+            _open_segments.discard(self.file.name)
             self.file = None
 
     def __enter__(self) -> "SegmentWriter":
@@ -182,10 +201,24 @@ def _segments(path: Path, epoch: int) -> list[Path]:
 
 
 def _read_segment(segment: Path, wanted: set[bytes] | None, cache: str):
+    for number, record, damage in _lines(segment, wanted):
+        if damage is not None:
+            raise CorruptCacheError(
+                f"{segment}, line {number}: {damage}; drop the damaged records with "
+                f"`prm-builder cache repair {cache}` (the rest is kept), or remove the cache with "
+                f"`prm-builder cache clear {cache}`"
+            )
+        if record is not None:
+            yield record
+
+
+def _lines(segment: Path, wanted: set[bytes] | None = None):
+    """(line number, record, None) for each valid line, (line number, None, what is wrong) for a
+    damaged one; a torn last line (a kill mid-write) is (number, None, None)."""
     with open(segment, "rb") as file:
         lines = file.readlines()
+    head = len(_LINE_HEAD)
     for number, line in enumerate(lines, start=1):
-        head = len(_LINE_HEAD)
         if wanted is not None and line.startswith(_LINE_HEAD) and line[head : head + PROBLEM_KEY_LENGTH] not in wanted:
             continue
         try:
@@ -194,15 +227,29 @@ def _read_segment(segment: Path, wanted: set[bytes] | None, cache: str):
             record = json.loads(line)
         except ValueError as error:
             if number == len(lines):
-                continue  # torn by a kill mid-write: that request was never counted as done
-            raise CorruptCacheError(
-                f"{segment}, line {number}: expected a JSON generation record, got {line[:80]!r} ({error}); "
-                f"remove this cache with `prm-builder cache clear {cache}`"
-            ) from None
-        yield record
+                yield number, None, None  # torn by a kill mid-write: that request was never counted as done
+            else:
+                yield number, None, f"expected a JSON generation record, got {line[:80]!r} ({error})"
+            continue
+        damage = _record_damage(record)
+        yield (number, None, f"{damage}: {line[:80]!r}") if damage else (number, record, None)
 
 
-# -- listing and clearing (`prm-builder cache list|clear`) --------------------------------------------
+def _record_damage(record) -> str | None:
+    if not isinstance(record, dict) or not {"p", "k", "i", "g"} <= set(record):
+        return "expected a record with keys p, k, i and g"
+    if not isinstance(record["p"], str) or len(record["p"]) != PROBLEM_KEY_LENGTH or not isinstance(record["k"], str):
+        return "expected a problem key of 16 characters and a string entry key"
+    if isinstance(record["i"], bool) or not isinstance(record["i"], int) or record["i"] < 0:
+        return "expected a first index >= 0"
+    generations = record["g"]
+    valid = isinstance(generations, list) and generations and all(
+        isinstance(g, list) and len(g) == 2 and isinstance(g[0], str) and g[1] in FINISH_REASONS for g in generations
+    )
+    return None if valid else f"expected generations as [text, one of {list(FINISH_REASONS)}]"
+
+
+# -- listing, clearing and repairing (`prm-builder cache list|clear|repair`) ----------------------------
 
 
 @dataclass
@@ -214,37 +261,49 @@ class CacheSummary:
     problems: int = 0  # problems with at least one cached generation
     generations: Counter = field(default_factory=Counter)  # kind (the entry key's prefix) -> count
     bytes: int = 0
+    damage: str | None = None  # the first damaged record or file ("<file>, line N: ..."), None if sound
+    damaged_records: int = 0
+
+
+def cache_folders(root: str | os.PathLike | None = None) -> list[Path]:
+    root = Path(root) if root is not None else default_root()
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    return [path for path in folders if not path.name.startswith(".") and (path / IDENTITY_FILE).is_file()]
 
 
 def list_caches(root: str | os.PathLike | None = None) -> list[CacheSummary]:
-    root = Path(root) if root is not None else default_root()
-    summaries = []
-    for path in sorted(root.iterdir()) if root.is_dir() else []:
-        if path.name.startswith(".") or not (path / IDENTITY_FILE).is_file():
-            continue
-        summaries.append(summarize(path))
-    return summaries
+    return [summarize(path) for path in cache_folders(root)]
 
 
 def summarize(path: Path) -> CacheSummary:
-    summary = CacheSummary(path.name, path, json.loads((path / IDENTITY_FILE).read_text()), read_epoch(path))
-    seen = {}
-    problems = set()
+    """What one cache holds, counting valid records only; damage is reported, never raised."""
+    summary = CacheSummary(path.name, path, {}, 0, bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
+    try:
+        summary.identity = json.loads((path / IDENTITY_FILE).read_text())
+        summary.epoch = read_epoch(path)
+    except (ValueError, CorruptCacheError) as error:
+        summary.damage = str(error) if isinstance(error, CorruptCacheError) else f"{path / IDENTITY_FILE}: {error}"
+        return summary
+    seen, problems = {}, set()
     for segment in _segments(path, summary.epoch):
-        for record in _read_segment(segment, None, path.name):
+        for number, record, damage in _lines(segment):
+            if damage is not None:
+                summary.damaged_records += 1
+                summary.damage = summary.damage or f"{segment}, line {number}: {damage}"
+            if record is None:
+                continue
             indices = seen.setdefault(record["k"], set())
             new = {record["i"] + offset for offset in range(len(record["g"]))} - indices
             indices |= new
             summary.generations[record["k"].split(":", 1)[0]] += len(new)
             problems.add(record["p"])
     summary.problems = len(problems)
-    summary.bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     return summary
 
 
 def resolve(root: str | os.PathLike | None, key: str) -> Path:
     """The cache folder named `key`, or the only one whose name starts with it."""
-    names = [summary.name for summary in list_caches(root)]
+    names = [path.name for path in cache_folders(root)]
     matches = [name for name in names if name == key] or [name for name in names if name.startswith(key)]
     if len(matches) != 1:
         found = "none matches" if not matches else f"{len(matches)} match: {', '.join(matches)}"
@@ -260,6 +319,51 @@ def remove(path: Path) -> None:
     doomed = path.with_name(f".deleting-{path.name}-{uuid.uuid4().hex[:8]}")
     os.replace(path, doomed)
     shutil.rmtree(doomed)
+
+
+def repair(path: Path) -> tuple[int, int]:
+    """Drop the damaged records of a cache, keep every valid one; (records dropped, records kept).
+
+    A segment still being written by a running build is left alone (with a message): rewriting it
+    would lose what that build appends next. An unreadable epoch file is rebuilt from the
+    segments' names; an unreadable identity cannot be, and the cache can only be cleared.
+    """
+    try:
+        json.loads((path / IDENTITY_FILE).read_text())
+    except ValueError as error:
+        raise CorruptCacheError(f"{path / IDENTITY_FILE}: {error}; remove the cache with `prm-builder cache clear {path.name}`") from None
+    try:
+        epoch = read_epoch(path)
+    except CorruptCacheError:
+        names = [segment.name for segment in (path / SEGMENTS_DIRNAME).glob("e*.jsonl")]
+        epoch = max((int(name[1:7]) for name in names if name[1:7].isdigit()), default=0)
+        _write_atomically(path / EPOCH_FILE, f"{epoch}\n".encode())
+    dropped = kept = 0
+    for segment in _segments(path, epoch):
+        with open(segment, "rb") as file:
+            lines = file.readlines()
+        good = [number for number, record, _ in _lines(segment) if record is not None]
+        kept += len(good)
+        if len(good) == len(lines):
+            continue
+        if _being_written(segment):
+            raise CorruptCacheError(f"{segment} is being written by a running build (pid {segment.name.split('-')[2]}); repair it once that build ends")
+        dropped += len(lines) - len(good)
+        _write_atomically(segment, b"".join(lines[number - 1] for number in good))
+    return dropped, kept
+
+
+def _being_written(segment: Path) -> bool:
+    pid = int(segment.name.split("-")[2])
+    if pid == os.getpid():
+        return str(segment) in _open_segments
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- atomic files ---------------------------------------------------------------------------------------
@@ -290,14 +394,17 @@ def describe(summary: CacheSummary) -> str:
     kinds = sorted(summary.generations.items(), key=lambda kv: (kv[0] != "sample", kv[0]))  # samples first
     done = ", ".join(f"{count:,} {kind}s" for kind, count in kinds) or "no generations"
     revision = f"@{identity['revision']}" if identity.get("revision") else ""
-    return "\n".join(
-        [
-            f"{summary.name}  ({_size(summary.bytes)}, epoch {summary.epoch})",
-            f"  model: {identity.get('model')}{revision}",
-            f"  sampling: {sampling}",
-            f"  done: {summary.problems:,} problems, {done}",
-        ]
-    )
+    lines = [
+        f"{summary.name}  ({_size(summary.bytes)}, epoch {summary.epoch})",
+        f"  model: {identity.get('model')}{revision}",
+        f"  sampling: {sampling}",
+        f"  done: {summary.problems:,} problems, {done}",
+    ]
+    if summary.damage:
+        records = f"{summary.damaged_records} damaged record(s), the first at " if summary.damaged_records else ""
+        lines.append(f"  DAMAGED: {records}{summary.damage}")
+        lines.append(f"  fix: prm-builder cache repair {summary.name}  (or: prm-builder cache clear {summary.name})")
+    return "\n".join(lines)
 
 
 def _size(count: int) -> str:

@@ -6,7 +6,9 @@ does not run again: `create_config_id`, which datasets always calls next, valida
 """
 
 import dataclasses
+import math
 import os
+import urllib.parse
 from typing import Any, ClassVar
 
 import datasets
@@ -82,20 +84,50 @@ def _field_default(field: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
+# Local inputs up to this size are fingerprinted by content (an edit that keeps size and mtime
+# is still seen); larger ones by size, mtime_ns and inode, which costs no reading.
+CONTENT_FINGERPRINT_MAX_BYTES = 256 * 1024 * 1024
+_content_hashes: dict[tuple, str] = {}
+
+
 def _stat_fingerprint(path: str) -> tuple:
-    """(path, size, mtime) of a file, or of every file under a folder; cheap, unlike hashing content."""
+    """(path, fingerprint) of a local input, a file or a folder (every file under it)."""
+    if not os.path.exists(path):
+        return (path, None)
     if os.path.isdir(path):
-        entries = []
-        for root, _, files in os.walk(path):
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                stat = os.stat(full)
-                entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
-        return (os.path.abspath(path), tuple(sorted(entries)))
-    if os.path.exists(path):
-        stat = os.stat(path)
-        return (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    return (path, None)
+        files = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    else:
+        files = [path]
+    stats = [(file, os.stat(file)) for file in files]
+    by_content = sum(stat.st_size for _, stat in stats) <= CONTENT_FINGERPRINT_MAX_BYTES
+    entries = tuple(
+        (os.path.relpath(file, path) if file != path else "", _content_hash(file, stat) if by_content else (stat.st_size, stat.st_mtime_ns, stat.st_ino))
+        for file, stat in stats
+    )
+    return (os.path.abspath(path), entries)
+
+
+def _content_hash(path: str, stat: os.stat_result) -> str:
+    import xxhash  # a dependency of datasets; several GB/s
+
+    # Remembered per (path, size, mtime, ctime, inode): ctime changes on every write and cannot
+    # be set back, so a remembered hash is never stale.
+    memo = (path, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if memo not in _content_hashes:
+        digest = xxhash.xxh3_128()
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        _content_hashes[memo] = digest.hexdigest()
+    return _content_hashes[memo]
+
+
+def redact_url(url: str) -> str:
+    """`url` fit for messages, logs and cards: user:password and query-string values become '***'."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{name}=***" for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def check_choice(option: str, value: Any, choices: list) -> None:
@@ -110,6 +142,36 @@ def check_int(option: str, value: Any, minimum: int | None = None, allow_none: b
         raise ValueError(f"{option} must be an integer{' or None' if allow_none else ''}, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{option} must be >= {minimum}, got {value}")
+
+
+def check_number(option: str, value: Any, minimum: float | None = None, maximum: float | None = None,
+                 *, above_minimum: bool = False, allow_none: bool = False) -> float | None:
+    """A finite int or float (never a bool, None, NaN or infinity) within bounds, returned as float."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{option} must be a finite number{' or None' if allow_none else ''}, got {value!r}")
+    low = minimum is not None and (value <= minimum if above_minimum else value < minimum)
+    if low or (maximum is not None and value > maximum):
+        bounds = [f"{'>' if above_minimum else '>='} {minimum:g}" if minimum is not None else "", f"<= {maximum:g}" if maximum is not None else ""]
+        raise ValueError(f"{option} must be a number {' and '.join(b for b in bounds if b)}, got {value!r}")
+    return float(value)
+
+
+def check_bool(option: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{option} must be True or False, got {value!r}")
+
+
+def check_string(option: str, value: Any, expected: str = "a non-empty string", allow_none: bool = False) -> str | None:
+    """A non-empty string (a path given as os.PathLike becomes its string), else an error saying `expected`."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{option} must be {expected}{' or None' if allow_none else ''}, got {value!r}")
+    return value
 
 
 def as_list(option: str, value: Any) -> list:

@@ -3,12 +3,17 @@
 GSM8K comes from the Hub's `openai/gsm8k` Parquet files (through the datasets download manager,
 so it is cached and resumable like any Hub download), the bundled sample from the package, and
 local copies in the GSM8K layout (`train.jsonl` / `test.jsonl` with `question` and `answer`).
+`model_sampled` also reads MATH500 (PRM800K's copy, verified) and any .jsonl of problems with a
+reference answer, as `Problem`s: text, reference, grading style and the generation cache key.
 """
 
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from . import grading, prm800k_download
 from .jsonl import read_objects
 
 SAMPLE_PROBLEMS = Path(__file__).resolve().parent / "data" / "sample_problems.jsonl"
@@ -32,6 +37,7 @@ def read_gsm8k_problems(path: str | Path, selection: str = "all") -> list[dict]:
         problems = [{"index": i, **row} for i, row in enumerate(table)]
     else:
         problems = read_gsm8k_jsonl(path)
+    _require_problems(path, problems, "'question' and 'answer'")
     if selection == "sample_test":
         return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY == SAMPLE_TEST_EVERY - 1]
     if selection == "sample_train":
@@ -54,3 +60,89 @@ def read_gsm8k_jsonl(path: str | Path) -> list[dict]:
             )
         problems.append({"index": len(problems), "question": row["question"], "answer": row["answer"]})
     return problems
+
+
+# -- problems for sampling (model_sampled) ---------------------------------------------------------
+
+# A local file's split is its name when that is a split name (test.jsonl -> "test"), else "train".
+LOCAL_SPLITS = ("train", "validation", "test")
+# Problem keys have a fixed length, so the generation cache can filter its lines without parsing them.
+PROBLEM_KEY_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str  # stable row id prefix: "test-00012", or the source's own id ("test/precalculus/807.json")
+    text: str
+    reference: str
+    style: str  # grading.NUMERIC for GSM8K-style references, grading.MATH otherwise
+    key: str  # generation cache key: a hash of the text
+
+
+def problem_key(text: str) -> str:
+    """A problem's key: a hash of its text, so reordering or extending a problem file keeps its cache."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:PROBLEM_KEY_LENGTH]
+
+
+def make_problem(problem_id: str, text: str, answer: str) -> Problem:
+    """A problem from its text and answer; a GSM8K solution (`... #### 72`) is graded numerically."""
+    if "####" in answer:
+        reference, style = answer.rsplit("####", 1)[1].strip().replace(",", ""), grading.NUMERIC
+    else:
+        reference, style = answer.strip(), grading.MATH
+    return Problem(problem_id, text, reference, style, problem_key(text))
+
+
+def load_problems(source: str, dl_manager) -> dict[str, list[Problem]]:
+    """split -> problems of `source`: "gsm8k" (the Hub), "math500" (PRM800K's, verified), "sample"
+    (bundled), or a local .jsonl file or folder of train/validation/test.jsonl."""
+    if source == "gsm8k":
+        files = dl_manager.download(GSM8K_FILES)
+        return {split: _gsm8k_problems(split, read_gsm8k_problems(path)) for split, path in files.items()}
+    if source == "sample":
+        return {split: _gsm8k_problems(split, read_gsm8k_problems(SAMPLE_PROBLEMS, f"sample_{split}")) for split in ("train", "test")}
+    if source == "math500":
+        path = prm800k_download.download_verified(dl_manager, {"math500": prm800k_download.MATH500_FILE})["math500"]
+        return {"test": read_problem_file(path, "test")}
+    path = Path(source)
+    if path.is_file():
+        return {split_of(path): read_problem_file(path, split_of(path))}
+    found = {split: read_problem_file(path / f"{split}.jsonl", split) for split in LOCAL_SPLITS if (path / f"{split}.jsonl").is_file()}
+    if not found:
+        expected = ", ".join(f"{split}.jsonl" for split in LOCAL_SPLITS)
+        raise FileNotFoundError(f"problems={source!r}: expected {expected} in this folder, found none")
+    return found
+
+
+def _gsm8k_problems(split: str, rows: list[dict]) -> list[Problem]:
+    return [make_problem(f"{split}-{row['index']:05d}", row["question"], row["answer"]) for row in rows]
+
+
+def split_of(path: Path) -> str:
+    return path.stem if path.stem in LOCAL_SPLITS else "train"
+
+
+def read_problem_file(path: str | Path, split: str) -> list[Problem]:
+    """Problems of a .jsonl file: `question` or `problem`, `answer`, and optionally `unique_id`."""
+    problems, seen = [], {}
+    for number, row in read_objects(path):
+        text = row.get("question", row.get("problem"))
+        answer = row.get("answer")
+        if not isinstance(text, str) or not isinstance(answer, str):
+            raise ValueError(
+                f"{path}, line {number}: expected a JSON object with a string 'question' (or 'problem') "
+                f"and a string 'answer', got keys {sorted(row)}"
+            )
+        problem_id = str(row.get("unique_id") or f"{split}-{len(problems):05d}")
+        if problem_id in seen:
+            raise ValueError(f"{path}, line {number}: unique_id {problem_id!r} already used on line {seen[problem_id]}")
+        seen[problem_id] = number
+        problems.append(make_problem(problem_id, text, answer))
+    _require_problems(path, problems, "'question' (or 'problem') and 'answer'")
+    return problems
+
+
+def _require_problems(path, problems: list, fields: str) -> None:
+    # Else datasets would fail later with "Instruction 'train' corresponds to no data", naming no file.
+    if not problems:
+        raise ValueError(f"{path}: no problems in this file; expected one JSON object per line with {fields}")

@@ -2,9 +2,11 @@
 
 It speaks the parts of the API the openai backend uses, the way `vllm serve` does:
 POST /v1/completions, POST /v1/chat/completions (with vLLM's continue_final_message) and
-GET /v1/models. What it answers comes from a `responder(request) -> list[str | (text, finish)]`
+GET /v1/models. What it answers comes from a `responder(request) -> list[str | (text, finish) | dict]`
 given the parsed request (`ScriptedRequest`), so a test decides exactly which solutions and
-rollouts the "model" writes. It can delay every request (to show concurrency), fail the next
+rollouts the "model" writes; a dict is merged into the choice's message (chat) or the choice
+(completions), e.g. {"content": None, "reasoning_content": "..."}, and a `Raw` answer is sent
+as it is (an HTML page, an empty body, JSON of the wrong shape) to play a broken server. It can delay every request (to show concurrency), fail the next
 requests with given HTTP statuses (to exercise retries), and it counts what it served.
 
     with StubServer(responder, delay=0.05) as server:
@@ -33,7 +35,13 @@ class ScriptedRequest:
     body: dict
 
 
-Responder = Callable[[ScriptedRequest], list]
+@dataclass(frozen=True)
+class Raw:
+    body: str
+    content_type: str = "text/html"
+
+
+Responder = Callable[[ScriptedRequest], "list | Raw"]
 
 
 class StubServer:
@@ -107,9 +115,12 @@ class StubServer:
             if self.model is not None and body.get("model") != self.model:
                 return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError"}}, {}
             request = _parse(path, body)
-            answers = [a if isinstance(a, tuple) else (a, "stop") for a in self.responder(request)]
+            answers = self.responder(request)
             with self.lock:
                 self.served.append(request)
+            if isinstance(answers, Raw):
+                return 200, answers, {}
+            answers = [a if isinstance(a, (tuple, dict)) else (a, "stop") for a in answers]
             return 200, _response(request, answers, body.get("model")), {}
         finally:
             with self.lock:
@@ -130,18 +141,18 @@ def _parse(path: str, body: dict) -> ScriptedRequest:
     return ScriptedRequest("completions", user, prefix, n, seed, body)
 
 
-def _response(request: ScriptedRequest, answers: list[tuple[str, str]], model: str) -> dict:
-    if len(answers) != request.n:
-        raise ValueError(f"responder returned {len(answers)} answers for n={request.n}")
-    if request.endpoint == "chat":
-        choices = [
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
-            for i, (text, finish) in enumerate(answers)
-        ]
-        kind = "chat.completion"
-    else:
-        choices = [{"index": i, "text": text, "finish_reason": finish, "logprobs": None} for i, (text, finish) in enumerate(answers)]
-        kind = "text_completion"
+def _response(request: ScriptedRequest, answers: list, model: str) -> dict:
+    choices = []  # as many as the responder gave: a test may play a server that sends too few
+    for i, answer in enumerate(answers):
+        fields = answer if isinstance(answer, dict) else {"content": answer[0], "finish_reason": answer[1]}
+        finish = fields.get("finish_reason", "stop")
+        if request.endpoint == "chat":
+            message = {"role": "assistant", **{k: v for k, v in fields.items() if k != "finish_reason"}}
+            choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
+        else:
+            text = fields.get("text", fields.get("content"))
+            choices.append({"index": i, "text": text, "finish_reason": finish, "logprobs": None})
+    kind = "chat.completion" if request.endpoint == "chat" else "text_completion"
     return {
         "id": "stub",
         "object": kind,
@@ -177,10 +188,11 @@ def _handler(server: StubServer):
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
 
-        def _send(self, status: int, payload: dict, headers: dict) -> None:
-            data = json.dumps(payload).encode()
+        def _send(self, status: int, payload, headers: dict) -> None:
+            raw = isinstance(payload, Raw)
+            data = payload.body.encode() if raw else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", payload.content_type if raw else "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in headers.items():
                 self.send_header(name, value)

@@ -123,12 +123,14 @@ def assert_rows(dataset, model: str, search: str):
         assert row["completions"] == [step.strip() for step in texts[name].split("\n\n")]
         assert row["labels"] == labels
         assert _nan_as_text(row["step_scores"]) == _nan_as_text(scores), row_id
-        assert (row["first_error"], row["outcome"], row["final_answer"], row["finish_reason"]) == (
+        assert (row["first_error"], row["outcome"], row["final_answer"], row["generation_end"]) == (
             first_error, outcome, final, finish
         )
         assert row["prompt"] == (APPLES if row_id.startswith("test-00000") else FRACTIONS)
         assert row["reference_answer"] == ("5" if row_id.startswith("test-00000") else "\\frac{3}{4}")
-        assert row["source"] == f"model_sampled/{model}" and row["model"] == model
+        # A local model is named by its folder: no path of this machine reaches the rows.
+        name = os.path.basename(model)
+        assert row["source"] == f"model_sampled/{name}" and row["model"] == name
         assert (row["sample_index"], row["temperature"], row["top_p"]) == (int(row_id[-1]), 1.0, 1.0)
 
 
@@ -173,7 +175,7 @@ def test_rows_do_not_depend_on_shards_or_how_many_problems_run_at_once(
     tiny_chat_model_path, problems_file, server, tmp_path, monkeypatch
 ):
     # One problem per shard, two problems in progress at most, one request in flight.
-    monkeypatch.setattr(model_sampled, "PROBLEMS_PER_SHARD", 1)
+    monkeypatch.setattr(model_sampled, "PROBLEMS_PER_SAMPLING_SHARD", 1)
     monkeypatch.setattr(model_sampled, "MIN_PROBLEMS_IN_PROGRESS", 1)
     model = str(tiny_chat_model_path)
     assert_rows(build(model, problems_file, server, tmp_path, concurrency=1), model, "binary")

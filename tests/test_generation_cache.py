@@ -7,7 +7,8 @@ import pytest
 
 from prm_builder import generation_cache
 from prm_builder.backends import Generation
-from prm_builder.generation_cache import CorruptCacheError, GenerationCache, problem_key
+from prm_builder.generation_cache import CorruptCacheError, GenerationCache
+from prm_builder.problems import problem_key
 
 IDENTITY = {"model": "org/My Model", "temperature": 1.0, "seed": 0}
 P1, P2 = problem_key("problem one"), problem_key("problem two")
@@ -121,3 +122,69 @@ def test_list_resolve_and_remove(tmp_path):
 def test_problem_keys_must_have_the_fixed_length(tmp_path):
     with GenerationCache(tmp_path, IDENTITY).writer() as writer, pytest.raises(ValueError, match="16 characters"):
         writer.append("short", "sample:short", 0, _gens("a"))
+
+
+def _damage_middle_line(cache):
+    """Three records; the middle one made invalid JSON, as a disk or an editor might."""
+    with cache.writer() as writer:
+        for index, text in enumerate(("a", "b", "c")):
+            writer.append(P1, f"sample:{P1}", index, _gens(text))
+    (segment,) = _segments(cache)
+    lines = segment.read_bytes().split(b"\n")
+    lines[1] = lines[1][:25]
+    segment.write_bytes(b"\n".join(lines))
+    return segment
+
+
+def test_damaged_cache_is_listed_cleared_and_repaired(tmp_path, capsys):
+    from prm_builder import cli
+
+    sound = GenerationCache(tmp_path, {**IDENTITY, "seed": 1})
+    with sound.writer() as writer:
+        writer.append(P2, f"sample:{P2}", 0, _gens("d"))
+    damaged = GenerationCache(tmp_path, IDENTITY)
+    segment = _damage_middle_line(damaged)
+    with pytest.raises(CorruptCacheError, match=rf"{segment.name}, line 2: .*prm-builder cache repair {damaged.path.name}"):
+        damaged.load()
+
+    assert cli.main(["cache", "list", "--generation-cache-dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert f"2 generation cache(s) in {tmp_path}" in listing and sound.path.name in listing
+    assert f"DAMAGED: 1 damaged record(s), the first at {segment}, line 2: expected a JSON generation record" in listing
+    assert f"fix: prm-builder cache repair {damaged.path.name}" in listing
+
+    assert cli.main(["cache", "repair", damaged.path.name[:14], "--generation-cache-dir", str(tmp_path)]) == 0
+    assert f"repaired {damaged.path}: dropped 1 damaged record(s), kept 2" in capsys.readouterr().out
+    assert damaged.load() == {P1: {f"sample:{P1}": {0: Generation("a", "stop"), 2: Generation("c", "stop")}}}
+    assert generation_cache.summarize(damaged.path).damage is None
+
+    _damage_middle_line(GenerationCache(tmp_path, {**IDENTITY, "seed": 2}))
+    name = GenerationCache(tmp_path, {**IDENTITY, "seed": 2}).path.name
+    assert cli.main(["cache", "clear", name, "--generation-cache-dir", str(tmp_path)]) == 0
+    assert sorted(s.name for s in generation_cache.list_caches(tmp_path)) == sorted([sound.path.name, damaged.path.name])
+
+
+def test_invalid_records_are_damage_and_unreadable_epochs_are_rebuilt(tmp_path):
+    cache = GenerationCache(tmp_path, IDENTITY)
+    with cache.writer() as writer:
+        writer.append(P1, f"sample:{P1}", 0, _gens("a"))
+        # What the old openai backend cached from a null answer: valid JSON, no usable text.
+        writer.file.write(json.dumps({"p": P1, "k": f"sample:{P1}", "i": 1, "g": [[None, "stop"]]}).encode() + b"\n")
+        writer.append(P1, f"sample:{P1}", 2, _gens("c"))
+    with pytest.raises(CorruptCacheError, match=r"line 2: expected generations as \[text, one of \['stop', 'length'\]\]"):
+        cache.load()
+    (cache.path / "epoch").write_text("not a number")
+    assert "epoch: expected an integer" in generation_cache.summarize(cache.path).damage
+    assert generation_cache.repair(cache.path) == (1, 2)
+    assert cache.epoch == 0 and sorted(cache.load()[P1][f"sample:{P1}"]) == [0, 2]
+
+
+def test_repair_leaves_a_segment_that_is_still_being_written(tmp_path):
+    cache = GenerationCache(tmp_path, IDENTITY)
+    with cache.writer() as writer:
+        writer.append(P1, f"sample:{P1}", 0, _gens("a"))
+        writer.file.write(b'{"p": broken}\n')
+        writer.append(P1, f"sample:{P1}", 1, _gens("b"))
+        with pytest.raises(CorruptCacheError, match="is being written by a running build"):
+            generation_cache.repair(cache.path)
+    assert generation_cache.repair(cache.path) == (1, 2)

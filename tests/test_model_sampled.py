@@ -12,10 +12,11 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import grading, model_sampled
+from prm_builder import grading, problems, scheduler
 from prm_builder.generation_cache import list_caches
-from prm_builder.problems import GSM8K_FILES
-from prm_builder.model_sampled import BinarySearch, LinearSearch, ModelSampledConfig, read_problem_file, split_steps
+from prm_builder.mc_search import BinarySearch, LinearSearch
+from prm_builder.model_sampled import ModelSampledConfig, split_steps
+from prm_builder.problems import GSM8K_FILES, read_problem_file
 
 # -- the searches --------------------------------------------------------------------------------
 
@@ -68,11 +69,11 @@ def test_split_steps():
 
 
 def test_runs_and_request_seeds():
-    assert list(model_sampled._runs([0, 1, 2, 5, 7, 8])) == [(0, 3), (5, 1), (7, 2)]
-    assert list(model_sampled._runs([])) == []
-    seed = model_sampled._request_seed(0, "sample:abc", 0)
-    assert seed == model_sampled._request_seed(0, "sample:abc", 0) and 0 <= seed < 2**31
-    assert seed != model_sampled._request_seed(1, "sample:abc", 0)
+    assert list(scheduler.runs([0, 1, 2, 5, 7, 8])) == [(0, 3), (5, 1), (7, 2)]
+    assert list(scheduler.runs([])) == []
+    seed = scheduler.request_seed(0, "sample:abc", 0)
+    assert seed == scheduler.request_seed(0, "sample:abc", 0) and 0 <= seed < 2**31
+    assert seed != scheduler.request_seed(1, "sample:abc", 0)
 
 
 # -- options ---------------------------------------------------------------------------------------
@@ -84,9 +85,17 @@ def test_option_validation_names_option_expected_and_got(tmp_path):
         ({"backend": "openai"}, "backend='openai' needs base_url"),
         ({"base_url": "http://x:8000"}, "base_url is only used with backend='openai'"),
         ({"backend": "openai", "base_url": "ftp://x"}, "base_url must be http"),
-        ({"problems": str(tmp_path / "nope.jsonl")}, "problems must be 'gsm8k', 'math500' or an existing"),
+        ({"problems": str(tmp_path / "nope.jsonl")}, "problems must be 'gsm8k', 'math500', 'sample' or an existing"),
+        ({"problems": None}, r"problems must be 'gsm8k', 'math500', 'sample' or a local path, got None"),
+        ({"model": None}, "model must be a non-empty string, got None"),
         ({"temperature": -1}, r"temperature must be a number >= 0, got -1"),
-        ({"top_p": 0}, r"top_p must be a number in \(0, 1\], got 0"),
+        ({"temperature": float("inf")}, r"temperature must be a finite number, got inf"),
+        ({"temperature": None}, r"temperature must be a finite number, got None"),
+        ({"top_p": 0}, r"top_p must be a number > 0 and <= 1, got 0"),
+        ({"top_p": float("nan")}, r"top_p must be a finite number, got nan"),
+        ({"seed": None}, r"seed must be an integer, got None"),
+        ({"request_timeout": 0}, r"request_timeout must be a number > 0, got 0"),
+        ({"max_retries": -1}, r"max_retries must be >= 0, got -1"),
         ({"num_samples_per_problem": 0}, "num_samples_per_problem must be >= 1, got 0"),
         ({"mc_rollouts": "8"}, "mc_rollouts must be an integer, got '8'"),
         ({"label_method": "prm"}, r"label_method must be one of \['mc', 'outcome'\]"),
@@ -147,6 +156,29 @@ def test_arrow_key_ignores_how_rows_are_made_but_not_what_they_are(tmp_path):
 # -- problems --------------------------------------------------------------------------------------
 
 
+def test_bundled_sample_problems_need_no_network():
+    sample = problems.load_problems("sample", dl_manager=None)
+    assert {split: len(items) for split, items in sample.items()} == {"train": len(sample["train"]), "test": len(sample["test"])}
+    assert sample["train"] and sample["test"] and not {p.key for p in sample["train"]} & {p.key for p in sample["test"]}
+    first = sample["train"][0]
+    assert first.id == "train-00000" and first.style == grading.NUMERIC and first.reference.isdigit()
+    assert ModelSampledConfig(name="model_sampled", problems="sample").local_inputs() == []
+
+
+def test_a_file_without_problems_is_named(tmp_path):
+    (tmp_path / "train.jsonl").write_text("\n\n")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'train.jsonl'}: no problems in this file"):
+        problems.load_problems(str(tmp_path), dl_manager=None)
+
+
+def test_source_names_a_local_model_by_its_folder(tmp_path):
+    local = tmp_path / "models" / "my-model"
+    local.mkdir(parents=True)
+    for model, name in ((str(local), "my-model"), (str(local) + "/", "my-model"), ("Qwen/Qwen3-8B", "Qwen/Qwen3-8B"),
+                        ("./models/x", "x"), ("served-name", "served-name")):  # fmt: skip
+        assert ModelSampledConfig(name="model_sampled", model=model).model_name == name
+
+
 def test_read_problem_file_styles_and_ids(tmp_path, gsm8k_dir, test_data):
     gsm8k = read_problem_file(gsm8k_dir / "test.jsonl", "test")
     assert len(gsm8k) == 1319
@@ -169,13 +201,15 @@ def test_read_problem_file_styles_and_ids(tmp_path, gsm8k_dir, test_data):
         (['{"question": "q", "answer": "1"}', "{not json"], r"bad.jsonl, line 2: expected a JSON object, got invalid JSON"),
         (['{"question": "q"}'], r"line 1: expected a JSON object with a string 'question' \(or 'problem'\) and a string 'answer'"),
         (['["q", "a"]'], "line 1: expected a JSON object"),
+        (['{"question": "q", "answer": "1"}', '{"question": "caf\xe9", "answer": "1"}'],
+         r"bad.jsonl, line 2: expected UTF-8 text, got byte 0xe9 at column 18; save the file as UTF-8"),  # fmt: skip
         (['{"problem": "a", "answer": "1", "unique_id": "x"}', '{"problem": "b", "answer": "2", "unique_id": "x"}'],
          "line 2: unique_id 'x' already used on line 1"),  # fmt: skip
     ],
 )
 def test_read_problem_file_errors_name_file_and_line(tmp_path, lines, message):
     path = tmp_path / "bad.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     with pytest.raises(ValueError, match=message):
         read_problem_file(path, "train")
 
@@ -213,7 +247,7 @@ def test_tiny_model_end_to_end_through_transformers(tiny_chat_model_path, gsm8k_
     for row in rows:
         problem = read_problem_file(problems, "train")[int(row["id"][6:11])]
         text = cache[problem.key][f"sample:{problem.key}"][row["sample_index"]]
-        assert row["completions"] == split_steps(text.text, "e") and row["finish_reason"] == text.finish_reason
+        assert row["completions"] == split_steps(text.text, "e") and row["generation_end"] == text.finish_reason
         assert len(row["labels"]) == len(row["step_scores"]) == len(row["completions"]) >= 1
         assert row["labels"] == [score > 0 for score in row["step_scores"]]
         assert all(score in (0.0, 0.5, 1.0) for score in row["step_scores"])
@@ -266,7 +300,7 @@ def test_gsm8k_problems_come_from_the_hub_parquet_files(test_data, tmp_path):
             rows = [json.loads(line) for line in file]
         files[url] = str(tmp_path / f"{split}.parquet")
         pq.write_table(pa.Table.from_pylist(rows), files[url])
-    gsm8k = model_sampled._problems(ModelSampledConfig(name="model_sampled", problems="gsm8k"), LocalDownloads(files))
+    gsm8k = problems.load_problems("gsm8k", LocalDownloads(files))
     assert {split: len(problems) for split, problems in gsm8k.items()} == {"train": 7473, "test": 1319}
     assert (gsm8k["test"][0].id, gsm8k["test"][0].reference, gsm8k["test"][0].style) == ("test-00000", "18", grading.NUMERIC)
 
@@ -305,6 +339,6 @@ def test_math500_is_downloaded_from_prm800k_and_verified(test_data, tmp_path, mo
         try:
             with pytest.raises(VerificationError, match=rf"{url}/prm800k/math_splits/test.jsonl is larger than expected: "
                                                          r"expected 446,564 bytes, got 450,564 bytes"):  # fmt: skip
-                model_sampled._problems(config, downloads)
+                problems.load_problems(config.problems, downloads)
         finally:
             server.shutdown()

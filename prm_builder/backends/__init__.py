@@ -49,6 +49,10 @@ class Generation:
     finish_reason: str  # "stop" (end of sequence) or "length" (max_new_tokens reached)
 
 
+FINISH_REASONS = ("stop", "length")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
 class Backend:
     """What every backend is constructed with and offers (see the module docstring)."""
 
@@ -77,6 +81,33 @@ class Backend:
 
     def close(self) -> None:
         """Release the model or the connections; the backend is not used afterwards."""
+
+
+def invalid_generations(generations, n: int) -> str | None:
+    """What is wrong with a backend's answer to a request for `n` generations, or None when nothing is."""
+    if not isinstance(generations, list) or len(generations) != n:
+        return f"{len(generations) if isinstance(generations, list) else repr(generations)} generations, expected n={n}"
+    for generation in generations:
+        if not isinstance(generation, Generation) or not isinstance(generation.text, str):
+            return f"a generation without text: {generation!r}"
+        if generation.finish_reason not in FINISH_REASONS:
+            return f"finish reason {generation.finish_reason!r}, expected one of {FINISH_REASONS}"
+    return None
+
+
+def visible_text(text: str) -> str | None:
+    """`text` without the model's thinking (`<think>...</think>` blocks, or everything before a
+    lone `</think>` when the prompt opened the block); None when thinking never ended."""
+    if THINK_CLOSE in text and THINK_OPEN not in text.split(THINK_CLOSE, 1)[0]:
+        text = text.split(THINK_CLOSE, 1)[1]
+    visible = []
+    while THINK_OPEN in text:
+        before, _, text = text.partition(THINK_OPEN)
+        if THINK_CLOSE not in text:
+            return None
+        visible.append(before)
+        text = text.split(THINK_CLOSE, 1)[1]
+    return "".join(visible) + text
 
 
 def has_chat_template(tokenizer) -> bool:

@@ -11,23 +11,40 @@ Prompts go to the completions endpoint, rendered here with the model's chat temp
 a Monte Carlo rollout continues a partial assistant message, which the chat endpoint cannot
 express portably. When the tokenizer cannot be loaded (a served name that is not a Hub model),
 the chat endpoint is used instead, and rollouts ask the server to continue the last assistant
-message with vLLM's and SGLang's `continue_final_message` extension.
+message with vLLM's and SGLang's `continue_final_message` extension, and thinking is switched
+off with `chat_template_kwargs` as on the completions endpoint. A reasoning model's answer that
+is all reasoning (`reasoning` or `reasoning_content` with an empty `content`: cut by max_tokens
+while thinking) is kept as `<think>...` so the rows can count it as a drop.
 """
 
 import asyncio
 import itertools
+import json
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 
 from datasets.utils import logging
 
+from ..options import redact_url
 from . import Backend, Generation, Request, render_prompt
 
 logger = logging.get_logger(__name__)
 
-MAX_RETRIES = 5
-REQUEST_TIMEOUT_S = 600.0
+MAX_RETRIES = 3
+REQUEST_TIMEOUT_S = 300.0
+# A request still unanswered after this long is reported (and again every as long).
+WAIT_NOTICE_S = 60.0
+# Backoff before retrying a bad answer: BAD_ANSWER_BACKOFF_S * 2**attempt, at most 8 s.
+BAD_ANSWER_BACKOFF_S = 0.25
+# Servers' finish reasons: vLLM/SGLang/OpenAI say stop or length, TGI eos_token or stop_sequence.
+FINISH_REASONS = {"stop": "stop", "eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+EXCERPT_CHARS = 200
+
+
+class BadAnswerError(ValueError):
+    """A server answer that is no usable generation."""
 
 
 class OpenAIBackend(Backend):
@@ -38,33 +55,36 @@ class OpenAIBackend(Backend):
         if not self.base_urls:
             raise ValueError("backend='openai' needs base_url, e.g. 'http://localhost:8000/v1', got none")
         self.max_retries = max_retries
+        self.timeout = timeout
         self.tokenizer = _load_tokenizer(self.model, self.revision)
         # Local servers take any key; a real one reads it from the usual variable.
         api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.loop = asyncio.new_event_loop()
         self.clients = [
-            (url, AsyncOpenAI(base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout))
+            (redact_url(url), AsyncOpenAI(base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout))
             for url in self.base_urls
         ]
         self.next_client = itertools.cycle(self.clients)
 
     def generate(self, queue: deque[Request]) -> Iterator[tuple[Request, list[Generation]]]:
-        in_flight: dict[asyncio.Task, tuple[Request, str]] = {}
+        in_flight: dict[asyncio.Task, tuple[Request, str, float]] = {}
         failure = None
         try:
             while (queue and failure is None) or in_flight:
                 while queue and failure is None and len(in_flight) < self.concurrency:
                     request = queue.popleft()
                     url, client = next(self.next_client)
-                    in_flight[self.loop.create_task(self._call(client, request))] = (request, url)
+                    in_flight[self.loop.create_task(self._call(client, request))] = (request, url, time.monotonic())
                 done, _ = self.loop.run_until_complete(
-                    asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    asyncio.wait(in_flight, timeout=WAIT_NOTICE_S, return_when=asyncio.FIRST_COMPLETED)
                 )
+                if not done:
+                    self._report_waiting(in_flight.values())
                 for task in done:
-                    request, url = in_flight.pop(task)
+                    request, url, _ = in_flight.pop(task)
                     try:
                         generations = self._result(task, request, url)
-                    except (ConnectionError, ValueError, RuntimeError) as error:
+                    except (ConnectionError, ValueError) as error:
                         # Start nothing new, but let what is in flight finish: those generations
                         # are paid for (other servers may be healthy) and reach the cache.
                         failure = failure or error
@@ -79,6 +99,15 @@ class OpenAIBackend(Backend):
             if in_flight:
                 self.loop.run_until_complete(asyncio.gather(*in_flight, return_exceptions=True))
 
+    def _report_waiting(self, in_flight) -> None:
+        oldest = min(started for _, _, started in in_flight)
+        urls = sorted({url for _, url, _ in in_flight})
+        logger.warning(
+            f"waiting for {len(in_flight)} request(s) to {', '.join(urls)}, the oldest sent "
+            f"{time.monotonic() - oldest:.0f} s ago (each gives up after request_timeout={self.timeout:g} s "
+            f"and max_retries={self.max_retries}); is the server busy or hung?"
+        )
+
     async def _call(self, client, request: Request) -> list[Generation]:
         common = dict(
             model=self.model,
@@ -90,37 +119,56 @@ class OpenAIBackend(Backend):
         )
         if self.tokenizer is not None:
             prompt = render_prompt(self.tokenizer, request.user, request.prefix)
-            response = await client.completions.create(prompt=prompt, **common)
-            choices = sorted(response.choices, key=lambda choice: choice.index)
-            return [Generation(c.text, _finish(c.finish_reason)) for c in choices]
-        messages = [{"role": "user", "content": request.user}]
-        extra = None
-        if request.prefix:
-            messages.append({"role": "assistant", "content": request.prefix})
-            extra = {"continue_final_message": True, "add_generation_prompt": False}
-        response = await client.chat.completions.create(messages=messages, extra_body=extra, **common)
-        choices = sorted(response.choices, key=lambda choice: choice.index)
-        return [Generation(c.message.content or "", _finish(c.finish_reason)) for c in choices]
+            send = lambda: client.completions.with_raw_response.create(prompt=prompt, **common)  # noqa: E731
+            endpoint = "completions"
+        else:
+            messages = [{"role": "user", "content": request.user}]
+            extra = {"chat_template_kwargs": {"enable_thinking": False}}
+            if request.prefix:
+                messages.append({"role": "assistant", "content": request.prefix})
+                extra.update(continue_final_message=True, add_generation_prompt=False)
+            send = lambda: client.chat.completions.with_raw_response.create(messages=messages, extra_body=extra, **common)  # noqa: E731
+            endpoint = "chat"
+        for attempt in range(self.max_retries + 1):
+            raw = await send()
+            try:
+                return parse_answer(raw.text, endpoint, request.n)
+            except BadAnswerError as error:
+                problem = error
+            if attempt < self.max_retries:
+                await asyncio.sleep(min(BAD_ANSWER_BACKOFF_S * 2**attempt, 8.0))
+        raise problem
 
     def _result(self, task: asyncio.Task, request: Request, url: str) -> list[Generation]:
         import openai
 
         try:
-            generations = task.result()
+            return task.result()
+        except BadAnswerError as error:
+            raise BadAnswerError(
+                f"the server at {url} gave no usable answer for model {self.model!r} "
+                f"(tried {self.max_retries + 1} times): {error}"
+            ) from None
+        except openai.APITimeoutError as error:
+            raise ConnectionError(
+                f"the server at {url} did not answer within request_timeout={self.timeout:g} s "
+                f"(tried {self.max_retries + 1} times); raise request_timeout or check the server"
+            ) from error
         except openai.APIConnectionError as error:
             raise ConnectionError(
                 f"cannot reach the OpenAI-compatible server at {url} ({error}; gave up after "
                 f"{self.max_retries} retries); is it running? e.g. `vllm serve {self.model}`"
             ) from error
         except (openai.NotFoundError, openai.BadRequestError, openai.UnprocessableEntityError) as error:
-            raise ValueError(f"the server at {url} refused a request for model {self.model!r}: {error}") from error
+            raise ValueError(
+                f"the server at {url} refused a request for model {self.model!r}: HTTP {error.status_code}: "
+                f"{_excerpt(error.response.text)}"
+            ) from None
         except openai.APIStatusError as error:  # 429 and 5xx that outlasted the retries: the server is unavailable
             raise ConnectionError(
-                f"the server at {url} still answered HTTP {error.status_code} after {self.max_retries} retries: {error}"
-            ) from error
-        if len(generations) != request.n:
-            raise RuntimeError(f"the server at {url} returned {len(generations)} choices, expected n={request.n}")
-        return generations
+                f"the server at {url} still answered HTTP {error.status_code} after {self.max_retries} retries: "
+                f"{_excerpt(error.response.text)}"
+            ) from None
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -132,8 +180,50 @@ class OpenAIBackend(Backend):
         await asyncio.gather(*(client.close() for _, client in self.clients))
 
 
-def _finish(reason: str | None) -> str:
-    return "length" if reason == "length" else "stop"
+def parse_answer(text: str, endpoint: str, n: int) -> list[Generation]:
+    """The `n` generations of a completions or chat answer, or BadAnswerError saying what came back."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise BadAnswerError(f"expected a JSON body, got {_excerpt(text)}") from None
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise BadAnswerError(f"expected an OpenAI {endpoint} body with a list of choices, got {_excerpt(text)}")
+    if len(choices) != n:
+        raise BadAnswerError(f"expected {n} choices, got {len(choices)}: {_excerpt(text)}")
+    generations = []
+    for choice in sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0):
+        finish = FINISH_REASONS.get(choice.get("finish_reason"))
+        if finish is None:
+            raise BadAnswerError(f"expected finish_reason stop or length, got {choice.get('finish_reason')!r}: {_excerpt(text)}")
+        generation = _choice_text(choice, endpoint)
+        if not isinstance(generation, str):
+            field = "text" if endpoint == "completions" else "message content"
+            raise BadAnswerError(f"expected a string {field}, got {generation!r}: {_excerpt(text)}")
+        generations.append(Generation(generation, finish))
+    return generations
+
+
+def _choice_text(choice: dict, endpoint: str):
+    if endpoint == "completions":
+        return choice.get("text")
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return message
+    content = message.get("content")
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    if content in (None, "") and isinstance(reasoning, str) and reasoning:
+        # The reasoning parser took everything: the model never left its thinking (or left it
+        # without an answer). Closed only when the model closed it, so the rows can tell.
+        return f"<think>{reasoning}" + ("</think>" if choice.get("finish_reason") != "length" else "")
+    return content
+
+
+def _excerpt(text: str) -> str:
+    text = text if isinstance(text, str) else repr(text)
+    if not text.strip():
+        return "an empty answer"
+    return repr(text[:EXCERPT_CHARS]) + (f" ({len(text):,} characters)" if len(text) > EXCERPT_CHARS else "")
 
 
 def _load_tokenizer(model: str, revision: str | None):

@@ -62,7 +62,9 @@ class VLLMBackend(Backend):
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             for request, output in zip(batch, outputs):
                 choices = sorted(output.outputs, key=lambda choice: choice.index)
-                yield request, [Generation(c.text, "length" if c.finish_reason == "length" else "stop") for c in choices]
+                # Anything but stop or length (an aborted request) is passed on as it is, and the
+                # scheduler refuses it: it must not be cached as a finished generation.
+                yield request, [Generation(c.text, c.finish_reason) for c in choices]
 
     def close(self) -> None:
         self.llm = None

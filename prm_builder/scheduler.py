@@ -1,0 +1,260 @@
+"""model_sampled's request scheduler: the cache first, the backend only for what the cache lacks.
+
+Work comes as tasks: generators that yield the generations they need (a list of `Want`s) and
+are sent them back, in the same order, once all are there (see mc_search.rollout_labels). A
+`Want` names a group, the generations of one prompt (`sample:<problem>` or
+`rollout:<problem>:<prefix hash>`), indexed from 0; asking for the first `count` of a group
+requests just the missing indices, once, however many tasks wait on it (two solutions can share
+a step prefix). Every generation is written to the generation cache as soon as it arrives,
+before any task sees it.
+
+A task that needs nothing new runs on at once; the others wait while `pump` runs the backend
+over the queue, which keeps growing as woken tasks ask for more (the next prefix of a search is
+asked for as soon as the previous one's rollouts are in), so a backend never idles waiting for
+a slow request. Finished tasks' results collect in `finished`, with the caller's tag.
+"""
+
+import hashlib
+import itertools
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets.utils import logging
+from datasets.utils.tqdm import tqdm
+
+from .backends import BACKENDS, Generation, Request, invalid_generations
+from .generation_cache import LOCK_NOTICE_S
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Want:
+    """The first `count` generations of `group`: continuations of `prefix` answering `user`."""
+
+    problem: str  # the problem key, under which the cache files the group
+    group: str
+    count: int
+    user: str
+    prefix: str
+
+
+Task = Generator[list[Want], list[list[Generation]], Any]
+
+
+@dataclass
+class _Waiter:
+    task: Task
+    tag: Any
+    wants: list[Want]
+    missing: int  # wants not yet complete
+
+
+@dataclass
+class Scheduler:
+    writer: Any  # the generation cache's SegmentWriter
+    open_backend: Callable  # the backend, built on first use
+    progress: "Progress"
+    seed: int
+    # problem key -> group -> {index: generation}: what is cached, and what came back since.
+    entries: dict[str, dict[str, dict[int, Generation]]] = field(default_factory=dict)
+    queue: deque[Request] = field(default_factory=deque)
+    waiting: dict[str, list[tuple[_Waiter, Want]]] = field(default_factory=dict)
+    in_flight: dict[str, set[int]] = field(default_factory=dict)
+    forgotten: set[str] = field(default_factory=set)
+    finished: deque[tuple[Any, Any]] = field(default_factory=deque)  # (tag, the task's return value)
+
+    def add_cached(self, entries: dict[str, dict[str, dict[int, Generation]]]) -> None:
+        for problem, groups in entries.items():
+            known = self.entries.setdefault(problem, {})
+            for key, group in groups.items():
+                known.setdefault(key, {}).update(group)
+
+    def forget(self, problem: str) -> None:
+        """Drop a finished problem's generations from memory (they stay on disk)."""
+        self.entries.pop(problem, None)
+        self.forgotten.add(problem)
+
+    def start(self, task: Task, tag: Any) -> None:
+        self._run(task, tag, None)
+
+    def _run(self, task: Task, tag: Any, sent: list | None) -> None:
+        """Run `task` until it waits for a generation not yet here, or returns."""
+        while True:
+            try:
+                wants = task.send(sent)
+            except StopIteration as stop:
+                self.finished.append((tag, stop.value))
+                return
+            missing = [want for want in wants if not self._complete(want)]
+            if not missing:
+                sent = [self._take(want) for want in wants]
+                continue
+            waiter = _Waiter(task, tag, wants, len(missing))
+            for want in missing:
+                self.waiting.setdefault(want.group, []).append((waiter, want))
+                self._request(want)
+            return
+
+    def _group(self, want: Want) -> dict[int, Generation]:
+        return self.entries.setdefault(want.problem, {}).setdefault(want.group, {})
+
+    def _complete(self, want: Want) -> bool:
+        group = self._group(want)
+        return all(index in group for index in range(want.count))
+
+    def _take(self, want: Want) -> list[Generation]:
+        group = self._group(want)
+        return [group[index] for index in range(want.count)]
+
+    def _request(self, want: Want) -> None:
+        group, asked = self._group(want), self.in_flight.setdefault(want.group, set())
+        missing = [index for index in range(want.count) if index not in group and index not in asked]
+        for first, n in runs(missing):
+            seed = request_seed(self.seed, want.group, first)
+            self.queue.append(Request(want.user, want.prefix, n, seed, tag=(want.problem, want.group, first)))
+            asked.update(range(first, first + n))
+            self.progress.add(n)
+
+    def pump(self) -> Iterator[None]:
+        """Run the queue (which woken tasks extend meanwhile); yields after each result is stored and handed out."""
+        if not self.queue:
+            return
+        for request, generations in self.open_backend().generate(self.queue):
+            problem, key, first = request.tag
+            wrong = invalid_generations(generations, request.n)
+            if wrong:  # never cached, never labelled: a backend bug must not become labels
+                raise RuntimeError(f"the backend returned {wrong} for a request of group {key}; nothing was cached")
+            self.writer.append(problem, key, first, generations)
+            group = self.entries.setdefault(problem, {}).setdefault(key, {})
+            for offset, generation in enumerate(generations):
+                group.setdefault(first + offset, generation)
+            self.in_flight[key].difference_update(range(first, first + request.n))
+            if not self.in_flight[key]:
+                del self.in_flight[key]
+            self.progress.update(request.n)
+            self._wake(key)
+            yield
+
+    def _wake(self, key: str) -> None:
+        ready, still = [], []
+        for waiter, want in self.waiting.pop(key, []):
+            if not self._complete(want):
+                still.append((waiter, want))
+                continue
+            waiter.missing -= 1
+            if not waiter.missing:
+                ready.append(waiter)
+        if still:
+            self.waiting[key] = still
+        for waiter in ready:
+            self._run(waiter.task, waiter.tag, [self._take(want) for want in waiter.wants])
+
+
+def runs(indices: list[int]) -> Iterator[tuple[int, int]]:
+    """(first, length) of each run of consecutive indices: one request per run."""
+    start = previous = None
+    for index in indices:
+        if start is not None and index == previous + 1:
+            previous = index
+            continue
+        if start is not None:
+            yield start, previous - start + 1
+        start = previous = index
+    if start is not None:
+        yield start, previous - start + 1
+
+
+def request_seed(seed: int, key: str, first: int) -> int:
+    # From what the request is, never from when it runs: the same request draws the same text.
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}:{first}".encode()).digest()[:4], "big") >> 1
+
+
+class LazyBackend:
+    """The backend, built on first use only: a build whose generations are all cached loads no model."""
+
+    def __init__(self, name: str, *args, **kwargs):
+        self.build = lambda: BACKENDS[name](*args, **kwargs)
+        self.backend = None
+
+    def get(self):
+        if self.backend is None:
+            self.backend = self.build()
+        return self.backend
+
+    def __enter__(self) -> "LazyBackend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+class Progress:
+    """A generations/s bar whose total grows as the searches ask for more; shown once there is work."""
+
+    def __init__(self, split: str):
+        self.split = split
+        self.bar = None
+
+    def add(self, count: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=0, unit="gen", desc=f"Sampling {self.split}", dynamic_ncols=True)
+        self.bar.total += count
+        self.bar.refresh()
+
+    def update(self, count: int) -> None:
+        self.bar.update(count)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ShardLocks:
+    """The problem shards this build is working on, locked against other builds sharing the cache.
+
+    A shard is locked before its generations are read from the cache and released once all its
+    rows are out, so a second build waits, then reads what the first one generated. A build never
+    blocks while it holds a lock with work in progress (it stops admitting problems and finishes
+    what it has first), so two builds can never wait for each other.
+    """
+
+    def __init__(self, cache, shards: list[list]):
+        self.cache = cache
+        self.firsts = [shard[0].key for shard in shards]
+        self.ends = list(itertools.accumulate(len(shard) for shard in shards))  # problems handed out when done
+        self.held = {}
+
+    def take(self, number: int, wait: bool) -> bool:
+        """Lock shard `number`; without `wait`, only if no other build holds it."""
+        from filelock import Timeout
+
+        lock = self.cache.shard_lock(self.firsts[number])
+        while True:
+            try:
+                lock.acquire(timeout=LOCK_NOTICE_S if wait else 0)
+                break
+            except Timeout:
+                if not wait:
+                    return False
+                logger.warning(f"waiting for another build using the generation cache {self.cache.path} ({lock.lock_file})")
+        self.held[number] = lock
+        return True
+
+    def release_done(self, handed_out: int) -> None:
+        for number in [n for n in self.held if self.ends[n] <= handed_out]:
+            self.held.pop(number).release()
+
+    def __enter__(self) -> "ShardLocks":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for lock in self.held.values():
+            lock.release()
+        self.held.clear()
