@@ -212,8 +212,9 @@ def test_prm_train_full_fine_tune_on_a_saved_dataset(tmp_path, tiny_model_path, 
     from transformers import AutoModelForTokenClassification
 
     out = tmp_path / "prm"
-    run([BIN / "prm-train", "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset,
-         "--dataset_test_split", "none", "--output_dir", out, *TRAIN_FLAGS], cwd=tmp_path)
+    # In process (the console script is run by the test above): same main(), without a second interpreter start.
+    _main([str(arg) for arg in ["--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset,
+                                "--dataset_test_split", "none", "--output_dir", out, *TRAIN_FLAGS]])
     assert not (out / "prm_eval_results.json").exists()
     model = AutoModelForTokenClassification.from_pretrained(out)
     assert model.config.id2label == {0: "incorrect", 1: "correct"}

@@ -498,7 +498,7 @@ def test_transformers_trainer_contract_the_loss_relies_on(tmp_path, qwen_model_a
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            calls["losses"].append((float(loss), int(num_items_in_batch)))
+            calls["losses"].append((float(loss.detach()), int(num_items_in_batch)))
             return loss
 
     args = make_args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=1,
