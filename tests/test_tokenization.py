@@ -289,3 +289,12 @@ def test_check_rows_missing_columns():
     message = "needs columns prompt, completions and step_scores .*missing \\['step_scores'\\]"
     with pytest.raises(ValueError, match=message):
         check_rows(rows_dataset([{k: v for k, v in GOOD.items() if k != "step_scores"}]), "train", "step_scores", True)
+
+
+def test_check_rows_counts_rows_in_the_order_of_a_selected_dataset():
+    from prm_trainer.tokenization import check_rows
+
+    rows = [{**GOOD, "id": str(i)} for i in range(10)]
+    rows[7]["labels"] = [True]
+    with pytest.raises(ValueError, match="the train split, row 2 \\(id '7'\\): field 'labels' has 1 values"):
+        check_rows(rows_dataset(rows).select([9, 8, 7, 6]), "train")

@@ -158,22 +158,32 @@ def check_rows(dataset, split: str, label_column: str = "labels", soft: bool = F
 
     Checks the columns (`prompt` a string, `completions` a list of strings, `label_column` a list of booleans or 0/1
     integers, or for soft labels of numbers in [0, 1] or NaN) and every row: no missing value, one label per step.
-    Runs on Arrow columns, so a million rows take well under a second. A streamed dataset gets the column checks only.
+    Runs on Arrow columns: a million rows take about 0.3 s (1.5 s shuffled). A streamed dataset gets the column checks
+    only.
     """
+    import datasets
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    wanted = {"prompt", "completions", label_column}
-    missing = sorted(wanted - set(dataset.column_names or ()))
+    if dataset.column_names is None:
+        return  # a stream whose columns are unknown until read: tokenize_row checks each row as it comes
+    missing = sorted({"prompt", "completions", label_column} - set(dataset.column_names))
     if missing:
         hint = " (rows built with model_sampled's label_method='mc' have `step_scores`)" if soft else ""
         raise ValueError(
             f"the {split} split needs columns prompt, completions and {label_column} (or input_ids and labels); "
             f"missing {missing}, got {dataset.column_names}{hint}"
         )
-    if not hasattr(dataset, "with_format") or dataset.__class__.__name__ == "IterableDataset":
+    if isinstance(dataset, datasets.IterableDataset):
         return
-    table = dataset.with_format("arrow")[:]
+    columns = ["prompt", "completions", label_column] + (["id"] if "id" in dataset.column_names else [])
+    table = dataset.data.table.select(columns)
+    # After `select` or `shuffle` a Dataset reads its rows through an indices mapping (datasets' `_indices`, private
+    # but unchanged for years); one `take` applies it in half a second per million rows, where the formatter's
+    # gathering took 8 to 26 s.
+    indices = getattr(dataset, "_indices", None)
+    if indices is not None:
+        table = table.take(indices.column(0))
     label_kinds = (pa.types.is_floating, pa.types.is_integer, pa.types.is_boolean) if soft else (
         pa.types.is_boolean, pa.types.is_integer)
     expected = {
