@@ -389,13 +389,13 @@ def test_other_families_train_with_lora(tmp_path, family):
 # ---------------------------------------------------------------- the loss: mean over labelled tokens, global batch
 
 
-def train_one_step(tmp_path, model, tokenizer, rows, *, batch: int, accumulation: int, peft: bool = False):
+def train_one_step(tmp_path, model, tokenizer, rows, *, batch: int, accumulation: int, peft: bool = False, **options):
     """One plain-SGD step (no clipping): the update is the gradient itself, so any mis-scaling shows in the weights
     (Adam's first step, about lr * sign(gradient), would hide it)."""
     from peft import LoraConfig
 
     args = make_args(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-                     max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, logging_steps=1)
+                     max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, logging_steps=1, **options)
     trainer = PRMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                          peft_config=LoraConfig(r=4, lora_alpha=8, task_type="TOKEN_CLS") if peft else None)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
@@ -556,3 +556,13 @@ def test_soft_training_fits_the_targets(tmp_path, qwen_model_and_tokenizer):
     # The last logged loss is close to the targets' own entropy, the minimum of a soft cross-entropy.
     entropy = -sum(p * math.log(p) + (1 - p) * math.log(1 - p) for p in targets) / len(targets)
     assert trainer.state.log_history[-2]["loss"] == pytest.approx(entropy, abs=0.02)
+
+
+def test_soft_targets_of_zero_and_one_train_exactly_like_hard_labels(tmp_path, qwen_model_and_tokenizer, eight_rows):
+    load, tokenizer = qwen_model_and_tokenizer
+    rows = eight_rows.map(lambda row: {"step_scores": [float(label) for label in row["labels"]]})
+    _, hard, hard_update = train_one_step(tmp_path / "hard", load(), tokenizer, rows, batch=4, accumulation=2)
+    _, soft, soft_update = train_one_step(tmp_path / "soft", load(), tokenizer, rows, batch=4, accumulation=2,
+                                          label_type="soft")
+    assert soft["loss"] == pytest.approx(hard["loss"], rel=1e-6)
+    assert relative_difference(soft_update, hard_update) < 1e-5
