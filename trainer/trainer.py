@@ -143,6 +143,14 @@ class PRMTrainer(Trainer):
     ):
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")
+        if not hasattr(Trainer, "loss_is_scaled_for_ga"):
+            # Without it, training_step would divide our already normalized loss by the accumulation steps again.
+            import transformers
+
+            raise ImportError(
+                f"PRMTrainer needs a transformers Trainer with `loss_is_scaled_for_ga` (5.24 has it), got transformers "
+                f"{transformers.__version__}: upgrade transformers"
+            )
         if isinstance(model, str):
             model_id = model
             model = AutoModelForTokenClassification.from_pretrained(
