@@ -44,12 +44,15 @@ print(json.dumps({
 }))
 """
 
+# The sample lines repeated here are mostly MATH500 problems, which exclude_problems leaves out
+# of a train split by default: turned off, so every line is converted.
+ALL = {"exclude_problems": "none"}
 RUNS = {
     "json (baseline)": ("json", {}, None),
-    "prm800k": ("prm800k", {}, None),
-    "prm800k, num_proc=2": ("prm800k", {}, 2),
-    "prm800k alternatives": ("prm800k", {"alternatives": True}, None),
-    "prm800k alternatives, num_proc=2": ("prm800k", {"alternatives": True}, 2),
+    "prm800k": ("prm800k", ALL, None),
+    "prm800k, num_proc=2": ("prm800k", ALL, 2),
+    "prm800k alternatives": ("prm800k", {**ALL, "alternatives": True}, None),
+    "prm800k alternatives, num_proc=2": ("prm800k", {**ALL, "alternatives": True}, 2),
 }
 
 

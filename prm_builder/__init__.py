@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 __version__ = "0.1.0"
-__all__ = ["CORE_FEATURES", "CONFIG_NAMES", "PRMBuilder", "builder_source_hash", "load_drops", "push_to_hub", "__version__"]
+__all__ = ["CORE_FEATURES", "CONFIG_NAMES", "PRMBuilder", "builder_source_hash", "export_to_folder", "load_drops", "push_to_hub", "__version__"]
 
 DATASET_NAME = "prm_builder"
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -25,6 +25,7 @@ _LAZY_EXPORTS = {
     "CORE_FEATURES": ("features", "CORE_FEATURES"),
     "load_drops": ("drops", "load_drops"),
     "push_to_hub": ("hub", "push_to_hub"),
+    "export_to_folder": ("hub", "export_to_folder"),
 }
 
 

@@ -6,6 +6,8 @@ Each config lives in its own module, which provides:
   DESCRIPTION, HOMEPAGE, LICENSE, CITATION
   split_generators(config, dl_manager) -> list[SplitGenerator]; every gen_kwargs has "split"
   generate_rows(config, drops, split, **gen_kwargs) -> rows as dicts, drops counted by reason
+    (or generate_tables(...) -> Arrow tables of rows, for a config that converts column-wise)
+Every config's `exclude_problems` is applied here to what they yield (decontamination.py).
 
 The builder is Arrow-based: rows are batched into Arrow tables here, which writes a split
 several times faster than datasets' per-example encoding.
@@ -17,12 +19,14 @@ import datasets
 import pyarrow as pa
 from datasets.builder import Key
 
-from . import drops, model_sampled, prm800k, synthetic
+from . import decontamination, drops, math_shepherd, model_sampled, prm800k, stepwise, synthetic
 
 SOURCES = {
     "synthetic": synthetic,
     "prm800k": prm800k,
     "model_sampled": model_sampled,
+    "math_shepherd": math_shepherd,
+    "stepwise": stepwise,
 }
 
 ROWS_PER_TABLE = 1000
@@ -73,21 +77,45 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
             super()._download_and_prepare(dl_manager, verification_mode, **prepare_split_kwargs)
         finally:
             self._drops_dir = None
+        # exclude_problems can empty a split (a benchmark's own test split), and datasets cannot
+        # load an empty split: leave it out, loudly.
+        empty = [name for name, split in self.info.splits.items() if split.num_examples == 0]
+        if len(empty) == len(self.info.splits):
+            raise ValueError(f"{self.config.name}: no split has any row with these options (see the drops logged above)")
+        for name in empty:
+            drops.logger.warning(f"{self.config.name}: split {name!r} is left out: every row was dropped")
+            del self.info.splits[name]
 
     def _split_generators(self, dl_manager):
-        return self._source.split_generators(self.config, dl_manager)
+        generators = self._source.split_generators(self.config, dl_manager)
+        # exclude_problems, for every config; one that filters lines itself (prm800k) says so.
+        if not getattr(self._source, "FILTERS_EXCLUDED_PROBLEMS", False):
+            splits = [generator.gen_kwargs["split"] for generator in generators]
+            excluders = decontamination.excluders(self.config.exclude_problems, splits, dl_manager)
+            for generator in generators:
+                generator.gen_kwargs["excluder"] = excluders[generator.gen_kwargs["split"]]
+        return generators
 
-    def _generate_tables(self, split, **gen_kwargs):
+    def _generate_tables(self, split, excluder=None, **gen_kwargs):
         dropped = Counter()
         schema = self.info.features.arrow_schema
         batch, batch_index = [], 0
-        for row in self._source.generate_rows(self.config, dropped, split=split, **gen_kwargs):
+        if hasattr(self._source, "generate_tables"):  # a config that converts column-wise (math_shepherd)
+            for index, table in enumerate(self._source.generate_tables(self.config, dropped, split=split, **gen_kwargs)):
+                yield Key(0, index), excluder.filter_table(table, dropped) if excluder else table
+            self._record_drops(split, dropped)
+            return
+        rows = self._source.generate_rows(self.config, dropped, split=split, **gen_kwargs)
+        for row in excluder.filter(rows, dropped) if excluder else rows:
             batch.append(row)
             if len(batch) == ROWS_PER_TABLE:
                 yield Key(0, batch_index), pa.Table.from_pylist(batch, schema=schema)
                 batch, batch_index = [], batch_index + 1
         if batch:
             yield Key(0, batch_index), pa.Table.from_pylist(batch, schema=schema)
+        self._record_drops(split, dropped)
+
+    def _record_drops(self, split: str, dropped: Counter) -> None:
         drops_dir = getattr(self, "_drops_dir", None)
         if drops_dir:
             drops.record(drops_dir, split, dropped)

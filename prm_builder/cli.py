@@ -6,6 +6,8 @@
 
 Every option of a config is a flag of `build CONFIG` (`--num-incorrect-per-problem 3`), made
 from the config's dataclass fields, so the command line and `load_dataset` never drift apart.
+A failure prints one line (failures.py: what failed, where, the ways out, in flag words) and
+exits 1; `--debug` prints the full traceback as well.
 """
 
 import argparse
@@ -16,38 +18,100 @@ import types
 import typing
 from pathlib import Path
 
-from datasets.exceptions import DatasetGenerationError
+# Commands that need the configs' option dataclasses (and so datasets, pandas, pyarrow); the
+# parser of every other command, `--help` included, is built without importing them.
+CONFIG_COMMANDS = ("build", "push")
 
-from .builder import SOURCES
+
+def _sources() -> dict:
+    from .builder import SOURCES
+
+    return SOURCES
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = make_parser(with_configs=_command_of(argv) in CONFIG_COMMANDS)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
+    _quiet_and_redacted_logs()
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError, ConnectionError, DatasetGenerationError) as error:
-        # datasets wraps errors raised while generating rows (e.g. a malformed input line);
-        # the cause is the message that says what to fix.
-        cause = error.__cause__ if isinstance(error, DatasetGenerationError) else error
-        if not isinstance(cause, (ValueError, FileNotFoundError, ConnectionError)):
-            raise
-        # Option and input errors already say what was expected; a traceback adds nothing.
-        print(f"prm-builder: error: {cause}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("prm-builder: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line (the traceback with --debug)
+        from . import failures
+
+        if args.debug:
+            print(failures.traceback_text(error), file=sys.stderr, end="")
+        print(f"prm-builder: error: {failures.explain(error, _option_names(), _model_of(args))}", file=sys.stderr)
         return 1
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prm-builder", description="Build, inspect and publish PRM datasets.")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+def _command_of(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
+
+def _model_of(args: argparse.Namespace) -> str | None:
+    """The model a build loads (given or the config's default), for errors that do not name it."""
+    sources = _sources()
+    config_class = sources[args.config].CONFIG_CLASS if getattr(args, "config", None) in sources else None
+    defaults = {f.name: f.default for f in dataclasses.fields(config_class)} if config_class else {}
+    model = getattr(args, "model", None) or defaults.get("model")
+    return model if isinstance(model, str) else None
+
+
+def _option_names() -> set[str]:
+    """Every name a message may quote as a Python argument that is also a flag here."""
+    names = {name for module in _sources().values() for name in module.CONFIG_CLASS.option_names()}
+    return names | {"export_dir", "repo_id", "cache_dir", "num_proc", "max_shard_size", "model_license", "revision"}
+
+
+def _quiet_and_redacted_logs() -> None:
+    """Redact credentials in every log line this process prints (datasets', huggingface_hub's, ours),
+    and show each kind of huggingface_hub retry warning once."""
+    import logging
+
+    from .failures import OncePerKindOfRetry
+    from .redact import RedactingFilter
+
+    filters = [RedactingFilter(), OncePerKindOfRetry()]
+    loggers = [logging.getLogger(), logging.getLogger("datasets"), logging.getLogger("huggingface_hub")]
+    for handler in [logging.lastResort, *(h for logger in loggers for h in logger.handlers)]:
+        for added in filters if handler is not None else []:
+            for earlier in [f for f in handler.filters if type(f) is type(added)]:  # main() called again
+                handler.removeFilter(earlier)
+            handler.addFilter(added)
+
+
+def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; without `with_configs`, `build` and `push` are listed but take no CONFIG."""
+    parser = argparse.ArgumentParser(prog="prm-builder", description="Build, inspect and publish PRM datasets.")
+    parser.add_argument("--debug", action="store_true", help="on failure, also print the full traceback")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    sources = _sources() if with_configs else {}
+    add_build_command(commands, sources)
+    add_stats_command(commands)
+    add_push_command(commands, sources)
+    add_cache_commands(commands)
+    add_tiny_model_command(commands)
+    return parser
+
+
+# `--debug` is also accepted after the command (`prm-builder build synthetic ... --debug`);
+# SUPPRESS keeps a subcommand from resetting a `--debug` given before it.
+DEBUG_FLAG = argparse.ArgumentParser(add_help=False)
+DEBUG_FLAG.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on failure, also print the full traceback")
+
+
+def add_build_command(commands, sources: dict) -> None:
     build = commands.add_parser("build", help="build a config through load_dataset and save it to a folder")
     configs = build.add_subparsers(title="configs", metavar="CONFIG")
-    for name, module in SOURCES.items():
-        config_parser = configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+    for name, module in sources.items():
+        config_parser = configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION, parents=[DEBUG_FLAG])
         add_config_options(config_parser, module.CONFIG_CLASS)
         config_parser.add_argument("--output-dir", required=True, help="folder to save the built DatasetDict to")
         config_parser.add_argument("--num-proc", type=int, default=None, help="processes for generation")
@@ -58,22 +122,28 @@ def make_parser() -> argparse.ArgumentParser:
         config_parser.add_argument("--plot", default=None, help="also draw the distributions to this PNG file")
         config_parser.set_defaults(run=run_build, config=name)
 
-    stats = commands.add_parser("stats", help="summarize a folder saved by `build`")
+
+def add_stats_command(commands) -> None:
+    stats = commands.add_parser("stats", help="summarize a folder saved by `build`", parents=[DEBUG_FLAG])
     stats.add_argument("path", help="folder written by `prm-builder build --output-dir`")
     stats.add_argument("--plot", default=None, help="draw steps per solution and first-error positions to this PNG")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
     stats.set_defaults(run=run_stats)
 
+
+def add_push_command(commands, sources: dict) -> None:
     push = commands.add_parser(
         "push", help="build a config through load_dataset and publish it to a Hub dataset repo (or a folder)"
     )
     push_configs = push.add_subparsers(title="configs", metavar="CONFIG")
-    for name, module in SOURCES.items():
-        config_parser = push_configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
+    for name, module in sources.items():
+        config_parser = push_configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION, parents=[DEBUG_FLAG])
         add_config_options(config_parser, module.CONFIG_CLASS)
         add_push_options(config_parser)
         config_parser.set_defaults(run=run_push, config=name)
 
+
+def add_cache_commands(commands) -> None:
     cache = commands.add_parser("cache", help="list, clear or repair model_sampled's generation caches")
     cache_actions = cache.add_subparsers(title="actions", metavar="ACTION")
     listing = cache_actions.add_parser("list", help="show each generation cache: model, options, problems done, size")
@@ -87,14 +157,37 @@ def make_parser() -> argparse.ArgumentParser:
             "--generation-cache-dir", default=None, help="root of the caches (default: <HF_DATASETS_CACHE>/prm_builder_generations)"
         )
         action.set_defaults(run=run)
-    return parser
+
+
+def add_tiny_model_command(commands) -> None:
+    tiny = commands.add_parser(
+        "tiny-model", help="write a tiny untrained Qwen2 and its tokenizer to a folder, for offline demos", parents=[DEBUG_FLAG]
+    )
+    tiny.add_argument("path", help="folder to write (save_pretrained layout)")
+    tiny.add_argument("--chat-template", action="store_true", help="give the tokenizer a ChatML chat template")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.set_defaults(run=run_tiny_model)
+
+
+def run_tiny_model(args: argparse.Namespace) -> int:
+    from .tiny_model import build_tiny_model
+
+    path = build_tiny_model(args.path, with_chat_template=args.chat_template, seed=args.seed)
+    print(f"wrote a tiny Qwen2 and its tokenizer to {path} (untrained: for trying the commands offline)")
+    return 0
 
 
 def add_push_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo-id", required=True, help="Hub dataset repo, 'namespace/name' (one repo holds every config)")
+    parser.add_argument(
+        "--repo-id", default=None,
+        help="Hub dataset repo, 'namespace/name' (one repo holds every config); optional with --export-dir",
+    )  # fmt: skip
     parser.add_argument("--private", action="store_true", default=None, help="create the repo private (an existing repo keeps its visibility)")
     parser.add_argument("--revision", default=None, help="branch to push to (created if missing; default: main)")
-    parser.add_argument("--export-dir", default=None, help="write exactly what would be uploaded to this folder instead")
+    parser.add_argument(
+        "--export-dir", default=None,
+        help="write exactly what would be uploaded to this folder instead (replaced only once complete)",
+    )  # fmt: skip
     parser.add_argument("--model-license", default=None, help="license of the sampled model, for the card (default: from its model card)")
     parser.add_argument("--max-shard-size", default="500MB", help="largest Parquet file (default: 500MB)")
     parser.add_argument("--num-proc", type=int, default=None, help="processes for generation")
@@ -188,9 +281,9 @@ def run_build(args: argparse.Namespace) -> int:
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
     from .drops import recorded_drops, save_drops
-    from .stats import format_summary, plot_distributions, summarize
+    from .stats import format_summary, plot_distributions, summarize_splits
 
-    options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
+    options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
     dataset = load_dataset(
         "prm_builder",
         args.config,
@@ -206,7 +299,7 @@ def run_build(args: argparse.Namespace) -> int:
     (output / "prm_builder_options.json").write_text(
         json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
     )
-    print(format_summary(summarize(dataset, drops)))
+    print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
     if args.plot:
         plot_distributions(dataset, args.plot)
@@ -218,7 +311,7 @@ def run_stats(args: argparse.Namespace) -> int:
     from datasets import DatasetDict, load_from_disk
 
     from .drops import load_drops
-    from .stats import format_summary, plot_distributions, summarize
+    from .stats import format_summary, plot_distributions, summarize_splits
 
     path = Path(args.path)
     if not (path / "dataset_dict.json").is_file():
@@ -228,7 +321,7 @@ def run_stats(args: argparse.Namespace) -> int:
         )
     dataset = load_from_disk(str(path))
     assert isinstance(dataset, DatasetDict)
-    summary = summarize(dataset, load_drops(path))
+    summary = summarize_splits(dataset, load_drops(path))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.plot:
         plot_distributions(dataset, args.plot)
@@ -241,26 +334,27 @@ def run_push(args: argparse.Namespace) -> int:
 
     from . import hub
 
-    options = collect_options(args, SOURCES[args.config].CONFIG_CLASS)
-    try:
-        # Fail before a long build when the push cannot happen anyway.
+    options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
+    # Fail before a long build when the push cannot happen anyway.
+    if args.export_dir is None:
+        if args.repo_id is None:
+            raise ValueError("push needs --repo-id (the Hub dataset repo), or --export-dir to write the files to a folder")
         hub.check_repo_id(args.repo_id)
-        if args.export_dir is None:
-            hub.require_token()
-        dataset = load_dataset("prm_builder", args.config, num_proc=args.num_proc, cache_dir=args.cache_dir, **options)
-        result = hub.push_to_hub(
-            dataset, args.repo_id, args.config, options=options, model_license=args.model_license,
-            private=args.private, revision=args.revision, export_dir=args.export_dir, max_shard_size=args.max_shard_size,
-        )  # fmt: skip
-    except hub.PushError as error:
-        print(f"prm-builder: error: {error}", file=sys.stderr)
-        return 1
+        hub.require_token()
+    elif args.repo_id is not None:
+        hub.check_repo_id(args.repo_id)
+    dataset = load_dataset("prm_builder", args.config, num_proc=args.num_proc, cache_dir=args.cache_dir, **options)
+    published = {"options": options, "model_license": args.model_license, "max_shard_size": args.max_shard_size}
     if args.export_dir is not None:
-        print("\n".join(f"wrote {Path(args.export_dir) / path}" for path in result))
+        written = hub.export_to_folder(dataset, args.export_dir, args.config, repo_id=args.repo_id, **published)
+        print("\n".join(f"wrote {Path(args.export_dir) / path}" for path in written))
         print(f"load it with datasets.load_dataset({args.export_dir!r}, name={args.config!r})")
-    else:
-        print(f"pushed config {args.config!r} to {result.commit_url}")
-        print(f"load it with datasets.load_dataset({result.repo_url.repo_id!r}, name={args.config!r})")
+        return 0
+    result = hub.push_to_hub(
+        dataset, args.repo_id, args.config, private=args.private, revision=args.revision, **published
+    )
+    print(f"pushed config {args.config!r} to {result.commit_url}")
+    print(f"load it with datasets.load_dataset({result.repo_url.repo_id!r}, name={args.config!r})")
     return 0
 
 

@@ -7,11 +7,19 @@ Extraction (`extract_final_answer`) looks, in this order, for the last `\\boxed{
 our prompt asks for), the last `#### N` (GSM8K's own format), the last "the answer is ...",
 and a final line starting with "A:".
 
-Comparison has two styles:
-  numeric  GSM8K: both sides must be exactly one number, equal as fractions after dropping
-           `$`, `%`, thousands commas, units and LaTeX wrappers ("$1,000.00" == "1000").
-  math     MATH: math-verify parses both sides into sympy and compares them symbolically
-           ("\\frac{1}{2}" == "0.5", "(3, \\pi/2)" == "\\left( 3, \\frac{\\pi}{2} \\right)").
+Comparison is one grader for both styles, built on math-verify:
+  - a reference that is a plain number (GSM8K's always are; "18", "1,000", "0.5", "\\frac{3}{4}")
+    is read exactly as that number, and the answer must have that value: a plain-number answer is
+    compared exactly ("$1,000.00", "-\\$5", "1 000", "1.5e3", "18 dollars", "x = 18", "\\frac12"),
+    anything else is parsed by math-verify and compared with it ("10^3", "2^{10}", "50\\%" vs 0.5,
+    "1.5 \\times 10^3", "7\\frac{1}{2}", "\\sqrt{16}" vs 4);
+  - any other reference (MATH style only) is compared with the answer symbolically by math-verify
+    ("(3, \\pi/2)" == "\\left( 3, \\frac{\\pi}{2} \\right)").
+  The styles differ only there: NUMERIC needs a number-valued reference. LaTeX that computes
+  something is computed, never stripped to the number inside it: "\\sqrt{16}" is 4, not 16, and
+  "\\frac{\\pi}{2}" is not 2. Before math-verify sees them, thousands separators ("1 000",
+  "1\\,000", "1{,}000") and scientific notation (which it reads as 1.5*e*3) are rewritten.
+  An answer that states several numbers ("2 hours 30 minutes", "5, 6") is wrong.
 
 A solution without an extractable answer is graded wrong, with outcome "no_answer", so
 callers can count such solutions apart from plainly wrong ones.
@@ -39,10 +47,20 @@ MEMO_SIZE = 1 << 16
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 _ANSWER_IS = re.compile(r"answer\s+is\s*[:=]?\s*(.+)", re.IGNORECASE)
 _A_LINE = re.compile(r"^\s*A\s*:\s*(.+?)\s*$")
-_LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
-_LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*-?(?:\d+(?:\.\d+)?|\.\d+))?")
+_LATEX_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
+# A number and what dresses it (see _numeric_form).
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:/\d+)?")
+_LATEX_FRACTION = re.compile(
+    r"(?P<sign>-)?\\[dt]?frac(?:\s*\{(?P<num>\d+)\}\s*\{(?P<den>\d+)\}|(?P<num1>\d)(?P<den1>\d))"
+)
+_CURRENCY = re.compile(r"US\$|\\?\$|€|£|\\euro\b")
+_ASSIGNMENT = re.compile(r"^[A-Za-z]\w*\s*=\s*(?=[-\d.\\$])")
+_SEPARATOR = re.compile(r",|\s|\\[,;:! ]|\{,\}|~")
+_THOUSANDS_GROUPS = re.compile(r"(?<![\d.,])\d{1,3}(?:(?:,|\s|\\[,;:! ]|\{,\}|~)\d{3})+(?![\d,]|\s\d)")
+_UNIT_WORDS = re.compile(r"(?<=[\d.%])\s+[A-Za-z][A-Za-z .'\-]*$")
+_DIGIT_BEFORE_STOP = re.compile(r"\d\.$")
+_PERCENT_SIGN = re.compile(r"\s*\\?%$")
+_SCIENTIFIC = re.compile(r"(?<![\w.])(?P<mantissa>\d+(?:\.\d+)?)[eE](?P<exponent>[+-]?\d+)(?![\w.])")
 
 
 @dataclass(frozen=True)
@@ -112,44 +130,82 @@ def _trim_sentence(answer: str) -> str | None:
 
 
 def answers_match(answer: str, reference: str, style: str) -> bool:
-    """Is `answer` the same as `reference` under `style` (NUMERIC or MATH)?"""
-    if style == NUMERIC:
-        expected = parse_number(reference)
-        return expected is not None and parse_number(answer) == expected
-    if style == MATH:
-        return _math_match(answer.strip(), reference.strip())
-    raise ValueError(f"grading style must be one of {list(STYLES)}, got {style!r}")
+    """Is `answer` the same as `reference`? One grader for both styles (see the module docstring).
+
+    A reference that is a number (GSM8K's always are, MATH's often) is compared as that number
+    with the value math-verify reads in the answer; any other reference (MATH style only) is
+    compared with the answer symbolically by math-verify.
+    """
+    if style not in STYLES:
+        raise ValueError(f"grading style must be one of {list(STYLES)}, got {style!r}")
+    expected = _plain_number(reference)
+    if expected is None:
+        return style == MATH and _math_match(_for_math_verify(answer), _for_math_verify(reference))
+    stated = _plain_number(answer)
+    if stated is not None:
+        return stated == expected  # two plain numbers: exact, no sympy needed
+    return _math_match_number(_for_math_verify(_numeric_form(answer)), expected)
 
 
 def reference_is_gradable(reference: str, style: str) -> bool:
     """Can answers be compared with this reference at all (a number for NUMERIC, parseable for MATH)?"""
-    if style == NUMERIC:
-        return parse_number(reference) is not None
-    return bool(_math_parse(reference.strip()))
+    if _plain_number(reference) is not None:
+        return True
+    return style == MATH and bool(_math_parse(_for_math_verify(reference)))
 
 
 @functools.lru_cache(maxsize=MEMO_SIZE)
-def parse_number(text: str) -> Fraction | None:
-    """The one number `text` states ("$1,000.50", "18 dollars", "\\frac{3}{4}", "25%"), else None.
+def stated_number(text: str) -> Fraction | None:
+    """The one plain number `text` states, else None; lenient about its dress, strict about its value.
 
-    None when the text holds no number or several ("2 hours 30 minutes"): an answer that does
-    not commit to one value is not a GSM8K answer.
+    Accepted: "18", "-5", "$1,000.50", "-\\$5", "1 000", "1.5e3", "18 dollars", "\\text{18 eggs}",
+    "x = 18", "3/4", "\\frac{3}{4}", "\\frac12", "25%" (25: the sign is dropped, as a vote key).
+    None for anything that needs computing ("\\sqrt{16}", "10^3", "5-3") or states several numbers
+    ("2 hours 30 minutes"): those go to math-verify, never to a number picked out of the LaTeX.
     """
-    cleaned = _LATEX_TEXT.sub(r" \1 ", text)
-    cleaned = _LATEX_FRACTION.sub(r"(\1)/(\2)", cleaned)
-    for latex in ("\\$", "\\%", "\\!", "\\,", "\\;", "\\ ", "\\left", "\\right"):
-        cleaned = cleaned.replace(latex, " ")
-    cleaned = cleaned.replace("\u2212", "-").replace("(", " ").replace(")", " ")
-    cleaned = _THOUSANDS.sub("", cleaned)
-    numbers = _NUMBER.findall(cleaned)
-    if len(numbers) != 1:
+    return _plain_number(_PERCENT_SIGN.sub("", _numeric_form(text)))
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _plain_number(text: str) -> Fraction | None:
+    """The value of `text` when, once dressed down (`_numeric_form`), it is a plain number (no percent)."""
+    text = _numeric_form(text)
+    fraction = _LATEX_FRACTION.fullmatch(text)
+    if fraction:
+        text = f"{fraction['num'] or fraction['num1']}/{fraction['den'] or fraction['den1']}"
+        if fraction["sign"]:
+            text = "-" + text
+    if not _PLAIN_NUMBER.fullmatch(text):
         return None
-    numerator, _, denominator = numbers[0].replace(" ", "").partition("/")
     try:
-        value = Fraction(numerator)
-        return value / Fraction(denominator) if denominator else value
+        return Fraction(text)
     except (ValueError, ZeroDivisionError):
         return None
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _numeric_form(text: str) -> str:
+    """`text` without what dresses a number: currency, thousands separators, units, `x =`, a full stop.
+
+    Only wrappers and words go: LaTeX that computes something (`\\sqrt`, `^`, `\\pi`) stays.
+    """
+    text = _LATEX_TEXT.sub(r" \1 ", text.replace("\u2212", "-"))
+    text = _CURRENCY.sub("", text)
+    text = _ASSIGNMENT.sub("", text.strip())
+    text = _group_thousands(text)
+    text = _UNIT_WORDS.sub("", text).strip()
+    return text.rstrip(".").strip() if _DIGIT_BEFORE_STOP.search(text) else text
+
+
+def _group_thousands(text: str) -> str:
+    # "1,000", "1 000", "1\,000", "1{,}000" -> "1000"; "12,5" and "1, 2" are left alone.
+    return _THOUSANDS_GROUPS.sub(lambda m: _SEPARATOR.sub("", m[0]), text)
+
+
+def _for_math_verify(text: str) -> str:
+    """What math-verify mis-reads, rewritten: thousands separators, and 1.5e3 (which it reads as 1.5*e*3)."""
+    text = _group_thousands(text.strip().replace("\u2212", "-"))
+    return _SCIENTIFIC.sub(lambda m: f"{m['mantissa']}\\times10^{{{m['exponent']}}}", text)
 
 
 @functools.lru_cache(maxsize=MEMO_SIZE)
@@ -168,6 +224,18 @@ def _math_match(answer: str, reference: str) -> bool:
     if not gold or not predicted:
         return False
     return verify(list(gold), list(predicted), timeout_seconds=_timeout())
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)
+def _math_match_number(answer: str, expected: Fraction) -> bool:
+    import sympy
+    from math_verify import verify
+
+    predicted = _math_parse(answer)
+    if not predicted:
+        return False
+    gold = sympy.Rational(expected.numerator, expected.denominator)
+    return verify([gold], list(predicted), timeout_seconds=_timeout())
 
 
 def _timeout() -> int | None:

@@ -1,76 +1,79 @@
 """Publish built splits: one Hub dataset repo holds every config side by side, with a generated card.
 
     prm_builder.push_to_hub(ds, "user/math-prm", "synthetic", options={"problems": "gsm8k"})
-    prm_builder.push_to_hub(ds, "user/math-prm", "synthetic", options=..., export_dir="out/")  # no upload
+    prm_builder.export_to_folder(ds, "out/", "synthetic", options=...)  # the same files, no upload
 
-A config owns the files `<config>/<split>-NNNNN-of-NNNNN.parquet` and `<config>/distributions.png`,
-its `configs:` and `dataset_info:` entries in the card's YAML, and its section of the card body
-(between HTML comment markers, rendered from dataset_card.md). Pushing a config replaces exactly
-those and keeps everything else, so `synthetic`, `prm800k` and `model_sampled` live in one repo.
+A config owns the files `<config>/<split>-NNNNN-of-NNNNN.parquet` and `<config>/distributions.png`
+and its parts of the card (card.py). Publishing a config replaces exactly those and keeps
+everything else, so `synthetic`, `prm800k` and `model_sampled` live in one repo.
 
-Export and upload share one path: the files are written to a folder (the export folder, or a
-temporary one), and the upload commits that folder's files in one commit per config, so a failed
-push leaves the repo unchanged and a rerun sends only what the Hub does not have yet.
+Export and upload share one setup (`_prepare`: checks, options, drops, the card section) and one
+writer (`write_config_files`). The upload writes to a temporary folder and commits its files in
+one commit per config, so a failed push leaves the repo unchanged and a rerun sends only what
+the Hub does not have yet. The export writes a new folder beside the old one and swaps them at
+the end, so a failed export leaves the previous one loadable.
 """
 
 import contextlib
-import datetime
+import glob
+import hashlib
+import os
 import re
+import shutil
 import tempfile
+import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-import jinja2
-import yaml
 from datasets import DatasetDict, DatasetInfo, SplitDict, SplitInfo
-from datasets.info import DatasetInfosDict
-from datasets.utils.metadata import MetadataConfigs
+from filelock import FileLock
 from datasets.utils.py_utils import convert_file_size_to_int
 from datasets.utils.tqdm import tqdm  # honours datasets' disable_progress_bars()
-from huggingface_hub import (
-    CommitOperationAdd,
-    CommitOperationDelete,
-    DatasetCard,
-    DatasetCardData,
-    HfApi,
-    ModelCard,
-    get_token,
-    try_to_load_from_cache,
-)
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
 from .builder import SOURCES
+from .card import (
+    CARD_FILENAME, PLOT_FILENAME, package_version, parse_card, render_card, render_section, resolved_options,
+)  # fmt: skip
 from .drops import recorded_drops
 from .features import CORE_FEATURES
-from .stats import plot_distributions, summarize
+from .redact import redact
+from .stats import plot_distributions
 
-# A symlink to the project's dataset_card.md, so the template ships inside the package.
-CARD_TEMPLATE = Path(__file__).resolve().parent / "data" / "dataset_card.md"
-CARD_FILENAME = "README.md"
-PLOT_FILENAME = "distributions.png"
 DEFAULT_MAX_SHARD_SIZE = "500MB"
-TAGS = ["process-reward-model", "stepwise-supervision", "trl", "math"]
-TASK_CATEGORIES = ["token-classification"]
-# Hub license ids, and how a config module's LICENSE text names them ("MIT (GSM8K)" -> mit).
-LICENSE_PATTERNS = {"mit": r"\bMIT\b", "apache-2.0": r"\bApache\b", "cc-by-4.0": r"\bCC[- ]BY[- ]4\.0\b"}
-# Option names whose values must never reach a public card (e.g. an API key for a backend).
-SECRET_OPTION = re.compile(r"(^|_)(key|token|secret|password)$", re.IGNORECASE)
 # Another writer committing between our read of the card and our commit: read again and retry.
 COMMIT_ATTEMPTS = 3
-
-REGION_START, REGION_END = "<!-- prm-builder:configs:start -->", "<!-- prm-builder:configs:end -->"
-REGION = re.compile(re.escape(REGION_START) + r".*?" + re.escape(REGION_END), re.DOTALL)
-SECTION = re.compile(
-    r"<!-- prm-builder:config:start (?P<name>\S+) licenses=(?P<licenses>\S*) -->.*?"
-    r"<!-- prm-builder:config:end (?P=name) -->",
-    re.DOTALL,
-)
+# The namespace a card's snippets name when an export was given no repo id.
+PLACEHOLDER_NAMESPACE = "your-namespace"
+# Marks the hidden siblings of an export folder that an atomic export writes and swaps.
+STAGING_MARK = ".prm-builder-"
 
 
 class PushError(RuntimeError):
     """The push could not go ahead or did not finish; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class _Publication:
+    """What every publish of one config needs, checked and rendered before any file is written."""
+
+    config_name: str
+    repo_id: str
+    section: str  # the config's section of the card body
+    shard_bytes: int
+
+
+def _prepare(dataset_dict, repo_id, config_name, options, drops, model_license, max_shard_size) -> _Publication:
+    check_repo_id(repo_id)
+    _check_dataset(dataset_dict, config_name)
+    shard_bytes = convert_file_size_to_int(max_shard_size)
+    drops = recorded_drops(dataset_dict) if drops is None else drops
+    resolved = resolved_options(config_name, options)
+    section = render_section(dataset_dict, config_name, repo_id, resolved, drops, model_license)
+    return _Publication(config_name, repo_id, section, shard_bytes)
 
 
 # -- public API --------------------------------------------------------------------------------------
@@ -91,21 +94,22 @@ def push_to_hub(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     commit_message: str | None = None,
 ):
-    """Upload the splits of one config to a Hub dataset repo (or write them to `export_dir`).
+    """Upload the splits of one config to a Hub dataset repo (`export_to_folder` writes the same files locally).
 
     Args:
         dataset_dict: the built splits, e.g. `load_dataset("prm_builder", config_name, **options)`.
         repo_id: `namespace/name` (or `name`, in the namespace of the token's user).
         config_name: the prm_builder config the splits come from; also the Hub config name.
-        options: the builder options used, printed on the card (defaults filled in); None says
-            on the card that they were not recorded.
+        options: the builder options used, printed on the card (defaults filled in, secrets
+            redacted, local paths shown as `<local>/NAME`); None says on the card that they were
+            not recorded.
         drops: items dropped per split; by default read from the build's Arrow folder.
         model_license: license of the model behind a `model_sampled` config; by default taken
             from the model's card when it is on this machine, else the card says "see the model card".
         private: visibility of a repo created by this push (an existing repo keeps its own).
         revision: branch to push to (created if missing); default the main branch.
         token: Hub token; by default HF_TOKEN or the token saved by `hf auth login`.
-        export_dir: write exactly what would be uploaded to this folder instead of uploading.
+        export_dir: write exactly what would be uploaded to this folder instead (`export_to_folder`).
         max_shard_size: largest Parquet file, in bytes or as "500MB".
         commit_message: default "Upload config CONFIG with prm-builder VERSION".
 
@@ -114,39 +118,35 @@ def push_to_hub(
     """
     if export_dir is not None:
         return export_to_folder(
-            dataset_dict, export_dir, repo_id, config_name,
+            dataset_dict, export_dir, config_name, repo_id=repo_id,
             options=options, drops=drops, model_license=model_license, max_shard_size=max_shard_size,
         )  # fmt: skip
     check_repo_id(repo_id)
-    _check_dataset(dataset_dict, config_name)
-    shard_bytes = convert_file_size_to_int(max_shard_size)
-    resolved = resolved_options(config_name, options)
-    api = HfApi(token=require_token(token), library_name="prm-builder", library_version=_package_version())
+    api = HfApi(token=require_token(token), library_name="prm-builder", library_version=package_version())
     with _explained_hub_errors(repo_id, "checking the token"):
         user = api.whoami()["name"]
     if "/" not in repo_id:
         repo_id = f"{user}/{repo_id}"
-    drops = recorded_drops(dataset_dict) if drops is None else drops
-    section = render_section(dataset_dict, config_name, repo_id, resolved, drops, model_license)
+    publication = _prepare(dataset_dict, repo_id, config_name, options, drops, model_license, max_shard_size)
     with _explained_hub_errors(repo_id, "creating the repo", user=user):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.auth_check(repo_id, repo_type="dataset", write=True)
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="prm_builder_push_") as staging:
-        files, info = write_config_files(dataset_dict, staging, config_name, shard_bytes)
+        files, info = write_config_files(dataset_dict, staging, config_name, publication.shard_bytes)
         additions = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(staging, f))) for f in files]
         _upload(api, repo_id, revision, additions, user)
-        message = commit_message or f"Upload config {config_name} with prm-builder {_package_version()}"
-        return _commit(api, repo_id, revision, config_name, info, section, additions, message, user)
+        message = commit_message or f"Upload config {config_name} with prm-builder {package_version()}"
+        return _commit(api, publication, revision, info, additions, message, user)
 
 
 def export_to_folder(
     dataset_dict: DatasetDict,
     export_dir: str | Path,
-    repo_id: str,
     config_name: str,
     *,
+    repo_id: str | None = None,
     options: dict | None = None,
     drops: dict[str, Counter] | None = None,
     model_license: str | None = None,
@@ -154,26 +154,29 @@ def export_to_folder(
 ) -> list[str]:
     """Write what `push_to_hub` would upload into `export_dir`, merging into a card already there.
 
-    `load_dataset(export_dir, name=config_name)` then reads the splits back. Returns the files
-    written, relative to `export_dir`.
+    `load_dataset(export_dir, name=config_name)` then reads the splits back. `repo_id` only
+    fills in the card's loading snippets (default `your-namespace/<folder name>`). The new
+    export is written beside the old one and swapped in at the end: if anything fails on the
+    way (an error, a full disk, an interrupt), `export_dir` still holds the previous export.
+    Returns the files written, relative to `export_dir`.
     """
-    check_repo_id(repo_id)
-    _check_dataset(dataset_dict, config_name)
-    shard_bytes = convert_file_size_to_int(max_shard_size)
-    drops = recorded_drops(dataset_dict) if drops is None else drops
-    section = render_section(
-        dataset_dict, config_name, repo_id, resolved_options(config_name, options), drops, model_license
-    )
-    folder = Path(export_dir)
+    folder = Path(export_dir).absolute()
+    repo_id = placeholder_repo_id(folder) if repo_id is None else repo_id
+    publication = _prepare(dataset_dict, repo_id, config_name, options, drops, model_license, max_shard_size)
     card_path = folder / CARD_FILENAME
-    existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
-    _parse_card(existing, str(card_path))  # a broken card stops the export before any file changes
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in _generated_files(folder, config_name):
-        stale.unlink()
-    files, info = write_config_files(dataset_dict, folder, config_name, shard_bytes)
-    card_path.write_text(render_card(existing, repo_id, config_name, info, section, str(card_path)), encoding="utf-8")
+    with replaced_atomically(folder, keep=lambda path: not _is_rewritten(path, config_name)) as staging:
+        existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
+        parse_card(existing, str(card_path))  # a broken card stops the export before any Parquet is written
+        files, info = write_config_files(dataset_dict, staging, config_name, publication.shard_bytes)
+        card = render_card(existing, repo_id, config_name, info, publication.section, str(card_path))
+        (staging / CARD_FILENAME).write_text(card, encoding="utf-8")
     return [*files, CARD_FILENAME]
+
+
+def placeholder_repo_id(folder: Path) -> str:
+    """The repo id a card names when none was given: `your-namespace/<folder name>`."""
+    name = re.sub(r"[^\w.-]+", "-", folder.name).strip("-.")[:96] or "prm-data"
+    return f"{PLACEHOLDER_NAMESPACE}/{name}"
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -192,7 +195,7 @@ def require_token(token: str | None = None) -> str:
     if not token:
         raise PushError(
             "not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN to a token with write "
-            "access (or write the files to a folder with --export-dir, which needs no token)"
+            "access (or write the files to a folder with export_dir=, which needs no token)"
         )
     return token
 
@@ -236,13 +239,6 @@ def is_generated(path: str, config_name: str) -> bool:
     return re.fullmatch(pattern, path) is not None
 
 
-def _generated_files(folder: Path, config_name: str) -> list[Path]:
-    config_folder = folder / config_name
-    if not config_folder.is_dir():
-        return []
-    return [p for p in config_folder.iterdir() if p.is_file() and is_generated(f"{config_name}/{p.name}", config_name)]
-
-
 # -- upload --------------------------------------------------------------------------------------------
 
 
@@ -256,8 +252,9 @@ def _upload(api: HfApi, repo_id: str, revision: str | None, additions: list, use
         done.append(addition.path_in_repo)
 
 
-def _commit(api, repo_id, revision, config_name, info, section, additions, message, user):
+def _commit(api, publication: _Publication, revision, info, additions, message, user):
     """One commit: the config's files, the merged card, and deletions of its files from an earlier push."""
+    repo_id, config_name = publication.repo_id, publication.config_name
     paths = {a.path_in_repo for a in additions}
     progress = (
         f"Every data file is uploaded but the commit did not complete, so {repo_id} is unchanged (unless the "
@@ -272,7 +269,7 @@ def _commit(api, repo_id, revision, config_name, info, section, additions, messa
             if CARD_FILENAME in repo_files:
                 card_file = api.hf_hub_download(repo_id, CARD_FILENAME, repo_type="dataset", revision=parent)
                 existing = Path(card_file).read_text(encoding="utf-8")
-        card = render_card(existing, repo_id, config_name, info, section, f"{repo_id}/{CARD_FILENAME}")
+        card = render_card(existing, repo_id, config_name, info, publication.section, f"{repo_id}/{CARD_FILENAME}")
         operations = [
             *additions,
             CommitOperationAdd(path_in_repo=CARD_FILENAME, path_or_fileobj=card.encode("utf-8")),
@@ -316,7 +313,7 @@ def _explained_hub_errors(repo_id: str, step: str, progress: str = "", user: str
     except OfflineModeIsEnabled as error:
         raise PushError(
             f"HF_HUB_OFFLINE is set, so nothing can be pushed while {step}; unset it, "
-            f"or write the files with --export-dir.{suffix}"
+            f"or write the files with export_dir=.{suffix}"
         ) from error
     except HfHubHTTPError as error:
         status = _status(error)
@@ -333,247 +330,14 @@ def _explained_hub_errors(repo_id: str, step: str, progress: str = "", user: str
             )
         else:
             message = f"the Hub refused {step} for {repo_id!r} (HTTP {status}): {error.server_message or error}"
-        raise PushError(message + suffix) from error
+        raise PushError(redact(message + suffix)) from error
     except (HTTPError, OSError) as error:
-        raise PushError(f"could not reach the Hub while {step} ({type(error).__name__}: {error}).{suffix}") from error
+        reason = redact(f"{type(error).__name__}: {error}")  # a URL in the error may carry credentials
+        raise PushError(f"could not reach the Hub while {step} ({reason}).{suffix}") from error
 
 
 def _status(error: HfHubHTTPError) -> int | None:
     return getattr(error.response, "status_code", None)
-
-
-# -- the card ------------------------------------------------------------------------------------------
-
-
-def render_card(
-    existing: str | None, repo_id: str, config_name: str, info: DatasetInfo, section: str, where: str = CARD_FILENAME
-) -> str:
-    """The README.md after adding (or replacing) one config: its YAML entries and its body section.
-
-    Everything else in an existing card is kept: other configs' sections and metadata, and any
-    text outside the configs region. Without a body, the card is the template's skeleton.
-    `where` names the existing card in errors.
-    """
-    data, body = _parse_card(existing, where)
-
-    sections = {match["name"]: match[0] for match in SECTION.finditer(_region(body))}
-    sections[config_name] = section.strip()
-    sections = dict(sorted(sections.items()))
-
-    data_files = [{"split": split, "path": f"{config_name}/{split}-*"} for split in info.splits]
-    MetadataConfigs({config_name: {"data_files": data_files}}).to_dataset_card_data(data)
-    DatasetInfosDict({config_name: info}).to_dataset_card_data(data)
-    licenses = sorted({lic for s in sections.values() for lic in SECTION.match(s)["licenses"].split(",") if lic})
-    data["license"] = licenses[0] if len(licenses) == 1 else licenses
-    data["language"] = data.get("language") or ["en"]
-    data["task_categories"] = _union(data.get("task_categories"), TASK_CATEGORIES)
-    data["tags"] = _union(data.get("tags"), TAGS)
-    data["size_categories"] = [_size_category(_total_rows(data))]
-    data["pretty_name"] = data.get("pretty_name") or repo_id.rpartition("/")[2]
-
-    region = "\n\n".join([REGION_START, *sections.values(), REGION_END])
-    if REGION.search(body):
-        body = REGION.sub(lambda _: region, body, count=1)
-    elif body.strip():
-        body = body.rstrip() + "\n\n## Configs\n\n" + region + "\n"
-    else:
-        skeleton = _template().render(card_data="", pretty_name=data["pretty_name"], repo_id=repo_id)
-        body = REGION.sub(lambda _: region, DatasetCard(skeleton).text, count=1)
-    return f"---\n{data.to_yaml()}\n---\n{body}"
-
-
-def _parse_card(text: str | None, where: str) -> tuple[DatasetCardData, str]:
-    """(YAML metadata, body) of an existing card; empty for none."""
-    if not text:
-        return DatasetCardData(), ""
-    try:
-        card = DatasetCard(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise ValueError(
-            f"{where}: the existing card's YAML metadata does not parse ({error}); fix or remove it"
-        ) from None
-    return card.data, card.text
-
-
-def _region(body: str) -> str:
-    match = REGION.search(body)
-    return match[0] if match else ""
-
-
-def _union(existing, ours: list[str]) -> list[str]:
-    existing = [existing] if isinstance(existing, str) else list(existing or [])
-    return existing + [item for item in ours if item not in existing]
-
-
-def _total_rows(data: DatasetCardData) -> int:
-    infos = data.get("dataset_info") or []
-    infos = [infos] if isinstance(infos, dict) else infos
-    return sum(split.get("num_examples", 0) for info in infos for split in info.get("splits", []))
-
-
-def _size_category(rows: int) -> str:
-    bounds = [
-        (1_000, "n<1K"),
-        (10_000, "1K<n<10K"),
-        (100_000, "10K<n<100K"),
-        (1_000_000, "100K<n<1M"),
-        (10_000_000, "1M<n<10M"),
-    ]
-    for bound, name in bounds:
-        if rows < bound:
-            return name
-    return "10M<n<100M"
-
-
-def render_section(
-    dataset_dict: DatasetDict,
-    config_name: str,
-    repo_id: str,
-    resolved: dict | None,
-    drops: dict[str, Counter],
-    model_license: str | None,
-) -> str:
-    """One config's section of the card body: what it is, how it was built, and its numbers.
-
-    `resolved` are the options from `resolved_options` (None: not recorded).
-    """
-    module = SOURCES[config_name]
-    model = _model_info(resolved.get("model"), model_license) if resolved else None
-    summary = summarize(dataset_dict, drops)
-    split_names = list(summary)
-    license_ids = _license_ids(module.LICENSE)
-    if model:
-        # Generated text comes under the model's terms too; unknown terms are "other" on the Hub.
-        license_ids += _license_ids(model["license"]) if model["license"] else ["other"]
-    context = {
-        "name": config_name,
-        "description": module.DESCRIPTION,
-        "homepage": module.HOMEPAGE,
-        "license": module.LICENSE,
-        "license_ids": sorted(set(license_ids)),
-        "citation": module.CITATION.strip(),
-        "model": model,
-        "version": _package_version(),
-        "datasets_version": datasets.__version__,
-        "date": _build_date(),
-        "options": [(name, _shown(name, value)) for name, value in resolved.items()]
-        if resolved is not None
-        else [("(not recorded)", "pass options= to push_to_hub")],
-        "call_options": [
-            (name, "'<redacted>'" if SECRET_OPTION.search(name) else repr(value))
-            for name, value in (resolved or {}).items()
-        ],
-        "split_names": split_names,
-        "splits": [_split_row(split, s) for split, s in summary.items()],
-        "sources": _per_split(summary, lambda s: s["rows_per_source"]),
-        "breakdowns": [
-            (column, _per_split(summary, lambda s, c=column: s.get("rows_per_value", {}).get(c, {})))
-            for column in sorted({c for s in summary.values() for c in s.get("rows_per_value", {})})
-        ],
-        "plot": f"{config_name}/{PLOT_FILENAME}",
-        "repo_id": repo_id,
-        "test_split_flag": " ".join(_train_flags(split_names)),
-    }
-    # The macro alone: the skeleton around it is rendered (and discarded) with blank values.
-    skeleton_values = {"card_data": "", "pretty_name": "", "repo_id": repo_id}
-    return str(_template().make_module(skeleton_values).config_section(context))
-
-
-def resolved_options(config_name: str, options: dict | None) -> dict | None:
-    """The options as the builder saw them: validated, normalized, defaults filled in."""
-    if options is None:
-        return None
-    # data_dir/data_files are shown as given: datasets resolves them only inside load_dataset.
-    local = {name: options[name] for name in ("data_dir", "data_files") if options.get(name) is not None}
-    rest = {name: value for name, value in options.items() if name not in ("data_dir", "data_files")}
-    config = SOURCES[config_name].CONFIG_CLASS(name=config_name, **rest)
-    return {**local, **config.options()}
-
-
-def _shown(name: str, value) -> str:
-    if SECRET_OPTION.search(name):
-        return "<redacted>"
-    text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    # One table cell: no raw newlines or pipes, and no backticks that would end the code span.
-    return text.replace("\n", "\\n").replace("|", "\\|").replace("`", "'")
-
-
-def _split_row(split: str, s: dict) -> dict:
-    return {
-        "name": split,
-        "rows": f"{s['rows']:,}",
-        "steps": f"{s['steps']:,}",
-        "positive_steps": f"{s['positive_steps']:,}",
-        "negative_steps": f"{s['negative_steps']:,}",
-        "positive_fraction": f"{s['positive_fraction']:.1%}",
-        "rows_with_error": f"{s['rows_with_error']:,}",
-        "dropped": ", ".join(f"{n:,} {reason}" for reason, n in s["dropped"].items()) or "nothing",
-        "steps_per_solution": _distribution_text(s["steps_per_solution"]),
-        "first_error_position": _distribution_text(s["first_error_position"]),
-    }
-
-
-def _distribution_text(d: dict) -> str:
-    return f"{d['mean']} / {d['median']:g} / {d['max']}" if d["count"] else "no errors"
-
-
-def _per_split(summary: dict, counts_of) -> list[tuple[str, list[str]]]:
-    """[(value, [count in each split])] for a per-split mapping of value -> count."""
-    values = sorted({value for s in summary.values() for value in counts_of(s)})
-    return [(value, [f"{counts_of(s).get(value, 0):,}" for s in summary.values()]) for value in values]
-
-
-def _train_flags(split_names: list[str]) -> list[str]:
-    flags = []
-    if "train" not in split_names:
-        flags.append(f"--dataset_train_split {split_names[0]}")
-    if "test" not in split_names:
-        flags.append("--dataset_test_split none")
-    return flags
-
-
-def _model_info(model: str | None, license: str | None) -> dict | None:
-    if not model:
-        return None
-    return {
-        "name": model,
-        "url": None if Path(model).is_dir() else f"https://huggingface.co/{model}",
-        "license": license or _model_card_license(model),
-    }
-
-
-def _model_card_license(model: str) -> str | None:
-    """The license on the model's card when the card is on this machine (a local folder or the HF cache)."""
-    card_path = Path(model) / "README.md"
-    if not card_path.is_file():
-        try:
-            cached = try_to_load_from_cache(model, "README.md")
-        except (HFValidationError, ValueError):
-            return None
-        if not isinstance(cached, str):
-            return None
-        card_path = Path(cached)
-    data = ModelCard.load(card_path, ignore_metadata_errors=True).data
-    license = data.get("license")
-    if license == "other":
-        return data.get("license_name") or license
-    return license if isinstance(license, str) else None
-
-
-def _license_ids(text: str) -> list[str]:
-    """Hub license ids named in a license text: "MIT (GSM8K)" -> [mit]; an id ("llama3.1") passes through."""
-    found = [license_id for license_id, pattern in LICENSE_PATTERNS.items() if re.search(pattern, text, re.IGNORECASE)]
-    if found:
-        return found
-    text = text.strip().lower()
-    return [text if re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", text) else "other"]
-
-
-def _template() -> jinja2.Template:
-    if not CARD_TEMPLATE.is_file():
-        raise FileNotFoundError(f"dataset card template not found at {CARD_TEMPLATE}; reinstall prm-builder")
-    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return environment.from_string(CARD_TEMPLATE.read_text(encoding="utf-8"))
 
 
 def _check_dataset(dataset_dict, config_name: str) -> None:
@@ -590,11 +354,76 @@ def _check_dataset(dataset_dict, config_name: str) -> None:
             )
 
 
-def _build_date() -> str:
-    return datetime.date.today().isoformat()
+# -- atomic folder replacement ---------------------------------------------------------------------
 
 
-def _package_version() -> str:
-    from . import __version__
+@contextlib.contextmanager
+def replaced_atomically(folder: Path, keep):
+    """Yield a new folder to fill, holding the files of `folder` for which `keep(relative path)` is true.
 
-    return __version__
+    On success the new folder takes the place of `folder`; on any failure it is removed and
+    `folder` is untouched. Kept files are hard links (no copy of large Parquet files), so they
+    must never be written in place: files to rewrite are left out by `keep` and written anew.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # One export into a folder at a time: another one's unfinished folder would look abandoned.
+    # The lock lives in the temporary folder, so nothing but the export appears beside it.
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    with FileLock(os.path.join(tempfile.gettempdir(), f"prm-builder-export-{key}.lock")):
+        _recover_interrupted_swap(folder)
+        staging = folder.with_name(f".{folder.name}{STAGING_MARK}new-{uuid.uuid4().hex[:12]}")
+        with _swapped_in_on_success(staging, folder) as ready:
+            if folder.is_dir():
+                shutil.copytree(
+                    folder, staging, symlinks=True, copy_function=_link_or_copy,
+                    ignore=lambda directory, names: _left_out(folder, directory, names, keep),
+                )  # fmt: skip
+            elif folder.exists():
+                raise NotADirectoryError(f"export_dir {str(folder)!r} is a file, not a folder")
+            else:
+                staging.mkdir()
+            yield ready
+
+
+@contextlib.contextmanager
+def _swapped_in_on_success(staging: Path, folder: Path):
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    # Two renames: a crash between them leaves the old export in a hidden sibling, and the next
+    # export to this folder puts it back first (_recover_interrupted_swap).
+    old = folder.with_name(f".{folder.name}{STAGING_MARK}old-{uuid.uuid4().hex[:12]}")
+    os.rename(folder, old)
+    os.rename(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_interrupted_swap(folder: Path) -> None:
+    """Put back an old export left by a crash mid-swap; remove new ones a crash left unfinished."""
+    siblings = sorted(folder.parent.glob(f".{glob.escape(folder.name)}{STAGING_MARK}*"))
+    for sibling in siblings:
+        if "old-" in sibling.name[len(folder.name) + len(STAGING_MARK) + 1 :] and not folder.exists():
+            os.rename(sibling, folder)
+        else:
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _left_out(root: Path, directory: str, names: list[str], keep) -> set[str]:
+    relative = Path(directory).relative_to(root)
+    return {name for name in names if not Path(directory, name).is_dir() and not keep((relative / name).as_posix())}
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)
+
+
+def _is_rewritten(path: str, config_name: str) -> bool:
+    return path == CARD_FILENAME or is_generated(path, config_name)

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import datasets
 from datasets.fingerprint import Hasher
 
+from . import decontamination
+
 # BuilderConfig's own fields that are not options of ours.
 _BASE_FIELDS = {"name", "version", "description", "data_dir", "data_files"}
 
@@ -25,6 +27,16 @@ class PRMBuilderConfig(datasets.BuilderConfig):
     # Options that change how rows are made, never which rows (e.g. a server URL): left out of the cache key.
     OPTIONS_NOT_IN_CACHE_KEY: ClassVar[frozenset] = frozenset()
 
+    # Every config: benchmark problems kept out of the rows (see prm_builder/decontamination.py).
+    exclude_problems: str | list[str] | dict | None = dataclasses.field(
+        default=decontamination.DEFAULT,
+        metadata={
+            "help": "'default' (MATH500 and GSM8K test problems out of the train split), 'none', 'math500', "
+            "'gsm8k_test', 'processbench', a .jsonl/.json file with a 'problem' field, a list of those, "
+            "or {split: any of those}"
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         self.validate()
@@ -35,10 +47,12 @@ class PRMBuilderConfig(datasets.BuilderConfig):
             raise ValueError(
                 f"config {self.name!r} takes no data_dir/data_files; valid options: {', '.join(self.option_names())}"
             )
+        self.exclude_problems = decontamination.normalize_option(self.exclude_problems)
 
     @classmethod
     def option_names(cls) -> list[str]:
-        names = [f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS | {"exclude_problems"}]
+        names.append("exclude_problems")  # the one option every config has: after the config's own
         return (["data_dir", "data_files"] if cls.ACCEPTS_DATA_FILES else []) + names
 
     def options(self) -> dict[str, Any]:
@@ -63,7 +77,7 @@ class PRMBuilderConfig(datasets.BuilderConfig):
             key["data_dir"] = os.path.normpath(self.data_dir)
         if self.data_files is not None:
             key["data_files"] = {split: sorted(map(str, files)) for split, files in self.data_files.items()}
-        inputs = list(self.local_inputs())
+        inputs = list(self.local_inputs()) + decontamination.local_paths(self.exclude_problems)
         if self.data_files is not None:
             inputs += [str(f) for files in self.data_files.values() for f in files]
         if self.data_dir is not None:

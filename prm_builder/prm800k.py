@@ -39,7 +39,8 @@ on_bad_lines="skip" ("malformed:<what>"), lines of a phase not in `phases` ("oth
 `bad_problem` lines ("bad_problem"), quality-control and screening lines unless
 include_screening ("quality_control_question", "screening_question"; screening covers
 `is_initial_screening_question` and generation -1), problems in `exclude_problems`
-("excluded_problem"). Lines whose walk gives no step count "empty_trajectory" (their
+("contaminated:<set>", matched as prm_builder/decontamination.py says; checked here, on the
+line, so that a split it empties is left out as below). Lines whose walk gives no step count "empty_trajectory" (their
 alternatives, if any, are still rows). `give_up` lines keep what was labelled. A split in
 which no line gives a row is left out with a warning (datasets cannot load an empty split).
 
@@ -58,10 +59,10 @@ import datasets
 from datasets import List, Value
 from datasets.utils import logging
 
-from . import prm800k_download
+from . import decontamination, prm800k_download
+from .decontamination import Excluder
 from .drops import describe
 from .features import first_error, with_extra_columns
-from .jsonl import read_objects
 from .options import PRMBuilderConfig, as_list, check_choice
 
 logger = logging.get_logger(__name__)
@@ -76,6 +77,8 @@ ANSWER_HEADING = "# Answer"
 SHARD_BYTES = 32 << 20
 # Where a data_dir may hold the label files: flat, or the repository's own layout.
 LOCAL_LAYOUTS = (".", "data", "prm800k/data")
+# exclude_problems is applied to each line here, not by the builder on the rows.
+FILTERS_EXCLUDED_PROBLEMS = True
 
 DESCRIPTION = (
     "PRM800K: human step-level ratings of MATH solutions (phases 1 and 2), one row per labelled "
@@ -113,9 +116,9 @@ class PRM800KConfig(PRMBuilderConfig):
         neutral_as: the label of a neutral (0) rating: "positive" (the paper's) or "negative".
         alternatives: also yield one row per other rated completion at each step reached.
         include_screening: keep quality-control and initial screening lines (dropped by default).
-        exclude_problems: None; "math500" (PRM800K's 500 held-out MATH test problems, read from
-            math_splits/test.jsonl beside data_dir's files or downloaded and verified); a path to
-            a .jsonl file with a "problem" field; or a list of problem texts.
+        exclude_problems: benchmark problems left out (every config's option; see
+            prm_builder/decontamination.py): by default MATH500 and GSM8K test problems from the
+            train split; "math500" leaves PRM800K's 500 held-out problems out of every split.
         on_bad_lines: "error" (stop, naming file and line) or "skip" (skip and count).
     """
 
@@ -132,9 +135,6 @@ class PRM800KConfig(PRMBuilderConfig):
     )
     include_screening: bool = dataclasses.field(
         default=False, metadata={"help": "keep quality-control and screening lines"}
-    )
-    exclude_problems: str | list[str] | None = dataclasses.field(
-        default=None, metadata={"help": "'math500', a .jsonl file with a 'problem' field, or a list of problem texts"}
     )
     on_bad_lines: str = dataclasses.field(
         default="error", metadata={"help": "'error' (stop, naming file and line) or 'skip' (skip and count)"}
@@ -156,12 +156,6 @@ class PRM800KConfig(PRMBuilderConfig):
         for option in ("alternatives", "include_screening"):
             if not isinstance(getattr(self, option), bool):
                 raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
-        self.exclude_problems = _exclude_problems(self.exclude_problems)
-
-    def local_inputs(self) -> list[str]:
-        if isinstance(self.exclude_problems, str) and self.exclude_problems != "math500":
-            return [self.exclude_problems]
-        return []
 
 
 CONFIG_CLASS = PRM800KConfig
@@ -178,33 +172,16 @@ def _phases(value) -> list[int]:
     return phases
 
 
-def _exclude_problems(value):
-    if value is None or value == "math500":
-        return value
-    if isinstance(value, (str, Path)):
-        if not os.path.isfile(value):
-            raise ValueError(
-                "exclude_problems must be None, 'math500', a path to a .jsonl file with a 'problem' field "
-                f"or a list of problem texts, got {str(value)!r}: no such file"
-            )
-        return str(value)
-    if isinstance(value, (list, tuple, set, frozenset)) and value and all(isinstance(p, str) for p in value):
-        return sorted(set(value))  # order-free, so the same set shares a cache
-    raise ValueError(
-        "exclude_problems must be None, 'math500', a path to a .jsonl file with a 'problem' field "
-        f"or a non-empty list of problem texts, got {value!r}"
-    )
-
-
 # -- sources ---------------------------------------------------------------------------------------
 
 
 def split_generators(config: PRM800KConfig, dl_manager) -> list[datasets.SplitGenerator]:
-    files, label_folder = _label_files(config, dl_manager)
-    excluded = _excluded_problems(config, dl_manager, label_folder)
+    files = _label_files(config, dl_manager)
+    excluders = decontamination.excluders(config.exclude_problems, files, dl_manager)
     generators, empty = [], {}
     for split, paths in files.items():
         shards = byte_range_shards(paths, SHARD_BYTES)
+        excluded = excluders[split]
         dropped = _drops_if_empty(config, shards, excluded)
         if dropped is not None:
             empty[split] = dropped
@@ -228,7 +205,7 @@ def _describe_lines(dropped: Counter) -> str:
     return describe(dropped, "lines") or "no lines"
 
 
-def _drops_if_empty(config: PRM800KConfig, shards: list, excluded: frozenset | None) -> Counter | None:
+def _drops_if_empty(config: PRM800KConfig, shards: list, excluded: Excluder | None) -> Counter | None:
     """None as soon as a line gives a row (the first one, usually); else the drops of every line."""
     dropped = Counter()
     for rows in _rows_per_line(config, shards, excluded, dropped):
@@ -237,8 +214,8 @@ def _drops_if_empty(config: PRM800KConfig, shards: list, excluded: frozenset | N
     return dropped
 
 
-def _label_files(config: PRM800KConfig, dl_manager) -> tuple[dict[str, list[str]], str | None]:
-    """split -> local files, and the folder of the upstream files when read from one."""
+def _label_files(config: PRM800KConfig, dl_manager) -> dict[str, list[str]]:
+    """split -> local files."""
     if config.data_files is not None:
         files = dl_manager.download({split: list(map(str, paths)) for split, paths in config.data_files.items()})
         for paths in files.values():
@@ -250,10 +227,10 @@ def _label_files(config: PRM800KConfig, dl_manager) -> tuple[dict[str, list[str]
                 prm800k_download.check_not_lfs_pointer(
                     path, "fetch the real file (e.g. `git lfs pull` in a clone of openai/prm800k)"
                 )
-        return files, None
+        return files
     upstream = {(phase, split): prm800k_download.label_file(phase, split) for phase in config.phases for split in SPLITS}
     if config.data_dir is None:
-        return _by_split(prm800k_download.download_verified(dl_manager, upstream)), None
+        return _by_split(prm800k_download.download_verified(dl_manager, upstream))
     names = {key: Path(relative).name for key, relative in upstream.items()}
     folder = _find_label_folder(Path(config.data_dir), names.values())
     local = {key: str(folder / name) for key, name in names.items()}
@@ -261,7 +238,7 @@ def _label_files(config: PRM800KConfig, dl_manager) -> tuple[dict[str, list[str]
         prm800k_download.check_not_lfs_pointer(
             path, "this folder comes from a clone without git-lfs: run `git lfs install && git lfs pull` in the clone"
         )
-    return _by_split(local), str(folder)
+    return _by_split(local)
 
 
 def _by_split(files: dict[tuple[int, str], str]) -> dict[str, list[str]]:
@@ -280,45 +257,6 @@ def _find_label_folder(data_dir: Path, names) -> Path:
         f"(the repository's layout); found {found or 'no .jsonl files'}. Pass phases= to read fewer "
         f"phases, or data_files={{'train': [...], 'test': [...]}} for files with other names"
     )
-
-
-def _excluded_problems(config: PRM800KConfig, dl_manager, label_folder: str | None) -> frozenset | None:
-    value = config.exclude_problems
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return frozenset(problem.strip() for problem in value)
-    if value != "math500":
-        return read_problem_texts(value)
-    local = _local_math500(label_folder)
-    if local is not None:
-        logger.info(f"exclude_problems='math500': reading {local}")
-        return read_problem_texts(local)
-    downloaded = prm800k_download.download_verified(dl_manager, {"math500": prm800k_download.MATH500_FILE})
-    return read_problem_texts(downloaded["math500"])
-
-
-def _local_math500(label_folder: str | None) -> str | None:
-    """math_splits/test.jsonl beside the label files (flat) or one level up (repository layout)."""
-    if label_folder is None:
-        return None
-    for candidate in (Path(label_folder) / "math_splits", Path(label_folder).parent / "math_splits"):
-        if (candidate / "test.jsonl").is_file():
-            return str(candidate / "test.jsonl")
-    return None
-
-
-def read_problem_texts(path: str) -> frozenset:
-    """The `problem` of every line of a MATH-style .jsonl file (e.g. PRM800K's math_splits/test.jsonl)."""
-    problems = set()
-    for number, row in read_objects(path):
-        if "problem" not in row:
-            raise ValueError(
-                f"exclude_problems file {path}, line {number}: expected a JSON object with a 'problem' "
-                f"field, got keys {sorted(row)}"
-            )
-        problems.add(str(row["problem"]).strip())
-    return frozenset(problems)
 
 
 def byte_range_shards(paths: list[str], shard_bytes: int) -> list[tuple[str, int, int]]:
@@ -350,7 +288,7 @@ class BadLine(ValueError):
 
 
 def generate_rows(
-    config: PRM800KConfig, drops: Counter, split: str, shards: list, excluded: frozenset | None
+    config: PRM800KConfig, drops: Counter, split: str, shards: list, excluded: Excluder | None
 ) -> Iterator[dict]:
     rows_per_kind = Counter()
     for rows in _rows_per_line(config, shards, excluded, drops):
@@ -364,7 +302,7 @@ def generate_rows(
         )
 
 
-def _rows_per_line(config: PRM800KConfig, shards: list, excluded: frozenset | None, drops: Counter) -> Iterator[list]:
+def _rows_per_line(config: PRM800KConfig, shards: list, excluded: Excluder | None, drops: Counter) -> Iterator[list]:
     """The rows of each line in order: all of them, or none when the line turns out malformed.
 
     A malformed line stops the build naming file and line, or with on_bad_lines="skip" is counted.
@@ -421,7 +359,7 @@ def _bad_line_error(path: str, offset: int, line: bytes, error: BadLine) -> Valu
     )
 
 
-def line_rows(config: PRM800KConfig, record: dict, excluded: frozenset | None, drops: Counter) -> Iterator[dict]:
+def line_rows(config: PRM800KConfig, record: dict, excluded: Excluder | None, drops: Counter) -> Iterator[dict]:
     """The rows of one PRM800K line (see the module docstring); drops are counted in `drops`."""
     question = record.get("question")
     label = record.get("label")
@@ -452,8 +390,9 @@ def line_rows(config: PRM800KConfig, record: dict, excluded: frozenset | None, d
         if record.get("is_initial_screening_question") or generation == -1:
             drops["screening_question"] += 1
             return
-    if excluded is not None and question["problem"].strip() in excluded:
-        drops["excluded_problem"] += 1
+    contaminated = excluded.match(question["problem"]) if excluded is not None else None
+    if contaminated is not None:
+        drops[f"contaminated:{contaminated}"] += 1
         return
 
     steps = label.get("steps") or []

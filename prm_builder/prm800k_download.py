@@ -18,7 +18,9 @@ marker beside it, so rebuilding with other options does not hash 456 MB again.
 
 import contextlib
 import hashlib
+import inspect
 import json
+import logging as std_logging
 import os
 from pathlib import Path
 
@@ -31,6 +33,12 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import WeakFileLock, httpx
 
 logger = logging.get_logger(__name__)
+
+# http_get retries a failed connection 5 times, 1 s apart, each with a "Trying to resume
+# download..." warning, even when no byte ever arrived (no network): we ask for no retry before
+# the first byte (it resets to 5 retries once data flows, so broken transfers still resume).
+# The parameter is private: without it we keep huggingface_hub's default.
+_NO_RETRY_BEFORE_DATA = {"_nb_retries": 0} if "_nb_retries" in inspect.signature(http_get).parameters else {}
 
 # The LFS media address of the repository root; the environment variable points it elsewhere
 # (a mirror, or a local server in tests).
@@ -103,7 +111,7 @@ def _download_one(relative: str, path: Path, force: bool) -> str:
             size = 0
         if size < expected_size:
             if datasets.config.HF_HUB_OFFLINE:
-                raise _unreachable(url, "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)")
+                raise _unreachable(url, "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)", offline=True)
             # "ab" leaves the position at the end, which http_get needs (see _fetch).
             with open(partial, "ab") as file:
                 _fetch(url, file)
@@ -119,38 +127,64 @@ def _download_one(relative: str, path: Path, force: bool) -> str:
     return str(path)
 
 
+class _OurMessageSaysIt(std_logging.Filter):
+    """Drops http_get's "Error while downloading ... Max retries exceeded." warning: the error we raise says it."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return "Max retries exceeded" not in record.getMessage()
+
+
 def _fetch(url: str, file) -> None:
     """Append to `file` the bytes of `url` after the file.tell() it already holds."""
+    hub_logger = std_logging.getLogger("huggingface_hub.file_download")
+    quiet = _OurMessageSaysIt()
+    hub_logger.addFilter(quiet)
+    try:
+        _fetch_verbose(url, file)
+    finally:
+        hub_logger.removeFilter(quiet)
+
+
+def _fetch_verbose(url: str, file) -> None:
     resume = file.tell()
     try:
         try:
             # http_get asks for `Range: bytes=<resume>-` and resumes broken connections itself. A
             # server that ignores Range answers 200 with the whole file: http_get then truncates
             # back to `file.tell() - resume` and writes from there, so nothing is appended twice.
-            http_get(url, file, resume_size=resume, displayed_filename=Path(url).name)
+            http_get(url, file, resume_size=resume, displayed_filename=Path(url).name, **_NO_RETRY_BEFORE_DATA)
         except HfHubHTTPError as error:
             if not resume or error.response is None or error.response.status_code != 416:
                 raise
             # 416: the server's file is shorter than our partial one, which is then no prefix of it.
             file.seek(0)
             file.truncate()
-            http_get(url, file, displayed_filename=Path(url).name)
+            http_get(url, file, displayed_filename=Path(url).name, **_NO_RETRY_BEFORE_DATA)
     except (OSError, httpx.HTTPError) as error:  # OfflineModeIsEnabled is a ConnectionError, so an OSError
         raise _unreachable(url, error) from error
 
 
-def _unreachable(url: str, reason) -> ConnectionError:
-    return ConnectionError(
-        f"could not download PRM800K's file {url} ({reason}); pass data_dir= with a local copy instead "
-        f"(git clone https://github.com/openai/prm800k with git-lfs installed, then data_dir='prm800k/prm800k/data')"
-    )
+def _unreachable(url: str, reason, offline: bool = False) -> ConnectionError:
+    if url.endswith(MATH500_FILE):
+        way_out = (
+            "without network, use a local copy of prm800k/math_splits/test.jsonl: problems= with its path for "
+            "model_sampled, exclude_problems= with its path (or a data_dir= with math_splits/ beside data/) for prm800k"
+        )
+    else:
+        way_out = (
+            "without network, pass data_dir= with a local copy (git clone https://github.com/openai/prm800k with "
+            "git-lfs installed, then data_dir='prm800k/prm800k/data')"
+        )
+    if not offline:
+        way_out += ", or set HF_HUB_OFFLINE=1 to use the copy a previous build downloaded"
+    return ConnectionError(f"could not download PRM800K's file {url} ({reason}); {way_out}")
 
 
 def verify(path: str, relative: str, url: str, fix: str | None = None) -> None:
     """Check a downloaded file against the size and sha256 of `relative` in UPSTREAM_FILES."""
     expected_size, expected_sha = UPSTREAM_FILES[relative]
     fix = fix or (
-        f"delete {path} (or pass download_mode='force_redownload' / --force-rebuild) to download it "
+        f"delete {path} (or pass download_mode='force_redownload') to download it "
         f"again, or pass data_dir= with a verified local copy"
     )
     check_not_lfs_pointer(path, f"{url} served a Git LFS pointer instead of the file; set {URL_VARIABLE} "

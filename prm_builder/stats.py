@@ -16,7 +16,7 @@ from .features import CORE_FEATURES
 MAX_BREAKDOWN_VALUES = 20
 
 
-def summarize(dataset: DatasetDict, drops: dict[str, Counter] | None = None) -> dict:
+def summarize_splits(dataset: DatasetDict, drops: dict[str, Counter] | None = None) -> dict:
     """A JSON-ready summary of every split."""
     drops = drops or {}
     return {split: _summarize_split(data, drops.get(split, Counter())) for split, data in dataset.items()}

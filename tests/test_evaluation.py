@@ -1,13 +1,17 @@
 """Metrics of prm_trainer.evaluation against hand-computed values, and evaluate_reward_model with a model whose scores
 are known exactly."""
 
+import json
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from prm_trainer import evaluate_reward_model
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from prm_trainer import evaluate, evaluate_reward_model
+from prm_trainer.best_of_n import best_of_n_curve, group_sizes, read_candidates
 from prm_trainer.evaluation import (
     aggregate_steps,
     answer_is_correct,
@@ -18,6 +22,7 @@ from prm_trainer.evaluation import (
     score_steps,
     step_accuracy,
 )
+from prm_trainer.processbench import calibrate_threshold, load_processbench, read_subset_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import EvalPrediction, PreTrainedTokenizerFast
 
@@ -133,8 +138,9 @@ def test_aggregate_steps():
     assert aggregate_steps([0.9, 0.5, 0.8], "last") == 0.8
     assert math.exp(aggregate_steps([0.9, 0.5, 0.8], "prod")) == pytest.approx(0.36)
     assert aggregate_steps([0.9, 0.0], "prod") == -math.inf
+    assert aggregate_steps([0.9, 0.5, 0.8], "mean") == pytest.approx(2.2 / 3)
     with pytest.raises(ValueError, match="aggregation must be one of"):
-        aggregate_steps([0.9], "mean")
+        aggregate_steps([0.9], "median")
 
 
 def _two_problems():
@@ -352,7 +358,7 @@ def test_evaluate_reward_model_best_of_n_falls_back_to_labels_without_reference(
     "kwargs, message",
     [
         ({"metric": "f1"}, "metric must be one of"),
-        ({"aggregation": "mean"}, "aggregation must be one of"),
+        ({"aggregation": "median"}, "aggregation must be one of"),
         ({"threshold": 1.5}, "threshold must be between 0 and 1"),
         ({"batch_size": 0}, "batch_size must be a positive integer"),
     ],
@@ -360,3 +366,264 @@ def test_evaluate_reward_model_best_of_n_falls_back_to_labels_without_reference(
 def test_evaluate_reward_model_validates(word_tokenizer, kwargs, message):
     with pytest.raises(ValueError, match=message):
         evaluate_reward_model(WordScorer(), word_tokenizer, ROWS, **kwargs)
+
+
+# ---------------------------------------------------------------- ProcessBench on hand-written cases
+
+from prm_trainer import evaluate  # noqa: E402
+
+def case(case_id, steps, label):
+    return {"id": case_id, "generator": "hand", "problem": "q", "steps": [f"step {w}" for w in steps],
+            "final_answer_correct": label == -1, "label": label}
+
+
+# gsm8k: erroneous 3 of 6 found, correct 1 of 2 left alone -> 1/2, 1/2, F1 1/2
+GSM8K_CASES = [
+    case("g0", ["ok", "ok", "ok"], -1),  # correct, nothing flagged: hit
+    case("g1", ["ok", "bad", "ok"], -1),  # correct, step 1 flagged: miss
+    case("g2", ["bad", "ok", "ok"], 0),  # error at the first step, found: hit
+    case("g3", ["ok", "bad", "ok"], 1),  # error in the middle, found: hit
+    case("g4", ["ok", "ok", "ok"], 2),  # error at the last step, nothing flagged: miss
+    case("g5", ["ok", "ok", "bad"], 2),  # error at the last step, found: hit
+    case("g6", ["ok", "ok", "bad", "ok"], 1),  # flagged too late: miss
+    case("g7", ["bad", "ok"], 1),  # flagged too early: miss
+]
+# math: erroneous 3 of 4, correct 1 of 4 -> F1 = 2 * 3/4 * 1/4 / 1 = 3/8
+MATH_CASES = [
+    case("m0", ["ok"], -1),
+    case("m1", ["ok", "bad"], -1),
+    case("m2", ["bad", "ok"], -1),
+    case("m3", ["ok", "ok", "bad"], -1),
+    case("m4", ["bad"], 0),
+    case("m5", ["ok", "bad", "bad"], 1),
+    case("m6", ["ok", "ok", "bad"], 2),
+    case("m7", ["ok", "ok", "ok", "ok"], 1),
+]
+
+
+@pytest.fixture
+def processbench_dir(tmp_path):
+    import json
+
+    folder = tmp_path / "processbench"
+    folder.mkdir()
+    (folder / "gsm8k.json").write_text(json.dumps(GSM8K_CASES))  # a JSON array, as on the Hub
+    (folder / "math.jsonl").write_text("\n".join(json.dumps(c) for c in MATH_CASES) + "\n")  # JSON Lines
+    return folder
+
+
+def test_processbench_f1_matches_hand_computed_values(word_tokenizer, processbench_dir):
+    results = evaluate(WordScorer(), word_tokenizer, "processbench", subsets=["gsm8k", "math"], data=processbench_dir,
+                       progress=False)
+    assert results["subsets"] == {
+        "gsm8k": {"accuracy_erroneous": 0.5, "accuracy_correct": 0.5, "f1": 0.5, "num_erroneous": 6,
+                  "num_correct": 2, "unscored": 0},
+        "math": {"accuracy_erroneous": 0.75, "accuracy_correct": 0.25, "f1": 0.375, "num_erroneous": 4,
+                 "num_correct": 4, "unscored": 0},
+    }
+    assert results["average"] == {"accuracy_erroneous": 0.625, "accuracy_correct": 0.375, "f1": 0.4375}
+    assert results["threshold"] == 0.5 and results["calibration"] is None
+
+
+def test_processbench_threshold_moves_the_predictions(word_tokenizer, processbench_dir):
+    # At 0.1 no step is flagged: every correct case is a hit, no erroneous one; F1 0.
+    results = evaluate(WordScorer(), word_tokenizer, "processbench", subsets=["gsm8k"], data=processbench_dir,
+                       threshold=0.1, progress=False)
+    assert results["subsets"]["gsm8k"]["accuracy_correct"] == 1.0
+    assert results["subsets"]["gsm8k"]["accuracy_erroneous"] == 0.0
+    assert results["average"]["f1"] == 0.0
+
+
+def test_processbench_calibration_on_another_subset(word_tokenizer, processbench_dir):
+    results = evaluate(WordScorer(), word_tokenizer, "processbench", subsets=["math"], data=processbench_dir,
+                       calibrate="gsm8k", progress=False)
+    # Only thresholds between the two scores (0.2 and 0.9) flag the "bad" steps alone; the midpoint is chosen.
+    assert results["calibration"]["subset"] == "gsm8k"
+    assert results["calibration"]["threshold"] == pytest.approx((P_OK + P_BAD) / 2)
+    assert results["calibration"]["f1"] == 0.5
+    assert list(results["subsets"]) == ["math"] and results["average"]["f1"] == 0.375
+
+
+score_lists = st.lists(st.lists(st.floats(0, 1), min_size=1, max_size=5), min_size=2, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(score_lists, st.data())
+def test_calibrated_threshold_is_the_best_f1(scores, data):
+    cases = [{"label": data.draw(st.integers(-1, len(row) - 1))} for row in scores]
+    assume(any(c["label"] == -1 for c in cases) and any(c["label"] != -1 for c in cases))
+    labels = [[c["label"] == -1 or i < c["label"] for i in range(len(row))] for row, c in zip(scores, cases)]
+    threshold, best = calibrate_threshold(scores, cases)
+    assert first_error_f1(scores, labels, threshold)["first_error_f1"] == pytest.approx(best)
+    for other in [0.0, 1.0] + [s for row in scores for s in row]:
+        assert first_error_f1(scores, labels, other)["first_error_f1"] <= best + 1e-12
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('[{"id": "a", "problem": "q", "steps": ["s"]}]', r"case 0: missing field 'label'"),
+        ('[{"id": "a", "problem": "q", "steps": ["s"], "label": 1}]', r"'label' must be -1 or a step index below 1"),
+        ('[{"id": "a", "problem": "q", "steps": [], "label": -1}]', r"'steps' must be a non-empty list"),
+        ('{"id": "a", "problem": "q", "steps": ["s"], "label": -1}\n{oops', r"line 2: expected a JSON object"),
+        ('[{"id": "a", "problem": "q", "steps": ["s"], "label": true}]', r"'label' must be int, got bool"),
+    ],
+)
+def test_processbench_files_are_checked(tmp_path, content, message):
+    path = tmp_path / "gsm8k.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_subset_file(path)
+
+
+def test_processbench_folder_without_the_subset_says_what_it_found(processbench_dir):
+    with pytest.raises(FileNotFoundError, match=r"expected omnimath.json or omnimath.jsonl, found \['gsm8k.json'"):
+        load_processbench(["omnimath"], data=processbench_dir)
+    with pytest.raises(ValueError, match="ProcessBench subsets are gsm8k, math, olympiadbench, omnimath"):
+        load_processbench(["aime"], data=processbench_dir)
+
+
+# ---------------------------------------------------------------- best-of-N against N
+
+
+def test_group_sizes():
+    assert [group_sizes(n) for n in (1, 2, 3, 4, 6)] == [[1], [1, 2], [1, 2, 3], [1, 2, 4], [1, 2, 4, 6]]
+
+
+def test_best_of_n_curve_hand_computed(tmp_path):
+    import json
+
+    candidates = [
+        "Half of 48 is 24.\n\\boxed{72}",  # right; as text, split at "\n" into 2 steps
+        ["Add them.", "The answer is 70."],  # wrong
+        ["Add them.", "#### 70"],  # wrong
+        ["Add them.", "So the answer is $72$."],  # right
+    ]
+    path = tmp_path / "candidates.jsonl"
+    path.write_text(json.dumps({"prompt": "P", "reference_answer": "72", "candidates": candidates}) + "\n")
+    problems = read_candidates(path, "\n")
+    assert problems[0]["candidates"][0] == ["Half of 48 is 24.", "\\boxed{72}"]
+    scores = [[[0.9, 0.8], [0.3, 0.95], [0.6, 0.7], [0.5, 0.9]]]
+    curve = best_of_n_curve(scores, problems)
+    assert curve["num_problems"] == 1 and curve["max_n"] == 4
+    assert curve["by_n"][1] == {"prm_min": 0.5, "prm_prod": 0.5, "prm_last": 0.5, "prm_mean": 0.5,
+                                "majority_vote": 0.5, "pass_at_n": 0.5, "random": 0.5, "groups": 4, "unscored": 0}
+    # Groups (0, 1) and (2, 3): min picks 0 (right) and 2 (wrong); last 1 and 3; mean and prod 0 and 3.
+    # Majority vote ties 72 against 70 in both groups: expected 0.5.
+    assert curve["by_n"][2] == {"prm_min": 0.5, "prm_prod": 1.0, "prm_last": 0.5, "prm_mean": 1.0,
+                                "majority_vote": 0.5, "pass_at_n": 1.0, "random": 0.5, "groups": 2, "unscored": 0}
+    # One group of 4: min, mean and prod pick 0 (right), last picks 1 (0.95, wrong).
+    assert curve["by_n"][4] == {"prm_min": 1.0, "prm_prod": 1.0, "prm_last": 0.0, "prm_mean": 1.0,
+                                "majority_vote": 0.5, "pass_at_n": 1.0, "random": 0.5, "groups": 1, "unscored": 0}
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"prompt": "P", "candidates": ["a"]}', r"line 1: missing \['reference_answer'\]"),
+        ('{"prompt": "P", "reference_answer": "1", "candidates": []}', "'candidates' must be a non-empty list"),
+        ('{"prompt": "P", "reference_answer": "1", "candidates": [3]}', "candidate 0: a candidate must be a text"),
+        ("[1, 2]", "line 1: expected a JSON object, got list"),
+    ],
+)
+def test_candidates_file_is_checked(tmp_path, line, message):
+    path = tmp_path / "candidates.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_candidates(path)
+
+
+def test_best_of_n_benchmark_scores_every_candidate(word_tokenizer, tmp_path):
+    import json
+
+    path = tmp_path / "candidates.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "reference_answer": "1",
+                                "candidates": ["step bad\nanswer is 1", "step ok\nanswer is 2"]}) + "\n")
+    results = evaluate(WordScorer(), word_tokenizer, "best_of_n", candidates=path, progress=False)
+    # Second candidate scores higher under every aggregation (0.9 vs 0.2 on its first step) and is wrong.
+    assert results["by_n"][2]["prm_min"] == 0.0 and results["by_n"][2]["pass_at_n"] == 1.0
+    assert results["benchmark"] == "best_of_n" and results["scoring"]["step_separator"] == "\n"
+
+
+# ---------------------------------------------------------------- built splits, per source
+
+
+def test_built_benchmark_per_source(word_tokenizer, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = [dict(r, source=source) for r, source in zip(ROWS, ["synthetic/a", "synthetic/a", "prm800k"])]
+    DatasetDict({"test": Dataset.from_list(rows)}).save_to_disk(tmp_path / "built")
+    results = evaluate(WordScorer(), word_tokenizer, "built", dataset=tmp_path / "built", split="test", progress=False)
+    assert results["overall"]["num_rows"] == 3 and results["overall"]["step_accuracy"] == pytest.approx(4 / 7)
+    assert results["overall"]["first_error_f1"] == pytest.approx(2 / 3)
+    # synthetic/a: both rows predicted exactly (4 of 4 steps; correct row hit, error found) -> F1 1
+    assert results["sources"]["synthetic/a"]["step_accuracy"] == 1.0
+    assert results["sources"]["synthetic/a"]["first_error_f1"] == 1.0
+    # prm800k: predictions F T T against T F F -> 0 of 3; only an erroneous row, so F1 is undefined
+    assert results["sources"]["prm800k"]["step_accuracy"] == 0.0
+    assert results["sources"]["prm800k"]["first_error_f1"] is None
+    with pytest.raises(ValueError, match=r"--split 'validation' is not a split of .*\['test'\]"):
+        evaluate(WordScorer(), word_tokenizer, "built", dataset=tmp_path / "built", split="validation")
+
+
+# ---------------------------------------------------------------- resumable scoring
+
+
+class CountingScorer(WordScorer):
+    """WordScorer that counts the rows it scores and stops (as Ctrl-C would) after `stop_after` forward passes."""
+
+    def __init__(self, stop_after=None):
+        super().__init__()
+        self.rows_scored, self.calls, self.stop_after = 0, 0, stop_after
+
+    def forward(self, input_ids, attention_mask=None):
+        if self.stop_after is not None and self.calls == self.stop_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        self.rows_scored += input_ids.shape[0]
+        return super().forward(input_ids, attention_mask)
+
+
+def make_scorer(model, tokenizer, folder, separator="\n"):
+    from prm_trainer.scoring import Scorer
+    from prm_trainer.tokenization import Truncation
+
+    return Scorer(model, tokenizer, separator, Truncation(), batch_size=1, progress=False, scores_dir=folder,
+                  model_name="word-scorer")
+
+
+def test_scoring_resumes_after_an_interruption(word_tokenizer, tmp_path, monkeypatch):
+    from prm_trainer import scoring
+
+    monkeypatch.setattr(scoring, "CHUNK_ROWS", 2)  # a write after every 2 rows
+    rows = ROWS * 3  # 9 rows
+    expected = make_scorer(WordScorer(), word_tokenizer, None)(rows, "split")
+
+    with pytest.raises(KeyboardInterrupt):  # stopped in the third chunk: 4 rows were written
+        make_scorer(CountingScorer(stop_after=5), word_tokenizer, tmp_path)(rows, "split")
+    lines = (tmp_path / "split.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"settings": {"model": "word-scorer", "step_separator": "\n", "max_length": None,
+                                                 "max_prompt_length": None, "max_completion_length": None}}
+    assert [json.loads(line)["index"] for line in lines[1:]] == [0, 1, 2, 3]
+
+    # A write cut in the middle of a line is dropped and its row scored again.
+    with open(tmp_path / "split.jsonl", "a") as out:
+        out.write('{"index": 4, "fingerp')
+    resumed = CountingScorer()
+    assert make_scorer(resumed, word_tokenizer, tmp_path)(rows, "split") == expected
+    assert resumed.rows_scored == 5
+
+    # All scored: nothing runs; a row whose text changed is scored again.
+    again = CountingScorer()
+    changed = [*rows[:8], dict(rows[8], prompt="q q")]
+    make_scorer(again, word_tokenizer, tmp_path)(changed, "split")
+    assert again.rows_scored == 1
+    assert [json.loads(line)["index"] for line in (tmp_path / "split.jsonl").read_text().splitlines()[1:]] == [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 8
+    ]
+
+
+def test_scores_of_other_settings_are_refused(word_tokenizer, tmp_path):
+    make_scorer(WordScorer(), word_tokenizer, tmp_path)(ROWS, "split")
+    with pytest.raises(ValueError, match=r"split.jsonl holds scores computed with .*'step_separator': '\\n'.*remove it"):
+        make_scorer(WordScorer(), word_tokenizer, tmp_path, separator="\n\n")(ROWS, "split")

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from prm_builder import grading
-from prm_builder.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, parse_number
+from prm_builder.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, stated_number
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,8 @@ def test_extract_final_answer(text, expected):
     [
         ("18", Fraction(18)),
         ("$18.00", Fraction(18)),
+        ("US$18", Fraction(18)),
+        ("€18", Fraction(18)),
         ("\\$1,000", Fraction(1000)),
         ("1,234,567.5", Fraction(2469135, 2)),
         ("18 dollars", Fraction(18)),
@@ -50,6 +52,14 @@ def test_extract_final_answer(text, expected):
         ("0.75", Fraction(3, 4)),
         ("18.", Fraction(18)),
         ("\\text{18 eggs}", Fraction(18)),
+        ("-\\$5", Fraction(-5)),
+        ("1 000", Fraction(1000)),
+        ("1\\,000", Fraction(1000)),
+        ("1.5e3", Fraction(1500)),
+        ("\\frac12", Fraction(1, 2)),
+        ("\\sqrt{16}", None),  # computes something: math-verify's job, not a number picked out of the LaTeX
+        ("\\frac{\\pi}{2}", None),
+        ("10^3", None),
         ("2 hours 30 minutes", None),  # two numbers: no single answer
         ("5-3", None),
         ("eighteen", None),
@@ -57,8 +67,8 @@ def test_extract_final_answer(text, expected):
         ("", None),
     ],
 )
-def test_parse_number(text, expected):
-    assert parse_number(text) == expected
+def test_stated_number(text, expected):
+    assert stated_number(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -81,6 +91,81 @@ def test_answers_match(answer, reference, style, expected):
     assert answers_match(answer, reference, style) is expected
 
 
+# One grader for both styles: (answer, reference, style, correct). A number-valued reference is
+# compared with the value math-verify reads in the answer; LaTeX is never stripped to a lone number.
+TRICKY = [
+    # fractions
+    ("\\frac12", "0.5", NUMERIC, True),
+    ("\\dfrac{3}{4}", "0.75", NUMERIC, True),
+    ("3/4", "0.75", NUMERIC, True),
+    ("7\\frac{1}{2}", "7.5", NUMERIC, True),
+    ("0.333333", "1/3", NUMERIC, False),  # two plain numbers compare exactly
+    (".5", "0.5", NUMERIC, True),
+    # powers and scientific notation
+    ("10^3", "1000", NUMERIC, True),
+    ("2^{10}", "1024", NUMERIC, True),
+    ("10^{-2}", "0.01", NUMERIC, True),
+    ("1.5e3", "1500", NUMERIC, True),
+    ("1E3", "1000", NUMERIC, True),
+    ("1e-2", "0.01", NUMERIC, True),
+    ("1.5 \\times 10^3", "1500", NUMERIC, True),
+    ("1.5\\cdot 10^{3}", "1500", NUMERIC, True),
+    # currency, signs, units, percent
+    ("-\\$5", "-5", NUMERIC, True),
+    ("\\$-5", "-5", NUMERIC, True),
+    ("\u22125", "-5", NUMERIC, True),
+    ("-5", "5", NUMERIC, False),
+    ("$1,000.00", "1000", NUMERIC, True),
+    ("\\$18.00", "18", NUMERIC, True),
+    ("18 dollars", "18", NUMERIC, True),
+    ("\\text{18 eggs}", "18", NUMERIC, True),
+    ("180^\\circ", "180", NUMERIC, True),
+    ("x = 5", "5", NUMERIC, True),
+    ("25\\%", "25", NUMERIC, True),
+    ("50\\%", "0.5", NUMERIC, True),
+    # thousands separators
+    ("1 000", "1000", NUMERIC, True),
+    ("1\\,000", "1000", NUMERIC, True),
+    ("1{,}000", "1000", NUMERIC, True),
+    ("1 234 567", "1234567", NUMERIC, True),
+    ("12,5", "12.5", NUMERIC, False),  # not a thousands group: math-verify reads the set {12, 5}
+    # LaTeX that computes something is computed, never stripped to the number inside it
+    ("\\sqrt{16}", "16", NUMERIC, False),
+    ("\\sqrt{16}", "4", NUMERIC, True),
+    ("\\frac{\\pi}{2}", "2", NUMERIC, False),
+    ("\\pi", "3.14", NUMERIC, False),
+    ("4\\sqrt{2}", "5.66", NUMERIC, False),
+    ("5-3", "2", NUMERIC, True),
+    # not one number
+    ("2 hours 30 minutes", "2", NUMERIC, False),
+    ("2 hours 30 minutes", "150", NUMERIC, False),
+    ("5, 6", "5", NUMERIC, False),
+    ("eighteen", "18", NUMERIC, False),
+    ("18.5", "18", NUMERIC, False),
+    # a reference that is no number cannot grade GSM8K-style
+    ("\\frac{\\pi}{2}", "\\frac{\\pi}{2}", NUMERIC, False),
+    # MATH style: numbers as above, everything else symbolic
+    ("1.5e3", "1500", MATH, True),
+    ("2.5e-3", "\\frac{1}{400}", MATH, True),
+    ("2.5\\times10^{-3}", "0.0025", MATH, True),
+    ("1 000", "1000", MATH, True),
+    ("\\sqrt{16}", "16", MATH, False),
+    ("\\pi/2", "\\frac{\\pi}{2}", MATH, True),
+    ("2", "\\frac{\\pi}{2}", MATH, False),
+    ("x=5", "5", MATH, True),
+    ("1.5e3", "1.5 \\times 10^{3}", MATH, True),
+]
+
+
+@pytest.mark.parametrize(("answer", "reference", "style", "expected"), TRICKY)
+def test_tricky_pairs(answer, reference, style, expected):
+    assert answers_match(answer, reference, style) is expected
+
+
+def test_the_tricky_table_is_big_enough():
+    assert len(TRICKY) >= 40 and {style for *_, style, _ in TRICKY} == {NUMERIC, MATH}
+
+
 def test_grade_outcomes():
     assert grade("... so \\boxed{72}", "72", NUMERIC) == grading.Grade("72", grading.CORRECT)
     assert grade("... so \\boxed{71}", "72", NUMERIC) == grading.Grade("71", grading.INCORRECT)
@@ -94,6 +179,8 @@ def test_grade_outcomes():
 def test_reference_is_gradable():
     assert grading.reference_is_gradable("1,000", NUMERIC)
     assert not grading.reference_is_gradable("about ten", NUMERIC)
+    assert not grading.reference_is_gradable("\\sqrt{16}", NUMERIC)  # a number, but not a plain one
+    assert grading.reference_is_gradable("\\sqrt{16}", MATH)
     assert grading.reference_is_gradable("\\frac{14}{3}", MATH)
 
 
@@ -102,6 +189,7 @@ def _math500(test_data):
         return [json.loads(line) for line in file]
 
 
+@pytest.mark.slow
 def test_math500_reference_solutions_grade_correct(test_data):
     """Every official MATH500 solution's boxed answer equals the recorded answer under math-verify."""
     problems = _math500(test_data)
@@ -114,6 +202,7 @@ def test_math500_reference_solutions_grade_correct(test_data):
     assert wrong == []
 
 
+@pytest.mark.slow
 def test_math500_answers_do_not_match_other_problems(test_data):
     """Pairing each answer with the next problem's: equal only where the two answers really are equal."""
     problems = _math500(test_data)
@@ -132,7 +221,7 @@ def test_gsm8k_solutions_grade_correct(gsm8k_dir, split):
     for row in rows:
         reference = row["answer"].rsplit("####", 1)[1].strip()
         assert grade(row["answer"], reference, NUMERIC).correct, row["answer"]
-        off_by_one = parse_number(reference) + 1
+        off_by_one = stated_number(reference) + 1
         assert not answers_match(reference, str(off_by_one), NUMERIC)
 
 

@@ -1,4 +1,4 @@
-"""Publishing: export to a folder and read back, the card, and the upload checked at the HfApi boundary.
+"""Publishing: export to a folder and read back, and the upload checked at the HfApi boundary.
 
 No test reaches the network: exports are local folders, uploads go to an in-memory repo behind
 HfApi's methods, and the Hub's error answers come from a real HTTP server on 127.0.0.1.
@@ -9,7 +9,6 @@ import json
 import socket
 import threading
 import types
-from collections import Counter
 from pathlib import Path
 
 import httpx2
@@ -19,66 +18,27 @@ from huggingface_hub import DatasetCard, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
 
 import prm_builder
-from prm_builder import hub
+from prm_builder import card, hub
 from prm_builder.builder import SOURCES
 from prm_builder.cli import main as cli_main
-from prm_builder.features import CORE_FEATURES
-
-REPO_ID = "me/math-prm"
-TOKEN = "hf_testtokenthatmustneverbeprinted"
-
-
-def builder_options(config: str, test_data: Path, model_path: Path | None = None) -> dict:
-    """Small, fully local options for each config (the whole of each source stays off the network)."""
-    if config == "synthetic":
-        return {"problems": str(test_data / "gsm8k"), "max_examples": 24}
-    if config == "prm800k":
-        return {"data_files": {"train": [str(test_data / "prm800k" / "samples.jsonl")]}}
-    return {
-        "model": str(model_path),
-        "backend": "transformers",
-        "problems": str(test_data / "gsm8k"),
-        "max_problems": 2,
-        "num_samples_per_problem": 2,
-        "max_new_tokens": 24,
-        "mc_rollouts": 2,
-    }
-
-
-def build(config: str, options: dict) -> DatasetDict:
-    if config not in SOURCES:
-        pytest.skip(f"config {config!r} is not registered yet")
-    return load_dataset("prm_builder", config, **options)
+from publishing_helpers import REPO_ID, TOKEN, assert_same_rows, build, builder_options, section_of, small_dataset
 
 
 @pytest.fixture
 def frozen_date(monkeypatch):
     # The card says when it was built; freeze it so cards made a moment apart compare equal.
-    monkeypatch.setattr(hub, "_build_date", lambda: "2025-01-31")
-
-
-def assert_same_rows(built: DatasetDict, loaded: DatasetDict) -> None:
-    assert list(loaded) == list(built)
-    for split in built:
-        assert loaded[split].features == built[split].features
-        assert comparable(loaded[split].to_list()) == comparable(built[split].to_list())
-
-
-def comparable(rows: list[dict]) -> list[dict]:
-    # NaN (model_sampled's unevaluated step scores) never equals itself; compare it as a string.
-    return json.loads(json.dumps(rows), parse_constant=str)
-
-
-def section_of(card_text: str, config: str) -> str:
-    return next(m[0] for m in hub.SECTION.finditer(card_text) if m["name"] == config)
+    monkeypatch.setattr(card, "_build_date", lambda: "2025-01-31")
 
 
 # -- export and read back ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("config", ["synthetic", "prm800k", "model_sampled"])
-def test_export_reads_back_row_for_row(config, test_data, tiny_chat_model_path, tmp_path):
-    options = builder_options(config, test_data, tiny_chat_model_path)
+# model_sampled generates with a tiny model (seconds on CPU): slow tier; the fast tier exports it
+# through the openai stub server in test_no_password_token_or_local_path_reaches_the_export.
+@pytest.mark.parametrize("config", ["synthetic", "prm800k", pytest.param("model_sampled", marks=pytest.mark.slow)])
+def test_export_reads_back_row_for_row(config, test_data, tmp_path, request):
+    model = request.getfixturevalue("tiny_chat_model_path") if config == "model_sampled" else None
+    options = builder_options(config, test_data, model)
     built = build(config, options)
     export_dir = tmp_path / "export"
 
@@ -119,13 +79,13 @@ def test_two_configs_in_one_folder_both_load_and_keep_each_other(test_data, tmp_
     prm800k = build("prm800k", prm800k_options)
     export_dir = tmp_path / "export"
 
-    hub.export_to_folder(synthetic, export_dir, REPO_ID, "synthetic", options=synthetic_options, max_shard_size=4000)
+    hub.export_to_folder(synthetic, export_dir, "synthetic", repo_id=REPO_ID, options=synthetic_options, max_shard_size=4000)
     first_card = (export_dir / "README.md").read_text()
     assert len(list((export_dir / "synthetic").glob("train-*.parquet"))) > 1
     # A maintainer's own words outside the configs region survive every later push.
     edited = first_card.replace("## Row format", "Maintained by the math team.\n\n## Row format")
     (export_dir / "README.md").write_text(edited)
-    hub.export_to_folder(prm800k, export_dir, REPO_ID, "prm800k", options=prm800k_options)
+    hub.export_to_folder(prm800k, export_dir, "prm800k", repo_id=REPO_ID, options=prm800k_options)
 
     card_text = (export_dir / "README.md").read_text()
     card = DatasetCard(card_text)
@@ -138,116 +98,13 @@ def test_two_configs_in_one_folder_both_load_and_keep_each_other(test_data, tmp_
     assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
 
     # Exporting synthetic again (one shard now) removes its old shards and nothing of prm800k.
-    hub.export_to_folder(synthetic, export_dir, REPO_ID, "synthetic", options=synthetic_options)
+    hub.export_to_folder(synthetic, export_dir, "synthetic", repo_id=REPO_ID, options=synthetic_options)
     assert sorted(p.name for p in (export_dir / "synthetic").iterdir()) == [
         "distributions.png", "test-00000-of-00001.parquet", "train-00000-of-00001.parquet",
     ]  # fmt: skip
     assert_same_rows(synthetic, load_dataset(str(export_dir), name="synthetic"))
     assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
     assert (export_dir / "README.md").read_text().count("<!-- prm-builder:config:start") == 2
-
-
-# -- the card ---------------------------------------------------------------------------------------------
-
-
-def small_dataset() -> DatasetDict:
-    def row(index, labels, source):
-        first_error = labels.index(False) if False in labels else -1
-        return {
-            "id": f"p{index}",
-            "prompt": f"problem {index}",
-            "completions": [f"step {i}" for i in range(len(labels))],
-            "labels": labels,
-            "first_error": first_error,
-            "final_answer": "1",
-            "reference_answer": "1",
-            "source": source,
-        }
-
-    train = [
-        row(0, [True, True, True], "synthetic/correct"),
-        row(1, [True, False, False, False], "synthetic/flip_number"),
-    ]
-    test = [row(2, [False], "synthetic/flip_number")]
-    return DatasetDict(
-        {
-            "train": Dataset.from_list(train, features=CORE_FEATURES),
-            "test": Dataset.from_list(test, features=CORE_FEATURES),
-        }
-    )
-
-
-def test_card_numbers_for_a_small_dataset(tmp_path, frozen_date):
-    drops = {"train": Counter({"flip_number:implausible_answer": 2, "bad_problem": 1})}
-    hub.export_to_folder(
-        small_dataset(), tmp_path, REPO_ID, "synthetic", options={"problems": "sample", "seed": 3}, drops=drops
-    )
-    text = (tmp_path / "README.md").read_text()
-
-    assert "| train | 2 | 7 | 4 | 3 | 57.1% | 1 | 2 flip_number:implausible_answer, 1 bad_problem |" in text
-    assert "| test | 1 | 1 | 0 | 1 | 0.0% | 1 | nothing |" in text
-    assert "| `synthetic/correct` | 1 | 0 |" in text
-    assert "| `synthetic/flip_number` | 1 | 1 |" in text
-    assert "| train | 3.5 / 3.5 / 4 | 1.0 / 1 / 1 |" in text
-    assert "| test | 1.0 / 1 / 1 | 0.0 / 0 / 0 |" in text
-    # Every option, defaults filled in, and the call that rebuilds it.
-    assert "| `problems` | `sample` |" in text and "| `seed` | `3` |" in text
-    assert "| `num_incorrect_per_problem` | `3` |" in text
-    assert "- Built with prm-builder 0.1.0 (datasets " in text and ") on 2025-01-31" in text
-    assert 'load_dataset("prm_builder", "synthetic", problems=\'sample\', num_incorrect_per_problem=3,' in text
-    card = DatasetCard(text)
-    assert card.data.license == "mit"
-    assert card.data.pretty_name == "math-prm"
-    assert card.data.task_categories == ["token-classification"]
-
-
-def test_card_redacts_secret_options_and_names_the_model(tmp_path):
-    model_path = tmp_path / "my-model"
-    model_path.mkdir()
-    (model_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n# my model\n")
-    resolved = {"model": str(model_path), "api_key": "sk-very-secret", "max_new_tokens": 24, "step_separator": "\n\n"}
-    section = hub.render_section(small_dataset(), "synthetic", REPO_ID, resolved, {}, model_license=None)
-
-    assert "sk-very-secret" not in section
-    assert "| `api_key` | `<redacted>` |" in section
-    assert "| `max_new_tokens` | `24` |" in section
-    assert "| `step_separator` | `\\n\\n` |" in section  # one table row, newlines shown escaped
-    assert f"- Model: `{model_path}` (a local folder) (license: apache-2.0)" in section
-    assert "licenses=apache-2.0,mit -->" in section
-    unknown = hub.render_section(small_dataset(), "synthetic", REPO_ID, {"model": "org/unknown-model"}, {}, None)
-    assert (
-        "- Model: [`org/unknown-model`](https://huggingface.co/org/unknown-model) (license: see the model card)"
-        in unknown
-    )
-    assert "licenses=mit,other -->" in unknown
-    given = hub.render_section(small_dataset(), "synthetic", REPO_ID, {"model": "org/unknown-model"}, {}, "llama3.1")
-    assert "(license: llama3.1)" in given and "licenses=llama3.1,mit -->" in given
-
-
-def test_options_not_given_are_marked_not_recorded(tmp_path):
-    hub.export_to_folder(small_dataset(), tmp_path, REPO_ID, "synthetic")
-    assert "| `(not recorded)` | `pass options= to push_to_hub` |" in (tmp_path / "README.md").read_text()
-
-
-def test_a_hand_written_card_keeps_its_text_and_metadata(tmp_path):
-    metadata = "language:\n- en\n- fr\nannotations_creators:\n- expert-generated\n"
-    (tmp_path / "README.md").write_text(f"---\n{metadata}---\n# My PRM data\n\nHand-written intro.\n")
-    hub.export_to_folder(small_dataset(), tmp_path, REPO_ID, "synthetic", options={"problems": "sample"})
-    card = DatasetCard.load(tmp_path / "README.md")
-
-    assert card.text.startswith(
-        "# My PRM data\n\nHand-written intro.\n\n## Configs\n\n<!-- prm-builder:configs:start -->"
-    )
-    assert card.data.language == ["en", "fr"]
-    assert card.data.annotations_creators == ["expert-generated"]
-    assert [c["config_name"] for c in card.data.configs] == ["synthetic"]
-
-
-def test_a_card_with_broken_yaml_is_named(tmp_path):
-    (tmp_path / "README.md").write_text("---\nlicense: [mit\n---\nbody\n")
-    with pytest.raises(ValueError, match=r"README\.md: the existing card's YAML metadata does not parse"):
-        hub.export_to_folder(small_dataset(), tmp_path, REPO_ID, "synthetic")
-    assert [p.name for p in tmp_path.iterdir()] == ["README.md"]  # nothing written
 
 
 @pytest.mark.parametrize("bad", ["me/math--prm", "a/b/c", "me/.hidden", ""])
@@ -262,7 +119,7 @@ def test_rows_without_the_row_schema_are_refused(tmp_path):
         ValueError,
         match=r"split 'train' does not have the prm_builder row schema: columns \['id', 'completions', 'labels'",
     ):
-        hub.export_to_folder(bare, tmp_path, REPO_ID, "synthetic")
+        hub.export_to_folder(bare, tmp_path, "synthetic", repo_id=REPO_ID)
 
 
 # -- the upload, at the HfApi boundary ---------------------------------------------------------------------------
@@ -369,7 +226,7 @@ def test_push_commits_exactly_what_export_writes(remote, test_data, tmp_path, fr
     options = builder_options("synthetic", test_data)
     synthetic = build("synthetic", options)
     exported = tmp_path / "export"
-    hub.export_to_folder(synthetic, exported, REPO_ID, "synthetic", options=options)
+    hub.export_to_folder(synthetic, exported, "synthetic", repo_id=REPO_ID, options=options)
 
     hub.push_to_hub(synthetic, "math-prm", "synthetic", options=options, private=True)
 
@@ -467,8 +324,9 @@ def test_not_logged_in(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(
         hub.PushError, match=r"not logged in to the Hugging Face Hub: run `hf auth login` or set HF_TOKEN"
-    ):
+    ) as raised:
         hub.push_to_hub(small_dataset(), REPO_ID, "synthetic")
+    assert "with export_dir=" in str(raised.value) and "--export-dir" not in str(raised.value)  # Python words
 
 
 def test_offline_mode_is_explained(monkeypatch):
@@ -586,7 +444,149 @@ def test_cli_push_fails_fast_without_token_or_with_a_bad_repo_id(
     argv = ["push", "synthetic", "--problems", str(gsm8k_dir), "--max-examples", "12"]
 
     assert cli_main([*argv, "--repo-id", REPO_ID]) == 1
-    assert "prm-builder: error: not logged in to the Hugging Face Hub" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "prm-builder: error: not logged in to the Hugging Face Hub" in err
+    assert "with --export-dir" in err and "export_dir=" not in err  # command-line words
     assert cli_main([*argv, "--repo-id", "me/bad--name"]) == 1
     assert "prm-builder: error: repo id must be 'namespace/name' or 'name'" in capsys.readouterr().err
     assert not isolated_hf_cache.exists() or not any(isolated_hf_cache.rglob("*.arrow"))  # nothing was built
+
+
+def test_cli_push_export_dir_needs_no_repo_id(gsm8k_dir, tmp_path, capsys):
+    export_dir = tmp_path / "my-prm-data"
+    argv = ["push", "synthetic", "--problems", str(gsm8k_dir), "--max-examples", "12"]
+    assert cli_main([*argv, "--export-dir", str(export_dir)]) == 0
+    card_text = (export_dir / "README.md").read_text()
+    assert 'load_dataset("your-namespace/my-prm-data", "synthetic")' in card_text
+    assert DatasetCard(card_text).data.pretty_name == "my-prm-data"
+
+    capsys.readouterr()
+    assert cli_main(argv) == 1
+    assert capsys.readouterr().err == (
+        "prm-builder: error: push needs --repo-id (the Hub dataset repo), or --export-dir to write the files to a folder\n"
+    )
+
+
+# -- atomic export ------------------------------------------------------------------------------------------------
+
+
+def exported_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "failure", [RuntimeError("injected"), OSError(28, "No space left on device")], ids=["error", "disk-full"]
+)
+def test_a_failed_export_leaves_the_previous_one_loadable(failure, tmp_path, monkeypatch, frozen_date):
+    export_dir = tmp_path / "out" / "export"
+    first = small_dataset()
+    hub.export_to_folder(first, export_dir, "synthetic", repo_id=REPO_ID, options={"problems": "sample"})
+    before = exported_files(export_dir)
+
+    # The second export dies after its first Parquet shard is written, before the plot and the card.
+    written = []
+    real_to_parquet = type(first["train"]).to_parquet
+
+    def to_parquet_then_fail(self, path, *args, **kwargs):
+        if written:
+            raise failure
+        written.append(path)
+        return real_to_parquet(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(type(first["train"]), "to_parquet", to_parquet_then_fail)
+    second = small_dataset().map(lambda row: {"prompt": row["prompt"] + " (v2)"})
+    with pytest.raises(type(failure)):
+        hub.export_to_folder(second, export_dir, "synthetic", repo_id=REPO_ID, options={"problems": "sample", "seed": 1})
+
+    assert written and not written[0].startswith(str(export_dir) + "/")  # it wrote beside the export, not into it
+    assert exported_files(export_dir) == before
+    assert [p.name for p in export_dir.parent.iterdir()] == ["export"]  # the unfinished export was removed
+    assert_same_rows(first, load_dataset(str(export_dir), name="synthetic"))
+
+
+def test_an_export_interrupted_mid_swap_is_put_back_by_the_next(test_data, tmp_path, frozen_date):
+    export_dir = tmp_path / "out" / "export"
+    hub.export_to_folder(small_dataset(), export_dir, "synthetic", repo_id=REPO_ID)
+    # What a crash between the swap's two renames leaves: the old export hidden, the new one unfinished.
+    export_dir.rename(export_dir.with_name(f".export{hub.STAGING_MARK}old-0123"))
+    export_dir.with_name(f".export{hub.STAGING_MARK}new-4567").mkdir()
+
+    prm800k = build("prm800k", builder_options("prm800k", test_data))
+    hub.export_to_folder(prm800k, export_dir, "prm800k", repo_id=REPO_ID)
+
+    assert [p.name for p in export_dir.parent.iterdir()] == ["export"]
+    assert_same_rows(small_dataset(), load_dataset(str(export_dir), name="synthetic"))
+    assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
+
+
+def test_two_exports_into_one_folder_at_once_keep_both_configs(test_data, tmp_path, frozen_date):
+    prm800k = build("prm800k", builder_options("prm800k", test_data))
+    synthetic = small_dataset()
+    export_dir = tmp_path / "out" / "export"
+    jobs = [(synthetic, "synthetic"), (prm800k, "prm800k")]
+    errors = []
+
+    def export(dataset, config):
+        try:
+            hub.export_to_folder(dataset, export_dir, config, repo_id=REPO_ID)
+        except Exception as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=export, args=job) for job in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert [p.name for p in export_dir.parent.iterdir()] == ["export"]
+    assert_same_rows(synthetic, load_dataset(str(export_dir), name="synthetic"))
+    assert_same_rows(prm800k, load_dataset(str(export_dir), name="prm800k"))
+
+
+def test_an_export_over_a_file_is_refused(tmp_path):
+    (tmp_path / "export").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="export_dir .* is a file, not a folder"):
+        hub.export_to_folder(small_dataset(), tmp_path / "export", "synthetic")
+    assert (tmp_path / "export").read_text() == "not a folder"
+
+
+# -- nothing private leaves the machine ---------------------------------------------------------------------------
+
+
+def test_no_password_token_or_local_path_reaches_the_export(tmp_path, monkeypatch, capsys, caplog):
+    from openai_stub_server import StubServer
+
+    problems = tmp_path / "home" / "alice" / "gsm8k"
+    problems.mkdir(parents=True)
+    (problems / "test.jsonl").write_text(
+        json.dumps({"question": "Ann has 2 apples and buys 3. How many?", "answer": "2 + 3 = <<2+3=5>>5\n#### 5"})
+        + "\n"
+    )
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-server-key-123456")
+
+    def answers(request):
+        return ["Ann has 2 + 3 = 5 apples.\n\nThe answer is \\boxed{5}."] * request.n
+
+    export_dir = tmp_path / "export"
+    with StubServer(answers) as server:
+        base_url = server.url.replace("http://", "http://alice:pAsSw0rd@")
+        argv = [
+            "push", "model_sampled", "--model", "stub-org/math-model", "--backend", "openai", "--base-url", base_url,
+            "--problems", str(problems), "--num-samples-per-problem", "2", "--mc-rollouts", "2",
+            "--generation-cache-dir", str(tmp_path / "generations"), "--export-dir", str(export_dir),
+        ]  # fmt: skip
+        assert cli_main(argv) == 0
+        assert server.count() > 0
+
+    secrets = [b"pAsSw0rd", b"alice:", TOKEN.encode(), b"sk-local-server-key-123456", str(tmp_path).encode()]
+    for path, content in exported_files(export_dir).items():
+        for secret in secrets:
+            assert secret not in content, (path, secret)
+    section = section_of((export_dir / "README.md").read_text(), "model_sampled")
+    assert "| `problems` | `<local>/gsm8k` |" in section and "| `generation_cache_dir` | `<local>/generations` |" in section
+    assert "http://<redacted>@127.0.0.1:" in section
+    printed = capsys.readouterr()
+    for secret in secrets[:4]:
+        assert secret.decode() not in printed.out + printed.err + caplog.text

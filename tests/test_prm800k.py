@@ -23,7 +23,7 @@ import pytest
 from datasets.exceptions import DatasetGenerationError
 
 import prm_builder
-from prm_builder import cli, prm800k, prm800k_download
+from prm_builder import cli, decontamination, prm800k, prm800k_download
 from prm_builder.drops import load_drops
 
 SAMPLES = "prm800k/samples.jsonl"
@@ -134,7 +134,10 @@ def rows_of(record: dict, drops: Counter | None = None, **options) -> list[dict]
 
 
 def load(**options):
-    return datasets.load_dataset("prm_builder", "prm800k", **options)
+    # The sample lines come from PRM800K's train and test files alike, and 4 of them are MATH500
+    # problems, which the default exclude_problems leaves out of a train split (tested below):
+    # the conversion tests read every line.
+    return datasets.load_dataset("prm_builder", "prm800k", **{"exclude_problems": "none", **options})
 
 
 def build_error(**options) -> Exception:
@@ -361,10 +364,17 @@ def test_include_screening_keeps_screening_and_quality_control_lines():
 def test_exclude_problems_list():
     drops = Counter()
     line = record([step([completion("a", 1)], chosen=0)])
-    config = make_config(exclude_problems=["  What is 1+1?\n", "other"])
-    excluded = prm800k._excluded_problems(config, dl_manager=None, label_folder=None)
+    config = make_config(exclude_problems=["  What is 1+1?\n", "other problem"])
+    excluded = decontamination.excluders(config.exclude_problems, ["train"], dl_manager=None)["train"]
     assert list(prm800k.line_rows(config, line, excluded, drops)) == []
-    assert drops == Counter(excluded_problem=1)
+    assert drops == Counter({"contaminated:given_problems": 1})
+
+
+def test_default_leaves_math500_problems_out_of_the_train_split(test_data):
+    dataset = datasets.load_dataset("prm_builder", "prm800k", data_files=str(test_data / SAMPLES))
+    assert dataset["train"]["id"] == [L2]
+    drops = load_drops(Path(dataset["train"].cache_files[0]["filename"]).parent)
+    assert drops == {"train": Counter({"contaminated:math500": 4, "screening_question": 1})}
 
 
 @pytest.mark.parametrize(
@@ -502,22 +512,20 @@ def test_num_proc_gives_identical_rows(tmp_path, test_data, monkeypatch):
     assert load_drops(Path(two["train"].cache_files[0]["filename"]).parent) == {"train": Counter(screening_question=20)}
 
 
-def test_exclude_math500_from_local_copies(tmp_path, test_data, label_dir, caplog):
-    # The upstream layout keeps math_splits/ beside data/: "math500" reads it without the network.
+def test_exclude_math500_from_every_split(tmp_path, test_data, label_dir, caplog):
+    # "math500" is built into the package: no math_splits/ copy and no network needed.
     clone = tmp_path / "clone" / "prm800k"
     shutil.copytree(label_dir, clone / "data")
-    (clone / "math_splits").mkdir()
-    shutil.copy(test_data / "math500" / "test.jsonl", clone / "math_splits" / "test.jsonl")
     with caplog.at_level(logging.WARNING):
         dataset = load(data_dir=str(clone / "data"), exclude_problems="math500")
     # 4 of the 5 non-screening sample problems are MATH500 test problems; "7.8 minutes" is not.
     # The test split keeps no row, and datasets cannot load an empty split: it is left out.
     assert {split: dataset[split]["id"] for split in dataset} == {"train": [L2]}
-    assert "split 'test' is left out: no line gives a row (dropped 2 lines: 1 excluded_problem, 1 screening_question)" in caplog.text
+    assert "split 'test' is left out: no line gives a row (dropped 2 lines: 1 contaminated:math500, 1 screening_question)" in caplog.text
     by_path = load(data_files=str(test_data / SAMPLES), exclude_problems=str(test_data / "math500" / "test.jsonl"))
     assert by_path["train"]["id"] == [L2]
     drops = load_drops(Path(by_path["train"].cache_files[0]["filename"]).parent)
-    assert drops == {"train": Counter(excluded_problem=4, screening_question=1)}
+    assert drops == {"train": Counter({"contaminated:test.jsonl": 4, "screening_question": 1})}
 
 
 @pytest.mark.parametrize(
@@ -528,8 +536,8 @@ def test_exclude_math500_from_local_copies(tmp_path, test_data, label_dir, caplo
         ({"neutral_as": "drop"}, r"neutral_as must be one of \['positive', 'negative'\], got 'drop'"),
         ({"on_bad_lines": "warn"}, r"on_bad_lines must be one of \['error', 'skip'\], got 'warn'"),
         ({"alternatives": "yes"}, r"alternatives must be True or False, got 'yes'"),
-        ({"exclude_problems": "math5000"}, r"exclude_problems must be None, 'math500', a path .*got 'math5000': no such file"),
-        ({"exclude_problems": []}, r"exclude_problems must be .*got \[\]"),
+        ({"exclude_problems": "math5000"}, r"exclude_problems must be 'default', .*got 'math5000': not a built-in set"),
+        ({"exclude_problems": "problems.jsonl"}, r"exclude_problems must be .*got 'problems.jsonl': no such file"),
         ({"data_dir": "/nonexistent/prm800k"}, r"data_dir must be a folder .*got '/nonexistent/prm800k': no such folder"),
     ],
 )
@@ -661,10 +669,11 @@ def ranges_requested(server, relative: str) -> list:
 def test_download_verifies_and_converts(mirror, server, label_dir, tmp_path, monkeypatch):
     downloaded_splits = load(exclude_problems="math500")
     assert {split: downloaded_splits[split]["id"] for split in downloaded_splits} == {"train": [L2]}
-    assert sorted(path for path, _ in server.requests) == sorted(f"/{r}" for r in prm800k_download.UPSTREAM_FILES)
+    # MATH500 is built into the package: only the label files are downloaded.
+    label_files = [r for r in prm800k_download.UPSTREAM_FILES if r != prm800k_download.MATH500_FILE]
+    assert sorted(path for path, _ in server.requests) == sorted(f"/{r}" for r in label_files)
     markers = list((tmp_path / "hf_datasets_cache").rglob("*" + prm800k_download.VERIFIED_SUFFIX))
-    assert sorted(markers) == sorted(Path(f"{downloaded(r)}{prm800k_download.VERIFIED_SUFFIX}")
-                                     for r in prm800k_download.UPSTREAM_FILES)
+    assert sorted(markers) == sorted(Path(f"{downloaded(r)}{prm800k_download.VERIFIED_SUFFIX}") for r in label_files)
     assert not list((tmp_path / "hf_datasets_cache").rglob("*" + prm800k_download.PARTIAL_SUFFIX))
     # Downloaded and verified once: another build makes no request (offline works) and hashes nothing.
     server.requests.clear()
@@ -782,7 +791,7 @@ def test_offline_without_data_dir_says_what_to_do():
 def test_cli_build_and_stats(tmp_path, label_dir, capsys):
     output = tmp_path / "built"
     assert cli.main(["build", "prm800k", "--data-dir", str(label_dir), "--alternatives", "--neutral-as", "negative",
-                     "--output-dir", str(output)]) == 0
+                     "--exclude-problems", "none", "--output-dir", str(output)]) == 0
     printed = capsys.readouterr().out
     assert "rows per phase: 1: 24, 2: 4" in printed
     assert "rows per finish_reason: found_error: 4, solution: 24" in printed

@@ -202,7 +202,7 @@ def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_m
     assert "library_name: peft" in card and "## Evaluation" in card and "prm_builder:synthetic" in card
     assert "- built with prm-builder, config `synthetic`" in card
     assert f"- options: `problems=<local>/{gsm8k_dir.name}`, `max_examples=12`" in card and str(gsm8k_dir) not in card
-    assert "Scoring the test split: 100%" in result.stderr  # the final evaluation's progress bar
+    assert "Scoring steps: 100%" in result.stderr  # the final evaluation's progress bar
     model = AutoPeftModelForTokenClassification.from_pretrained(out)
     assert model.peft_config["default"].task_type == "TOKEN_CLS"
     assert any("modules_to_save" in name and "score" in name for name, _ in model.named_parameters())

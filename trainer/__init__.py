@@ -14,6 +14,9 @@ _EXPORTS = {
     "PRMTrainer": ".trainer",
     "Truncation": ".tokenization",
     "evaluate_reward_model": ".evaluation",
+    "evaluate": ".benchmarks",
+    "PRMReward": ".reward",
+    "load_prm": ".reward",
 }
 
 __all__ = list(_EXPORTS)

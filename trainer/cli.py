@@ -30,8 +30,10 @@ def script_arguments_class():
     `prm-train --help` must start faster than that (see cli_help.py). Also importable as `cli.PRMScriptArguments`."""
     from trl import ScriptArguments
 
+    from .mixture import MixtureArguments  # imports trl too
+
     @dataclass
-    class PRMScriptArguments(ScriptArguments):
+    class PRMScriptArguments(ScriptArguments, MixtureArguments):
         """
         Arguments of `prm-train` beyond the training and model arguments.
 
@@ -198,14 +200,22 @@ def load_splits(script_args, training_args):
     The one place prm-train gets its data from. Both splits are checked row by row (`check_rows`) before any model is
     loaded, so a bad row in the test split stops the run before training, not after. Also returns the builder options
     the data was made with (from `--dataset_options`, or the `prm_builder_options.json` that `prm-builder build`
-    leaves in its output folder), for the model card.
+    leaves in its output folder) and, for a `datasets:` mixture in `--config` (mixture.py), what each entry
+    contributed; both go into the model card.
     """
+    from .mixture import describe, load_mixture
     from .tokenization import check_rows
 
     options = parse_dataset_options(script_args.dataset_options)
     # The main process builds (or downloads) first; the others then read its cache.
+    mixture_report = None
     with training_args.main_process_first(desc="loading the dataset"):
-        dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
+        if script_args.datasets:  # a `datasets:` mixture in --config (trainer/mixture.py)
+            dataset, mixture_report = load_mixture(script_args, seed=training_args.seed)
+        else:
+            dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
+    if mixture_report and training_args.process_index == 0:
+        print("Training data mixture (rows realised per dataset):\n" + describe(mixture_report))
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if train_split not in dataset:
         raise ValueError(f"--dataset_train_split {train_split!r} is not a split of the dataset: {list(dataset)}")
@@ -219,36 +229,22 @@ def load_splits(script_args, training_args):
     check_rows(dataset[train_split], train_split, training_args.label_column, training_args.label_type == "soft")
     if test_split:
         check_rows(dataset[test_split], test_split)  # evaluated against the hard labels
-    built_with = Path(script_args.dataset_name, "prm_builder_options.json")
-    if not options and built_with.is_file():
+    built_with = Path(script_args.dataset_name or "", "prm_builder_options.json")
+    if not options and script_args.dataset_name and built_with.is_file():
         options = json.loads(built_with.read_text()).get("options") or {}
-    return dataset[train_split], dataset[test_split] if test_split else None, options
+    return dataset[train_split], dataset[test_split] if test_split else None, options, mixture_report
 
 
 def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args) -> dict:
-    """The final evaluation (`evaluate_reward_model`), with a progress bar over the scoring batches."""
-    import math
-
-    from tqdm.auto import tqdm
-
+    """The final evaluation: `evaluate_reward_model` on the test split, truncated as in training, with a progress bar."""
     from .evaluation import evaluate_reward_model
 
-    batch_size = training_args.per_device_eval_batch_size
-    with tqdm(total=math.ceil(len(test) / batch_size), desc="Scoring the test split", unit="batch") as bar:
-        def count_batch(module, inputs, outputs):  # returns None: a hook's return value would replace the output
-            bar.update()
-
-        # One forward pass per batch of rows: counting them gives progress without reaching into the scorer.
-        hook = trainer.model.register_forward_hook(count_batch)
-        try:
-            results = evaluate_reward_model(
-                trainer.model, tokenizer, test, metric=script_args.eval_metric, batch_size=batch_size,
-                threshold=script_args.eval_threshold, step_separator=training_args.step_separator,
-                aggregation=script_args.eval_aggregation, **training_args.truncation.as_kwargs(),
-            )
-        finally:
-            hook.remove()
-    return results
+    return evaluate_reward_model(
+        trainer.model, tokenizer, test, metric=script_args.eval_metric,
+        batch_size=training_args.per_device_eval_batch_size, threshold=script_args.eval_threshold,
+        step_separator=training_args.step_separator, aggregation=script_args.eval_aggregation,
+        **training_args.truncation.as_kwargs(), progress=True,
+    )
 
 
 def main(script_args=None, training_args=None, model_args=None):
@@ -272,15 +268,16 @@ def main(script_args=None, training_args=None, model_args=None):
 
     from .trainer import ID2LABEL, PRMTrainer
 
-    if not script_args.dataset_name:
+    if not script_args.dataset_name and not script_args.datasets:
         raise ValueError(
             "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
+            " (or a `datasets:` mixture in --config)"
         )
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
     if script_args.dataset_streaming:
         raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
-    train, test, dataset_options = load_splits(script_args, training_args)
+    train, test, dataset_options, mixture_report = load_splits(script_args, training_args)
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model_kwargs = dict(
@@ -316,6 +313,10 @@ def main(script_args=None, training_args=None, model_args=None):
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
+    if mixture_report:
+        from .mixture import with_mixture_in_card
+
+        trainer.create_model_card = with_mixture_in_card(trainer.create_model_card, mixture_report)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
 

@@ -13,7 +13,8 @@ import numpy as np
 from .tokenization import Truncation, tokenize_for_scoring
 
 METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
-AGGREGATIONS = ("min", "prod", "last")
+# How step scores become one solution score; `prod` is compared as a sum of logs (same order, no underflow).
+AGGREGATIONS = ("min", "prod", "last", "mean")
 
 
 def _is_scored(score: float) -> bool:
@@ -106,32 +107,35 @@ def first_error_f1(scores: list[list[float]], labels: list[list[bool]], threshol
 
 
 def aggregate_steps(step_scores: list[float], aggregation: str) -> float:
-    """One solution score from its step scores: `min`, `prod` (as a sum of logs: same order, no underflow) or `last`."""
+    """One solution score from its step scores: `min`, `prod` (as a sum of logs: same order, no underflow), `last`
+    or `mean`."""
     if aggregation == "min":
         return min(step_scores)
     if aggregation == "prod":
         return sum(math.log(s) if s > 0 else -math.inf for s in step_scores)
     if aggregation == "last":
         return step_scores[-1]
+    if aggregation == "mean":
+        return sum(step_scores) / len(step_scores)
     raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
 
 
 def answer_key(answer: str):
     """What majority vote counts: the number an answer states (so "$1,000" and "1000." vote together), else its
     whitespace-normalized text."""
-    from prm_builder.grading import parse_number
+    from prm_builder.grading import stated_number
 
-    number = parse_number(answer)
+    number = stated_number(answer)
     return number if number is not None else " ".join(str(answer).split())
 
 
 def answer_is_correct(answer: str, reference: str) -> bool:
     """prm-builder's grading: numeric comparison when the reference is a number (GSM8K), math-verify otherwise."""
-    from prm_builder.grading import MATH, NUMERIC, answers_match, parse_number
+    from prm_builder.grading import MATH, NUMERIC, answers_match, stated_number
 
     if not str(answer).strip():
         return False  # a solution that states no answer is wrong, however sound its steps
-    return answers_match(answer, reference, NUMERIC if parse_number(reference) is not None else MATH)
+    return answers_match(answer, reference, NUMERIC if stated_number(reference) is not None else MATH)
 
 
 def best_of_n(
@@ -196,6 +200,14 @@ def best_of_n(
     }
 
 
+def check_scoring_options(threshold: float, batch_size: int) -> None:
+    """The options every scoring entry point shares, checked with one wording."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
 def score_steps(
     model,
     tokenizer,
@@ -205,9 +217,15 @@ def score_steps(
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
+    progress: bool = False,
+    desc: str = "Scoring steps",
 ) -> list[list[float]]:
-    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by truncation."""
+    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by truncation.
+
+    Rows are batched by length (longest first), so a batch pads little; `progress` shows a bar (labelled `desc`).
+    """
     import torch
+    from tqdm.auto import tqdm
 
     # The same `Truncation` and token positions as training (tokenization.py), so a score is read where the label sat.
     truncation = Truncation(max_length, max_prompt_length, max_completion_length)
@@ -225,7 +243,7 @@ def score_steps(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="row", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 width = max(len(encoded[i][0]) for i in batch)
@@ -240,6 +258,7 @@ def score_steps(
                 for row, i in enumerate(batch):
                     for pos, step in encoded[i][1]:
                         scores[i][step] = float(probabilities[row, pos])
+                bar.update(len(batch))
     finally:
         model.train(was_training)
     return scores
@@ -257,6 +276,7 @@ def evaluate_reward_model(
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     max_completion_length: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Score every step of `dataset` with a PRM and compute `metric`.
 
@@ -269,9 +289,10 @@ def evaluate_reward_model(
         batch_size: rows per forward pass.
         threshold: a step is predicted correct when its score is at least this.
         step_separator: the separator the model was trained with.
-        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod` or `last`.
+        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod`, `last` or `mean`.
         max_length, max_prompt_length, max_completion_length: truncation as in training (pass
             `**config.truncation.as_kwargs()` of the `PRMConfig`); `None` (default) scores whole rows.
+        progress: show a progress bar over the rows (on stderr).
 
     Returns:
         A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
@@ -282,13 +303,11 @@ def evaluate_reward_model(
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_scoring_options(threshold, batch_size)
     rows = list(dataset)
     scores = score_steps(
-        model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length
+        model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length,
+        progress=progress,
     )
     labels = [[bool(label) for label in row["labels"]] for row in rows]
 

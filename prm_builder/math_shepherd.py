@@ -1,0 +1,237 @@
+"""The `math_shepherd` config: Math-Shepherd's Monte Carlo step labels in our row format.
+
+Each line of Math-Shepherd (peiyi9979/Math-Shepherd, one 793 MB `math-shepherd.jsonl`, 445K
+lines) holds:
+  input  the problem, then the solution's steps "Step 1: ...", "Step 2: ...", each ending in
+         the tag "ки" (steps separated by newlines);
+  label  the same text with "+" (a rollout from this step reached the reference answer) or "-"
+         in place of each tag;
+  task   "GSM8K" or "MATH" (where the problem comes from; both from their train sets).
+
+Rows: `prompt` is the text before the last "Step 1:" of the first step; `completions` the steps
+(stripped; "Step k: " removed unless strip_step_prefix=False; GSM8K's `<<a*b=c>>` calculator
+annotations removed unless keep_calculator_annotations=True); `labels` the marks ("+" -> True);
+`final_answer` the text after "The answer is:" in the last step ("" when absent);
+`reference_answer` "" (Math-Shepherd ships none); `source` "math_shepherd/gsm8k" or
+"math_shepherd/math"; `id` "<split>/<file index>/<byte offset of the line in the file>",
+stable across rebuilds and num_proc (a line number would need a pass over the whole file first).
+
+Lines skipped, each counted under one reason: "not_json" (a line that is not a JSON object with
+string fields), "missing_field" (no input, label or task), "other_task" (a task not in `tasks`),
+"no_tag" (no "ки" in input), "tag_label_count_mismatch" (label has another number of "+"/"-"
+marks at step ends than input has tags), "label_text_differs" (as many marks, but label is not
+input with each tag replaced by "+" or "-"), "text_after_last_tag" (an unlabelled step at the end),
+"no_first_step" (no "Step 1:" to split problem from solution), "empty_step".
+
+Files are read in byte ranges with pyarrow's JSON reader (multi-threaded C++), then each line's
+strings are split in Python: the build takes about the time `load_dataset("json")` takes on the
+same file (benchmarks/math_shepherd.py).
+"""
+
+import dataclasses
+import io
+import itertools
+import os
+from collections import Counter, deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from .features import CORE_FEATURES
+from .math_shepherd_convert import FIELDS, convert
+from .options import PRMBuilderConfig, as_list, check_int
+from .prm800k import byte_range_shards
+
+TASKS = ("gsm8k", "math")
+HUB_FILES = {"train": "https://huggingface.co/datasets/peiyi9979/Math-Shepherd/resolve/main/math-shepherd.jsonl"}
+LOCAL_SPLITS = ("train", "validation", "test")
+# Byte ranges read at once: one pyarrow parse each, and the unit num_proc spreads.
+SHARD_BYTES = 8 << 20
+THREADS = min(4, os.cpu_count() or 1)
+WINDOW = 2 * THREADS
+SCHEMA = pa.schema([(name, pa.string()) for name in FIELDS])
+
+DESCRIPTION = (
+    "Math-Shepherd: GSM8K and MATH solutions whose steps are labelled by Monte Carlo rollouts "
+    "(+ when a rollout from the step reaches the reference answer), converted to step lists."
+)
+HOMEPAGE = "https://huggingface.co/datasets/peiyi9979/Math-Shepherd"
+LICENSE = "Math-Shepherd's terms (see its dataset card)"
+CITATION = """@article{wang2023mathshepherd,
+  title={Math-Shepherd: Verify and Reinforce LLMs Step-by-step without Human Annotations},
+  author={Wang, Peiyi and Li, Lei and Shao, Zhihong and Xu, R. X. and Dai, Damai and Li, Yifei and Chen, Deli and Wu, Y. and Sui, Zhifang},
+  journal={arXiv preprint arXiv:2312.08935},
+  year={2023}
+}"""
+FEATURES = CORE_FEATURES
+
+
+@dataclasses.dataclass
+class MathShepherdConfig(PRMBuilderConfig):
+    """Options of the `math_shepherd` config.
+
+    Parameters:
+        data_files: Math-Shepherd-format .jsonl files per split ({"train": [...]}); default
+            (no data_files/data_dir): the Hub's math-shepherd.jsonl, as the train split.
+        data_dir: a folder with train.jsonl/validation.jsonl/test.jsonl, or other .jsonl files
+            (read as the train split).
+        tasks: which tasks to keep (list or comma-separated string of "gsm8k", "math").
+        max_examples: cap on the rows of each split (None: all).
+        strip_step_prefix: remove "Step k: " from the start of each step.
+        keep_calculator_annotations: keep GSM8K's `<<48/2=24>>` in the step text.
+    """
+
+    ACCEPTS_DATA_FILES = True
+
+    tasks: list[str] = dataclasses.field(default_factory=lambda: list(TASKS), metadata={"help": "tasks to keep"})
+    max_examples: int | None = dataclasses.field(default=None, metadata={"help": "cap on the rows of each split"})
+    strip_step_prefix: bool = dataclasses.field(default=True, metadata={"help": "remove 'Step k: ' from each step"})
+    keep_calculator_annotations: bool = dataclasses.field(
+        default=False, metadata={"help": "keep GSM8K's <<a*b=c>> annotations in the step text"}
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.data_dir is not None and self.data_files is not None:
+            raise ValueError(f"pass data_dir or data_files, not both; got data_dir={self.data_dir!r} and data_files")
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise ValueError(f"data_dir must be a folder of Math-Shepherd .jsonl files, got {self.data_dir!r}: no such folder")
+        tasks = [str(task).lower() for task in as_list("tasks", self.tasks)]
+        if not tasks or not set(tasks) <= set(TASKS):
+            raise ValueError(f"tasks must be a non-empty list of {list(TASKS)}, got {self.tasks!r}")
+        self.tasks = [task for task in TASKS if task in tasks]
+        check_int("max_examples", self.max_examples, minimum=1, allow_none=True)
+        for option in ("strip_step_prefix", "keep_calculator_annotations"):
+            if not isinstance(getattr(self, option), bool):
+                raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
+
+
+CONFIG_CLASS = MathShepherdConfig
+
+
+# -- splits ----------------------------------------------------------------------------------------
+
+
+def split_generators(config: MathShepherdConfig, dl_manager) -> list[datasets.SplitGenerator]:
+    generators = []
+    for split, paths in _files(config, dl_manager).items():
+        groups = []
+        for file_index, path in enumerate(paths):
+            if not os.path.isfile(path):  # a remote file under streaming=True
+                raise ValueError(f"math_shepherd reads local files; {path} is not one (drop streaming=True)")
+            groups += [[(split, file_index, *shard)] for shard in byte_range_shards([path], SHARD_BYTES)]
+        if config.max_examples is not None:
+            groups = [[shard for group in groups for shard in group]]  # a row cap sees the rows in order
+        generators.append(datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "groups": groups}))
+    return generators
+
+
+def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
+    if config.data_files is not None:
+        return dl_manager.download({split: list(map(str, paths)) for split, paths in config.data_files.items()})
+    if config.data_dir is None:
+        try:
+            downloaded = dl_manager.download(HUB_FILES)
+        except Exception as error:  # offline mode, no network, the Hub refusing: one message for all
+            raise ConnectionError(
+                f"math_shepherd downloads {HUB_FILES['train']} (793 MB) into the datasets cache and could not: "
+                f"{str(error).rstrip('.')}. Build once with network access, or pass data_files= with a local copy"
+            ) from error
+        return {split: [path] for split, path in downloaded.items()}
+    folder = Path(config.data_dir)
+    named = {split: [str(folder / f"{split}.jsonl")] for split in LOCAL_SPLITS if (folder / f"{split}.jsonl").is_file()}
+    if named:
+        return named
+    found = sorted(str(path) for path in folder.glob("*.jsonl"))
+    if not found:
+        raise FileNotFoundError(f"data_dir {config.data_dir!r}: expected Math-Shepherd .jsonl files in it, found none")
+    return {"train": found}
+
+
+# -- rows ------------------------------------------------------------------------------------------
+
+
+def generate_tables(config: MathShepherdConfig, drops: Counter, split: str, groups: list) -> Iterator[pa.Table]:
+    """The rows as Arrow tables, one per byte range, in order.
+
+    Ranges are converted in a few threads at once (Arrow's kernels and numpy release the GIL),
+    at most WINDOW ahead of what was yielded. Under max_examples, the drops of the last range
+    read count all its lines.
+    """
+    remaining = config.max_examples
+    shards = iter([shard for group in groups for shard in group])
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        pending = deque(pool.submit(_shard_table, config, shard) for shard in itertools.islice(shards, WINDOW))
+        while pending:
+            table, shard_drops = pending.popleft().result()
+            following = next(shards, None)
+            if following is not None:
+                pending.append(pool.submit(_shard_table, config, following))
+            drops.update(shard_drops)
+            if remaining is not None:
+                table = table.slice(0, remaining)
+                remaining -= table.num_rows
+            if table.num_rows:
+                yield table
+            if remaining == 0:
+                for future in pending:
+                    future.cancel()
+                return
+
+
+def _shard_table(config: MathShepherdConfig, shard: tuple) -> tuple[pa.Table, Counter]:
+    split, file_index, path, start, end = shard
+    drops = Counter()
+    records, line_offsets = _records(path, start, end, drops)
+    tasks = pc.utf8_lower(records.column("task"))
+    keep = pc.is_in(tasks, pa.array(config.tasks))
+    drops["other_task"] += records.num_rows - pc.sum(keep).as_py() if records.num_rows else 0
+    records, line_offsets = records.filter(keep), line_offsets.filter(keep)
+    ids = pc.binary_join_element_wise(f"{split}/{file_index}/", pc.cast(line_offsets, pa.string()), "")
+    return convert(config, records, ids, drops), +drops
+
+
+def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table, pa.Array]:
+    """The {input, label, task} of each line in [start, end) and the byte offset of the line in its file."""
+    with open(path, "rb") as file:
+        file.seek(start)
+        block = file.read(end - start)
+    newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+    line_starts = np.concatenate([[0], newlines + 1])
+    line_starts = line_starts[line_starts < len(block)]
+    table = _parse_block(block)
+    if table is not None and table.num_rows == len(line_starts):
+        offsets = pa.array(start + line_starts, pa.int64())
+    else:
+        # A blank or broken line somewhere in the range: parse it line by line to count and skip it.
+        parsed, kept = [], []
+        for line_start, line in zip(line_starts, block.split(b"\n")):
+            one = _parse_block(line, max(len(line) + 1, 1 << 20)) if line.strip() else None
+            if one is not None and one.num_rows == 1:
+                parsed.append(one)
+                kept.append(start + line_start)
+            elif line.strip():
+                drops["not_json"] += 1
+        table = pa.concat_tables(parsed) if parsed else SCHEMA.empty_table()
+        offsets = pa.array(kept, pa.int64())
+    complete = pc.and_(pc.and_(pc.is_valid(table.column("input")), pc.is_valid(table.column("label"))), pc.is_valid(table.column("task")))
+    drops["missing_field"] += table.num_rows - pc.sum(complete).as_py() if table.num_rows else 0
+    return table.filter(complete), offsets.filter(complete)
+
+
+def _parse_block(block: bytes, block_size: int = 1 << 20) -> pa.Table | None:
+    # Parsed in 1 MB blocks, in parallel: twice as fast as one block (a longer line falls back to its own).
+    try:
+        return pa_json.read_json(
+            io.BytesIO(block),
+            read_options=pa_json.ReadOptions(block_size=block_size),
+            parse_options=pa_json.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None

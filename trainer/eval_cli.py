@@ -1,0 +1,168 @@
+"""prm-eval: measure a trained PRM on ProcessBench, on a built split, or as a best-of-N reranker.
+
+    prm-eval --model qwen2.5-0.5b-prm --benchmark processbench
+    prm-eval --model qwen2.5-0.5b-prm --benchmark built --dataset out/synthetic --split test
+    prm-eval --model qwen2.5-0.5b-prm --benchmark best_of_n --candidates samples.jsonl --plot bon.png
+
+`--model` is a folder or Hub id of a full model or a LoRA adapter (its base model is loaded from the adapter config).
+Progress goes to stderr, the report to stdout (`--json` for machines). Heavy modules load inside `main`, so
+`prm-eval --help` is instant.
+"""
+
+import argparse
+import codecs
+import json
+import sys
+from pathlib import Path
+
+AGGREGATIONS = ("min", "prod", "last", "mean")  # evaluation.AGGREGATIONS, without importing numpy for --help
+SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")  # processbench.SUBSETS, likewise
+
+
+def _names(choices):
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in choices]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list from {', '.join(choices)}, got {text!r}")
+        return names
+
+    return parse
+
+
+def _separator(text: str) -> str:
+    # "\n" typed on a command line arrives as backslash + n; read escapes so it means a newline, as in Python.
+    return codecs.decode(text, "unicode_escape")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prm-eval", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Docs: docs/evaluation.md",
+    )
+    parser.add_argument("--model", required=True, help="PRM folder or Hub id (full model or LoRA adapter)")
+    parser.add_argument("--benchmark", required=True, choices=["processbench", "built", "best_of_n"])
+    scoring = parser.add_argument_group("scoring (use the PRM's training settings)")
+    scoring.add_argument("--step_separator", type=_separator, default="\n",
+                         help="separator the PRM was trained with; escapes like \\n are read (default: \\n)")
+    scoring.add_argument("--max_length", type=_positive, help="truncation as in training (default: none)")
+    scoring.add_argument("--max_prompt_length", type=_positive, help="truncation as in training (default: none)")
+    scoring.add_argument("--max_completion_length", type=_positive, help="truncation as in training (default: none)")
+    scoring.add_argument("--batch_size", type=_positive, default=8, help="rows per forward pass (default: 8)")
+    scoring.add_argument("--threshold", type=_threshold, default=0.5,
+                         help="a step is predicted correct when its score is at least this (default: 0.5)")
+    scoring.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    scoring.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                         help="weights' precision (default: auto, the checkpoint's)")
+    processbench = parser.add_argument_group("--benchmark processbench")
+    processbench.add_argument("--subsets", type=_names(SUBSETS), default=list(SUBSETS),
+                              help=f"comma-separated, from {','.join(SUBSETS)} (default: all)")
+    processbench.add_argument("--data", help="folder with <subset>.json files (default: the Hub's Qwen/ProcessBench)")
+    processbench.add_argument("--revision", help="revision of Qwen/ProcessBench on the Hub (default: main)")
+    processbench.add_argument("--calibrate", choices=SUBSETS, metavar="SUBSET",
+                              help="pick the threshold with the best F1 on this subset and report it")
+    built = parser.add_argument_group("--benchmark built")
+    built.add_argument("--dataset", help="folder saved by prm-builder build, prm_builder:CONFIG, or a Hub dataset")
+    built.add_argument("--dataset_options", nargs="*", help="builder options as key=value (as in prm-train)")
+    built.add_argument("--split", default="test", help="split to score (default: test)")
+    best = parser.add_argument_group("--benchmark best_of_n")
+    best.add_argument("--candidates", help="JSONL of prompt, reference_answer, candidates (texts or step lists)")
+    best.add_argument("--aggregations", type=_names(AGGREGATIONS), default=list(AGGREGATIONS),
+                      help=f"comma-separated, from {','.join(AGGREGATIONS)} (default: all)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    output.add_argument("--plot", metavar="IMAGE", help="write a chart (png, svg, pdf) of the results")
+    output.add_argument("--update-card", "--update_card", action="store_true", dest="update_card",
+                        help="write the scores into the model folder's README.md, replacing this benchmark's last")
+    output.add_argument("--scores_dir", metavar="DIR",
+                        help="keep every row's step scores here (one JSONL per data file) and resume from them")
+    output.add_argument("--no_progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    # Each benchmark's input is required with it, and only with it: a stray option is a mistake worth reporting.
+    needs = {"built": "dataset", "best_of_n": "candidates"}
+    if args.benchmark in needs and getattr(args, needs[args.benchmark]) is None:
+        parser.error(f"--benchmark {args.benchmark} needs --{needs[args.benchmark]}")
+    foreign = {"processbench": ("dataset", "dataset_options", "candidates"),
+               "built": ("data", "calibrate", "candidates"),
+               "best_of_n": ("data", "calibrate", "dataset", "dataset_options")}
+    for option in foreign[args.benchmark]:
+        if getattr(args, option) is not None:
+            parser.error(f"--{option} does not apply to --benchmark {args.benchmark}")
+    if args.update_card and not Path(args.model).is_dir():
+        parser.error(f"--update-card writes README.md into the model's folder; {args.model} is not a local folder")
+
+    from huggingface_hub.errors import EntryNotFoundError  # not an OSError, unlike the Hub's other errors
+
+    try:
+        run(args)
+    except (ValueError, OSError, EntryNotFoundError) as error:
+        # Option, input and download errors already say what was expected; a traceback adds nothing.
+        print(f"prm-eval: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        again = "run the same command again to resume" if args.scores_dir else "pass --scores_dir to make runs resumable"
+        print(f"prm-eval: interrupted; {again}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def run(args) -> None:
+    """Evaluate as `args` say and write the report (stdout), the chart and the card section."""
+    from .benchmarks import evaluate
+    from .eval_report import plot, render_table, update_card
+    from .tokenization import Truncation
+
+    dataset_options = None
+    if args.dataset_options:
+        from .cli import parse_dataset_options  # imports trl: only when needed
+
+        dataset_options = parse_dataset_options(args.dataset_options)
+
+    results = evaluate(
+        args.model, None, args.benchmark,
+        device=args.device,
+        dtype=args.dtype,
+        step_separator=args.step_separator,
+        truncation=Truncation(args.max_length, args.max_prompt_length, args.max_completion_length),
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        progress=not args.no_progress,
+        subsets=args.subsets,
+        data=args.data,
+        calibrate=args.calibrate,
+        revision=args.revision,
+        dataset=args.dataset,
+        dataset_options=dataset_options,
+        split=args.split,
+        candidates=args.candidates,
+        aggregations=args.aggregations,
+        scores_dir=args.scores_dir,
+    )
+    print(json.dumps(results, indent=2) if args.json else render_table(results))
+    if args.plot:
+        print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)
+    if args.update_card:
+        print(f"scores written to {update_card(args.model, results)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""What `prm-eval` shows: a results dict of `prm_trainer.evaluate` as a text table, a bar or line chart, and a
+section of the model card.
+
+Tables and card show percentages with one decimal, as ProcessBench reports them; `--json` keeps the fractions.
+"""
+
+import re
+from datetime import date
+from pathlib import Path
+
+from .processbench import ANCHORS
+
+TITLES = {"processbench": "ProcessBench", "built": "Built split", "best_of_n": "Best-of-N"}
+
+
+def percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _table(header: list[str], rows: list[list], markdown: bool) -> str:
+    """Rows of cells as a text table (first column left-aligned, the others right-aligned) or a Markdown table."""
+    cells = [header] + [[str(cell) for cell in row] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in cells]
+        lines.insert(1, "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |")
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in cells
+    )
+
+
+def _processbench_table(results: dict, markdown: bool) -> str:
+    rows = [
+        [subset, percent(m["accuracy_erroneous"]), percent(m["accuracy_correct"]), percent(m["f1"]),
+         m["num_erroneous"] + m["num_correct"]]
+        for subset, m in results["subsets"].items()
+    ]
+    average = results["average"]
+    cases = sum(row[-1] for row in rows)
+    rows.append(["average", percent(average["accuracy_erroneous"]), percent(average["accuracy_correct"]),
+                 percent(average["f1"]), cases])
+    return _table(["subset", "erroneous", "correct", "F1", "cases"], rows, markdown)
+
+
+def _built_table(results: dict, markdown: bool) -> str:
+    rows = []
+    for source, m in [("overall", results["overall"]), *results["sources"].items()]:
+        rows.append([source, m["num_rows"], m["num_steps"], percent(m["step_accuracy"]),
+                     percent(m["majority_baseline"]), percent(m["balanced_accuracy"]),
+                     percent(m["first_error_accuracy_on_errors"]), percent(m["first_error_accuracy_on_correct"]),
+                     percent(m["first_error_f1"])])
+    # "erroneous" and "correct" are ProcessBench's two accuracies: first error found exactly, no step flagged.
+    header = ["source", "rows", "steps", "step acc", "majority", "balanced", "erroneous", "correct", "first-error F1"]
+    return _table(header, rows, markdown)
+
+
+def _best_of_n_table(results: dict, markdown: bool) -> str:
+    by_n = results["by_n"]
+    columns = [key for key in next(iter(by_n.values())) if key.startswith("prm_")]
+    columns += ["majority_vote", "pass_at_n", "random"]
+    rows = [[n, *(percent(figures[column]) for column in columns)] for n, figures in by_n.items()]
+    names = {"majority_vote": "majority", "pass_at_n": "pass@N"}
+    return _table(["N", *(names.get(c, c.replace("prm_", "PRM ")) for c in columns)], rows, markdown)
+
+
+TABLES = {"processbench": _processbench_table, "built": _built_table, "best_of_n": _best_of_n_table}
+
+
+def summary(results: dict) -> str:
+    """One line on what was measured and how."""
+    benchmark = results["benchmark"]
+    parts = [f"{TITLES[benchmark]} of {results['model']}"]
+    if benchmark == "processbench":
+        parts.append(f"data {results['data']}")
+        calibration = results["calibration"]
+        if calibration:
+            parts.append(f"threshold {calibration['threshold']:.4f}, calibrated on {calibration['subset']} "
+                         f"(F1 {percent(calibration['f1'])} there)")
+        else:
+            parts.append(f"threshold {results['threshold']}")
+    elif benchmark == "built":
+        parts.append(f"{results['dataset']}, split {results['split']}, threshold {results['threshold']}")
+    else:
+        parts.append(f"{results['num_problems']} problems, up to {results['max_n']} candidates each")
+    parts.append(f"step separator {results['scoring']['step_separator']!r}")
+    return "; ".join(parts)
+
+
+def render_table(results: dict) -> str:
+    """The terminal report: summary line, table, and for ProcessBench the published figures for scale."""
+    text = summary(results) + "\n\n" + TABLES[results["benchmark"]](results, markdown=False)
+    if results["benchmark"] == "processbench":
+        unscored = {subset: m["unscored"] for subset, m in results["subsets"].items() if m["unscored"]}
+        if unscored:
+            counts = ", ".join(f"{count} in {subset}" for subset, count in unscored.items())
+            text += f"\n\nLeft out, a step cut by truncation (raise --max_length): {counts} cases."
+        anchors = ", ".join(f"{name} {f1}" for name, f1 in ANCHORS.items())
+        text += f"\n\nPublished average F1 for scale: {anchors}."
+    return text
+
+
+def plot(results: dict, path: str | Path) -> Path:
+    """ProcessBench and built splits: grouped bars; best-of-N: accuracy against N. Written as an image to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    benchmark = results["benchmark"]
+    if benchmark == "best_of_n":
+        sizes = [int(n) for n in results["by_n"]]
+        for column in next(iter(results["by_n"].values())):
+            if column in ("groups", "unscored"):
+                continue
+            values = [100 * (figures[column] or 0.0) for figures in results["by_n"].values()]
+            style = "-o" if column.startswith("prm_") else "--"
+            axes.plot(sizes, values, style, label=column.replace("prm_", "PRM ").replace("_", " "))
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(sizes, [str(n) for n in sizes])
+        axes.set_xlabel("N (candidates per problem)")
+        axes.set_ylabel("accuracy (%)")
+    else:
+        if benchmark == "processbench":
+            groups = {**results["subsets"], "average": results["average"]}
+            bars = {"erroneous": "accuracy_erroneous", "correct": "accuracy_correct", "F1": "f1"}
+        else:
+            groups = {"overall": results["overall"], **results["sources"]}
+            bars = {"step acc": "step_accuracy", "balanced": "balanced_accuracy", "first-error F1": "first_error_f1"}
+        width = 0.8 / len(bars)
+        for offset, (label, key) in enumerate(bars.items()):
+            positions = [index + (offset - (len(bars) - 1) / 2) * width for index in range(len(groups))]
+            axes.bar(positions, [100 * (metrics[key] or 0.0) for metrics in groups.values()], width, label=label)
+        axes.set_xticks(range(len(groups)), list(groups), rotation=20 if len(groups) > 5 else 0)
+        axes.set_ylabel("%")
+        axes.set_ylim(0, 100)
+    axes.set_title(summary(results).split(";")[0], fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
+
+
+def _markers(benchmark: str) -> tuple[str, str]:
+    return f"<!-- prm-eval:{benchmark}:begin -->", f"<!-- prm-eval:{benchmark}:end -->"
+
+
+def card_section(results: dict) -> str:
+    """The delimited Markdown block of one benchmark's scores; `update_card` replaces it whole on the next run."""
+    begin, end = _markers(results["benchmark"])
+    body = TABLES[results["benchmark"]](results, markdown=True)
+    note = f"Measured with `prm-eval` on {date.today().isoformat()}: {summary(results)}. Figures in %."
+    if results["benchmark"] == "processbench":
+        anchors = ", ".join(f"{name} {f1}" for name, f1 in ANCHORS.items())
+        note += f" Published average F1 for scale: {anchors}."
+    return f"{begin}\n## {TITLES[results['benchmark']]} scores\n\n{note}\n\n{body}\n{end}"
+
+
+def update_card(model_dir: str | Path, results: dict) -> Path:
+    """Write this benchmark's scores into `<model_dir>/README.md`, replacing its previous block, else appending.
+
+    Nothing outside the block changes, so the trainer's sections (and anything the user wrote) stay as they are.
+    """
+    card = Path(model_dir, "README.md")
+    if not Path(model_dir).is_dir():
+        raise ValueError(f"--update-card writes README.md into the model's folder; {model_dir} is not a local folder")
+    text = card.read_text(encoding="utf-8") if card.is_file() else f"# {Path(model_dir).resolve().name}\n"
+    begin, end = _markers(results["benchmark"])
+    block = card_section(results)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    card.write_text(text, encoding="utf-8")
+    return card

@@ -1,0 +1,198 @@
+"""Training on a mixture of datasets: TRL's mixture format, with builder options per entry.
+
+A `--config` YAML with a `datasets:` list trains on a mixture, as TRL's scripts read it
+(`trl.scripts.utils.DatasetMixtureConfig`), each entry taking `options:` for our builder:
+
+    datasets:
+      - {path: prm_builder, name: synthetic, fraction: 0.5, options: {problems: gsm8k}}
+      - {path: prm_builder, name: prm800k, fraction: 0.25}
+      - {path: peiyi9979/Math-Shepherd, fraction: 0.25}    # any load_dataset path works too
+    test_split_size: 0.05
+
+In order:
+  1. each entry is loaded (`load_dataset(path, name, data_dir=, data_files=, split=, **options)`)
+     and keeps its `columns`, or else the columns every entry has;
+  2. rows whose (prompt, completions) an earlier entry already has are dropped and counted
+     (dedup across sources; repeats inside one source stay, e.g. two ratings of one solution);
+  3. fractions as TRL defines them: normalised to sum to one, the mixture size N is the largest
+     with no entry oversampled, and each entry keeps its first round(weight * N) rows;
+  4. the entries are concatenated and, with `test_split_size`, split into train and test
+     (`train_test_split`, seeded with the training seed so a rerun gets the same split).
+What each entry contributed is printed before training and written into the model card.
+"""
+
+import functools
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+from trl.scripts.utils import DatasetConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PRMDatasetConfig(DatasetConfig):
+    """One entry of a mixture: TRL's `DatasetConfig` plus `options`, keyword arguments of `load_dataset`
+    (for `path: prm_builder`, the builder's options, e.g. `{problems: gsm8k, max_examples: 2000}`)."""
+
+    options: dict | None = None
+
+
+@dataclass
+class MixtureArguments:
+    """
+    The mixture fields of `prm-train` (TRL's `DatasetMixtureConfig`, without streaming).
+
+    Parameters:
+        datasets (`list[PRMDatasetConfig]`):
+            Datasets to mix (`path`, `name`, `data_dir`, `data_files`, `split`, `columns`, `fraction`, `options`);
+            when set, `--dataset_name` is not used.
+        test_split_size (`float`, *optional*):
+            Share (or number) of the mixture's rows held out as its test split; `None`: no test split.
+    """
+
+    datasets: list[PRMDatasetConfig] = field(
+        default_factory=list,
+        metadata={"help": "Datasets to mix, each {path, name, split, fraction, options, ...} (set it in --config)."},
+    )
+    test_split_size: float | None = field(
+        default=None, metadata={"help": "Share (or number) of the mixture's rows held out as its test split."}
+    )
+
+
+def entries(datasets: list) -> list[PRMDatasetConfig]:
+    """The mixture's entries as PRMDatasetConfig, whether read from YAML (dicts) or built in Python."""
+    result = []
+    for index, entry in enumerate(datasets):
+        if isinstance(entry, PRMDatasetConfig):
+            result.append(entry)
+            continue
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise ValueError(f"datasets[{index}] must be a mapping with at least a 'path', got {entry!r}")
+        unknown = sorted(set(entry) - set(PRMDatasetConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(
+                f"datasets[{index}] has unknown key(s) {unknown}; valid: {sorted(PRMDatasetConfig.__dataclass_fields__)}"
+            )
+        result.append(PRMDatasetConfig(**entry))
+    fractions = [entry.fraction for entry in result]
+    if any(f is not None for f in fractions) and any(f is None for f in fractions):
+        raise ValueError(f"set fraction for every dataset of the mixture or for none, got {fractions}")
+    if any(f is not None and f < 0 for f in fractions) or (fractions and fractions[0] is not None and sum(fractions) <= 0):
+        raise ValueError(f"fractions must be >= 0 with a positive sum, got {fractions}")
+    return result
+
+
+def label(entry: PRMDatasetConfig) -> str:
+    return f"{entry.path}:{entry.name}" if entry.name else entry.path
+
+
+def load_entry(entry: PRMDatasetConfig):
+    import datasets
+
+    if entry.path == "prm_builder":
+        import prm_builder  # noqa: F401  (registers the builder with datasets)
+    given = {"name": entry.name, "data_dir": entry.data_dir, "data_files": entry.data_files, "split": entry.split}
+    options = dict(entry.options or {})
+    twice = sorted(key for key, value in given.items() if value is not None and key in options)
+    if twice:
+        raise ValueError(f"{label(entry)}: {', '.join(twice)} set both in the entry and in its options; set each once")
+    return datasets.load_dataset(entry.path, **{**given, **options})
+
+
+def realised_counts(sizes: list[int], fractions: list[float | None]) -> list[int]:
+    """Rows kept per entry under TRL's rule (all rows when no fraction is set)."""
+    if fractions[0] is None:
+        return list(sizes)
+    weights = [fraction / sum(fractions) for fraction in fractions]
+    # The largest mixture in which no entry has to give more rows than it has.
+    size = min(available / weight for available, weight in zip(sizes, weights) if weight > 0)
+    return [round(weight * size) for weight in weights]
+
+
+def load_mixture(arguments: MixtureArguments, seed: int = 0):
+    """(DatasetDict with "train" and, with test_split_size, "test"; the report, one dict per entry)."""
+    import datasets
+
+    mixture = entries(arguments.datasets)
+    if not mixture:
+        raise ValueError("datasets: the mixture has no entries")
+    if getattr(arguments, "dataset_name", None):  # prm-train's arguments: TRL's scripts say the same
+        logger.warning(f"both `datasets` and --dataset_name {arguments.dataset_name!r} are set: the mixture is used")
+    loaded = [load_entry(entry) for entry in mixture]
+    shared = [name for name in loaded[0].column_names if all(name in d.column_names for d in loaded[1:])]
+    for name in ("prompt", "completions"):
+        if name not in shared:
+            raise ValueError(
+                f"every dataset of the mixture needs a {name!r} column (stepwise supervision); columns: "
+                + "; ".join(f"{label(e)}: {d.column_names}" for e, d in zip(mixture, loaded))
+            )
+    loaded = [d.select_columns(e.columns if e.columns is not None else shared) for e, d in zip(mixture, loaded)]
+    seen: set[bytes] = set()
+    deduplicated, duplicates = [], []
+    for dataset in loaded:
+        keep = _new_rows(dataset, seen)
+        duplicates.append(len(dataset) - len(keep))
+        deduplicated.append(dataset if len(keep) == len(dataset) else dataset.select(keep))
+    counts = realised_counts([len(d) for d in deduplicated], [e.fraction for e in mixture])
+    parts = [dataset.select(range(count)) for dataset, count in zip(deduplicated, counts)]
+    total = sum(counts)
+    report = [
+        {"dataset": label(entry), "split": entry.split, "loaded": len(raw), "duplicates": dup,
+         "fraction": entry.fraction, "rows": count, "share": count / total if total else 0.0}
+        for entry, raw, dup, count in zip(mixture, loaded, duplicates, counts)
+    ]  # fmt: skip
+    combined = datasets.concatenate_datasets(parts)
+    if arguments.test_split_size is not None:
+        return combined.train_test_split(test_size=arguments.test_split_size, seed=seed), report
+    return datasets.DatasetDict({"train": combined}), report
+
+
+def _new_rows(dataset, seen: set) -> list[int]:
+    """Indices of rows whose (prompt, completions) no earlier dataset had (`seen`); then adds this one's."""
+    keep, keys = [], set()
+    for start in range(0, len(dataset), 10_000):
+        batch = dataset.select_columns(["prompt", "completions"])[start : start + 10_000]
+        for offset, (prompt, completions) in enumerate(zip(batch["prompt"], batch["completions"])):
+            key = hashlib.sha1("\x1e".join([str(prompt), *map(str, completions)]).encode()).digest()
+            keys.add(key)
+            if key not in seen:
+                keep.append(start + offset)
+    seen |= keys
+    return keep
+
+
+def describe(report: list[dict]) -> str:
+    """The report as a Markdown table (printed before training and put in the model card)."""
+    lines = [
+        "| dataset | split | loaded | duplicates dropped | fraction | rows | share |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in report:
+        fraction = "-" if r["fraction"] is None else f"{r['fraction']:g}"
+        lines.append(
+            f"| {r['dataset']} | {r['split']} | {r['loaded']} | {r['duplicates']} | {fraction} | {r['rows']} | {r['share']:.4f} |"
+        )
+    lines.append(f"| total | | {sum(r['loaded'] for r in report)} | {sum(r['duplicates'] for r in report)} | | "
+                 f"{sum(r['rows'] for r in report)} | 1.0000 |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def with_mixture_in_card(create_model_card, report: list[dict]):
+    """Wrap a trainer's `create_model_card` so every card it writes (checkpoints, final, push) lists the mixture."""
+
+    @functools.wraps(create_model_card)
+    def create(*args, **kwargs):
+        create_model_card(*args, **kwargs)
+        trainer = create_model_card.__self__
+        if not trainer.is_world_process_zero():
+            return
+        import os
+
+        path = os.path.join(trainer.args.output_dir, "README.md")
+        with open(path, "a", encoding="utf-8") as card:
+            card.write("\n## Training data mixture\n\nRows per dataset, as realised (TRL's fraction rule, "
+                       "duplicates across datasets dropped first):\n\n" + describe(report) + "\n")  # fmt: skip
+
+    return create
