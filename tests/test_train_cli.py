@@ -176,7 +176,8 @@ TRAIN_FLAGS = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--lear
                "--report_to", "none", "--save_strategy", "no", "--seed", "0"]
 
 
-def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_model_path, gsm8k_dir):
+def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_model_path, gsm8k_dir, capfd,
+                                                                 monkeypatch):
     from peft import AutoPeftModelForTokenClassification
 
     config = tmp_path / "recipe.yaml"
@@ -188,21 +189,25 @@ def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_m
         "lora_r: 4\n"
     )
     out = tmp_path / "prm"
-    result = run([BIN / "prm-train", "--config", config, "--output_dir", out, *TRAIN_FLAGS,
-                  "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size", "5"], cwd=tmp_path)
+    # The console script's own path (arguments from sys.argv), in process: the slow tests start it as a program.
+    monkeypatch.setattr(sys, "argv", ["prm-train", "--config", str(config), "--output_dir", str(out), *TRAIN_FLAGS,
+                                      "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size",
+                                      "5"])
+    main()
+    stdout, stderr = capfd.readouterr()
 
-    assert "eval_accuracy" in result.stdout + result.stderr  # compute_metrics during training
+    assert "eval_accuracy" in stdout + stderr  # compute_metrics during training
     results = json.loads((out / "prm_eval_results.json").read_text())
     assert EVAL_KEYS <= set(results) and results["split"] == "test" and results["num_rows"] == 12
     assert results["best_of_n_num_problems"] == 3  # 12 rows: 3 problems, 4 solutions each
-    assert json.dumps(results, indent=2) in result.stdout
+    assert json.dumps(results, indent=2) in stdout
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md"} <= {
         p.name for p in out.iterdir()}
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "## Evaluation" in card and "prm_builder:synthetic" in card
     assert "- built with prm-builder, config `synthetic`" in card
     assert f"- options: `problems=<local>/{gsm8k_dir.name}`, `max_examples=12`" in card and str(gsm8k_dir) not in card
-    assert "Scoring steps: 100%" in result.stderr  # the final evaluation's progress bar
+    assert "Scoring steps: 100%" in stderr  # the final evaluation's progress bar
     model = AutoPeftModelForTokenClassification.from_pretrained(out)
     assert model.peft_config["default"].task_type == "TOKEN_CLS"
     assert any("modules_to_save" in name and "score" in name for name, _ in model.named_parameters())
