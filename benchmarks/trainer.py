@@ -1,16 +1,19 @@
 """Training throughput of PRMTrainer against a plain transformers.Trainer, same model, same tokenized data, same run.
 
-    python benchmarks/trainer.py                  # full fine-tuning and LoRA, 5 interleaved repeats each
-    python benchmarks/trainer.py --modes lora --steps 60 --repeats 7 --hidden-size 256 --layers 4
+    python benchmarks/trainer.py                  # full fine-tuning and LoRA, accumulation 1 and 4, 5 repeats each
+    python benchmarks/trainer.py --modes lora --accumulation 4 --steps 60 --repeats 7 --hidden-size 256 --layers 4
 
 Both trainers get a fresh copy of the same initial weights, the same tokenized rows (made once with
 `PRMTrainer.tokenize_row`, so PRMTrainer uses them as they are), the same collator, arguments, seed and so the same
-batches in the same order, and dropout disabled in both. Throughput is non-padding tokens per second after the warm-up
-steps, with each step timed from the end of the previous one (data loading and collation included), in wall time and
-in CPU time of the process. Repeats alternate which trainer goes first. Two summaries: the median run, and the sum over
-steps of each step's fastest run, which filters out bursts of other work on a shared machine. The default model is
-deliberately small (a 2-layer Qwen2, hidden size 64), so any per-step overhead of the trainer shows more, not less,
-than on a real model. It is built here with a byte-level BPE trained on GSM8K text: no network needed.
+batches in the same order, and dropout disabled in both. With gradient accumulation 4 the per-device batch is a quarter
+of `--batch-size`, so the optimizer step sees the same rows. A third trainer, PRMTrainer with `label_type="soft"`,
+trains on the same rows with float targets (each step's label as 0.0/1.0), to measure what soft labels cost.
+Throughput is non-padding tokens per second after the warm-up steps, with each step timed from the end of the previous
+one (data loading and collation included), in wall time and in CPU time of the process. Repeats rotate which trainer
+goes first. Two summaries: the median run, and the sum over steps of each step's fastest run, which filters out bursts
+of other work on a shared machine. The default model is deliberately small (a 2-layer Qwen2, hidden size 64), so any
+per-step overhead of the trainer shows more, not less, than on a real model. It is built here with a byte-level BPE
+trained on the repository's GSM8K sample (tests/data): no network needed.
 """
 
 import argparse
@@ -21,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
+KINDS = ("Trainer", "PRMTrainer", "PRMTrainer soft")
 
 
 def build_model(path: Path, texts: list[str], hidden_size: int, layers: int) -> None:
@@ -73,6 +77,14 @@ class StepClock:
         self.callback = Callback()
 
 
+def soft_features():
+    """The tokenized rows' features with float labels: each step's 0/1 label becomes a soft target of 0.0/1.0."""
+    import datasets
+
+    return datasets.Features({"input_ids": datasets.List(datasets.Value("int64")),
+                              "labels": datasets.List(datasets.Value("float32"))})
+
+
 def run_once(kind: str, mode: str, model_path: Path, tokenized, args_kwargs: dict) -> list[tuple]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -90,8 +102,10 @@ def run_once(kind: str, mode: str, model_path: Path, tokenized, args_kwargs: dic
     model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=2)
     peft_config = LoraConfig(r=16, lora_alpha=32, task_type="TOKEN_CLS") if mode == "lora" else None
     meter = StepClock()
-    if kind == "PRMTrainer":
-        trainer = PRMTrainer(model=model, args=PRMConfig(**args_kwargs), train_dataset=tokenized,
+    if kind.startswith("PRMTrainer"):
+        soft = kind.endswith("soft")
+        trainer = PRMTrainer(model=model, args=PRMConfig(**args_kwargs, label_type="soft" if soft else "hard"),
+                             train_dataset=tokenized.cast(soft_features()) if soft else tokenized,
                              processing_class=tokenizer, peft_config=peft_config, callbacks=[meter.callback])
     else:
         if peft_config is not None:
@@ -106,9 +120,28 @@ def run_once(kind: str, mode: str, model_path: Path, tokenized, args_kwargs: dic
     return meter.steps
 
 
+def summarize(runs: dict) -> dict:
+    """Tokens/s per trainer (median run, and fastest run of each step), with PRMTrainer/Trainer and soft/hard."""
+    figure = {}
+    for kind, kind_runs in runs.items():
+        # Same seed, same batches: step i has the same tokens in every run. Its fastest run is the one least
+        # disturbed by whatever else the machine was doing, and the sum of those is the undisturbed training time.
+        tokens = sum(step[2] for step in kind_runs[0])
+        for clock, index in (("wall", 0), ("cpu", 1)):
+            best = sum(min(run[i][index] for run in kind_runs) for i in range(len(kind_runs[0])))
+            median = statistics.median(sum(step[index] for step in run) for run in kind_runs)
+            figure.setdefault(f"{clock}, fastest run of each step", {})[kind] = tokens / best
+            figure.setdefault(f"{clock}, median run", {})[kind] = tokens / median
+    for row in figure.values():
+        row["ratio"] = row["PRMTrainer"] / row["Trainer"]
+        row["soft ratio"] = row["PRMTrainer soft"] / row["PRMTrainer"]
+    return figure
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default="full,lora", help="comma-separated: full, lora")
+    parser.add_argument("--accumulation", default="1,4", help="comma-separated gradient accumulation steps")
     parser.add_argument("--rows", type=int, default=256, help="training rows (synthetic config)")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the measurement")
@@ -134,7 +167,7 @@ def main(argv=None) -> dict:
     datasets.disable_progress_bars()
     if options.threads > 0:
         torch.set_num_threads(options.threads)
-    problems = str(SHARED_GSM8K) if SHARED_GSM8K.is_dir() else "sample"
+    problems = str(GSM8K) if GSM8K.is_dir() else "sample"
     rows = datasets.load_dataset("prm_builder", "synthetic", problems=problems, max_examples=options.rows)["train"]
     work = Path(tempfile.mkdtemp(prefix="prm-bench-"))
     texts = [row["prompt"] + "\n" + "\n".join(row["completions"]) for row in rows]
@@ -154,42 +187,35 @@ def main(argv=None) -> dict:
 
     args_kwargs = dict(
         output_dir=str(work / "out"), report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
-        per_device_train_batch_size=options.batch_size, max_steps=options.steps, learning_rate=1e-4,
-        logging_steps=10, bf16=False, activation_checkpointing=options.gradient_checkpointing,
-        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=False,
+        max_steps=options.steps, learning_rate=1e-4, logging_steps=10, bf16=False,
+        activation_checkpointing=options.gradient_checkpointing, include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=False,
     )
     figures = {}
     for mode in options.modes.split(","):
-        runs = {"Trainer": [], "PRMTrainer": []}
-        for repeat in range(options.repeats):
-            order = ["Trainer", "PRMTrainer"] if repeat % 2 == 0 else ["PRMTrainer", "Trainer"]
-            for kind in order:
-                runs[kind].append(run_once(kind, mode, work / "model", tokenized, args_kwargs)[options.warmup :])
-        figure = {}
-        for kind, kind_runs in runs.items():
-            # Same seed, same batches: step i has the same tokens in every run. Its fastest run is the one least
-            # disturbed by whatever else the machine was doing, and the sum of those is the undisturbed training time.
-            tokens = sum(step[2] for step in kind_runs[0])
-            for clock, index in (("wall", 0), ("cpu", 1)):
-                best = sum(min(run[i][index] for run in kind_runs) for i in range(len(kind_runs[0])))
-                median = statistics.median(sum(step[index] for step in run) for run in kind_runs)
-                figure.setdefault(f"{clock}, fastest run of each step", {})[kind] = tokens / best
-                figure.setdefault(f"{clock}, median run", {})[kind] = tokens / median
-        for row in figure.values():
-            row["ratio"] = row["PRMTrainer"] / row["Trainer"]
-        figures[mode] = figure
+        for accumulation in (int(steps) for steps in options.accumulation.split(",")):
+            if options.batch_size % accumulation:
+                raise ValueError(f"--batch-size {options.batch_size} is not a multiple of accumulation {accumulation}")
+            run_kwargs = dict(args_kwargs, per_device_train_batch_size=options.batch_size // accumulation,
+                              gradient_accumulation_steps=accumulation)
+            runs = {kind: [] for kind in KINDS}
+            for repeat in range(options.repeats):
+                for kind in KINDS[repeat % 3 :] + KINDS[: repeat % 3]:  # rotate who goes first
+                    runs[kind].append(run_once(kind, mode, work / "model", tokenized, run_kwargs)[options.warmup :])
+            figures[f"{mode}, accumulation {accumulation}"] = summarize(runs)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Qwen2 hidden {options.hidden_size}, "
           f"{options.layers} layers; {len(tokenized)} rows of {mean_length:.0f} tokens on average; batch "
-          f"{options.batch_size}; {options.steps} steps ({options.warmup} warm-up); activation checkpointing "
-          f"{'on' if options.gradient_checkpointing else 'off'}; {options.repeats} interleaved runs per trainer")
+          f"{options.batch_size} per optimizer step; {options.steps} steps ({options.warmup} warm-up); activation "
+          f"checkpointing {'on' if options.gradient_checkpointing else 'off'}; {options.repeats} runs per trainer")
     print(f"tokenize_row: {len(tokenized) / tokenize_seconds:.0f} rows/s\n")
-    print("| mode | tokens/s, time taken as | Trainer | PRMTrainer | PRMTrainer / Trainer | overhead |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for mode, figure in figures.items():
+    print("| run | tokens/s, time taken as | Trainer | PRMTrainer | PRMTrainer soft | PRMTrainer / Trainer | "
+          "soft / hard |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for run, figure in figures.items():
         for label, row in figure.items():
-            print(f"| {mode} | {label} | {row['Trainer']:,.0f} | {row['PRMTrainer']:,.0f} | {row['ratio']:.3f} | "
-                  f"{(1 - row['ratio']) * 100:+.1f}% |")
+            print(f"| {run} | {label} | {row['Trainer']:,.0f} | {row['PRMTrainer']:,.0f} | "
+                  f"{row['PRMTrainer soft']:,.0f} | {row['ratio']:.3f} | {row['soft ratio']:.3f} |")
     if options.json:
         options.json.write_text(json.dumps(figures, indent=2))
     return figures

@@ -213,3 +213,88 @@ def test_scoring_modules_do_not_import_the_trainer(module):
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+# ---------------------------------------------------------------- soft targets
+
+
+def test_step_targets_hard_soft_and_last_only():
+    from prm_trainer.tokenization import step_targets
+
+    assert step_targets([True, False, 1], soft=False, last_only=False) == [1, 0, 1]
+    assert step_targets([True, False], soft=False, last_only=True) == [X, 0]
+    assert step_targets([0.25, float("nan"), 1], soft=True, last_only=False) == [0.25, X, 1.0]
+    assert step_targets([0.25, 0.5], soft=True, last_only=True) == [X, 0.5]
+    assert step_targets([], soft=True, last_only=True) == []
+
+
+# ---------------------------------------------------------------- check_rows: the first bad row, named
+
+
+def rows_dataset(rows: list[dict]):
+    import datasets
+
+    return datasets.Dataset.from_list(rows)
+
+
+GOOD = {"id": "a", "prompt": "p", "completions": ["s1", "s2"], "labels": [True, False], "step_scores": [0.5, 0.0]}
+
+
+@pytest.mark.parametrize(
+    "bad, soft, message",
+    [
+        ({"labels": [True]}, False, "row 2 \\(id 'bad'\\): field 'labels' has 1 values for 2 steps"),
+        ({"completions": ["s1", None]}, False, "row 2 \\(id 'bad'\\): field 'completions' has a null step"),
+        ({"prompt": None}, False, "row 2 \\(id 'bad'\\): field 'prompt' is missing"),
+        ({"labels": None}, False, "row 2 \\(id 'bad'\\): field 'labels' is missing"),
+        ({"step_scores": [0.5, 1.5]}, True, "row 2 \\(id 'bad'\\): field 'step_scores' has a value outside \\[0, 1\\]"),
+        ({"step_scores": []}, True, "row 2 .* has 0 values for 2 steps .*label_method='outcome' .*label_type='hard'"),
+    ],
+)
+def test_check_rows_names_split_row_and_field(bad, soft, message):
+    from prm_trainer.tokenization import check_rows
+
+    rows = [GOOD, GOOD, {**GOOD, "id": "bad", **bad}, {**GOOD, "labels": [True]}]  # row 3 is bad too: 2 is named
+    with pytest.raises(ValueError, match=f"the test split, {message}"):
+        check_rows(rows_dataset(rows), "test", label_column="step_scores" if soft else "labels", soft=soft)
+
+
+def test_check_rows_accepts_good_rows_nan_scores_and_int_labels():
+    from prm_trainer.tokenization import check_rows
+
+    rows = [{**GOOD, "labels": [1, 1]}, {**GOOD, "labels": [1, 0], "step_scores": [float("nan"), 1.0]}]
+    check_rows(rows_dataset(rows), "train", "step_scores", soft=True)
+    check_rows(rows_dataset(rows).select([1, 0]), "train")  # through an indices mapping too
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("labels", ["yes", "no"], "field 'labels' must be a list of booleans \\(or 0/1 integers\\), one per step"),
+        ("labels", [2, 0], "row 0 \\(id 'a'\\): field 'labels' has a label that is not true/false"),
+        ("prompt", [{"role": "user", "content": "p"}], "field 'prompt' must be a string"),
+        ("completions", "s1 s2", "field 'completions' must be a list of strings"),
+    ],
+)
+def test_check_rows_wrong_types(column, value, message):
+    from prm_trainer.tokenization import check_rows
+
+    with pytest.raises(ValueError, match=f"the train split.*{message}"):
+        check_rows(rows_dataset([{**GOOD, column: value}]), "train")
+
+
+def test_check_rows_missing_columns():
+    from prm_trainer.tokenization import check_rows
+
+    message = "needs columns prompt, completions and step_scores .*missing \\['step_scores'\\]"
+    with pytest.raises(ValueError, match=message):
+        check_rows(rows_dataset([{k: v for k, v in GOOD.items() if k != "step_scores"}]), "train", "step_scores", True)
+
+
+def test_check_rows_counts_rows_in_the_order_of_a_selected_dataset():
+    from prm_trainer.tokenization import check_rows
+
+    rows = [{**GOOD, "id": str(i)} for i in range(10)]
+    rows[7]["labels"] = [True]
+    with pytest.raises(ValueError, match="the train split, row 2 \\(id '7'\\): field 'labels' has 1 values"):
+        check_rows(rows_dataset(rows).select([9, 8, 7, 6]), "train")

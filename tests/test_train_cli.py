@@ -148,6 +148,20 @@ def test_main_argument_errors(tmp_path, saved_dataset, args, message):
         _main([*args, "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
 
 
+def test_main_checks_both_splits_before_training(tmp_path, saved_dataset, tiny_model_path):
+    dataset = datasets.load_from_disk(str(saved_dataset))
+    test = dataset["test"].to_list()
+    test[5]["labels"] = test[5]["labels"][:-1]
+    broken = datasets.DatasetDict({"train": dataset["train"], "test": datasets.Dataset.from_list(test)})
+    broken.save_to_disk(tmp_path / "broken")
+    out = tmp_path / "out"
+    message = f"the test split, row 5 \\(id '{test[5]['id']}'\\): field 'labels' has {len(test[5]['labels'])} values"
+    with pytest.raises(ValueError, match=message):
+        _main(["--dataset_name", str(tmp_path / "broken"), "--model_name_or_path", str(tiny_model_path),
+               "--output_dir", str(out), "--report_to", "none"])
+    assert not out.exists()  # nothing trained, nothing saved
+
+
 # ---------------------------------------------------------------- whole runs
 
 
@@ -162,7 +176,8 @@ TRAIN_FLAGS = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--lear
                "--report_to", "none", "--save_strategy", "no", "--seed", "0"]
 
 
-def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_model_path, gsm8k_dir):
+def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_model_path, gsm8k_dir, capfd,
+                                                                 monkeypatch):
     from peft import AutoPeftModelForTokenClassification
 
     config = tmp_path / "recipe.yaml"
@@ -174,18 +189,25 @@ def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_m
         "lora_r: 4\n"
     )
     out = tmp_path / "prm"
-    result = run([BIN / "prm-train", "--config", config, "--output_dir", out, *TRAIN_FLAGS,
-                  "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size", "5"], cwd=tmp_path)
+    # The console script's own path (arguments from sys.argv), in process: the slow tests start it as a program.
+    monkeypatch.setattr(sys, "argv", ["prm-train", "--config", str(config), "--output_dir", str(out), *TRAIN_FLAGS,
+                                      "--eval_strategy", "steps", "--eval_steps", "2", "--per_device_eval_batch_size",
+                                      "5"])
+    main()
+    stdout, stderr = capfd.readouterr()
 
-    assert "eval_accuracy" in result.stdout + result.stderr  # compute_metrics during training
+    assert "eval_accuracy" in stdout + stderr  # compute_metrics during training
     results = json.loads((out / "prm_eval_results.json").read_text())
     assert EVAL_KEYS <= set(results) and results["split"] == "test" and results["num_rows"] == 12
     assert results["best_of_n_num_problems"] == 3  # 12 rows: 3 problems, 4 solutions each
-    assert json.dumps(results, indent=2) in result.stdout
+    assert json.dumps(results, indent=2) in stdout
     assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md"} <= {
         p.name for p in out.iterdir()}
     card = (out / "README.md").read_text()
     assert "library_name: peft" in card and "## Evaluation" in card and "prm_builder:synthetic" in card
+    assert "- built with prm-builder, config `synthetic`" in card
+    assert f"- options: `problems=<local>/{gsm8k_dir.name}`, `max_examples=12`" in card and str(gsm8k_dir) not in card
+    assert "Scoring steps: 100%" in stderr  # the final evaluation's progress bar
     model = AutoPeftModelForTokenClassification.from_pretrained(out)
     assert model.peft_config["default"].task_type == "TOKEN_CLS"
     assert any("modules_to_save" in name and "score" in name for name, _ in model.named_parameters())
@@ -195,17 +217,37 @@ def test_prm_train_full_fine_tune_on_a_saved_dataset(tmp_path, tiny_model_path, 
     from transformers import AutoModelForTokenClassification
 
     out = tmp_path / "prm"
-    run([BIN / "prm-train", "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset,
-         "--dataset_test_split", "none", "--output_dir", out, *TRAIN_FLAGS], cwd=tmp_path)
+    # In process (the console script is run by the test above): same main(), without a second interpreter start.
+    _main([str(arg) for arg in ["--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset,
+                                "--dataset_test_split", "none", "--output_dir", out, *TRAIN_FLAGS]])
     assert not (out / "prm_eval_results.json").exists()
     model = AutoModelForTokenClassification.from_pretrained(out)
     assert model.config.id2label == {0: "incorrect", 1: "correct"}
     assert "library_name: transformers" in (out / "README.md").read_text()
 
 
+def free_port() -> int:
+    """A free port of our own: two runs on one machine must not meet on the default rendezvous port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# accelerate's `--cpu` launcher starts one process unless MPI is installed; torchrun-style multi-process launching
+# plus ACCELERATE_USE_CPU gives two real CPU processes talking over gloo (DDP).
+def launch(processes: int) -> list:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", processes,
+            "--num_machines", "1", "--main_process_port", free_port(), "--mixed_precision", "no",
+            "--dynamo_backend", "no", "-m", "prm_trainer.cli"]
+
+
+CPU_PROCESSES = {"ACCELERATE_USE_CPU": "true"}
+
+
+@pytest.mark.slow
 def test_accelerate_launch_cpu(tmp_path, tiny_model_path, saved_dataset):
     out = tmp_path / "prm"
-    run([BIN / "accelerate", "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", BIN / "prm-train",
          "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset, "--use_peft", "--lora_r", "4",
          "--output_dir", out, "--eval_metric", "step_accuracy", *TRAIN_FLAGS], cwd=tmp_path)
@@ -214,20 +256,111 @@ def test_accelerate_launch_cpu(tmp_path, tiny_model_path, saved_dataset):
     assert (out / "adapter_model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path, tiny_model_path, saved_dataset):
-    # accelerate's `--cpu` launcher starts one process unless MPI is installed; torchrun-style multi-process
-    # launching plus ACCELERATE_USE_CPU gives two real CPU processes talking over gloo (DDP).
     out = tmp_path / "prm"
-    # A free port of our own: two runs on one machine must not meet on the default rendezvous port.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run([BIN / "accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--main_process_port", port,
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "prm_trainer.cli",
-         "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset, "--use_peft", "--lora_r", "4",
-         "--output_dir", out, "--eval_strategy", "steps", "--eval_steps", "2", *TRAIN_FLAGS],
-        cwd=tmp_path, env={"ACCELERATE_USE_CPU": "true"})
+    result = run([*launch(2), "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset, "--use_peft",
+                  "--lora_r", "4", "--output_dir", out, "--eval_strategy", "steps", "--eval_steps", "2", *TRAIN_FLAGS],
+                 cwd=tmp_path, env=CPU_PROCESSES)
     assert "devices: 2" in (out / "README.md").read_text()
     results = json.loads((out / "prm_eval_results.json").read_text())
     assert EVAL_KEYS <= set(results)
+    # Quiet: none of the upstream warnings that meant nothing to a user.
+    for noise in ("is_gradient_checkpointing", "pin_memory", "find_unused_parameters"):
+        assert noise not in result.stderr + result.stdout, noise
+
+
+@pytest.fixture
+def eight_rows_saved(tmp_path, gsm8k_dir) -> Path:
+    """8 training rows: one global batch of 8 is the whole split, whatever order the sampler draws them in."""
+    import prm_builder  # noqa: F401
+
+    dataset = datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=8)
+    dataset.save_to_disk(tmp_path / "eight")
+    return tmp_path / "eight"
+
+
+def step_one(out: Path) -> tuple[dict, dict]:
+    """The first log entry (loss, grad_norm) and the trained weights of a run saved at step 1."""
+    from safetensors.torch import load_file
+
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    return state["log_history"][0], load_file(out / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_two_processes_take_the_one_process_step(tmp_path, tiny_model_path, eight_rows_saved):
+    """2 processes x batch 2 x accumulation 2 and 1 process x batch 8: the same step (loss, gradient, weights)."""
+    import torch
+    from transformers import AutoModelForTokenClassification, set_seed
+
+    flags = ["--model_name_or_path", tiny_model_path, "--dataset_name", eight_rows_saved, "--dataset_test_split",
+             "none", "--max_steps", "1", "--optim", "sgd", "--learning_rate", "0.5", "--max_grad_norm", "0",
+             "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "1", "--report_to", "none",
+             "--seed", "0"]
+    run([BIN / "prm-train", *flags, "--output_dir", tmp_path / "one", "--per_device_train_batch_size", "8"],
+        cwd=tmp_path)
+    one_log, one = step_one(tmp_path / "one")
+    set_seed(0)  # prm-train seeds before loading, so this is the model every run started from
+    start = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2).state_dict()
+    names = sorted(one)
+    one_update = torch.cat([(one[name] - start[name]).flatten() for name in names])
+    assert one_update.abs().max() > 0
+    # The loss is normalized over the global batch either way: average_tokens_across_devices changes nothing.
+    for average in ("--average_tokens_across_devices", "--no_average_tokens_across_devices"):
+        out = tmp_path / average.lstrip("-")
+        run([*launch(2), *flags, "--output_dir", out, "--per_device_train_batch_size", "2",
+             "--gradient_accumulation_steps", "2", average], cwd=tmp_path, env=CPU_PROCESSES)
+        two_log, two = step_one(out)
+        assert two_log["loss"] == pytest.approx(one_log["loss"], rel=1e-4), average
+        assert two_log["grad_norm"] == pytest.approx(one_log["grad_norm"], rel=1e-4), average
+        two_update = torch.cat([(two[name] - start[name]).flatten() for name in names])
+        assert float((two_update - one_update).norm() / one_update.norm()) < 1e-4, average
+
+
+HANG_FLAGS = ["--use_peft", "--max_steps", "3", "--no_average_tokens_across_devices", "--dataset_test_split", "none"]
+
+
+@pytest.mark.slow
+def test_two_process_run_exits_every_time(tmp_path, tiny_model_path, saved_dataset):
+    """The command that hung after saving in 3 of 5 runs (a gloo deadlock at process-group teardown)."""
+    for attempt in range(3):
+        out = tmp_path / f"prm-{attempt}"
+        result = subprocess.run(
+            [str(part) for part in [*launch(2), "--model_name_or_path", tiny_model_path, "--dataset_name",
+                                    saved_dataset, *HANG_FLAGS, "--output_dir", out, "--report_to", "none"]],
+            cwd=tmp_path, capture_output=True, text=True, timeout=180, env={**os.environ, **CPU_PROCESSES},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+# ---------------------------------------------------------------- --help
+
+
+def test_help_shows_our_options_first_and_groups_the_inherited_ones():
+    text = make_parser(prog="prm-train").format_help()
+    titles = ["prm-train options:", "PRM training options (PRMConfig):", "model options (trl.ModelConfig):",
+              "training options inherited from transformers.TrainingArguments:"]
+    positions = [text.index(title) for title in titles]
+    assert positions == sorted(positions)
+    assert text.startswith("usage: prm-train [--config FILE.yaml] --model_name_or_path MODEL --dataset_name DATASET")
+    ours, prm, model, inherited = (text[a:b] for a, b in zip(positions, [*positions[1:], len(text)]))
+    assert "--dataset_options" in ours and "--label_type {hard,soft}" in prm and "--max_prompt_length" in prm
+    assert "--lora_r" in model and "--gradient_accumulation_steps" in inherited and "--label_type" not in inherited
+
+
+def test_help_is_cached_and_prints_without_importing_torch(tmp_path):
+    from prm_trainer.cli_help import print_help
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    code = "import sys; sys.argv = ['prm-train', '--help']; from prm_trainer.cli import main; main()"
+    # The first --help renders the text with the real parser and caches it (done here, where it is already imported).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        print_help(make_parser, "prm-train")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                            env=env, check=True)
+    assert result.stdout == make_parser(prog="prm-train").format_help()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert not imported & {"torch", "transformers", "trl", "datasets"}, sorted(imported & {"torch", "trl"})

@@ -317,6 +317,20 @@ def test_model_card_after_training(tmp_path, qwen_model_and_tokenizer):
     assert "library_name: peft" in card and "- someone/prm-data" in card and "- prm-builder" in card
     assert "| step_accuracy | 0.7500 |" in card and "| num_rows | 4 |" in card
     assert "optimizer steps: 2" in card
+    data = card[card.index("<!-- prm-train:training-data:begin -->"):card.index("<!-- prm-train:training-data:end -->")]
+    assert "- dataset: `someone/prm-data`" in data and "- training rows: 4" in data
+    assert "- rows per source: `test/hand_made` 4" in data and "- labels: hard, from the `labels` column" in data
+
+    # Scores that prm-eval --update-card added survive the next card the trainer writes; the rest is rewritten.
+    scores = ("<!-- prm-eval:processbench:begin -->\n## ProcessBench scores\n\n| F1 | 12.5 |\n"
+              "<!-- prm-eval:processbench:end -->")
+    path = Path(trainer.args.output_dir) / "README.md"
+    path.write_text(card + "\n" + scores + "\n")
+    trainer.create_model_card(dataset_name="someone/prm-data", dataset_options={"problems": str(tmp_path)})
+    again = path.read_text()
+    assert again.count(scores) == 1 and again.index(scores) > again.index("## Method")
+    assert f"- options: `problems=<local>/{tmp_path.name}`" in again and str(tmp_path) not in again
+    assert "## Evaluation" not in again
 
 
 # ---------------------------------------------------------------- other model families
@@ -372,16 +386,16 @@ def test_other_families_train_with_lora(tmp_path, family):
     assert trainer.state.global_step == 2 and math.isfinite(trainer.state.log_history[-1]["train_loss"])
 
 
-# ---------------------------------------------------------------- the loss: mean over labelled tokens of the global batch
+# ---------------------------------------------------------------- the loss: mean over labelled tokens, global batch
 
 
-def train_one_step(tmp_path, model, tokenizer, rows, *, batch: int, accumulation: int, peft: bool = False):
+def train_one_step(tmp_path, model, tokenizer, rows, *, batch: int, accumulation: int, peft: bool = False, **options):
     """One plain-SGD step (no clipping): the update is the gradient itself, so any mis-scaling shows in the weights
     (Adam's first step, about lr * sign(gradient), would hide it)."""
     from peft import LoraConfig
 
     args = make_args(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
-                     max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, logging_steps=1)
+                     max_steps=1, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, logging_steps=1, **options)
     trainer = PRMTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer,
                          peft_config=LoraConfig(r=4, lora_alpha=8, task_type="TOKEN_CLS") if peft else None)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if p.requires_grad}
@@ -484,7 +498,7 @@ def test_transformers_trainer_contract_the_loss_relies_on(tmp_path, qwen_model_a
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            calls["losses"].append((float(loss), int(num_items_in_batch)))
+            calls["losses"].append((float(loss.detach()), int(num_items_in_batch)))
             return loss
 
     args = make_args(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=1,
@@ -495,3 +509,60 @@ def test_transformers_trainer_contract_the_loss_relies_on(tmp_path, qwen_model_a
     assert calls["batches"] == [(4, 4, labelled)]
     assert [count for _, count in calls["losses"]] == [labelled] * 4
     assert trainer.state.log_history[0]["loss"] == pytest.approx(sum(loss for loss, _ in calls["losses"]), rel=1e-6)
+
+
+# ---------------------------------------------------------------- soft labels
+
+
+def soft_rows() -> datasets.Dataset:
+    """model_sampled-like rows: hard labels plus Monte Carlo step scores (one never measured: NaN)."""
+    rows = schema_rows(4)
+    scores = [[0.9, 0.3, 0.6], [0.8, float("nan"), 0.1], [0.7, 0.5, 0.2], [0.95, 0.4, 0.05]]
+    for row, row_scores in zip(rows, scores, strict=True):
+        row["step_scores"] = row_scores
+    return datasets.Dataset.from_list(rows)
+
+
+def test_soft_labels_tokenize_to_float_targets(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    rows = soft_rows()
+    trainer = PRMTrainer(model=load(), args=make_args(tmp_path, label_type="soft"), train_dataset=rows,
+                         eval_dataset=rows, processing_class=tokenizer)
+    assert trainer.args.label_column == "step_scores"
+    train, evaluation = trainer.train_dataset, trainer.eval_dataset
+    assert train.features["labels"].feature.dtype == "float32"
+    assert [[label for label in row if label != -100] for row in train["labels"][:2]] == [
+        pytest.approx([0.9, 0.3, 0.6]), pytest.approx([0.8, 0.1])]  # the NaN step has no target
+    # Evaluation compares with the hard labels.
+    assert evaluation.features["labels"].feature.dtype == "int64"
+    assert [label for label in evaluation[1]["labels"] if label != -100] == [1, 0, 1]
+    batch = trainer.data_collator([train[0], train[1]])
+    assert batch["labels"].dtype == torch.float32 and batch["labels"].shape == batch["input_ids"].shape
+
+
+@pytest.mark.slow  # 150 optimizer steps
+def test_soft_training_fits_the_targets(tmp_path, qwen_model_and_tokenizer):
+    load, tokenizer = qwen_model_and_tokenizer
+    rows = soft_rows()
+    args = make_args(tmp_path, label_type="soft", max_steps=150, learning_rate=5e-3, lr_scheduler_type="constant",
+                     gradient_checkpointing=False)
+    trainer = PRMTrainer(model=load(), args=args, train_dataset=rows, processing_class=tokenizer)
+    trainer.train()
+    scores = score_steps(trainer.model, tokenizer, rows)
+    targets = [score for row in rows["step_scores"] for score in row if not math.isnan(score)]
+    fitted = [score for row, row_targets in zip(scores, rows["step_scores"], strict=True)
+              for score, target in zip(row, row_targets, strict=True) if not math.isnan(target)]
+    assert fitted == pytest.approx(targets, abs=0.05)
+    # The last logged loss is close to the targets' own entropy, the minimum of a soft cross-entropy.
+    entropy = -sum(p * math.log(p) + (1 - p) * math.log(1 - p) for p in targets) / len(targets)
+    assert trainer.state.log_history[-2]["loss"] == pytest.approx(entropy, abs=0.02)
+
+
+def test_soft_targets_of_zero_and_one_train_exactly_like_hard_labels(tmp_path, qwen_model_and_tokenizer, eight_rows):
+    load, tokenizer = qwen_model_and_tokenizer
+    rows = eight_rows.map(lambda row: {"step_scores": [float(label) for label in row["labels"]]})
+    _, hard, hard_update = train_one_step(tmp_path / "hard", load(), tokenizer, rows, batch=4, accumulation=2)
+    _, soft, soft_update = train_one_step(tmp_path / "soft", load(), tokenizer, rows, batch=4, accumulation=2,
+                                          label_type="soft")
+    assert soft["loss"] == pytest.approx(hard["loss"], rel=1e-6)
+    assert relative_difference(soft_update, hard_update) < 1e-5

@@ -13,78 +13,112 @@ FILE.yaml` sets any of them (command line flags win).
 """
 
 import argparse
+import functools
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from trl import ScriptArguments
-
-from .mixture import MixtureArguments, describe, load_mixture, with_mixture_in_card
 
 EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 NO_SPLIT = ("", "none", "None")
 
 
-@dataclass
-class PRMScriptArguments(ScriptArguments, MixtureArguments):
-    """
-    Arguments of `prm-train` beyond the training and model arguments.
+@functools.cache
+def script_arguments_class():
+    """`PRMScriptArguments`, defined on first use: its base, `trl.ScriptArguments`, takes half a second to import, and
+    `prm-train --help` must start faster than that (see cli_help.py). Also importable as `cli.PRMScriptArguments`."""
+    from trl import ScriptArguments
 
-    Parameters:
-        dataset_name (`str`):
-            `prm_builder:CONFIG` (built with `load_dataset("prm_builder", name=CONFIG, **dataset_options)`), a folder
-            saved by `prm-builder build`, or a dataset `datasets.load_dataset` can load (e.g. a Hub id).
-        dataset_config (`str`, *optional*):
-            Configuration name passed to `load_dataset` as `name` (for `prm_builder`, an alternative to the `:CONFIG`
-            suffix).
-        dataset_options (`list[str]` or `dict`, *optional*):
-            Builder options as `key=value` pairs, e.g. `--dataset_options problems=sample max_examples=200
-            "strategies=[flip_number, change_operator]"`. Values are read as YAML (`20` is a number, `[a, b]` a list,
-            `true` a boolean, anything else a string). A single JSON object works too, and so does a mapping under
-            `dataset_options:` in the `--config` file.
-        dataset_train_split (`str`, *optional*, defaults to `"train"`):
-            Split to train on.
-        dataset_test_split (`str`, *optional*, defaults to `"test"`):
-            Split to evaluate on, during training when `--eval_strategy` is set and with `evaluate_reward_model` at the
-            end. `none` skips evaluation.
-        dataset_streaming (`bool`, *optional*, defaults to `False`):
-            Inherited from TRL's scripts; not supported here (the test split is scored as a whole).
-        ignore_bias_buffers (`bool`, *optional*, defaults to `False`):
-            Leave boolean buffers out of DDP's synchronization (works around "invalid scalar type" errors).
-        trust_remote_code (`bool`, *optional*, defaults to `False`):
-            Allow models and tokenizers that ship their own code.
-        eval_metric (`str`, *optional*, defaults to `"all"`):
-            Metric of the final evaluation: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
-        eval_threshold (`float`, *optional*, defaults to `0.5`):
-            A step is predicted correct when its score is at least this.
-        eval_aggregation (`str`, *optional*, defaults to `"min"`):
-            How best-of-N turns step scores into a solution score: `min`, `prod` or `last`.
-    """
+    from .mixture import MixtureArguments  # imports trl too
 
-    dataset_options: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Builder options as key=value pairs, values read as YAML, e.g. `--dataset_options problems=sample "
-            "max_examples=200 'strategies=[flip_number, change_operator]'`; or one JSON object."
-        },
-    )
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "Allow models and tokenizers that ship their own code."},
-    )
-    eval_metric: str = field(
-        default="all",
-        metadata={"help": "Final evaluation metric.", "choices": list(EVAL_METRICS)},
-    )
-    eval_threshold: float = field(
-        default=0.5,
-        metadata={"help": "A step is predicted correct when its score is at least this."},
-    )
-    eval_aggregation: str = field(
-        default="min",
-        metadata={"help": "Best-of-N solution score from step scores.", "choices": ["min", "prod", "last"]},
-    )
+    @dataclass
+    class PRMScriptArguments(ScriptArguments, MixtureArguments):
+        """
+        Arguments of `prm-train` beyond the training and model arguments.
+
+        Parameters:
+            dataset_name (`str`):
+                `prm_builder:CONFIG` (built with `load_dataset("prm_builder", name=CONFIG, **dataset_options)`), a
+                folder saved by `prm-builder build`, or a dataset `datasets.load_dataset` can load (e.g. a Hub id).
+            dataset_config (`str`, *optional*):
+                Configuration name passed to `load_dataset` as `name` (for `prm_builder`, an alternative to the
+                `:CONFIG` suffix).
+            dataset_options (`list[str]` or `dict`, *optional*):
+                Builder options as `key=value` pairs, e.g. `--dataset_options problems=sample max_examples=200
+                "strategies=[flip_number, change_operator]"`. Values are read as YAML (`20` is a number, `[a, b]` a
+                list, `true` a boolean, anything else a string). A single JSON object works too, and so does a
+                mapping under `dataset_options:` in the `--config` file.
+            dataset_train_split (`str`, *optional*, defaults to `"train"`):
+                Split to train on.
+            dataset_test_split (`str`, *optional*, defaults to `"test"`):
+                Split to evaluate on, during training when `--eval_strategy` is set and with `evaluate_reward_model`
+                at the end. `none` skips evaluation.
+            dataset_streaming (`bool`, *optional*, defaults to `False`):
+                Inherited from TRL's scripts; not supported here (the test split is scored as a whole).
+            ignore_bias_buffers (`bool`, *optional*, defaults to `False`):
+                Leave boolean buffers out of DDP's synchronization (works around "invalid scalar type" errors).
+            trust_remote_code (`bool`, *optional*, defaults to `False`):
+                Allow models and tokenizers that ship their own code.
+            eval_metric (`str`, *optional*, defaults to `"all"`):
+                Metric of the final evaluation: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
+            eval_threshold (`float`, *optional*, defaults to `0.5`):
+                A step is predicted correct when its score is at least this.
+            eval_aggregation (`str`, *optional*, defaults to `"min"`):
+                How best-of-N turns step scores into a solution score: `min`, `prod` or `last`.
+        """
+
+        dataset_name: str | None = field(
+            default=None,
+            metadata={
+                "help": "`prm_builder:CONFIG`, a folder saved by `prm-builder build`, or a dataset that "
+                "`datasets.load_dataset` can load (a Hub id, a folder of data files)."
+            },
+        )
+        dataset_config: str | None = field(
+            default=None,
+            metadata={"help": "Configuration name passed to `load_dataset` (for prm_builder: instead of `:CONFIG`)."},
+        )
+        dataset_test_split: str = field(
+            default="test",
+            metadata={"help": "Split to evaluate on (during training with --eval_strategy, and at the end); `none` "
+                      "skips evaluation."},
+        )
+        dataset_streaming: bool = field(
+            default=False, metadata={"help": "Not supported by prm-train: the test split is scored as a whole."}
+        )
+        dataset_options: list[str] | None = field(
+            default=None,
+            metadata={
+                "help": "Builder options as key=value pairs, values read as YAML, e.g. `--dataset_options "
+                "problems=sample max_examples=200 'strategies=[flip_number, change_operator]'`; or one JSON object."
+            },
+        )
+        trust_remote_code: bool = field(
+            default=False,
+            metadata={"help": "Allow models and tokenizers that ship their own code."},
+        )
+        eval_metric: str = field(
+            default="all",
+            metadata={"help": "Final evaluation metric.", "choices": list(EVAL_METRICS)},
+        )
+        eval_threshold: float = field(
+            default=0.5,
+            metadata={"help": "A step is predicted correct when its score is at least this."},
+        )
+        eval_aggregation: str = field(
+            default="min",
+            metadata={"help": "Best-of-N solution score from step scores.", "choices": ["min", "prod", "last"]},
+        )
+
+    PRMScriptArguments.__module__, PRMScriptArguments.__qualname__ = __name__, "PRMScriptArguments"
+    return PRMScriptArguments
+
+
+def __getattr__(name):
+    if name == "PRMScriptArguments":
+        return script_arguments_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_dataset_options(options) -> dict:
@@ -147,41 +181,30 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 
     from .config import PRMConfig
 
-    dataclass_types = (PRMScriptArguments, PRMConfig, ModelConfig)
+    from .cli_help import group_options
+
+    dataclass_types = (script_arguments_class(), PRMConfig, ModelConfig)
     if subparsers is not None:
         parser = subparsers.add_parser("prm", help="Train a process reward model", dataclass_types=dataclass_types)
     else:
         parser = TrlParser(dataclass_types, prog=prog)
     # A PRM is a token classifier: LoRA's task type decides whether PEFT trains and saves the classification head.
     parser.set_defaults(lora_task_type="TOKEN_CLS")
+    group_options(parser, *dataclass_types)
     return parser
 
 
-def main(script_args=None, training_args=None, model_args=None):
-    """Train, evaluate on the test split, save (with a model card) and optionally push.
+def load_splits(script_args, training_args):
+    """The train split and the test split (None with `--dataset_test_split none`) that prm-train uses, checked.
 
-    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
-    evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
+    The one place prm-train gets its data from. Both splits are checked row by row (`check_rows`) before any model is
+    loaded, so a bad row in the test split stops the run before training, not after. Also returns the builder options
+    the data was made with (from `--dataset_options`, or the `prm_builder_options.json` that `prm-builder build`
+    leaves in its output folder) and, for a `datasets:` mixture in `--config` (mixture.py), what each entry
+    contributed; both go into the model card.
     """
-    if script_args is None:
-        script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
-
-    import torch
-    from accelerate import PartialState
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-    from trl import get_peft_config, get_quantization_config
-
-    from .evaluation import evaluate_reward_model
-    from .trainer import ID2LABEL, PRMTrainer
-
-    if not script_args.dataset_name and not script_args.datasets:
-        raise ValueError(
-            "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
-        )
-    if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
-    if script_args.dataset_streaming:
-        raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
+    from .mixture import describe, load_mixture
+    from .tokenization import check_rows
 
     options = parse_dataset_options(script_args.dataset_options)
     # The main process builds (or downloads) first; the others then read its cache.
@@ -203,6 +226,58 @@ def main(script_args=None, training_args=None, model_args=None):
             f"--dataset_test_split {test_split!r} is not a split of the dataset: {list(dataset)} "
             "(pass --dataset_test_split none to skip evaluation)"
         )
+    check_rows(dataset[train_split], train_split, training_args.label_column, training_args.label_type == "soft")
+    if test_split:
+        check_rows(dataset[test_split], test_split)  # evaluated against the hard labels
+    built_with = Path(script_args.dataset_name or "", "prm_builder_options.json")
+    if not options and script_args.dataset_name and built_with.is_file():
+        options = json.loads(built_with.read_text()).get("options") or {}
+    return dataset[train_split], dataset[test_split] if test_split else None, options, mixture_report
+
+
+def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args) -> dict:
+    """The final evaluation: `evaluate_reward_model` on the test split, truncated as in training, with a progress bar."""
+    from .evaluation import evaluate_reward_model
+
+    return evaluate_reward_model(
+        trainer.model, tokenizer, test, metric=script_args.eval_metric,
+        batch_size=training_args.per_device_eval_batch_size, threshold=script_args.eval_threshold,
+        step_separator=training_args.step_separator, aggregation=script_args.eval_aggregation,
+        **training_args.truncation.as_kwargs(), progress=True,
+    )
+
+
+def main(script_args=None, training_args=None, model_args=None):
+    """Train, save, evaluate on the test split, write the model card and optionally push.
+
+    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
+    evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
+    """
+    if script_args is None:
+        if {"-h", "--help"} & set(sys.argv[1:]):
+            from .cli_help import print_help
+
+            print_help(make_parser, "prm-train")
+            return
+        script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
+
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, set_seed
+    from trl import get_peft_config, get_quantization_config
+
+    from .trainer import ID2LABEL, PRMTrainer
+
+    if not script_args.dataset_name and not script_args.datasets:
+        raise ValueError(
+            "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
+            " (or a `datasets:` mixture in --config)"
+        )
+    if not model_args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
+    if script_args.dataset_streaming:
+        raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
+    train, test, dataset_options, mixture_report = load_splits(script_args, training_args)
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
     model_kwargs = dict(
@@ -220,7 +295,9 @@ def main(script_args=None, training_args=None, model_args=None):
         revision=model_args.model_revision,
         trust_remote_code=script_args.trust_remote_code,
     )
-    # A causal LM checkpoint gets a fresh 2-label head ("Some weights ... newly initialized" is expected).
+    # A causal LM checkpoint gets a fresh 2-label head (reported as MISSING, newly initialized: expected). Seeded, so
+    # that `--seed` makes the whole run reproducible, the head's initial weights included.
+    set_seed(training_args.seed)
     model = AutoModelForTokenClassification.from_pretrained(
         model_args.model_name_or_path, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
         **model_kwargs,
@@ -231,42 +308,37 @@ def main(script_args=None, training_args=None, model_args=None):
     trainer = PRMTrainer(
         model=model,
         args=training_args,
-        train_dataset=dataset[train_split],
-        eval_dataset=dataset[test_split] if test_split and training_args.eval_strategy != "no" else None,
+        train_dataset=train,
+        eval_dataset=test if test is not None and training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
     if mixture_report:
+        from .mixture import with_mixture_in_card
+
         trainer.create_model_card = with_mixture_in_card(trainer.create_model_card, mixture_report)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
 
     results = None
-    if test_split:
-        # Scored on one process (the others wait): the figures then come from one pass over the whole split.
-        if trainer.is_world_process_zero():
-            results = evaluate_reward_model(
-                trainer.model,
-                tokenizer,
-                dataset[test_split],
-                metric=script_args.eval_metric,
-                batch_size=training_args.per_device_eval_batch_size,
-                threshold=script_args.eval_threshold,
-                step_separator=training_args.step_separator,
-                aggregation=script_args.eval_aggregation,
-                **training_args.truncation.as_kwargs(),
-            )
-            results = {"split": test_split, **results}
-            print(json.dumps(results, indent=2))
-            with open(os.path.join(training_args.output_dir, "prm_eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2)
-        trainer.accelerator.wait_for_everyone()
-
-    trainer.create_model_card(dataset_name=script_args.dataset_name, eval_results=results)
+    if test is not None and trainer.is_world_process_zero():
+        # One process scores the whole split, so the figures come from one pass; the others wait at the barrier below.
+        results = {"split": script_args.dataset_test_split,
+                   **evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args)}
+        print(json.dumps(results, indent=2))
+        with open(os.path.join(training_args.output_dir, "prm_eval_results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    trainer.create_model_card(
+        dataset_name=script_args.dataset_name, eval_results=results, dataset_options=dataset_options
+    )
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name, eval_results=results)
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers and destroy the process group
-        trainer.end()
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, eval_results=results,
+                            dataset_options=dataset_options)
+    # Every process meets here before the process group is destroyed. Without it a process that had nothing left to
+    # do tore the group down while its last all-gather was still being released on gloo's worker thread: that thread
+    # needs the GIL, which the destructor of the group (run when DDP is freed) holds while joining it, a deadlock.
+    trainer.accelerator.wait_for_everyone()
+    trainer.end()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,17 @@ class PRMConfig(TrainingArguments):
             Whether to train on the label of the last step only. Evaluation always scores every step.
         dataset_num_proc (`int` or `None`, *optional*, defaults to `None`):
             Number of processes used to tokenize the dataset.
+        label_type (`str`, *optional*, defaults to `"hard"`):
+            `"hard"`: train on the booleans of `label_column` (classes 0/1). `"soft"`: train on numbers in [0, 1] (the
+            probability that the step is correct, e.g. Monte Carlo estimates) with the cross-entropy against that
+            two-class target; NaN marks a step without a target. Evaluation always compares with the hard `labels`.
+        label_column (`str` or `None`, *optional*, defaults to `None`):
+            The training rows' column of per-step targets; `None` means `labels` for hard labels and `step_scores`
+            (what `model_sampled` with `label_method="mc"` writes) for soft ones.
+
+    The loss is the cross-entropy summed over the labelled step tokens of the whole global batch (every gradient
+    accumulation step on every process) divided by their number, so it means the same, and the gradient has the same
+    scale, however the batch is split across accumulation steps and devices.
 
     > [!NOTE]
     > These parameters have default values different from [`~transformers.TrainingArguments`], as in TRL:
@@ -46,6 +57,12 @@ class PRMConfig(TrainingArguments):
     > - `bf16`: defaults to `True` if `fp16` is not set, instead of `False`, on hardware that supports it (a CUDA,
     >   XPU, NPU... device with bf16, or XLA). Elsewhere, e.g. on a CPU-only machine, it defaults to `False`, where
     >   TRL 1.9 stopped with "Your setup doesn't support bf16/gpu". Pass `bf16=True` to force it.
+    > - `dataloader_pin_memory`: defaults to pinning only when an accelerator is present (pinning on a CPU-only
+    >   machine does nothing but warn).
+    > - `ddp_find_unused_parameters`: defaults to `False`: a PRM uses every trainable parameter (LoRA adapters and
+    >   the head included) in every forward pass. Set it to `True` for a model that skips some, such as a
+    >   mixture-of-experts; DDP says so with an error otherwise.
+    > - `average_tokens_across_devices`: has no effect; the loss is always normalized over the global batch.
     """
 
     # Parameters whose default values are overridden from TrainingArguments
@@ -66,6 +83,22 @@ class PRMConfig(TrainingArguments):
             "help": "Whether to use bf16 (mixed) precision instead of 32-bit. If not set, it defaults to `True` if "
             "`fp16` is not set and the hardware supports bf16, `False` otherwise (e.g. on a CPU-only machine)."
         },
+    )
+
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={"help": "Whether to pin memory in data loaders. If not set: only when an accelerator is present."},
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={
+            "help": "The `find_unused_parameters` flag of DDP. A PRM uses every trainable parameter in each forward "
+            "pass; set it to true for models that skip some (mixture-of-experts)."
+        },
+    )
+    average_tokens_across_devices: bool = field(
+        default=True,
+        metadata={"help": "No effect in PRMTrainer: the loss is always normalized over the global batch."},
     )
 
     # Parameters that control the data preprocessing
@@ -107,6 +140,18 @@ class PRMConfig(TrainingArguments):
         default=None,
         metadata={"help": "Number of processes used to tokenize the dataset."},
     )
+    label_type: str = field(
+        default="hard",
+        metadata={
+            "help": "`hard`: train on booleans (classes 0/1); `soft`: on numbers in [0, 1], the probability that "
+            "the step is correct (cross-entropy against that target; NaN = no target).",
+            "choices": ["hard", "soft"],
+        },
+    )
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Column of per-step training targets; default `labels` (hard) or `step_scores` (soft)."},
+    )
 
     @property
     def truncation(self):
@@ -123,6 +168,14 @@ class PRMConfig(TrainingArguments):
                 raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}")
         if not isinstance(self.step_separator, str):
             raise ValueError(f"`step_separator` must be a string, got {type(self.step_separator).__name__}")
+        if self.label_type not in ("hard", "soft"):
+            raise ValueError(f"`label_type` must be 'hard' or 'soft', got {self.label_type!r}")
+        if self.label_column is None:
+            self.label_column = "step_scores" if self.label_type == "soft" else "labels"
+        if self.dataloader_pin_memory is None:
+            import torch
+
+            self.dataloader_pin_memory = not self.use_cpu and torch.accelerator.is_available()
 
         # TRL checkpoints activations by default. transformers now calls the option `activation_checkpointing` and
         # keeps `gradient_checkpointing` as a deprecated alias: set the new name only when neither was given, so that

@@ -13,14 +13,13 @@ gradient, and so the effective learning rate, do not depend on how the batch is 
 
 import copy
 import itertools
-import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import torch
 import torch.nn as nn
-from huggingface_hub import ModelCard, ModelCardData
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -39,49 +38,13 @@ from transformers.utils import logging
 
 from .config import PRMConfig
 from .evaluation import compute_step_accuracy
+from .model_card import describe_data, write_model_card
 from .tokenization import IGNORE, tokenize_dataset, tokenize_row
 
 logger = logging.get_logger(__name__)
 
 # Label names written into the model config, so pipelines and the Hub widget say what the two classes mean.
 ID2LABEL = {0: "incorrect", 1: "correct"}
-
-_MODEL_CARD = """\
-# {name}
-
-A process reward model (PRM): it scores every step of a step-by-step solution with the probability that the step is
-still correct. {origin}
-
-## Scoring steps
-
-Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step is the softmax
-probability of label 1 (`correct`) at the step's last token, its separator.
-
-```python
-{load}
-
-from transformers import AutoTokenizer
-from prm_trainer import evaluate_reward_model
-
-tokenizer = AutoTokenizer.from_pretrained("{repo}")
-rows = [{{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [True, True]}}]
-print(evaluate_reward_model(model, tokenizer, rows, metric="step_accuracy", step_separator="{separator}"))
-```
-
-## Training
-
-- step separator: `"{separator}"`, max length: {args.max_length}, max prompt length: {args.max_prompt_length}, \
-last step only: {args.train_on_last_step_only}
-- learning rate: {args.learning_rate}, optimizer steps: {steps}, batch size per device: \
-{args.per_device_train_batch_size}, gradient accumulation: {args.gradient_accumulation_steps}, \
-devices: {args.world_size}
-{evaluation}
-## Method
-
-Step-level supervision of a verifier, as in Uesato et al., 2022, *Solving math word problems with process- and
-outcome-based feedback* (arXiv:2211.14275) and Lightman et al., 2023, *Let's Verify Step by Step* (arXiv:2305.20050).
-"""
-
 
 def step_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The cross-entropy summed over labelled step tokens, and their number.
@@ -100,6 +63,22 @@ def step_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     else:
         loss = nn.functional.cross_entropy(logits, targets, reduction="sum")
     return loss, labelled.sum()
+
+
+class SoftLabelCollator(DataCollatorForTokenClassification):
+    """`DataCollatorForTokenClassification` for float (soft) labels, which it would cast to int64: pads them with
+    -100 and keeps them float."""
+
+    def torch_call(self, features):
+        batch = super().torch_call([{k: v for k, v in feature.items() if k != "labels"} for feature in features])
+        width = batch["input_ids"].shape[1]
+        labels = torch.full((len(features), width), float(IGNORE))
+        for row, feature in enumerate(features):
+            values = torch.as_tensor(feature["labels"], dtype=torch.float32)
+            start = 0 if self.tokenizer.padding_side == "right" else width - len(values)
+            labels[row, start : start + len(values)] = values
+        batch["labels"] = labels
+        return batch
 
 
 class PRMTrainer(Trainer):
@@ -164,6 +143,14 @@ class PRMTrainer(Trainer):
     ):
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")
+        if not hasattr(Trainer, "loss_is_scaled_for_ga"):
+            # Without it, training_step would divide our already normalized loss by the accumulation steps again.
+            import transformers
+
+            raise ImportError(
+                f"PRMTrainer needs a transformers Trainer with `loss_is_scaled_for_ga` (5.24 has it), got transformers "
+                f"{transformers.__version__}: upgrade transformers"
+            )
         if isinstance(model, str):
             model_id = model
             model = AutoModelForTokenClassification.from_pretrained(
@@ -207,8 +194,11 @@ class PRMTrainer(Trainer):
                 raise ValueError(
                     "`processing_class` (a tokenizer) is required to pad batches with the default collator"
                 )
-            data_collator = DataCollatorForTokenClassification(processing_class)
+            collator_class = SoftLabelCollator if args.label_type == "soft" else DataCollatorForTokenClassification
+            data_collator = collator_class(processing_class)
 
+        # What the model is trained on, for the model card: builder, config, rows per source.
+        self.training_data = describe_data(train_dataset)
         dropped_rows = {}
         if self._needs_tokenizing(train_dataset):
             train_dataset, dropped_rows["train"] = tokenize_dataset(
@@ -276,7 +266,11 @@ class PRMTrainer(Trainer):
                 use_gradient_checkpointing=args.gradient_checkpointing,
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             )
-        model = get_peft_model(model, peft_config)
+        with warnings.catch_warnings():
+            # PEFT still reads `is_gradient_checkpointing`, which transformers 5 deprecated in favour of
+            # `is_activation_checkpointing` (same value): the FutureWarning is about PEFT's code, not the user's.
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            model = get_peft_model(model, peft_config)
         # Reentrant checkpointing only back-propagates into segments whose inputs require grad, and with the
         # embeddings frozen they do not.
         if args.gradient_checkpointing and (args.gradient_checkpointing_kwargs or {}).get("use_reentrant", False):
@@ -337,10 +331,15 @@ class PRMTrainer(Trainer):
         dataset_name: str | None = None,
         tags: str | list[str] | None = None,
         eval_results: dict | None = None,
+        dataset_options: dict | None = None,
         **kwargs,
     ):
         """
         Write a model card (`README.md`) to `args.output_dir`.
+
+        The card says what the model was trained on (`dataset_name`, the prm-builder config and `dataset_options`,
+        rows per source) between `<!-- prm-train:training-data:begin/end -->` markers. Score sections that
+        `prm-eval --update-card` wrote into an earlier card there (`<!-- prm-eval:...:begin/end -->`) are kept.
 
         Args:
             model_name (`str`, *optional*):
@@ -351,49 +350,10 @@ class PRMTrainer(Trainer):
                 Tags added to the card's metadata.
             eval_results (`dict`, *optional*):
                 Metrics to show in the card, e.g. what [`evaluate_reward_model`] returned.
+            dataset_options (`dict`, *optional*):
+                The builder options the dataset was made with (e.g. `prm-builder build` or `--dataset_options`).
             kwargs:
                 Accepted for compatibility with [`~transformers.Trainer.push_to_hub`], which passes its own.
         """
-        if not self.is_world_process_zero():
-            return
-        from peft import PeftModel
-
-        model = self.accelerator.unwrap_model(self.model)
-        is_peft = isinstance(model, PeftModel)
-        base_model = getattr(model.config, "_name_or_path", None)
-        if is_peft:
-            base_model = model.peft_config[model.active_adapter].base_model_name_or_path or base_model
-        # A local folder means nothing to a reader of the Hub page.
-        if base_model and os.path.isdir(base_model):
-            base_model = None
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        tags = sorted(set(tags) | set(self._tag_names) | {"process-reward-model", "token-classification"})
-        is_hub_dataset = bool(dataset_name) and not os.path.exists(dataset_name) and ":" not in dataset_name
-        card_data = ModelCardData(
-            base_model=base_model,
-            library_name="peft" if is_peft else "transformers",
-            tags=tags,
-            datasets=[dataset_name] if is_hub_dataset else None,
-            pipeline_tag="token-classification",
-        )
-        name = model_name or Path(self.args.output_dir).name
-        repo = self.hub_model_id or name
-        auto_class = "AutoPeftModelForTokenClassification" if is_peft else "AutoModelForTokenClassification"
-        load = f'from {card_data.library_name} import {auto_class}\n\nmodel = {auto_class}.from_pretrained("{repo}")'
-        evaluation = ""
-        if eval_results:
-            rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in eval_results.items()]
-            evaluation = "\n## Evaluation\n\n| metric | value |\n| --- | --- |\n" + "\n".join(rows) + "\n"
-        origin = (
-            (f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model})" if base_model else "Trained")
-            + (" with LoRA" if is_peft else "")
-            + " with prm-builder's `PRMTrainer`"
-            + (f" on `{dataset_name}`." if dataset_name else ".")
-        )
-        body = _MODEL_CARD.format(
-            name=name, origin=origin, load=load, repo=repo, evaluation=evaluation,
-            separator=self.args.step_separator.encode("unicode_escape").decode(), args=self.args,
-            steps=self.state.global_step,
-        )
-        card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+        if self.is_world_process_zero():
+            write_model_card(self, model_name, dataset_name, tags, eval_results, dataset_options)
