@@ -29,15 +29,18 @@ from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 import prm_builder
 disable_progress_bar(); set_verbosity_error()
 run = json.loads(sys.argv[1])
-start = time.perf_counter()
+start, start_cpu = time.perf_counter(), time.process_time()
 if run["config"] == "json":
     built = datasets.load_dataset("json", data_files=run["path"], cache_dir=run["cache"], num_proc=run["num_proc"])
 else:
     built = datasets.load_dataset("prm_builder", run["config"], data_files=run["path"], cache_dir=run["cache"],
                                   num_proc=run["num_proc"], **run["options"])
 seconds = time.perf_counter() - start
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({
     "seconds": seconds,
+    # CPU time of the call: all its threads, and worker processes (none ran before it).
+    "cpu_seconds": time.process_time() - start_cpu + children.ru_utime + children.ru_stime,
     "rows": sum(len(split) for split in built.values()),
     "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "worker_peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,

@@ -23,13 +23,13 @@ marks at step ends than input has tags), "label_text_differs" (as many marks, bu
 input with each tag replaced by "+" or "-"), "text_after_last_tag" (an unlabelled step at the end),
 "no_first_step" (no "Step 1:" to split problem from solution), "empty_step".
 
-Files are read in byte ranges with pyarrow's JSON reader (multi-threaded C++), then each line's
-strings are split in Python: the build takes about the time `load_dataset("json")` takes on the
-same file (benchmarks/math_shepherd.py).
+Files are read in byte ranges with pyarrow's JSON reader, a few ranges at once in threads, and
+converted column-wise (math_shepherd_convert.py): the build takes 1.9-2.2x the CPU time of
+`load_dataset("json")` on the same file, and 1.15-2x its wall time on two cores
+(benchmarks/math_shepherd.py; docs/math_shepherd.md says where the time goes).
 """
 
 import dataclasses
-import io
 import itertools
 import os
 from collections import Counter, deque
@@ -192,27 +192,27 @@ def _shard_table(config: MathShepherdConfig, shard: tuple) -> tuple[pa.Table, Co
     tasks = pc.utf8_lower(records.column("task"))
     keep = pc.is_in(tasks, pa.array(config.tasks))
     drops["other_task"] += records.num_rows - pc.sum(keep).as_py() if records.num_rows else 0
-    records, line_offsets = records.filter(keep), line_offsets.filter(keep)
+    records, line_offsets = _kept_lines(records, line_offsets, keep)
     ids = pc.binary_join_element_wise(f"{split}/{file_index}/", pc.cast(line_offsets, pa.string()), "")
     return convert(config, records, ids, drops), +drops
 
 
 def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table, pa.Array]:
     """The {input, label, task} of each line in [start, end) and the byte offset of the line in its file."""
-    with open(path, "rb") as file:
+    with pa.memory_map(os.fspath(path)) as file:  # the range as it sits in the page cache, not copied out
         file.seek(start)
-        block = file.read(end - start)
+        block = file.read_buffer(end - start)
     newlines = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
     line_starts = np.concatenate([[0], newlines + 1])
-    line_starts = line_starts[line_starts < len(block)]
+    line_starts = line_starts[line_starts < block.size]
     table = _parse_block(block)
     if table is not None and table.num_rows == len(line_starts):
         offsets = pa.array(start + line_starts, pa.int64())
     else:
         # A blank or broken line somewhere in the range: parse it line by line to count and skip it.
         parsed, kept = [], []
-        for line_start, line in zip(line_starts, block.split(b"\n")):
-            one = _parse_block(line, max(len(line) + 1, 1 << 20)) if line.strip() else None
+        for line_start, line in zip(line_starts, block.to_pybytes().split(b"\n")):
+            one = _parse_block(line) if line.strip() else None
             if one is not None and one.num_rows == 1:
                 parsed.append(one)
                 kept.append(start + line_start)
@@ -222,15 +222,23 @@ def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table,
         offsets = pa.array(kept, pa.int64())
     complete = pc.and_(pc.and_(pc.is_valid(table.column("input")), pc.is_valid(table.column("label"))), pc.is_valid(table.column("task")))
     drops["missing_field"] += table.num_rows - pc.sum(complete).as_py() if table.num_rows else 0
-    return table.filter(complete), offsets.filter(complete)
+    return _kept_lines(table, offsets, complete)
 
 
-def _parse_block(block: bytes, block_size: int = 1 << 20) -> pa.Table | None:
-    # Parsed in 1 MB blocks, in parallel: twice as fast as one block (a longer line falls back to its own).
+def _kept_lines(table: pa.Table, offsets: pa.Array, keep: pa.Array) -> tuple[pa.Table, pa.Array]:
+    """The lines where keep is true; no copy when it is true everywhere (the usual case)."""
+    if pc.all(keep).as_py() is not False:
+        return table, offsets
+    return table.filter(keep), offsets.filter(keep)
+
+
+def _parse_block(block: pa.Buffer | bytes) -> pa.Table | None:
+    # One block, in this thread: byte ranges are already parsed side by side (generate_tables), and
+    # Arrow's own threads on top of those cost a fifth to a half more CPU time, and no wall time.
     try:
         return pa_json.read_json(
-            io.BytesIO(block),
-            read_options=pa_json.ReadOptions(block_size=block_size),
+            pa.BufferReader(block),
+            read_options=pa_json.ReadOptions(block_size=len(block) + 1, use_threads=False),
             parse_options=pa_json.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="ignore"),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):

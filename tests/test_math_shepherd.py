@@ -4,7 +4,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401  (registers the builder)
@@ -229,3 +232,40 @@ def test_a_math_line_with_latex_and_a_multiline_problem(tmp_path):
         "reference_answer": "",
         "source": "math_shepherd/math",
     }
+
+
+# Fragments that stress the column-wise step rewriting (one regex run over all steps joined):
+# prefixes inside and at the edges of steps, annotations at the edges, nested or with two "=",
+# a step made only of an annotation, Unicode spaces, and the separator's "=" around them.
+FRAGMENTS = ["Step 2:", "Step 10: ", "Step :", " ", "\u00a0", "\n", "<<", ">>", "=", "<<4*2=8>>", "<<a=b=c>>",
+             "<<<1=1>>>", "x", "7", "The answer is: 3", "ки"]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@example(steps=["x <<7", "=8>> y", "<<4*2=8>>"], marks=list("+-+-"), strip_step_prefix=True, keep_calculator_annotations=False)
+@given(
+    steps=st.lists(st.lists(st.sampled_from(FRAGMENTS[:-1]), max_size=6).map("".join), min_size=1, max_size=4),
+    marks=st.lists(st.sampled_from("+-"), min_size=4, max_size=4),
+    strip_step_prefix=st.booleans(),
+    keep_calculator_annotations=st.booleans(),
+)
+def test_columnwise_rows_match_line_row(steps, marks, strip_step_prefix, keep_calculator_annotations):
+    config = math_shepherd.MathShepherdConfig(
+        name="math_shepherd", strip_step_prefix=strip_step_prefix, keep_calculator_annotations=keep_calculator_annotations
+    )
+    # Each step also on its own line, and all of them in one: rows of several lines share one regex run.
+    lines = [[step] for step in steps] + [steps]
+    inputs = ["Q? " + "".join(f"Step {k + 1}: {s} ки\n" for k, s in enumerate(line)) for line in lines]
+    labels = ["Q? " + "".join(f"Step {k + 1}: {s} {m}\n" for k, (s, m) in enumerate(zip(line, marks))) for line in lines]
+    records = pa.table({"input": inputs, "label": labels, "task": ["GSM8K"] * len(lines)})
+    ids = pa.array([str(index) for index in range(len(lines))])
+    drops = Counter()
+    rows = {row.pop("id"): row for row in math_shepherd_convert.convert(config, records, ids, drops).to_pylist()}
+    expected, expected_drops = {}, Counter()
+    for index, (text, label) in enumerate(zip(inputs, labels)):
+        try:
+            expected[str(index)] = math_shepherd_convert.line_row(config, text, label, "gsm8k")
+        except math_shepherd_convert.BadLine as error:
+            expected_drops[error.reason] += 1
+    assert rows == expected
+    assert drops == expected_drops
