@@ -339,6 +339,7 @@ def _cache_lines(root) -> list[bytes]:
     return lines
 
 
+@pytest.mark.slow  # kill -9 of a real build process
 def test_resume_after_kill_9_loses_and_duplicates_nothing(gsm8k_dir, tiny_chat_model_path, tmp_path, isolated_hf_cache):
     options = {
         "model": str(tiny_chat_model_path),

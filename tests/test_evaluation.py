@@ -459,6 +459,14 @@ def test_calibrated_threshold_is_the_best_f1(scores, data):
         assert first_error_f1(scores, labels, other)["first_error_f1"] <= best + 1e-12
 
 
+def test_calibration_between_neighbouring_floats():
+    # Their midpoint rounds onto the lower score, which would flag neither step; found by hypothesis.
+    scores, cases = [[5e-324], [0.0]], [{"label": -1}, {"label": 0}]
+    threshold, best = calibrate_threshold(scores, cases)
+    assert (threshold, best) == (5e-324, 1.0)
+    assert first_error_f1(scores, [[True], [False]], threshold)["first_error_f1"] == 1.0
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

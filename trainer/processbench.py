@@ -133,7 +133,10 @@ def calibrate_threshold(scores: list[list[float]], cases: list[dict]) -> tuple[f
     if not erroneous.any() or erroneous.all():
         raise ValueError("calibrating the threshold needs both erroneous and correct cases in the subset")
     edges = np.unique(np.concatenate([[0.0, 1.0], [s for row in scores for s in row if not np.isnan(s)]]))
-    candidates = np.concatenate([[0.0], (edges[:-1] + edges[1:]) / 2, [1.0]])
+    # Any threshold in (lower, upper] of a gap flags the same steps; the midpoint reads best, but between two
+    # neighbouring floats it rounds down onto the lower score, so the upper one stands in there.
+    midpoints = (edges[:-1] + edges[1:]) / 2
+    candidates = np.concatenate([[0.0], np.where(midpoints > edges[:-1], midpoints, edges[1:]), [1.0]])
     low, high = np.array(low), np.array(high)
     hits = (low[None, :] < candidates[:, None]) & (candidates[:, None] <= high[None, :])
     on_errors = hits[:, erroneous].mean(axis=1)
