@@ -29,12 +29,14 @@ NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {word: 20 + 10 * n f
 # Words that give a quantity as surely as a digit does ("twice as many" is a given 2).
 NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "half": 2}
 QUESTION_DIGITS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+")
-# One pattern per number word, tried only when the word occurs at all (a substring test is far
-# cheaper than scanning every word of every question); tens take a hyphenated unit ("forty-five").
-_WORD_PATTERNS = {
-    word: re.compile(rf"\b{word}(?:-({'|'.join(_UNITS[1:10])}))?\b" if word in _TENS else rf"\b{word}\b")
-    for word in NUMBER_WORDS
-}
+# Every number word in one scan. The lookahead consumes only the word itself, so the unit of
+# "forty-five" is also read on its own (5), as a separate whole-word match would; a tens word
+# takes its hyphenated unit (45).
+_NUMBER_WORD = re.compile(
+    rf"\b({'|'.join(sorted(NUMBER_WORDS, key=len, reverse=True))})(?=(?:-({'|'.join(_UNITS[1:10])}))?\b)"
+)
+_TENS_SET = frozenset(_TENS)
+_WORD_RANK = {word: rank for rank, word in enumerate(NUMBER_WORDS)}
 TOLERANCE = Decimal("1e-15")
 VISIBLE_SWAPPED = {("x", "/"): "/", ("×", "/"): "÷", ("÷", "*"): "×", ("/", "*"): "*"}
 
@@ -124,11 +126,9 @@ def parse_solution(answer: str, question: str = "") -> Solution:
 def question_values(question: str) -> set[Decimal]:
     """Every quantity the question gives, in digits or in words ("forty-five", "a dozen")."""
     values = {parse_decimal(text) for text in QUESTION_DIGITS.findall(question)}
-    lowered = question.lower()
-    for word, value in NUMBER_WORDS.items():
-        if word in lowered:
-            for match in _WORD_PATTERNS[word].finditer(lowered):
-                values.add(Decimal(value + (NUMBER_WORDS[match.group(1)] if match.lastindex else 0)))
+    # Added word by word in NUMBER_WORDS order, as the quantities' numbering has always followed.
+    for word, unit in sorted(_NUMBER_WORD.findall(question.lower()), key=lambda found: _WORD_RANK[found[0]]):
+        values.add(Decimal(NUMBER_WORDS[word] + (NUMBER_WORDS[unit] if unit and word in _TENS_SET else 0)))
     return values
 
 
