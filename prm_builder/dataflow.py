@@ -70,6 +70,7 @@ class Solution:
         # Indexes that let carry visit only what a change reaches: calculations in reading order,
         # and the prose mentions of each quantity (resolved, or ambiguous between candidates).
         self.calculation_list = [calc for line in self.lines for calc in line.calculations]
+        self.reading_order = {calc.node: order for order, calc in enumerate(self.calculation_list)}
         self.mentions_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self.ambiguous_mentions: set[int] = set()
         for line_index, line in enumerate(self.lines):
@@ -204,8 +205,8 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
     edits: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
     changed: dict[int, Decimal] = {}
     _define(seed, _seed_value(seed, change, edits[seed.line]), changed, edits[seed.line], forced=change.result is not None)
-    for calc in solution.calculation_list[solution.calculation_list.index(seed) + 1 :]:
-        if not any(node in changed for node in calc.depends_on):
+    for calc in solution.calculation_list[solution.reading_order[seed.node] + 1 :]:
+        if changed.keys().isdisjoint(calc.depends_on):
             continue
         values = [_current(operand.ref, operand.value, changed) for operand in calc.operands]
         if any(new != operand.value for new, operand in zip(values, calc.operands)):
@@ -289,12 +290,13 @@ def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, force
 
 def _same(a: Decimal, b: Decimal) -> bool:
     """Equal up to the 28-digit rounding of a quotient (1/3*180 is 59.999...)."""
-    return abs(a - b) <= TOLERANCE * max(1, abs(b))
+    return a == b or abs(a - b) <= TOLERANCE * max(1, abs(b))
 
 
 def _edit(edits: dict, written: Written, value: Decimal) -> None:
     text = format_number(value, written.text, written.money)
-    if parse_decimal(text) != value and not _same(parse_decimal(text), value):
+    written_value = parse_decimal(text)
+    if written_value != value and not _same(written_value, value):
         raise Unreadable("inexact_result")
     edits[written.span] = text
 
