@@ -33,7 +33,8 @@ QUESTION_DIGITS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|
 # "forty-five" is also read on its own (5), as a separate whole-word match would; a tens word
 # takes its hyphenated unit (45).
 _NUMBER_WORD = re.compile(
-    rf"\b({'|'.join(sorted(NUMBER_WORDS, key=len, reverse=True))})(?=(?:-({'|'.join(_UNITS[1:10])}))?\b)"
+    rf"\b(?=[{''.join(sorted({word[0] for word in NUMBER_WORDS}))}])"  # most words start with another letter: skip them fast
+    rf"({'|'.join(sorted(NUMBER_WORDS, key=len, reverse=True))})(?=(?:-({'|'.join(_UNITS[1:10])}))?\b)"
 )
 _TENS_SET = frozenset(_TENS)
 _WORD_RANK = {word: rank for rank, word in enumerate(NUMBER_WORDS)}
