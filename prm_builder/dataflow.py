@@ -29,12 +29,15 @@ NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {word: 20 + 10 * n f
 # Words that give a quantity as surely as a digit does ("twice as many" is a given 2).
 NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "half": 2}
 QUESTION_DIGITS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+")
-# One pattern per number word, tried only when the word occurs at all (a substring test is far
-# cheaper than scanning every word of every question); tens take a hyphenated unit ("forty-five").
-_WORD_PATTERNS = {
-    word: re.compile(rf"\b{word}(?:-({'|'.join(_UNITS[1:10])}))?\b" if word in _TENS else rf"\b{word}\b")
-    for word in NUMBER_WORDS
-}
+# Every number word in one scan. The lookahead consumes only the word itself, so the unit of
+# "forty-five" is also read on its own (5), as a separate whole-word match would; a tens word
+# takes its hyphenated unit (45).
+_NUMBER_WORD = re.compile(
+    rf"\b(?=[{''.join(sorted({word[0] for word in NUMBER_WORDS}))}])"  # most words start with another letter: skip them fast
+    rf"({'|'.join(sorted(NUMBER_WORDS, key=len, reverse=True))})(?=(?:-({'|'.join(_UNITS[1:10])}))?\b)"
+)
+_TENS_SET = frozenset(_TENS)
+_WORD_RANK = {word: rank for rank, word in enumerate(NUMBER_WORDS)}
 TOLERANCE = Decimal("1e-15")
 VISIBLE_SWAPPED = {("x", "/"): "/", ("×", "/"): "÷", ("÷", "*"): "×", ("/", "*"): "*"}
 
@@ -68,6 +71,7 @@ class Solution:
         # Indexes that let carry visit only what a change reaches: calculations in reading order,
         # and the prose mentions of each quantity (resolved, or ambiguous between candidates).
         self.calculation_list = [calc for line in self.lines for calc in line.calculations]
+        self.reading_order = {calc.node: order for order, calc in enumerate(self.calculation_list)}
         self.mentions_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self.ambiguous_mentions: set[int] = set()
         for line_index, line in enumerate(self.lines):
@@ -124,11 +128,9 @@ def parse_solution(answer: str, question: str = "") -> Solution:
 def question_values(question: str) -> set[Decimal]:
     """Every quantity the question gives, in digits or in words ("forty-five", "a dozen")."""
     values = {parse_decimal(text) for text in QUESTION_DIGITS.findall(question)}
-    lowered = question.lower()
-    for word, value in NUMBER_WORDS.items():
-        if word in lowered:
-            for match in _WORD_PATTERNS[word].finditer(lowered):
-                values.add(Decimal(value + (NUMBER_WORDS[match.group(1)] if match.lastindex else 0)))
+    # Added word by word in NUMBER_WORDS order, as the quantities' numbering has always followed.
+    for word, unit in sorted(_NUMBER_WORD.findall(question.lower()), key=lambda found: _WORD_RANK[found[0]]):
+        values.add(Decimal(NUMBER_WORDS[word] + (NUMBER_WORDS[unit] if unit and word in _TENS_SET else 0)))
     return values
 
 
@@ -204,8 +206,8 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
     edits: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
     changed: dict[int, Decimal] = {}
     _define(seed, _seed_value(seed, change, edits[seed.line]), changed, edits[seed.line], forced=change.result is not None)
-    for calc in solution.calculation_list[solution.calculation_list.index(seed) + 1 :]:
-        if not any(node in changed for node in calc.depends_on):
+    for calc in solution.calculation_list[solution.reading_order[seed.node] + 1 :]:
+        if changed.keys().isdisjoint(calc.depends_on):
             continue
         values = [_current(operand.ref, operand.value, changed) for operand in calc.operands]
         if any(new != operand.value for new, operand in zip(values, calc.operands)):
@@ -289,12 +291,13 @@ def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, force
 
 def _same(a: Decimal, b: Decimal) -> bool:
     """Equal up to the 28-digit rounding of a quotient (1/3*180 is 59.999...)."""
-    return abs(a - b) <= TOLERANCE * max(1, abs(b))
+    return a == b or abs(a - b) <= TOLERANCE * max(1, abs(b))
 
 
 def _edit(edits: dict, written: Written, value: Decimal) -> None:
     text = format_number(value, written.text, written.money)
-    if parse_decimal(text) != value and not _same(parse_decimal(text), value):
+    written_value = parse_decimal(text)
+    if written_value != value and not _same(written_value, value):
         raise Unreadable("inexact_result")
     edits[written.span] = text
 

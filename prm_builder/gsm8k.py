@@ -13,6 +13,7 @@ Per line we find:
 `dataflow` links them into quantities. Reading is linear in the length of a line.
 """
 
+import functools
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -97,7 +98,9 @@ class Line:
     refs: dict = field(default_factory=dict)  # mention token index -> quantity (set by dataflow)
 
 
+@functools.lru_cache(maxsize=4096)
 def visible_text(line: str) -> str:
+    # Cached: every copy of a solution shares most of its lines with the original.
     return ANNOTATION.sub("", line)
 
 

@@ -51,19 +51,21 @@ class Statement:
 def visible_tokens(text: str, annotations: list) -> list[Token]:
     """Tokens of the text outside annotations, spans in the raw line; a number never spans an annotation."""
     tokens, start = [], 0
+    # Hot (every line of every solution): tuples are built directly, without NamedTuple's keyword defaults.
+    new, append = tuple.__new__, tokens.append
     for end, next_start in [*((a.start(), a.end()) for a in annotations), (len(text), len(text))]:
         for match in VISIBLE_TOKEN.finditer(text, start, end):
-            kind = match.lastgroup
+            kind, span = match.lastgroup, match.span()
             if kind == "number":
-                if _is_sign(tokens, start, match.start()):  # "= -4", "<<0-2=-2>>-2": a negative number
-                    sign = tokens.pop()
-                    tokens.append(Token(kind, text[sign.span[0] : match.end()], (sign.span[0], match.end())))
-                    continue
-                tokens.append(Token(kind, match.group(), match.span(), bool(tokens) and tokens[-1].kind == "dollar"))
+                previous = tokens[-1] if tokens else None
+                if previous is not None and previous[0] == "op" and _is_sign(tokens, start, span[0]):  # "= -4", "<<0-2=-2>>-2": a negative number
+                    tokens[-1] = new(Token, (kind, text[previous[2][0] : span[1]], (previous[2][0], span[1]), False, False))
+                else:
+                    append(new(Token, (kind, match.group(), span, previous is not None and previous[0] == "dollar", False)))
                 continue
-            if kind == "percent" and tokens and tokens[-1].kind == "number" and tokens[-1].span[1] == match.start():
+            if kind == "percent" and tokens and tokens[-1].kind == "number" and tokens[-1].span[1] == span[0]:
                 tokens[-1] = tokens[-1]._replace(percent=True)
-            tokens.append(Token(kind, match.group(), match.span()))
+            append(new(Token, (kind, match.group(), span, False, False)))
         start = next_start
     return tokens
 

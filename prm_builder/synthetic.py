@@ -29,7 +29,9 @@ from .problems import GSM8K_FILES, SAMPLE_PROBLEMS, read_gsm8k_problems
 logger = logging.get_logger(__name__)
 
 STRATEGIES = ("flip_number", "change_operator", "calculation_error", "wrong_final_answer")
-PROBLEMS_PER_SHARD = 1000
+# Shards of equal size (at most this many problems) so that num_proc workers get equal work.
+PROBLEMS_PER_SHARD = 250
+PROBLEMS_PER_BATCH = 100
 # Rows depend only on their own problem (and a row cap means a single shard): the builder may
 # generate shard by shard and key each table with its shard.
 SHARDS_ARE_INDEPENDENT = True
@@ -121,8 +123,9 @@ def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.Split
     for split, (path, selection) in _problem_files(config, dl_manager).items():
         problems = read_gsm8k_problems(path, selection)
         # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
-        size = len(problems) if config.max_examples else PROBLEMS_PER_SHARD
-        shards = [problems[start : start + size] for start in range(0, len(problems), max(size, 1))]
+        count = min(len(problems), 1 if config.max_examples else -(-len(problems) // PROBLEMS_PER_SHARD))
+        bounds = [len(problems) * index // max(count, 1) for index in range(count + 1)]
+        shards = [problems[start:stop] for start, stop in zip(bounds, bounds[1:])]
         gen_kwargs = {"split": split, "shards": shards, "path": str(path)}
         generators.append(datasets.SplitGenerator(name=split, gen_kwargs=gen_kwargs))
     return generators
@@ -152,12 +155,15 @@ def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, 
 def generate_rows(config: SyntheticConfig, dropped: Counter, split: str, shards: list[list[dict]], path: str = "") -> Iterator[dict]:
     """Rows of the problems in `shards` (read from `path`, named in the debug log of skipped annotations)."""
     emitted = 0
+    # A row cap stops at the exact problem (the drop counts cover only problems read); otherwise
+    # problems are corrupted a batch at a time.
+    batch_size = 1 if config.max_examples is not None else PROBLEMS_PER_BATCH
     for shard in shards:
-        for problem in shard:
-            # Corrupting a problem allocates many short-lived objects and no reference cycles:
-            # pausing the cyclic collector meanwhile saves it scanning the whole heap again and again.
+        for start in range(0, len(shard), batch_size):
+            # Corrupting allocates many short-lived objects and no reference cycles: pausing the
+            # cyclic collector meanwhile saves it scanning the whole heap again and again.
             with _collector_paused():
-                rows = list(problem_rows(config, split, problem, dropped, path))
+                rows = [row for problem in shard[start : start + batch_size] for row in problem_rows(config, split, problem, dropped, path)]
             for row in rows:
                 if config.max_examples is not None and emitted >= config.max_examples:
                     return
