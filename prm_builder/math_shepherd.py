@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from .citations import citation
 from .features import CORE_FEATURES
 from .math_shepherd_convert import FIELDS, convert
 from .options import PRMBuilderConfig, as_list, check_int
@@ -63,12 +64,7 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://huggingface.co/datasets/peiyi9979/Math-Shepherd"
 LICENSE = "Math-Shepherd's terms (see its dataset card)"
-CITATION = """@article{wang2023mathshepherd,
-  title={Math-Shepherd: Verify and Reinforce LLMs Step-by-step without Human Annotations},
-  author={Wang, Peiyi and Li, Lei and Shao, Zhihong and Xu, R. X. and Dai, Damai and Li, Yifei and Chen, Deli and Wu, Y. and Sui, Zhifang},
-  journal={arXiv preprint arXiv:2312.08935},
-  year={2023}
-}"""
+CITATION = citation("wang2024math")
 FEATURES = CORE_FEATURES
 
 

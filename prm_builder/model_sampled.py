@@ -35,6 +35,7 @@ from datasets.utils import logging
 from . import grading
 from .backends import BACKENDS, Sampling, visible_text
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
+from .citations import citation
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .mc_search import rollout_labels
@@ -68,18 +69,7 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"
-CITATION = """@inproceedings{wang2024math,
-  title={Math-Shepherd: Verify and Reinforce LLMs Step-by-step without Human Annotations},
-  author={Wang, Peiyi and Li, Lei and Shao, Zhihong and Xu, Runxin and Dai, Damai and Li, Yifei and Chen, Deli and Wu, Yu and Sui, Zhifang},
-  booktitle={ACL},
-  year={2024}
-}
-@article{luo2024improve,
-  title={Improve Mathematical Reasoning in Language Models by Automated Process Supervision},
-  author={Luo, Liangchen and Liu, Yinxiao and Liu, Rosanne and Phatale, Samrat and Lara, Harsh and Li, Yunxuan and Shu, Lei and Zhu, Yun and Meng, Lei and Sun, Jiao and Rastogi, Abhinav},
-  journal={arXiv preprint arXiv:2406.06592},
-  year={2024}
-}"""
+CITATION = citation("wang2024math", "luo2024improve")
 FEATURES = with_extra_columns(
     # Monte Carlo success fraction per step; NaN where binary search did not evaluate the step;
     # empty for label_method="outcome".

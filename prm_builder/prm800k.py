@@ -62,6 +62,7 @@ from datasets.utils import logging
 from . import decontamination, prm800k_download
 from .decontamination import Excluder
 from .drops import describe
+from .citations import citation
 from .features import first_error, with_extra_columns
 from .options import PRMBuilderConfig, as_list, check_choice
 
@@ -86,12 +87,7 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "MIT (PRM800K)"
-CITATION = """@article{lightman2023lets,
-  title={Let's Verify Step by Step},
-  author={Lightman, Hunter and Kosaraju, Vineet and Burda, Yura and Edwards, Harri and Baker, Bowen and Lee, Teddy and Leike, Jan and Schulman, John and Sutskever, Ilya and Cobbe, Karl},
-  journal={arXiv preprint arXiv:2305.20050},
-  year={2023}
-}"""
+CITATION = citation("lightman2023lets")
 FEATURES = with_extra_columns(
     # The raw rating of each step of the row (-1, 0, 1; a human completion counts as 1), so any
     # neutral policy can be applied afterwards.

@@ -21,6 +21,7 @@ from datasets.utils import logging
 from . import gsm8k
 from .corruptions import CORRUPTIONS
 from .dataflow import Solution, parse_solution
+from .citations import citation
 from .features import CORE_FEATURES
 from .gsm8k import Unreadable
 from .options import PRMBuilderConfig, as_list, check_int
@@ -44,12 +45,7 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://github.com/openai/grade-school-math"
 LICENSE = "MIT (GSM8K)"
-CITATION = """@article{cobbe2021gsm8k,
-  title={Training Verifiers to Solve Math Word Problems},
-  author={Cobbe, Karl and Kosaraju, Vineet and Bavarian, Mohammad and Chen, Mark and Jun, Heewoo and Kaiser, Lukasz and Plappert, Matthias and Tworek, Jerry and Hilton, Jacob and Nakano, Reiichiro and Hesse, Christopher and Schulman, John},
-  journal={arXiv preprint arXiv:2110.14168},
-  year={2021}
-}"""
+CITATION = citation("cobbe2021gsm8k")
 FEATURES = CORE_FEATURES
 
 
