@@ -43,8 +43,7 @@ def environment() -> dict:
 
 
 def run_tests(out: Path) -> int:
-    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "gpu", "tests/test_backends_vllm.py",
-               f"--junitxml={out / 'gpu_tests.xml'}"]  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "gpu", "tests/", f"--junitxml={out / 'gpu_tests.xml'}"]
     print("$", " ".join(command), flush=True)
     return subprocess.call(command, cwd=ROOT)
 
