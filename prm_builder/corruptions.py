@@ -8,6 +8,7 @@ operator written there, `calculation_error` the result the step writes. dataflow
 recomputes everything that depends on it.
 """
 
+import functools
 import itertools
 import random
 from collections.abc import Callable, Iterator
@@ -162,7 +163,13 @@ def _slips(text: str, rng: random.Random) -> Iterator[Decimal]:
 
 
 def _digit_variants(text: str) -> list[Decimal]:
-    """Adjacent digits swapped, or one digit off by one, keeping the number's shape."""
+    """Adjacent digits swapped, or one digit off by one, keeping the number's shape (a new list: callers shuffle it)."""
+    return list(_digit_variants_of(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _digit_variants_of(text: str) -> tuple[Decimal, ...]:
+    # Cached: every copy of a solution (and every retry) reads the same few numbers again.
     digits = [i for i, ch in enumerate(text) if ch.isdigit()]
     variants = []
     for a, b in zip(digits, digits[1:]):
@@ -173,4 +180,4 @@ def _digit_variants(text: str) -> list[Decimal]:
             digit = int(text[i]) + delta
             if 0 <= digit <= 9 and not (i == digits[0] and digit == 0 and len(digits) > 1):
                 variants.append(text[:i] + str(digit) + text[i + 1 :])
-    return [Decimal(v) for v in variants]
+    return tuple(Decimal(v) for v in variants)
