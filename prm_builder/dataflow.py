@@ -42,14 +42,14 @@ TOLERANCE = Decimal("1e-15")
 VISIBLE_SWAPPED = {("x", "/"): "/", ("×", "/"): "÷", ("÷", "*"): "×", ("/", "*"): "*"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ambiguous:
     """A mention whose value more than one quantity has: never resolved by guessing."""
 
     candidates: tuple[int, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class Quantity:
     kind: str  # "question", "given" (introduced by a step) or "calculation"
     value: Decimal
@@ -185,7 +185,7 @@ def _link(lines: list[Line], question: str) -> tuple[list[Quantity], dict]:
 # -- carrying one change through ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """What the mistake does to its own calculation: a misread operand, a swapped operator, or a wrong result."""
 
@@ -194,7 +194,7 @@ class Change:
     result: Decimal | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Copy:
     lines: list[str]  # raw lines, annotations included
     answer: Decimal  # the new final answer

@@ -47,7 +47,7 @@ class Written(NamedTuple):
     money: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Operand:
     """One number an expression uses, with its copies (annotation and/or visible mirror)."""
 
@@ -60,7 +60,7 @@ class Operand:
         return any(copy.visible for copy in self.copies)
 
 
-@dataclass
+@dataclass(slots=True)
 class Calculation:
     """`expression = result`, as an annotation, a visible statement, or both (mirrored)."""
 
@@ -86,7 +86,7 @@ class Calculation:
         return self.results[-1] if self.results[-1].visible else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Line:
     text: str
     tokens: list[Token]

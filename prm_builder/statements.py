@@ -40,7 +40,7 @@ class Token(NamedTuple):
     percent: bool = False  # a number written before "%"
 
 
-@dataclass
+@dataclass(slots=True)
 class Statement:
     """A visible `a op b = c`: token indices of the expression and of the result."""
 
