@@ -28,7 +28,8 @@ _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 NUMBER_WORDS = {word: n for n, word in enumerate(_UNITS)} | {word: 20 + 10 * n for n, word in enumerate(_TENS)}
 # Words that give a quantity as surely as a digit does ("twice as many" is a given 2).
 NUMBER_WORDS |= {"hundred": 100, "thousand": 1000, "dozen": 12, "twice": 2, "double": 2, "triple": 3, "half": 2}
-QUESTION_DIGITS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+")
+# The lookahead lets the scan skip every position that cannot start a number without trying each form.
+QUESTION_DIGITS = re.compile(r"(?=[\d.])(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+(?:\.\d+)?|\.\d+)")
 # Every number word in one scan. The lookahead consumes only the word itself, so the unit of
 # "forty-five" is also read on its own (5), as a separate whole-word match would; a tens word
 # takes its hyphenated unit (45).

@@ -16,11 +16,12 @@ WORD = r"[A-Za-z][A-Za-z'’]*(?:-[A-Za-z]+)*"
 TIMES_X = r"x(?=[\s\d(.$])"  # "4 x 5": a lone x before a number is a times sign
 # Spaces make no token; a run of words ("tubs of lip gloss") is one token, so a unit is one step.
 VISIBLE_TOKEN = re.compile(
-    r"(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
+    r"(?=\S)"  # no token starts with a space: the scan skips spaces without trying every kind
+    r"(?:(?P<number>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d,]\d)|\d+(?:\.\d+)?|\.\d+)"
     rf"|(?P<op>[-+*/×÷–−]|(?<![^\s\d)]){TIMES_X})"
     rf"|(?P<word>{WORD}(?:\s+(?!{TIMES_X}){WORD})*)"
     r"|(?P<open>\()|(?P<close>\))|(?P<eq>=)|(?P<dollar>\$)|(?P<percent>%)"
-    r"|(?P<other>[^\sA-Za-z\d()=$%+\-*/×÷–−.]+|\.)"
+    r"|(?P<other>[^\sA-Za-z\d()=$%+\-*/×÷–−.]+|\.))"
 )
 VISIBLE_OPERATORS = {"+": "+", "-": "-", "–": "-", "−": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
 # Tokens a written expression is made of, units included ("3 hours * 8 miles/hour"); anything else ends it.
