@@ -23,6 +23,8 @@ from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_numb
 from .statements import VISIBLE_OPERATORS, Statement, Token, arithmetic, find_statements, is_binary, visible_tokens
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
+# `a op b`, tokens as EXPRESSION_TOKEN reads them (a number cannot end early: a digit or '.' is no operator).
+_SIMPLE_EXPRESSION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(\*\*|//|[-+*/%])\s*(\d+(?:\.\d+)?|\.\d+)")
 EXPRESSION_TOKEN = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<op>\*\*|//|[-+*/%])|(?P<open>\()|(?P<close>\))|(?P<space>\s+)|(?P<other>.)")
 
 
@@ -142,6 +144,9 @@ def read_line(text: str, line_index: int) -> Line:
 
 
 def _expression_tokens(expression: str) -> list[tuple[str, str, tuple[int, int]]] | None:
+    simple = _SIMPLE_EXPRESSION.fullmatch(expression)
+    if simple:  # most annotations: the same three tokens the general reading finds, read in one match
+        return [("number", simple.group(1), simple.span(1)), ("op", simple.group(2), simple.span(2)), ("number", simple.group(3), simple.span(3))]
     found = [(m.lastgroup, m.group(), m.span()) for m in EXPRESSION_TOKEN.finditer(expression) if m.lastgroup != "space"]
     return None if any(kind == "other" for kind, _, _ in found) else found
 
