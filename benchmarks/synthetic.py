@@ -23,7 +23,7 @@ from datasets import Dataset, load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import arithmetic
+from prm_builder import arithmetic, corruptions
 from prm_builder.gsm8k import visible_text
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
@@ -56,7 +56,9 @@ def ours(gsm8k_dir: Path, cache: str, num_proc: int | None, mode=None) -> int:
 
 
 def cold(gsm8k_dir: Path, cache: str, num_proc: int | None) -> int:
-    for memoized in (arithmetic.evaluate, arithmetic.parse_decimal, arithmetic.format_number, visible_text):
+    for memoized in (
+        arithmetic.evaluate, arithmetic.parse_decimal, arithmetic.format_number, visible_text, corruptions._digit_variants_of
+    ):
         memoized.cache_clear()
     return ours(gsm8k_dir, cache, num_proc)
 
