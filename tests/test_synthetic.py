@@ -243,24 +243,20 @@ def test_a_mention_shared_by_two_quantities_is_refused_not_guessed():
 
 
 def test_an_equal_value_from_another_quantity_is_not_carried():
-    problem = {
-        "index": 0,
-        "question": "A box holds 6 eggs. Ann buys 2 boxes and 12 loose eggs. How many eggs does she have?",
-        "answer": "The boxes hold 6*2 = <<6*2=12>>12 eggs.\nShe has 12+12 = <<12+12=24>>24 eggs.\n#### 24",
-    }
-    solution = parse_solution(problem["answer"], problem["question"])
+    question = "A box holds 6 eggs. Ann buys 2 boxes and 12 loose eggs. How many eggs does she have?"
+    answer = "The boxes hold 6*2 = <<6*2=12>>12 eggs.\nShe has 12+12 = <<12+12=24>>24 eggs.\n#### 24"
+    solution = parse_solution(answer, question)
     with pytest.raises(Unreadable, match="ambiguous_reference"):
         carry(solution, next(solution.calculations()), Change(operand=(0, Decimal(7))))
 
 
 def test_result_restated_before_its_calculation_follows_it():
-    problem = {
-        "index": 0,
-        "question": "72 chocolate chips are shared by 4 friends. Each eats all of theirs twice a week. How many chips a week?",
-        "answer": "They each get to eat 18 chocolate chips because 72 / 4 = <<72/4=18>>18\n"
-        "A week, each eats 18 * 2 = <<18*2=36>>36 chips\n#### 36",
-    }
-    solution = parse_solution(problem["answer"], problem["question"])
+    question = "72 chocolate chips are shared by 4 friends. Each eats all of theirs twice a week. How many chips a week?"
+    answer = (
+        "They each get to eat 18 chocolate chips because 72 / 4 = <<72/4=18>>18\n"
+        "A week, each eats 18 * 2 = <<18*2=36>>36 chips\n#### 36"
+    )
+    solution = parse_solution(answer, question)
     copy = carry(solution, next(solution.calculations()), Change(result=Decimal(19)))
     assert [visible(line) for line in copy.lines] == [
         "They each get to eat 19 chocolate chips because 72 / 4 = 19",
@@ -270,12 +266,9 @@ def test_result_restated_before_its_calculation_follows_it():
 
 
 def test_calculation_without_annotation_is_recomputed():
-    problem = {
-        "index": 0,
-        "question": "A lot has 8 vans and 8 trucks, a quarter of all have a spare tire. How many have one?",
-        "answer": "There are 8 + 8 = <<8+8=16>>16 vehicles.\nThere are 16 / 4 = 4 with a spare tire.\n#### 4",
-    }
-    solution = parse_solution(problem["answer"], problem["question"])
+    question = "A lot has 8 vans and 8 trucks, a quarter of all have a spare tire. How many have one?"
+    answer = "There are 8 + 8 = <<8+8=16>>16 vehicles.\nThere are 16 / 4 = 4 with a spare tire.\n#### 4"
+    solution = parse_solution(answer, question)
     first, unannotated = solution.calculations()
     assert unannotated.expression == "16/4" and solution.answer_node == unannotated.node
     copy = carry(solution, first, Change(operator=(0, "*")))
@@ -290,8 +283,7 @@ def test_units_between_numbers_and_percent_operands_are_read():
 
 
 def test_no_negative_or_fractional_quantity_is_introduced():
-    problem = {"index": 0, "question": "q", "answer": "He has 3 + 5 = <<3+5=8>>8 cats.\nThey have 8 * 4 = <<8*4=32>>32 legs.\n#### 32"}
-    solution = parse_solution(problem["answer"], problem["question"])
+    solution = parse_solution("He has 3 + 5 = <<3+5=8>>8 cats.\nThey have 8 * 4 = <<8*4=32>>32 legs.\n#### 32", "q")
     cats, legs = solution.calculations()
     with pytest.raises(Unreadable, match="implausible_value"):
         carry(solution, cats, Change(operator=(0, "-")))  # -2 cats
