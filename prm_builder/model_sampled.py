@@ -39,7 +39,8 @@ from .citations import citation
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .mc_search import rollout_labels
-from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string, redact_url
+from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
+from .redact import redact_url
 from .problems import Problem, load_problems
 from .scheduler import LazyBackend, Progress, Scheduler, ShardLocks, Task, Want
 

@@ -8,7 +8,6 @@ does not run again: `create_config_id`, which datasets always calls next, valida
 import dataclasses
 import math
 import os
-import urllib.parse
 from typing import Any, ClassVar
 
 import datasets
@@ -138,14 +137,6 @@ def _content_hash(path: str, stat: os.stat_result) -> str:
                 digest.update(chunk)
         _content_hashes[memo] = digest.hexdigest()
     return _content_hashes[memo]
-
-
-def redact_url(url: str) -> str:
-    """`url` fit for messages, logs and cards: user:password and query-string values become '***'."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rsplit("@", 1)[1]
-    query = "&".join(f"{name}=***" for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def check_choice(option: str, value: Any, choices: list) -> None:

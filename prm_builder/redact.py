@@ -10,6 +10,7 @@ name says it is a secret (`HF_TOKEN`, `OPENAI_API_KEY`, ...). Local paths are sh
 import logging
 import os
 import re
+import urllib.parse
 from pathlib import Path
 
 REDACTED = "<redacted>"
@@ -41,6 +42,17 @@ def redact(text: str) -> str:
     for value in _secret_environment_values():
         text = text.replace(value, REDACTED)
     return text
+
+
+def redact_url(url: str) -> str:
+    """A server URL as a build names it in messages: user:password and every query value become '***'.
+
+    Stricter than `redact` (which keeps query values that do not look secret): a server URL is known to be
+    one, so nothing in its query is shown."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc if "@" not in parts.netloc else "***@" + parts.netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{name}=***" for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _secret_environment_values() -> list[str]:

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from datasets.utils import logging
 
-from ..options import redact_url
+from ..redact import redact_url
 from . import Backend, Generation, Request, render_prompt
 
 logger = logging.get_logger(__name__)
