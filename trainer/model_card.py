@@ -9,6 +9,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from prm_builder.redact import public_value
+
 _MODEL_CARD = """\
 # {name}
 
@@ -59,13 +61,6 @@ outcome-based feedback* (arXiv:2211.14275) and Lightman et al., 2023, *Let's Ver
 _EVAL_SECTIONS = re.compile(r"<!-- prm-eval:([\w-]+):begin -->.*?<!-- prm-eval:\1:end -->", re.DOTALL)
 
 
-def public(value):
-    """A value fit for a public card: a local path becomes `<local>/NAME`, which names the data but not the machine."""
-    if isinstance(value, str) and ("/" in value or os.sep in value) and os.path.exists(value):
-        return f"<local>/{Path(value).name}"
-    return value
-
-
 def describe_data(dataset) -> dict:
     """Builder, config and row counts (per `source` when the rows have one) of a dataset, for the model card."""
     import datasets
@@ -85,11 +80,11 @@ def describe_data(dataset) -> dict:
 def training_data_section(data: dict, dropped: dict, args, dataset_name=None, dataset_options=None) -> str:
     """The card's "Training data" list: dataset, prm-builder config and options, rows (dropped ones by reason),
     rows per source, label type."""
-    lines = [f"- dataset: `{public(dataset_name)}`" if dataset_name else None]
+    lines = [f"- dataset: `{public_value(dataset_name)}`" if dataset_name else None]
     if data.get("builder") == "prm_builder" and data.get("config"):
         lines.append(f"- built with prm-builder, config `{data['config']}`")
     if dataset_options:
-        lines.append("- options: " + ", ".join(f"`{key}={public(value)}`" for key, value in dataset_options.items()))
+        lines.append("- options: " + ", ".join(f"`{key}={public_value(value)}`" for key, value in dataset_options.items()))
     if "rows" in data:
         details = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
         lines.append(f"- training rows: {data['rows']}" + (f" ({sum(dropped.values())} dropped: {details})"
@@ -136,7 +131,7 @@ def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eva
         (f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model})" if base_model else "Trained")
         + (" with LoRA" if is_peft else "")
         + " with prm-builder's `PRMTrainer`"
-        + (f" on `{public(dataset_name)}`." if dataset_name else ".")
+        + (f" on `{public_value(dataset_name)}`." if dataset_name else ".")
     )
     data = training_data_section(
         trainer.training_data, trainer.dropped_rows.get("train") or {}, args, dataset_name, dataset_options
