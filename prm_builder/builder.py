@@ -114,7 +114,7 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
         if drops_dir:
             counts = drops.load_drops(drops_dir).get(split_generator.name)
             if counts:
-                drops.logger.warning(f"{split_generator.name}: {drops.describe(counts)}")
+                drops.logger.warning(f"{split_generator.name}: {drops.describe_drops(counts)}")
 
     def _generate_tables(self, split, excluder=None, **gen_kwargs):
         dropped = Counter()
@@ -148,4 +148,4 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
         if drops_dir:
             drops.record(drops_dir, split, dropped)
         elif dropped:  # streaming: no build folder, each job reports its own counts
-            drops.logger.warning(f"{split}: {drops.describe(dropped)}")
+            drops.logger.warning(f"{split}: {drops.describe_drops(dropped)}")

@@ -365,7 +365,7 @@ def run_cache_list(args: argparse.Namespace) -> int:
     summaries = generation_cache.list_caches(root)
     print(f"{len(summaries)} generation cache(s) in {root}")
     for summary in summaries:
-        print(generation_cache.describe(summary))
+        print(generation_cache.describe_cache(summary))
     return 0
 
 

@@ -18,7 +18,7 @@ logger = logging.get_logger(__name__)
 DROPS_DIRNAME = "prm_builder_drops"
 
 
-def describe(counts: Counter, what: str = "items") -> str:
+def describe_drops(counts: Counter, what: str = "items") -> str:
     """'dropped 12 items: 9 bad_problem, 3 malformed' (largest first), or '' when none."""
     total = sum(counts.values())
     if not total:

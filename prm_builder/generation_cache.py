@@ -272,10 +272,10 @@ def cache_folders(root: str | os.PathLike | None = None) -> list[Path]:
 
 
 def list_caches(root: str | os.PathLike | None = None) -> list[CacheSummary]:
-    return [summarize(path) for path in cache_folders(root)]
+    return [summarize_cache(path) for path in cache_folders(root)]
 
 
-def summarize(path: Path) -> CacheSummary:
+def summarize_cache(path: Path) -> CacheSummary:
     """What one cache holds, counting valid records only; damage is reported, never raised."""
     summary = CacheSummary(path.name, path, {}, 0, bytes=sum(f.stat().st_size for f in path.rglob("*") if f.is_file()))
     try:
@@ -387,7 +387,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def describe(summary: CacheSummary) -> str:
+def describe_cache(summary: CacheSummary) -> str:
     """A few lines about one cache, for `prm-builder cache list`."""
     identity = summary.identity
     sampling = " ".join(f"{name}={identity.get(name)}" for name in ("temperature", "top_p", "max_new_tokens", "seed"))

@@ -61,7 +61,7 @@ from datasets.utils import logging
 
 from . import decontamination, prm800k_download
 from .decontamination import Excluder
-from .drops import describe
+from .drops import describe_drops
 from .citations import citation
 from .features import first_error, with_extra_columns
 from .options import PRMBuilderConfig, as_list, check_choice
@@ -198,7 +198,7 @@ def split_generators(config: PRM800KConfig, dl_manager) -> list[datasets.SplitGe
 
 
 def _describe_lines(dropped: Counter) -> str:
-    return describe(dropped, "lines") or "no lines"
+    return describe_drops(dropped, "lines") or "no lines"
 
 
 def _drops_if_empty(config: PRM800KConfig, shards: list, excluded: Excluder | None) -> Counter | None:

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .drops import describe
+from .drops import describe_drops
 from .features import CORE_FEATURES
 
 # Extra columns with few distinct values (e.g. prm800k's phase, finish_reason) get a breakdown.
@@ -88,7 +88,7 @@ def format_summary(summary: dict) -> str:
                 lines.append(
                     f"  {label}: mean {d['mean']}, min {d['min']}, median {d['median']:g}, max {d['max']}"
                 )
-        dropped = describe(Counter(s["dropped"]))
+        dropped = describe_drops(Counter(s["dropped"]))
         lines.append(f"  {dropped}" if dropped else "  dropped nothing")
     return "\n".join(lines)
 

@@ -78,7 +78,7 @@ def test_first_written_generation_wins_over_a_duplicate(tmp_path):
         1: Generation("first-1", "stop"),
         2: Generation("second-2", "stop"),
     }
-    summary = generation_cache.summarize(cache.path)
+    summary = generation_cache.summarize_cache(cache.path)
     assert summary.generations == {"sample": 3} and summary.problems == 1
 
 
@@ -105,7 +105,7 @@ def test_list_resolve_and_remove(tmp_path):
     assert [s.name for s in summaries] == sorted(c.path.name for c in caches)
     assert summaries[0].generations == {"sample": 2, "rollout": 1}
     assert summaries[0].bytes > 0
-    text = generation_cache.describe(summaries[0])
+    text = generation_cache.describe_cache(summaries[0])
     assert "model: org/My Model" in text and "done: 1 problems, 2 samples, 1 rollouts" in text
 
     name = caches[1].path.name
@@ -156,7 +156,7 @@ def test_damaged_cache_is_listed_cleared_and_repaired(tmp_path, capsys):
     assert cli.main(["cache", "repair", damaged.path.name[:14], "--generation-cache-dir", str(tmp_path)]) == 0
     assert f"repaired {damaged.path}: dropped 1 damaged record(s), kept 2" in capsys.readouterr().out
     assert damaged.load() == {P1: {f"sample:{P1}": {0: Generation("a", "stop"), 2: Generation("c", "stop")}}}
-    assert generation_cache.summarize(damaged.path).damage is None
+    assert generation_cache.summarize_cache(damaged.path).damage is None
 
     _damage_middle_line(GenerationCache(tmp_path, {**IDENTITY, "seed": 2}))
     name = GenerationCache(tmp_path, {**IDENTITY, "seed": 2}).path.name
@@ -174,7 +174,7 @@ def test_invalid_records_are_damage_and_unreadable_epochs_are_rebuilt(tmp_path):
     with pytest.raises(CorruptCacheError, match=r"line 2: expected generations as \[text, one of \['stop', 'length'\]\]"):
         cache.load()
     (cache.path / "epoch").write_text("not a number")
-    assert "epoch: expected an integer" in generation_cache.summarize(cache.path).damage
+    assert "epoch: expected an integer" in generation_cache.summarize_cache(cache.path).damage
     assert generation_cache.repair(cache.path) == (1, 2)
     assert cache.epoch == 0 and sorted(cache.load()[P1][f"sample:{P1}"]) == [0, 2]
 

@@ -203,7 +203,7 @@ def load_splits(script_args, training_args):
     leaves in its output folder) and, for a `datasets:` mixture in `--config` (mixture.py), what each entry
     contributed; both go into the model card.
     """
-    from .mixture import describe, load_mixture
+    from .mixture import describe_mixture, load_mixture
     from .tokenization import check_rows
 
     options = parse_dataset_options(script_args.dataset_options)
@@ -215,7 +215,7 @@ def load_splits(script_args, training_args):
         else:
             dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
     if mixture_report and training_args.process_index == 0:
-        print("Training data mixture (rows realised per dataset):\n" + describe(mixture_report))
+        print("Training data mixture (rows realised per dataset):\n" + describe_mixture(mixture_report))
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if train_split not in dataset:
         raise ValueError(f"--dataset_train_split {train_split!r} is not a split of the dataset: {list(dataset)}")

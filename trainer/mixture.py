@@ -163,7 +163,7 @@ def _new_rows(dataset, seen: set) -> list[int]:
     return keep
 
 
-def describe(report: list[dict]) -> str:
+def describe_mixture(report: list[dict]) -> str:
     """The report as a Markdown table (printed before training and put in the model card)."""
     lines = [
         "| dataset | split | loaded | duplicates dropped | fraction | rows | share |",
@@ -193,6 +193,6 @@ def with_mixture_in_card(create_model_card, report: list[dict]):
         path = os.path.join(trainer.args.output_dir, "README.md")
         with open(path, "a", encoding="utf-8") as card:
             card.write("\n## Training data mixture\n\nRows per dataset, as realised (TRL's fraction rule, "
-                       "duplicates across datasets dropped first):\n\n" + describe(report) + "\n")  # fmt: skip
+                       "duplicates across datasets dropped first):\n\n" + describe_mixture(report) + "\n")  # fmt: skip
 
     return create
