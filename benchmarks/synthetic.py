@@ -7,6 +7,10 @@ the builder's memoized arithmetic is emptied too, as it is in the fresh process 
 CPU seconds (this process and its finished workers) are steadier than wall seconds on a shared machine.
 
     python benchmarks/synthetic.py [--gsm8k tests/data/gsm8k] [--repeats 3]
+
+--stages instead prints the CPU time of each stage of a cold num_proc=1 build, one after the
+other in this process: reading solutions, picking and carrying mistakes, the rest of row
+making, and writing the same rows through load_dataset with nothing left to generate.
 """
 
 import argparse
@@ -17,14 +21,16 @@ import random
 import re
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import arithmetic, corruptions
-from prm_builder.gsm8k import visible_text
+from prm_builder import arithmetic, corruptions, gsm8k, statements, synthetic
+from prm_builder.gsm8k import Unreadable, visible_text
+from prm_builder.problems import read_gsm8k_problems
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
 
@@ -56,33 +62,116 @@ def ours(gsm8k_dir: Path, cache: str, num_proc: int | None, mode=None) -> int:
 
 
 def cold(gsm8k_dir: Path, cache: str, num_proc: int | None) -> int:
+    empty_memoized()
+    return ours(gsm8k_dir, cache, num_proc)
+
+
+def empty_memoized() -> None:
     for memoized in (
         arithmetic.evaluate, arithmetic.parse_decimal, arithmetic.format_number, visible_text, corruptions._digit_variants_of
     ):
         memoized.cache_clear()
-    return ours(gsm8k_dir, cache, num_proc)
 
 
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system + times.children_user + times.children_system
+def stages(gsm8k_dir: Path, repeats: int) -> None:
+    """CPU seconds per stage of a cold build (defaults), against the naive recipe's CPU seconds."""
+    config = synthetic.SyntheticConfig(name="synthetic", problems=str(gsm8k_dir))
+    problems = {split: read_gsm8k_problems(gsm8k_dir / f"{split}.jsonl") for split in ("train", "test")}
+    reading = "reading solutions (tokens, statements, dataflow)"
+    picking = "copies: picking the mistake, rendering, dedupe"
+    carrying = "copies: carrying the mistake through"
+    spent, carried = dict.fromkeys((reading, picking, carrying), 0.0), Counter()
+
+    def timed(stage: str, function):
+        def measured(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[stage] += time.process_time() - start
+
+        return measured
+
+    def counted(solution, seed, change):
+        try:
+            copy = carry(solution, seed, change)
+        except Unreadable:
+            carried["refused"] += 1
+            raise
+        carried["made"] += 1
+        return copy
+
+    # The builder's own functions, timed where it calls them (tens of thousands of calls: the timer costs little).
+    carry = corruptions.carry
+    originals = synthetic.parse_solution, synthetic._draw_copy, corruptions.carry
+    synthetic.parse_solution = timed(reading, originals[0])
+    synthetic._draw_copy = timed(picking, originals[1])
+    corruptions.carry = timed(carrying, counted)
+    try:
+        empty_memoized()
+        start = time.process_time()
+        rows = {split: list(synthetic.generate_rows(config, Counter(), split, [listed])) for split, listed in problems.items()}
+        total = time.process_time() - start
+    finally:
+        synthetic.parse_solution, synthetic._draw_copy, corruptions.carry = originals
+    spent[picking] -= spent[carrying]
+    spent[f"  ({carried['made']:,} changes carried, {carried['refused']:,} refused)"] = 0.0
+    spent["seeding, correct rows, row dicts (the rest)"] = total - sum(spent.values())
+    lines = [
+        line.strip() for listed in problems.values() for problem in listed
+        for line in problem["answer"].partition("####")[0].split("\n") if line.strip()
+    ]
+    start = time.process_time()
+    for line in lines:
+        statements.visible_tokens(line, list(gsm8k.ANNOTATION.finditer(line)))
+    spent["  of the reading: tokenizing the visible text alone"] = time.process_time() - start
+
+    # The same rows again through load_dataset, with nothing left to generate.
+    of_problem: dict = {}
+    for split, built in rows.items():
+        for row in built:
+            of_problem.setdefault((split, int(row["id"].split("/")[0].split("-")[1])), []).append(row)
+    generate_rows = synthetic.generate_rows
+
+    def given_rows(config, dropped, split, shards, path=""):
+        return (row for problem in shards[0] for row in of_problem.get((split, problem["index"]), []))
+
+    writing, naive = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            synthetic.generate_rows = given_rows
+            try:
+                writing.append(timed_cpu(ours, gsm8k_dir, f"{tmp}/given", None))
+            finally:
+                synthetic.generate_rows = generate_rows
+            naive.append(timed_cpu(naive_recipe, gsm8k_dir, f"{tmp}/naive"))
+    spent["load_dataset with the rows given (reading jsonl, Arrow, cache)"] = min(writing)
+    print(f"GSM8K from {gsm8k_dir}: CPU seconds of a cold num_proc=1 build, stage by stage")
+    print(f"{'stage':<66} {'CPU s':>7} {'x naive':>8}")
+    for stage, seconds in spent.items():
+        print(f"{stage:<66} {seconds:>7.3f} {seconds / min(naive):>8.2f}" if seconds else stage)
+    print(f"{f'naive recipe, whole (best of {repeats})':<66} {min(naive):>7.3f} {1:>8.2f}")
 
 
-def timed(function, *args, **kwargs) -> tuple[float, float, int]:
-    start, start_cpu = time.perf_counter(), cpu_seconds()
-    rows = function(*args, **kwargs)
-    return time.perf_counter() - start, cpu_seconds() - start_cpu, rows
+def timed_cpu(function, *args) -> float:
+    start = time.process_time()
+    function(*args)
+    return time.process_time() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", type=Path, default=DEFAULT_GSM8K, help="a folder with GSM8K's train.jsonl and test.jsonl")
     parser.add_argument("--repeats", type=int, default=3, help="best of N for every measurement")
+    parser.add_argument("--stages", action="store_true", help="CPU seconds per stage of a cold build instead")
     args = parser.parse_args()
     disable_progress_bar()
     set_verbosity_error()
     # The builder logs its drop totals as warnings; the table is what this script is for.
     logging.getLogger("prm_builder").setLevel(logging.ERROR)
+    if args.stages:
+        stages(args.gsm8k, args.repeats)
+        return
 
     results: dict[str, list[tuple[float, float, int]]] = {}
     for _ in range(args.repeats):
