@@ -33,6 +33,8 @@ FIELDS = ("input", "label", "task")
 # GSM8K's calculator annotation, `<<48/2=24>>`, as Math-Shepherd's GSM8K solutions carry it: one `=`
 # inside, so text like `<<not an annotation>>` is left alone.
 CALCULATOR_ANNOTATION = re.compile(r"<<[^<>=]*=[^<>=]*>>")
+# What strip_step_prefix removes from a step (before trimming what follows).
+STEP_PREFIX_AT_START = re.compile(r"Step [0-9]+:")
 ROW_SCHEMA = CORE_FEATURES.arrow_schema
 LT, EQ, GT = b"<=>"
 
@@ -99,26 +101,33 @@ def _kept(data, mask: np.ndarray):
 def _marks(pieces: pa.ListArray, labels: pa.StringArray, tags: np.ndarray) -> tuple[pa.ListArray, np.ndarray]:
     """Per line, the label's marks as bools, and whether the label is the input with each tag marked.
 
-    Every line here (its input given split at the tags) has a label exactly 3 bytes per tag
-    shorter than its input: with each tag replaced by one NUL byte, the input lines up byte for
-    byte with its label, which may differ from it only where the NULs are, and there only by
-    "+" or "-".
+    Every line here has a label exactly 3 bytes per tag shorter than its input (a tag is 4 UTF-8
+    bytes, a mark 1). If the label is the input with its tags marked, its k-th mark follows the
+    input's first k + 1 pieces and k marks; and the labels with those bytes cut out are the
+    pieces, byte for byte (one comparison of two buffers for all lines).
     """
-    _, placeholders = _buffer(pc.binary_join(pieces, "\0"))  # the input, each tag a NUL: 4x faster than a replace
-    label_offsets, label_bytes = _buffer(labels)
-    at_tag = placeholders == 0
-    mark_at = np.flatnonzero(at_tag)
-    marks = label_bytes[mark_at]
-    rows = len(pieces)
-    bad = np.zeros(rows, dtype=bool)
-    differs = label_bytes != placeholders
-    valid_marks = (marks == ord("+")) | (marks == ord("-"))
-    # A valid mark always differs from its NUL: all lines are right when nothing else differs.
-    if not valid_marks.all() or np.count_nonzero(differs) != len(mark_at):
-        wrong = differs & ~at_tag
-        wrong[mark_at] = ~valid_marks
-        row_of_byte = np.repeat(np.arange(rows), np.diff(label_offsets))
-        bad |= np.bincount(row_of_byte[wrong], minlength=rows) > 0
+    list_offsets = _list_offsets(pieces)
+    piece_offsets, piece_data = _spans(pieces.flatten())
+    label_offsets, label_data = _spans(labels)
+    tagged = np.ones(len(piece_offsets) - 1, dtype=bool)
+    tagged[list_offsets[1:] - 1] = False  # a line's last piece has no tag after it
+    piece = np.flatnonzero(tagged)
+    first = list_offsets[np.repeat(np.arange(len(pieces)), tags)]  # the first piece of each mark's line
+    mark_at = label_offsets[:-1].repeat(tags) + piece_offsets[piece + 1] - piece_offsets[first] + piece - first
+    marks = np.frombuffer(label_data, dtype=np.uint8)[mark_at] if len(mark_at) else np.zeros(0, np.uint8)
+    cuts = np.empty(2 * len(mark_at) + 2, dtype=np.int64)
+    cuts[0], cuts[-1], cuts[1:-1:2], cuts[2:-1:2] = label_offsets[0], label_offsets[-1], mark_at, mark_at + 1
+    unmarked_offsets, unmarked = _spans(_ranges(label_data, cuts).take(np.arange(0, len(cuts) - 1, 2)))
+    text_bytes = piece_offsets[-1] - piece_offsets[0]
+    same = text_bytes == 0 or unmarked.slice(unmarked_offsets[0], text_bytes).equals(piece_data.slice(piece_offsets[0], text_bytes))
+    valid = (marks == ord("+")) | (marks == ord("-"))
+    bad = np.zeros(len(pieces), dtype=bool)
+    if not valid.all():
+        bad[np.repeat(np.arange(len(pieces)), tags)[~valid]] = True
+    if not same:  # which lines differ: count the differing bytes of each
+        differs = _buffer(pieces.flatten())[1] != np.frombuffer(unmarked, np.uint8)[unmarked_offsets[0] : unmarked_offsets[-1]]
+        before = np.concatenate([[0], np.cumsum(differs)])[piece_offsets[list_offsets] - piece_offsets[0]]
+        bad |= np.diff(before) > 0
     mark_offsets = pa.array(np.concatenate([[0], np.cumsum(tags)]), pa.int32())
     return pa.ListArray.from_arrays(mark_offsets, pa.array(marks == ord("+"))), ~bad
 
@@ -193,27 +202,26 @@ def _parts(pieces: pa.ListArray, boundaries: np.ndarray) -> tuple[pa.StringArray
 
 
 def _step_prefix_lengths(steps: pa.StringArray) -> np.ndarray:
-    """Per step, the byte length of the "Step k:" it starts with (the regex ^Step \\d+:), else 0."""
+    """Per step, the byte length of the "Step k:" it starts with (STEP_PREFIX_AT_START), else 0.
+
+    Read off each step's first 8 bytes as one integer: "Step k:" and "Step kk:" fit in them; the
+    rare step with a longer number is left to the regex.
+    """
     offsets, data = _buffer(steps)
-    starts, ends = offsets[:-1], offsets[1:]
-    padded = np.concatenate([data, np.zeros(1, np.uint8)])  # a 0 read past the end never matches
-
-    def byte_at(column, rows):
-        at = starts[rows] + column
-        return np.where(at < ends[rows], padded[np.minimum(at, len(data))], 0)
-
-    rows = np.arange(len(starts))
-    for column, expected in enumerate(b"Step "):
-        rows = rows[byte_at(column, rows) == expected]
-    digits = np.zeros(len(rows), dtype=np.int64)
-    reading = np.arange(len(rows))
-    while len(reading):  # one pass per digit of the longest number
-        found = byte_at(5 + digits[reading], rows[reading])
-        reading = reading[(found >= ord("0")) & (found <= ord("9"))]
-        digits[reading] += 1
-    prefixed = (digits > 0) & (byte_at(5 + digits, rows) == ord(":"))
-    lengths = np.zeros(len(starts), dtype=np.int64)
-    lengths[rows[prefixed]] = 6 + digits[prefixed]
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    padded = np.concatenate([data, np.zeros(8, np.uint8)])
+    # The 8 bytes from each byte on, little-endian (an unaligned view, read once per step).
+    words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))[starts] if len(data) else np.zeros(0, "<u8")
+    kept_bits = np.left_shift(np.uint64(1), 8 * np.minimum(lengths, 7).astype(np.uint64)) - np.uint64(1)
+    words &= np.where(lengths >= 8, np.uint64(2**64 - 1), kept_bits)  # the bytes after a step are not its own
+    byte = [(words >> np.uint64(8 * index)) & np.uint64(255) for index in (5, 6, 7)]
+    digit = [(value - np.uint64(ord("0"))) < 10 for value in byte]  # below "0" wraps around to large
+    colon = [value == ord(":") for value in byte]
+    step_word = (words & np.uint64(2**40 - 1)) == int.from_bytes(b"Step ", "little")
+    lengths = np.where(step_word & digit[0] & colon[1], 7, np.where(step_word & digit[0] & digit[1] & colon[2], 8, 0))
+    for row in np.flatnonzero(step_word & digit[0] & digit[1] & digit[2]):
+        prefix = STEP_PREFIX_AT_START.match(steps[int(row)].as_py())
+        lengths[row] = len(prefix.group()) if prefix else 0  # ASCII: as many bytes as characters
     return lengths
 
 
@@ -238,29 +246,22 @@ def _annotations(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _without_annotations(steps: pa.StringArray) -> pa.StringArray:
     """The steps without GSM8K's <<a*b=c>>, as CALCULATOR_ANNOTATION.sub("", step) gives them.
 
-    Each step is cut at the ends of its annotations into the segments kept (one more than its
-    annotations), and the segments of each step are joined back.
+    The steps lie end to end in one buffer: the bytes between the annotations are copied out
+    in one `take`, and each step ends as many bytes earlier as annotations were cut before it.
     """
     offsets, data = _buffer(steps)
     starts, ends = _annotations(data)
-    step_of = np.searchsorted(offsets[1:], starts, side="right")
-    inside = ends <= offsets[1:][step_of]  # a match of the step alone, not one running into the next
-    starts, ends, step_of = starts[inside], ends[inside], step_of[inside]
+    step_ends = offsets[1:][np.searchsorted(offsets[1:], starts, side="right")]
+    inside = ends <= step_ends  # a match of the step alone, not one running into the next
+    starts, ends = starts[inside], ends[inside]
     if not len(starts):
         return steps
-    before = np.concatenate([[0], np.cumsum(np.bincount(step_of, minlength=len(steps)))])  # annotations before each step
-    # Step i: its start, the start and end of each of its annotations, its end; then step i + 1.
-    cuts = np.empty(2 * len(steps) + 2 * len(starts), dtype=np.int64)
-    step_range = np.arange(len(steps))
-    cuts[2 * step_range + 2 * before[:-1]] = offsets[:-1]
-    cuts[2 * step_range + 2 * before[1:] + 1] = offsets[1:]
-    match_range = np.arange(len(starts))
-    cuts[2 * step_of + 2 * match_range + 1] = starts
-    cuts[2 * step_of + 2 * match_range + 2] = ends
-    spans, buffer = _spans(steps)
-    segments = _ranges(buffer, cuts + spans[0]).take(np.arange(0, len(cuts) - 1, 2))  # every other range is kept
-    per_step = pa.ListArray.from_arrays(pa.array(np.arange(len(steps) + 1) + before, pa.int32()), segments)
-    return pc.binary_join(per_step, "")
+    cuts = np.empty(2 * len(starts) + 2, dtype=np.int64)
+    cuts[0], cuts[-1], cuts[1:-1:2], cuts[2:-1:2] = 0, offsets[-1], starts, ends
+    base, buffer = _spans(steps)
+    kept_offsets, kept = _spans(_ranges(buffer, cuts + base[0]).take(np.arange(0, len(cuts) - 1, 2)))
+    cut_before = np.concatenate([[0], np.cumsum(ends - starts)])[np.searchsorted(ends, offsets, side="right")]
+    return _ranges(kept, offsets - cut_before + kept_offsets[0])
 
 
 def _any_empty(step_offsets: np.ndarray, text_offsets: np.ndarray) -> np.ndarray:
@@ -275,12 +276,10 @@ def _any_empty(step_offsets: np.ndarray, text_offsets: np.ndarray) -> np.ndarray
 def _table(tasks: pa.ChunkedArray, ids: pa.Array, prompts, completions: pa.ListArray, labels: pa.ListArray) -> pa.Table:
     offsets = _list_offsets(labels)
     flat = np.asarray(labels.flatten())
-    parent = np.repeat(np.arange(len(labels)), np.diff(offsets))
-    index_in_row = np.arange(len(flat)) - offsets[parent]
-    # First False per line: the smallest index among its False labels, -1 when there is none.
-    first_false = np.full(len(labels), np.iinfo(np.int32).max, dtype=np.int64)
-    np.minimum.at(first_false, parent[~flat], index_in_row[~flat])
-    first_false[first_false == np.iinfo(np.int32).max] = -1
+    # First False per line: the first False label at or after the line's first label, if in the line.
+    false_at = np.concatenate([np.flatnonzero(~flat), [len(flat)]])
+    first_false = false_at[np.searchsorted(false_at, offsets[:-1])]
+    first_false = np.where(first_false < offsets[1:], first_false - offsets[:-1], -1)
     last_steps = pc.take(completions.flatten(), _list_offsets(completions)[1:] - 1)
     # The final answer follows the last step's last ANSWER_PHRASE; a step without one has none.
     phrase_at = _last_occurrence(last_steps, ANSWER_PHRASE)
