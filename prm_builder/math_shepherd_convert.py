@@ -68,10 +68,12 @@ def convert(config: PRMBuilderConfig, records: pa.Table, ids: pa.Array, drops: C
     # The problem ends where the first piece's last "Step 1:" starts.
     boundaries = _last_occurrence(pc.list_element(pieces, 0), FIRST_STEP)
     ok &= boundaries >= 0
-    prompts, steps, after_last_tag = _parts(pieces, np.maximum(boundaries, 0))
+    prompts, parts, step_rows, after_last_tag = _parts(pieces, np.maximum(boundaries, 0))
     ok &= after_last_tag == 0  # nothing but whitespace may follow the last tag
     if config.strip_step_prefix:
-        steps = _tails(steps, _step_prefix_lengths(steps))
+        steps = _tails(parts, step_rows, _step_prefix_lengths(parts, step_rows))
+    else:
+        steps = parts.take(step_rows)
     if not config.keep_calculator_annotations:
         steps = _without_annotations(steps)
     step_offsets = _list_offsets(pieces) - np.arange(len(pieces) + 1)  # one step per tag
@@ -157,13 +159,13 @@ def _ranges(data: pa.Buffer | None, cuts: np.ndarray) -> pa.StringArray:
     return pa.Array.from_buffers(pa.string(), len(cuts) - 1, [None, pa.py_buffer(cuts.astype(np.int32)), data])
 
 
-def _tails(strings: pa.StringArray, skip: np.ndarray) -> pa.StringArray:
-    """Each string without its first skip[i] bytes, trimmed of whitespace."""
-    if not len(strings):
-        return strings
+def _tails(strings: pa.StringArray, rows: np.ndarray, skip: np.ndarray) -> pa.StringArray:
+    """strings[rows] (rows ascending), each without its first skip[i] bytes and trimmed of whitespace."""
+    if not len(rows):
+        return pa.array([], pa.string())
     offsets, data = _spans(strings)
-    cuts = np.empty(2 * len(strings), dtype=np.int64)
-    cuts[0::2], cuts[1::2] = offsets[:-1] + skip, offsets[1:]  # each tail, then the next string's head
+    cuts = np.empty(2 * len(rows), dtype=np.int64)
+    cuts[0::2], cuts[1::2] = offsets[rows] + skip, offsets[rows + 1]  # each tail, then what lies before the next
     return pc.utf8_trim_whitespace(_ranges(data, cuts)).take(np.arange(0, len(cuts) - 1, 2))
 
 
@@ -181,8 +183,8 @@ def _last_occurrence(strings: pa.StringArray, pattern: str) -> np.ndarray:
 # -- steps ---------------------------------------------------------------------------------------------
 
 
-def _parts(pieces: pa.ListArray, boundaries: np.ndarray) -> tuple[pa.StringArray, pa.StringArray, np.ndarray]:
-    """(prompts, steps, byte length of what follows the last tag), each trimmed of whitespace.
+def _parts(pieces: pa.ListArray, boundaries: np.ndarray) -> tuple[pa.StringArray, pa.StringArray, np.ndarray, np.ndarray]:
+    """(prompts, parts, which parts are steps, byte length of what follows the last tag), trimmed.
 
     A line's pieces (its input split at the tags) are its parts once the first piece is cut in
     two where "Step 1:" starts (boundaries): the prompt, the steps, and what follows the last tag.
@@ -198,31 +200,32 @@ def _parts(pieces: pa.ListArray, boundaries: np.ndarray) -> tuple[pa.StringArray
     is_step = np.ones(len(parts), dtype=bool)
     is_step[prompt_at] = is_step[last_at] = False
     lengths = np.diff(_buffer(parts)[0])
-    return parts.take(prompt_at), parts.filter(is_step), lengths[last_at]
+    return parts.take(prompt_at), parts, np.flatnonzero(is_step), lengths[last_at]
 
 
-def _step_prefix_lengths(steps: pa.StringArray) -> np.ndarray:
-    """Per step, the byte length of the "Step k:" it starts with (STEP_PREFIX_AT_START), else 0.
+def _step_prefix_lengths(strings: pa.StringArray, rows: np.ndarray) -> np.ndarray:
+    """Per string of rows, the byte length of the "Step k:" it starts with (STEP_PREFIX_AT_START), else 0.
 
-    Read off each step's first 8 bytes as one integer: "Step k:" and "Step kk:" fit in them; the
+    Read off each string's first 8 bytes as one integer: "Step k:" and "Step kk:" fit in them; the
     rare step with a longer number is left to the regex.
     """
-    offsets, data = _buffer(steps)
-    starts, lengths = offsets[:-1], np.diff(offsets)
+    offsets, data = _buffer(strings)
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
     # The 8 bytes from each byte on, little-endian (an unaligned view, read once per step).
-    words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))[starts] if len(data) else np.zeros(0, "<u8")
+    words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))[starts] if len(data) else np.zeros(len(starts), "<u8")
     kept_bits = np.left_shift(np.uint64(1), 8 * np.minimum(lengths, 7).astype(np.uint64)) - np.uint64(1)
     words &= np.where(lengths >= 8, np.uint64(2**64 - 1), kept_bits)  # the bytes after a step are not its own
     byte = [(words >> np.uint64(8 * index)) & np.uint64(255) for index in (5, 6, 7)]
     digit = [(value - np.uint64(ord("0"))) < 10 for value in byte]  # below "0" wraps around to large
     colon = [value == ord(":") for value in byte]
     step_word = (words & np.uint64(2**40 - 1)) == int.from_bytes(b"Step ", "little")
-    lengths = np.where(step_word & digit[0] & colon[1], 7, np.where(step_word & digit[0] & digit[1] & colon[2], 8, 0))
-    for row in np.flatnonzero(step_word & digit[0] & digit[1] & digit[2]):
-        prefix = STEP_PREFIX_AT_START.match(steps[int(row)].as_py())
-        lengths[row] = len(prefix.group()) if prefix else 0  # ASCII: as many bytes as characters
-    return lengths
+    prefixes = np.where(step_word & digit[0] & colon[1], 7, np.where(step_word & digit[0] & digit[1] & colon[2], 8, 0))
+    for index in np.flatnonzero(step_word & digit[0] & digit[1] & digit[2]):
+        text = data[starts[index] : starts[index] + lengths[index]].tobytes().decode()
+        prefix = STEP_PREFIX_AT_START.match(text)
+        prefixes[index] = len(prefix.group()) if prefix else 0  # ASCII: as many bytes as characters
+    return prefixes
 
 
 def _annotations(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,7 +287,7 @@ def _table(tasks: pa.ChunkedArray, ids: pa.Array, prompts, completions: pa.ListA
     # The final answer follows the last step's last ANSWER_PHRASE; a step without one has none.
     phrase_at = _last_occurrence(last_steps, ANSWER_PHRASE)
     lengths = np.diff(_buffer(last_steps)[0])
-    final_answers = _tails(last_steps, np.where(phrase_at >= 0, phrase_at + len(ANSWER_PHRASE.encode()), lengths))
+    final_answers = _tails(last_steps, np.arange(len(last_steps)), np.where(phrase_at >= 0, phrase_at + len(ANSWER_PHRASE.encode()), lengths))
     return pa.Table.from_arrays(
         [
             ids,
