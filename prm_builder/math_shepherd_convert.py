@@ -166,7 +166,7 @@ def _tails(strings: pa.StringArray, rows: np.ndarray, skip: np.ndarray) -> pa.St
     offsets, data = _spans(strings)
     cuts = np.empty(2 * len(rows), dtype=np.int64)
     cuts[0::2], cuts[1::2] = offsets[rows] + skip, offsets[rows + 1]  # each tail, then what lies before the next
-    return pc.utf8_trim_whitespace(_ranges(data, cuts)).take(np.arange(0, len(cuts) - 1, 2))
+    return pc.utf8_trim_whitespace(_ranges(data, cuts).take(np.arange(0, len(cuts) - 1, 2)))
 
 
 def _last_occurrence(strings: pa.StringArray, pattern: str) -> np.ndarray:
@@ -212,8 +212,8 @@ def _step_prefix_lengths(strings: pa.StringArray, rows: np.ndarray) -> np.ndarra
     offsets, data = _buffer(strings)
     starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
     padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    # The 8 bytes from each byte on, little-endian (an unaligned view, read once per step).
-    words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))[starts] if len(data) else np.zeros(len(starts), "<u8")
+    # The 8 bytes from each byte on (an empty step may start at the end), little-endian: an unaligned view.
+    words = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))[starts]
     kept_bits = np.left_shift(np.uint64(1), 8 * np.minimum(lengths, 7).astype(np.uint64)) - np.uint64(1)
     words &= np.where(lengths >= 8, np.uint64(2**64 - 1), kept_bits)  # the bytes after a step are not its own
     byte = [(words >> np.uint64(8 * index)) & np.uint64(255) for index in (5, 6, 7)]
