@@ -7,9 +7,10 @@ so both agree on every row and every drop (tests/test_math_shepherd.py checks th
 
 Most of the column-wise work is arithmetic on byte offsets: a text is cut into parts (prompt,
 steps) by listing where each part starts and ends in the one buffer holding all the texts,
-and Arrow's kernels then trim or copy all parts at once. Regular expressions, which pay a
-set-up per string in Arrow, are left to `line_row`: the step prefix and the calculator
-annotations are found with numpy instead (`_step_prefix_lengths`, `_annotations`).
+and Arrow's kernels then trim or copy all parts at once. Arrow's regex kernels, which pay a
+set-up per string, are not used: the step prefixes and the calculator annotations are found
+with numpy from byte values and positions (`_step_prefix_lengths`, `_annotations`), and
+`line_row`'s regexes define what they must find (the tests compare both on generated lines).
 """
 
 import re
@@ -60,7 +61,9 @@ def convert(config: PRMBuilderConfig, records: pa.Table, ids: pa.Array, drops: C
     input_offsets, text_bytes = _buffer(inputs)
     # A tag is 4 UTF-8 bytes and its mark 1: a well-formed label is 3 bytes per tag shorter.
     candidates = (tags > 0) & (np.diff(_buffer(labels)[0]) == np.diff(input_offsets) - 3 * tags)
-    if len(text_bytes) and text_bytes.min() == 0:  # a NUL byte in the text would pass for a tag in _marks
+    # Lines with a NUL byte go through line_row, after the other rows of their range, as they did
+    # when the label check used NUL as a tag's placeholder: the rows keep their order across versions.
+    if len(text_bytes) and text_bytes.min() == 0:
         candidates &= ~np.asarray(pc.match_substring(inputs, "\0"))
     rows = np.flatnonzero(candidates)
     pieces = _taken(pieces, rows)

@@ -185,9 +185,9 @@ def test_offline_download_names_the_hub_file():
         load_dataset("prm_builder", "math_shepherd")
 
 
-def test_lines_the_columnwise_path_cannot_check_still_convert(test_data, tmp_path):
-    # A NUL byte in the text would pass for a tag in the column-wise label check: such lines go
-    # through the Python parser, which converts them (after the other lines of their range).
+def test_lines_with_a_nul_byte_convert(test_data, tmp_path):
+    # Lines with a NUL byte in the text go through the Python parser (once needed by the column-wise
+    # label check, kept so rows keep their order), which converts them after the other lines of their range.
     lines = [json.loads(line) for line in (test_data / SAMPLES).read_text(encoding="utf-8").splitlines()]
     odd = {key: lines[0][key].replace("clarinet lessons per", "clarinet\x00lessons per") for key in ("input", "label")}
     path = tmp_path / "nul.jsonl"
