@@ -4,6 +4,13 @@
 over whole columns; `line_row` does the same for one line in plain Python, and names the
 reason a line does not parse. A line failing any column-wise check goes through `line_row`,
 so both agree on every row and every drop (tests/test_math_shepherd.py checks the reasons).
+
+Most of the column-wise work is arithmetic on byte offsets: a text is cut into parts (prompt,
+steps) by listing where each part starts and ends in the one buffer holding all the texts,
+and Arrow's kernels then trim or copy all parts at once. Arrow's regex kernels, which pay a
+set-up per string, are not used: the step prefixes and the calculator annotations are found
+with numpy from byte values and positions (`_step_prefix_lengths`, `_annotations`), and
+`line_row`'s regexes define what they must find (the tests compare both on generated lines).
 """
 
 import re
@@ -27,8 +34,10 @@ FIELDS = ("input", "label", "task")
 # GSM8K's calculator annotation, `<<48/2=24>>`, as Math-Shepherd's GSM8K solutions carry it: one `=`
 # inside, so text like `<<not an annotation>>` is left alone.
 CALCULATOR_ANNOTATION = re.compile(r"<<[^<>=]*=[^<>=]*>>")
-# Between steps joined into one string for one regex run (_strip_annotations); its NUL marks it out.
-STEP_SEPARATOR = "\0=="
+# What strip_step_prefix removes from a step (before trimming what follows).
+STEP_PREFIX_AT_START = re.compile(r"Step [0-9]+:")
+ROW_SCHEMA = CORE_FEATURES.arrow_schema
+LT, EQ, GT = b"<=>"
 
 
 class BadLine(ValueError):
@@ -45,34 +54,44 @@ def convert(config: PRMBuilderConfig, records: pa.Table, ids: pa.Array, drops: C
     `rows` holds the indices of the lines still passing every check; the lines that fail one go
     through `line_row` at the end, which names the reason each is dropped.
     """
-    inputs = records.column("input").combine_chunks()
-    labels = records.column("label").combine_chunks()
+    inputs = _one_chunk(records.column("input"))
+    labels = _one_chunk(records.column("label"))
     pieces = pc.split_pattern(inputs, TAG)
-    tags = np.asarray(pc.list_value_length(pieces)) - 1
+    tags = np.diff(_list_offsets(pieces)) - 1
+    input_offsets, text_bytes = _buffer(inputs)
     # A tag is 4 UTF-8 bytes and its mark 1: a well-formed label is 3 bytes per tag shorter.
-    lengths_fit = np.asarray(pc.binary_length(labels)) == np.asarray(pc.binary_length(inputs)) - 3 * tags
-    candidates = (tags > 0) & lengths_fit
-    text_bytes = _buffer(inputs)[1]
-    if len(text_bytes) and text_bytes.min() == 0:  # a NUL byte in the text would pass for a tag in _marks
+    candidates = (tags > 0) & (np.diff(_buffer(labels)[0]) == np.diff(input_offsets) - 3 * tags)
+    # Lines with a NUL byte go through line_row, after the other rows of their range, as they did
+    # when the label check used NUL as a tag's placeholder: the rows keep their order across versions.
+    if len(text_bytes) and text_bytes.min() == 0:
         candidates &= ~np.asarray(pc.match_substring(inputs, "\0"))
     rows = np.flatnonzero(candidates)
     pieces = _taken(pieces, rows)
     marks, ok = _marks(pieces, _taken(labels, rows), tags[rows])
-    # The problem ends where the first piece's last "Step 1:" starts; nothing may follow the last tag.
-    around_first_step = pc.split_pattern(pc.list_element(pieces, 0), FIRST_STEP, max_splits=1, reverse=True)
-    last_piece = pc.take(pieces.flatten(), np.asarray(pieces.offsets)[1:] - 1)
-    ok &= np.asarray(pc.list_value_length(around_first_step)) == 2
-    ok &= np.asarray(pc.utf8_length(pc.utf8_trim_whitespace(last_piece))) == 0
-    rows, pieces, marks, around_first_step = rows[ok], *(_kept(a, ok) for a in (pieces, marks, around_first_step))
-    completions = _completions(config, pieces, pc.list_element(around_first_step, 1))
-    ok = ~_any_empty(completions)
+    # The problem ends where the first piece's last "Step 1:" starts.
+    boundaries = _last_occurrence(pc.list_element(pieces, 0), FIRST_STEP)
+    ok &= boundaries >= 0
+    prompts, parts, step_rows, after_last_tag = _parts(pieces, np.maximum(boundaries, 0))
+    ok &= after_last_tag == 0  # nothing but whitespace may follow the last tag
+    if config.strip_step_prefix:
+        steps = _tails(parts, step_rows, _step_prefix_lengths(parts, step_rows))
+    else:
+        steps = parts.take(step_rows)
+    if not config.keep_calculator_annotations:
+        steps = _without_annotations(steps)
+    step_offsets = _list_offsets(pieces) - np.arange(len(pieces) + 1)  # one step per tag
+    completions = pa.ListArray.from_arrays(pa.array(step_offsets, pa.int32()), steps)
+    ok &= ~_any_empty(step_offsets, _buffer(steps)[0])
     rows = rows[ok]
-    prompts = _kept(pc.utf8_trim_whitespace(pc.list_element(around_first_step, 0)), ok)
     tasks = _taken(records.column("task"), rows)
-    table = _table(tasks, _taken(ids, rows), prompts, _kept(completions, ok), _kept(marks, ok))
+    table = _table(tasks, _taken(ids, rows), _kept(prompts, ok), _kept(completions, ok), _kept(marks, ok))
     failed = np.ones(records.num_rows, dtype=bool)
     failed[rows] = False
     return _with_failed_lines(config, records, ids, np.flatnonzero(failed), table, drops)
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _taken(data, rows: np.ndarray):
@@ -87,96 +106,191 @@ def _kept(data, mask: np.ndarray):
 def _marks(pieces: pa.ListArray, labels: pa.StringArray, tags: np.ndarray) -> tuple[pa.ListArray, np.ndarray]:
     """Per line, the label's marks as bools, and whether the label is the input with each tag marked.
 
-    Every line here (its input given split at the tags) has a label exactly 3 bytes per tag
-    shorter than its input: with each tag replaced by one NUL byte, the input lines up byte for
-    byte with its label, which may differ from it only where the NULs are, and there only by
-    "+" or "-".
+    Every line here has a label exactly 3 bytes per tag shorter than its input (a tag is 4 UTF-8
+    bytes, a mark 1). If the label is the input with its tags marked, its k-th mark follows the
+    input's first k + 1 pieces and k marks; and the labels with those bytes cut out are the
+    pieces, byte for byte (one comparison of two buffers for all lines).
     """
-    _, placeholders = _buffer(pc.binary_join(pieces, "\0"))  # the input, each tag a NUL: 4x faster than a replace
-    label_offsets, label_bytes = _buffer(labels)
-    at_tag = placeholders == 0
-    mark_at = np.flatnonzero(at_tag)
-    marks = label_bytes[mark_at]
-    rows = len(pieces)
-    bad = np.zeros(rows, dtype=bool)
-    differs = label_bytes != placeholders
-    valid_marks = (marks == ord("+")) | (marks == ord("-"))
-    # A valid mark always differs from its NUL: all lines are right when nothing else differs.
-    if not valid_marks.all() or np.count_nonzero(differs) != len(mark_at):
-        wrong = differs & ~at_tag
-        wrong[mark_at] = ~valid_marks
-        row_of_byte = np.repeat(np.arange(rows), np.diff(label_offsets))
-        bad |= np.bincount(row_of_byte[wrong], minlength=rows) > 0
+    list_offsets = _list_offsets(pieces)
+    piece_offsets, piece_data = _spans(pieces.flatten())
+    label_offsets, label_data = _spans(labels)
+    tagged = np.ones(len(piece_offsets) - 1, dtype=bool)
+    tagged[list_offsets[1:] - 1] = False  # a line's last piece has no tag after it
+    piece = np.flatnonzero(tagged)
+    first = list_offsets[np.repeat(np.arange(len(pieces)), tags)]  # the first piece of each mark's line
+    mark_at = label_offsets[:-1].repeat(tags) + piece_offsets[piece + 1] - piece_offsets[first] + piece - first
+    marks = np.frombuffer(label_data, dtype=np.uint8)[mark_at] if len(mark_at) else np.zeros(0, np.uint8)
+    cuts = np.empty(2 * len(mark_at) + 2, dtype=np.int64)
+    cuts[0], cuts[-1], cuts[1:-1:2], cuts[2:-1:2] = label_offsets[0], label_offsets[-1], mark_at, mark_at + 1
+    unmarked_offsets, unmarked = _spans(_ranges(label_data, cuts).take(np.arange(0, len(cuts) - 1, 2)))
+    text_bytes = piece_offsets[-1] - piece_offsets[0]
+    same = text_bytes == 0 or unmarked.slice(unmarked_offsets[0], text_bytes).equals(piece_data.slice(piece_offsets[0], text_bytes))
+    valid = (marks == ord("+")) | (marks == ord("-"))
+    bad = np.zeros(len(pieces), dtype=bool)
+    if not valid.all():
+        bad[np.repeat(np.arange(len(pieces)), tags)[~valid]] = True
+    if not same:  # which lines differ: count the differing bytes of each
+        differs = _buffer(pieces.flatten())[1] != np.frombuffer(unmarked, np.uint8)[unmarked_offsets[0] : unmarked_offsets[-1]]
+        before = np.concatenate([[0], np.cumsum(differs)])[piece_offsets[list_offsets] - piece_offsets[0]]
+        bad |= np.diff(before) > 0
     mark_offsets = pa.array(np.concatenate([[0], np.cumsum(tags)]), pa.int32())
     return pa.ListArray.from_arrays(mark_offsets, pa.array(marks == ord("+"))), ~bad
 
 
+# -- strings as byte ranges --------------------------------------------------------------------------
+
+
 def _buffer(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets from 0, bytes) of a string array, without copying the bytes."""
+    offsets, data = _spans(strings)
+    return offsets - offsets[0], np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data else np.zeros(0, np.uint8)
+
+
+def _spans(strings: pa.Array) -> tuple[np.ndarray, pa.Buffer | None]:
+    """(offsets, data buffer) of a string array: string i is data[offsets[i]:offsets[i + 1]]."""
     raw = np.frombuffer(strings.buffers()[1], dtype=np.int32)
-    offsets = raw[strings.offset : strings.offset + len(strings) + 1].astype(np.int64)
-    data_buffer = strings.buffers()[2]
-    data = np.frombuffer(data_buffer, dtype=np.uint8)[offsets[0] : offsets[-1]] if data_buffer else np.zeros(0, np.uint8)
-    return offsets - offsets[0], data
+    return raw[strings.offset : strings.offset + len(strings) + 1].astype(np.int64), strings.buffers()[2]
 
 
-def _completions(config: PRMBuilderConfig, pieces: pa.ListArray, first_step: pa.Array) -> pa.ListArray:
-    """The steps: the first piece's text from "Step 1:" on, then the other pieces but the last (empty) one."""
-    offsets = np.asarray(pieces.offsets, dtype=np.int64)
-    offsets = offsets - offsets[0]
-    flat = pieces.flatten()
-    # One gather: the line's own first step (placed after all pieces), then its pieces 1..n-1.
-    order = np.arange(offsets[-1])
-    order[offsets[:-1]] = len(flat) + np.arange(len(pieces))
-    order = np.delete(order, offsets[1:] - 1)
-    first_steps = pc.binary_join_element_wise(FIRST_STEP, first_step, "")
-    steps = pc.utf8_trim_whitespace(pa.concat_arrays([flat, first_steps]).take(order))
-    if config.strip_step_prefix:
-        steps = pc.utf8_trim_whitespace(pc.replace_substring_regex(steps, r"^Step \d+:", ""))
-    if not config.keep_calculator_annotations:
-        steps = _strip_annotations(steps)
-    step_offsets = pa.array(offsets - np.arange(len(pieces) + 1), pa.int32())
-    return pa.ListArray.from_arrays(step_offsets, steps)
+def _list_offsets(lists: pa.ListArray) -> np.ndarray:
+    offsets = np.asarray(lists.offsets, dtype=np.int64)
+    return offsets - offsets[0]
 
 
-def _strip_annotations(steps: pa.StringArray) -> pa.StringArray:
-    """The steps without GSM8K's <<a*b=c>>, from one regex run over all of them joined (twice as
-    fast as a run per step, which pays RE2's set-up for each of them).
+def _ranges(data: pa.Buffer | None, cuts: np.ndarray) -> pa.StringArray:
+    """The strings data[cuts[i]:cuts[i + 1]], without copying data (cuts ascending, at character starts)."""
+    return pa.Array.from_buffers(pa.string(), len(cuts) - 1, [None, pa.py_buffer(cuts.astype(np.int32)), data])
 
-    No match can span STEP_SEPARATOR, put before every step: an annotation holds one "=", the
-    separator two, and its NUL never occurs in a step (convert leaves lines with a NUL byte to
-    line_row). So the steps split back are those of a run on each step alone.
+
+def _tails(strings: pa.StringArray, rows: np.ndarray, skip: np.ndarray) -> pa.StringArray:
+    """strings[rows] (rows ascending), each without its first skip[i] bytes and trimmed of whitespace."""
+    if not len(rows):
+        return pa.array([], pa.string())
+    offsets, data = _spans(strings)
+    cuts = np.empty(2 * len(rows), dtype=np.int64)
+    cuts[0::2], cuts[1::2] = offsets[rows] + skip, offsets[rows + 1]  # each tail, then what lies before the next
+    return pc.utf8_trim_whitespace(_ranges(data, cuts).take(np.arange(0, len(cuts) - 1, 2)))
+
+
+def _last_occurrence(strings: pa.StringArray, pattern: str) -> np.ndarray:
+    """The byte index of the last `pattern` in each string, -1 where there is none.
+
+    (A split at the last occurrence: Arrow's find_substring and count_substring are slower.)"""
+    around = pc.split_pattern(strings, pattern, max_splits=1, reverse=True)
+    heads = _list_offsets(around)[:-1]
+    found = np.diff(_buffer(around.flatten())[0])[heads]  # the byte length of the text before it
+    found[np.diff(_list_offsets(around)) == 1] = -1  # not split: no occurrence
+    return found
+
+
+# -- steps ---------------------------------------------------------------------------------------------
+
+
+def _parts(pieces: pa.ListArray, boundaries: np.ndarray) -> tuple[pa.StringArray, pa.StringArray, np.ndarray, np.ndarray]:
+    """(prompts, parts, which parts are steps, byte length of what follows the last tag), trimmed.
+
+    A line's pieces (its input split at the tags) are its parts once the first piece is cut in
+    two where "Step 1:" starts (boundaries): the prompt, the steps, and what follows the last tag.
     """
-    if not len(steps):
+    lines = len(pieces)
+    list_offsets = _list_offsets(pieces)
+    piece_offsets, data = _spans(pieces.flatten())
+    firsts = list_offsets[:-1]
+    cuts = np.insert(piece_offsets, firsts + 1, piece_offsets[firsts] + boundaries)
+    parts = pc.utf8_trim_whitespace(_ranges(data, cuts))
+    prompt_at = firsts + np.arange(lines)  # each line has one part more than pieces
+    last_at = list_offsets[1:] + np.arange(lines)
+    is_step = np.ones(len(parts), dtype=bool)
+    is_step[prompt_at] = is_step[last_at] = False
+    lengths = np.diff(_buffer(parts)[0])
+    return parts.take(prompt_at), parts, np.flatnonzero(is_step), lengths[last_at]
+
+
+def _step_prefix_lengths(strings: pa.StringArray, rows: np.ndarray) -> np.ndarray:
+    """Per string of rows, the byte length of the "Step k:" it starts with (STEP_PREFIX_AT_START), else 0.
+
+    Read off each string's first 8 bytes as one integer: "Step k:" and "Step kk:" fit in them; the
+    rare step with a longer number is left to the regex.
+    """
+    offsets, data = _buffer(strings)
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    padded = np.concatenate([data, np.zeros(8, np.uint8)])
+    # The 8 bytes from each byte on (an empty step may start at the end), little-endian: an unaligned view.
+    words = np.ndarray((len(data) + 1,), dtype="<u8", buffer=padded, strides=(1,))[starts]
+    kept_bits = np.left_shift(np.uint64(1), 8 * np.minimum(lengths, 7).astype(np.uint64)) - np.uint64(1)
+    words &= np.where(lengths >= 8, np.uint64(2**64 - 1), kept_bits)  # the bytes after a step are not its own
+    byte = [(words >> np.uint64(8 * index)) & np.uint64(255) for index in (5, 6, 7)]
+    digit = [(value - np.uint64(ord("0"))) < 10 for value in byte]  # below "0" wraps around to large
+    colon = [value == ord(":") for value in byte]
+    step_word = (words & np.uint64(2**40 - 1)) == int.from_bytes(b"Step ", "little")
+    prefixes = np.where(step_word & digit[0] & colon[1], 7, np.where(step_word & digit[0] & digit[1] & colon[2], 8, 0))
+    for index in np.flatnonzero(step_word & digit[0] & digit[1] & digit[2]):
+        text = data[starts[index] : starts[index] + lengths[index]].tobytes().decode()
+        prefix = STEP_PREFIX_AT_START.match(text)
+        prefixes[index] = len(prefix.group()) if prefix else 0  # ASCII: as many bytes as characters
+    return prefixes
+
+
+def _annotations(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the matches of CALCULATOR_ANNOTATION in data, as `re.finditer` finds them.
+
+    A match is "<<", then bytes other than "<>=" up to an "=", then such bytes up to ">>": so it
+    is five consecutive occurrences of the bytes "<", "=" or ">" (of UTF-8 characters, only
+    these bytes are these characters): "<" and "<" adjacent, "=", ">" and ">" adjacent. Two
+    matches never overlap (a "<<" inside one would need a "<" after its first two bytes).
+    """
+    special = np.flatnonzero((data - np.uint8(LT)) <= GT - LT)  # "<", "=" or ">"
+    found = np.concatenate([data[special], np.zeros(4, np.uint8)])
+    at = np.concatenate([special, np.full(4, -2)])
+    count = len(special)
+    first = np.flatnonzero((found[:count] == LT) & (found[1 : count + 1] == LT) & (at[1 : count + 1] == at[:count] + 1))
+    matched = (found[first + 2] == EQ) & (found[first + 3] == GT) & (found[first + 4] == GT) & (at[first + 4] == at[first + 3] + 1)
+    first = first[matched]
+    return at[first], at[first + 4] + 1
+
+
+def _without_annotations(steps: pa.StringArray) -> pa.StringArray:
+    """The steps without GSM8K's <<a*b=c>>, as CALCULATOR_ANNOTATION.sub("", step) gives them.
+
+    The steps lie end to end in one buffer: the bytes between the annotations are copied out
+    in one `take`, and each step ends as many bytes earlier as annotations were cut before it.
+    """
+    offsets, data = _buffer(steps)
+    starts, ends = _annotations(data)
+    step_ends = offsets[1:][np.searchsorted(offsets[1:], starts, side="right")]
+    inside = ends <= step_ends  # a match of the step alone, not one running into the next
+    starts, ends = starts[inside], ends[inside]
+    if not len(starts):
         return steps
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(steps)], pa.int32()), steps), STEP_SEPARATOR)
-    joined = pc.binary_join_element_wise(STEP_SEPARATOR, joined, "")  # the first step's separator
-    replaced = pc.replace_substring_regex(joined, CALCULATOR_ANNOTATION.pattern, "")
-    return pc.split_pattern(replaced, STEP_SEPARATOR).flatten()[1:]
+    cuts = np.empty(2 * len(starts) + 2, dtype=np.int64)
+    cuts[0], cuts[-1], cuts[1:-1:2], cuts[2:-1:2] = 0, offsets[-1], starts, ends
+    base, buffer = _spans(steps)
+    kept_offsets, kept = _spans(_ranges(buffer, cuts + base[0]).take(np.arange(0, len(cuts) - 1, 2)))
+    cut_before = np.concatenate([[0], np.cumsum(ends - starts)])[np.searchsorted(ends, offsets, side="right")]
+    return _ranges(kept, offsets - cut_before + kept_offsets[0])
 
 
-def _any_empty(completions: pa.ListArray) -> np.ndarray:
-    offsets = np.asarray(completions.offsets, dtype=np.int64)
-    empty = np.asarray(pc.utf8_length(completions.flatten())) == 0
-    parent = np.repeat(np.arange(len(completions)), np.diff(offsets))
-    return np.bincount(parent, weights=empty, minlength=len(completions)) > 0
+def _any_empty(step_offsets: np.ndarray, text_offsets: np.ndarray) -> np.ndarray:
+    """Per line, whether any of its steps is empty."""
+    empty = np.concatenate([[0], np.cumsum(np.diff(text_offsets) == 0)])
+    return empty[step_offsets[1:]] > empty[step_offsets[:-1]]
+
+
+# -- rows ----------------------------------------------------------------------------------------------
 
 
 def _table(tasks: pa.ChunkedArray, ids: pa.Array, prompts, completions: pa.ListArray, labels: pa.ListArray) -> pa.Table:
-    offsets = np.asarray(labels.offsets, dtype=np.int64)
+    offsets = _list_offsets(labels)
     flat = np.asarray(labels.flatten())
-    parent = np.repeat(np.arange(len(labels)), np.diff(offsets))
-    index_in_row = np.arange(len(flat)) - (offsets[parent] - offsets[0])
-    # First False per line: the smallest index among its False labels, -1 when there is none.
-    first_false = np.full(len(labels), np.iinfo(np.int32).max, dtype=np.int64)
-    np.minimum.at(first_false, parent[~flat], index_in_row[~flat])
-    first_false[first_false == np.iinfo(np.int32).max] = -1
-    last_steps = pc.take(completions.flatten(), offsets[1:] - offsets[0] - 1)
-    # The phrase put in front of every last step: a split in two always, the head empty when it had none.
-    guarded = pc.binary_join_element_wise(ANSWER_PHRASE, last_steps, "")
-    around_answer = pc.split_pattern(guarded, ANSWER_PHRASE, max_splits=1, reverse=True)
-    has_answer = pc.greater(pc.utf8_length(pc.list_element(around_answer, 0)), 0)
-    final_answers = pc.if_else(has_answer, pc.utf8_trim_whitespace(pc.list_element(around_answer, 1)), "")
+    # First False per line: the first False label at or after the line's first label, if in the line.
+    false_at = np.concatenate([np.flatnonzero(~flat), [len(flat)]])
+    first_false = false_at[np.searchsorted(false_at, offsets[:-1])]
+    first_false = np.where(first_false < offsets[1:], first_false - offsets[:-1], -1)
+    last_steps = pc.take(completions.flatten(), _list_offsets(completions)[1:] - 1)
+    # The final answer follows the last step's last ANSWER_PHRASE; a step without one has none.
+    phrase_at = _last_occurrence(last_steps, ANSWER_PHRASE)
+    lengths = np.diff(_buffer(last_steps)[0])
+    final_answers = _tails(last_steps, np.arange(len(last_steps)), np.where(phrase_at >= 0, phrase_at + len(ANSWER_PHRASE.encode()), lengths))
     return pa.Table.from_arrays(
         [
             ids,
@@ -185,10 +299,10 @@ def _table(tasks: pa.ChunkedArray, ids: pa.Array, prompts, completions: pa.ListA
             labels,
             pa.array(first_false, pa.int32()),
             final_answers,
-            pa.array([""] * len(labels), pa.string()),
+            pa.repeat("", len(labels)),
             pc.binary_join_element_wise("math_shepherd/", pc.utf8_lower(tasks), ""),
         ],
-        schema=CORE_FEATURES.arrow_schema,
+        schema=ROW_SCHEMA,
     )
 
 
@@ -205,7 +319,7 @@ def _with_failed_lines(config: PRMBuilderConfig, records: pa.Table, ids: pa.Arra
         rescued.append({**row, "id": ids[index].as_py()})
     if not rescued:
         return table
-    return pa.concat_tables([table, pa.Table.from_pylist(rescued, schema=CORE_FEATURES.arrow_schema)])
+    return pa.concat_tables([table, pa.Table.from_pylist(rescued, schema=ROW_SCHEMA)])
 
 
 def line_row(config: PRMBuilderConfig, text: str, label: str, task: str) -> dict:

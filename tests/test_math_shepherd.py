@@ -185,9 +185,9 @@ def test_offline_download_names_the_hub_file():
         load_dataset("prm_builder", "math_shepherd")
 
 
-def test_lines_the_columnwise_path_cannot_check_still_convert(test_data, tmp_path):
-    # A NUL byte in the text would pass for a tag in the column-wise label check: such lines go
-    # through the Python parser, which converts them (after the other lines of their range).
+def test_lines_with_a_nul_byte_convert(test_data, tmp_path):
+    # Lines with a NUL byte in the text go through the Python parser (once needed by the column-wise
+    # label check, kept so rows keep their order), which converts them after the other lines of their range.
     lines = [json.loads(line) for line in (test_data / SAMPLES).read_text(encoding="utf-8").splitlines()]
     odd = {key: lines[0][key].replace("clarinet lessons per", "clarinet\x00lessons per") for key in ("input", "label")}
     path = tmp_path / "nul.jsonl"
@@ -234,29 +234,38 @@ def test_a_math_line_with_latex_and_a_multiline_problem(tmp_path):
     }
 
 
-# Fragments that stress the column-wise step rewriting (one regex run over all steps joined):
-# prefixes inside and at the edges of steps, annotations at the edges, nested or with two "=",
-# a step made only of an annotation, Unicode spaces, and the separator's "=" around them.
-FRAGMENTS = ["Step 2:", "Step 10: ", "Step :", " ", "\u00a0", "\n", "<<", ">>", "=", "<<4*2=8>>", "<<a=b=c>>",
-             "<<<1=1>>>", "x", "7", "The answer is: 3", "ки"]  # fmt: skip
+# Fragments that stress the column-wise step rewriting (steps cut by byte offsets, prefixes read
+# off each step's first bytes, annotations found from the positions of "<", "=" and ">"):
+# prefixes inside and at the edges of steps, with long numbers or no colon, annotations at the
+# edges of steps or running into the next one, nested or with two "=", a step made only of an
+# annotation, Unicode spaces, and a repeated answer phrase.
+FRAGMENTS = ["Step 2:", "Step 10: ", "Step :", "Step 123:", "Step 4", "12345678901", ":", " ", "\u00a0", "\u2003",
+             "\n", "<<", ">>", "=", "<<4*2=8>>", "<<a=b=c>>", "<<<1=1>>>", "<<1=\n2>>", "x", "é", "7",
+             "The answer is: 3", "ки"]  # fmt: skip
+# How steps after the first start: numbered as in Math-Shepherd, or not quite.
+NUMBERING = ["Step {k}: ", "Step {k}:", "", "Step 10{k}:", "Step 1234567890{k}: ", "Step {k} :"]
 
 
 @settings(max_examples=40, deadline=None)
-@example(steps=["x <<7", "=8>> y", "<<4*2=8>>"], marks=list("+-+-"), strip_step_prefix=True, keep_calculator_annotations=False)
+@example(steps=["x <<7", "=8>> y", "<<4*2=8>>"], marks=list("+-+-"), numbering=NUMBERING[0], strip_step_prefix=True,
+         keep_calculator_annotations=False)  # fmt: skip
+@example(steps=["", ""], marks=list("++++"), numbering="", strip_step_prefix=True, keep_calculator_annotations=False)
 @given(
     steps=st.lists(st.lists(st.sampled_from(FRAGMENTS[:-1]), max_size=6).map("".join), min_size=1, max_size=4),
     marks=st.lists(st.sampled_from("+-"), min_size=4, max_size=4),
+    numbering=st.sampled_from(NUMBERING),
     strip_step_prefix=st.booleans(),
     keep_calculator_annotations=st.booleans(),
 )
-def test_columnwise_rows_match_line_row(steps, marks, strip_step_prefix, keep_calculator_annotations):
+def test_columnwise_rows_match_line_row(steps, marks, numbering, strip_step_prefix, keep_calculator_annotations):
     config = math_shepherd.MathShepherdConfig(
         name="math_shepherd", strip_step_prefix=strip_step_prefix, keep_calculator_annotations=keep_calculator_annotations
     )
-    # Each step also on its own line, and all of them in one: rows of several lines share one regex run.
+    # Each step also on its own line, and all of them in one: rows of several lines share one buffer.
     lines = [[step] for step in steps] + [steps]
-    inputs = ["Q? " + "".join(f"Step {k + 1}: {s} ки\n" for k, s in enumerate(line)) for line in lines]
-    labels = ["Q? " + "".join(f"Step {k + 1}: {s} {m}\n" for k, (s, m) in enumerate(zip(line, marks))) for line in lines]
+    numbered = [["Step 1: " + line[0]] + [numbering.format(k=k + 2) + s for k, s in enumerate(line[1:])] for line in lines]
+    inputs = ["Q? " + "".join(f"{s} ки\n" for s in line) for line in numbered]
+    labels = ["Q? " + "".join(f"{s} {m}\n" for s, m in zip(line, marks)) for line in numbered]
     records = pa.table({"input": inputs, "label": labels, "task": ["GSM8K"] * len(lines)})
     ids = pa.array([str(index) for index in range(len(lines))])
     drops = Counter()
