@@ -159,6 +159,17 @@ def timed_cpu(function, *args) -> float:
     return time.process_time() - start
 
 
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def timed(function, *args, **kwargs) -> tuple[float, float, int]:
+    start, start_cpu = time.perf_counter(), cpu_seconds()
+    rows = function(*args, **kwargs)
+    return time.perf_counter() - start, cpu_seconds() - start_cpu, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", type=Path, default=DEFAULT_GSM8K, help="a folder with GSM8K's train.jsonl and test.jsonl")
