@@ -27,15 +27,16 @@ TAG = "ки"
 MARKS = {"+": True, "-": False}
 FIRST_STEP = "Step 1:"
 ANSWER_PHRASE = "The answer is:"
-STEP_PREFIX = re.compile(r"Step \d+:\s*")
 # A label mark at the end of a step: what a tag becomes in `label` (only looked for on bad lines).
 LABEL_MARK = re.compile(r"[+-](?=\n|$)")
 FIELDS = ("input", "label", "task")
 # GSM8K's calculator annotation, `<<48/2=24>>`, as Math-Shepherd's GSM8K solutions carry it: one `=`
 # inside, so text like `<<not an annotation>>` is left alone.
 CALCULATOR_ANNOTATION = re.compile(r"<<[^<>=]*=[^<>=]*>>")
-# What strip_step_prefix removes from a step (before trimming what follows).
+# What strip_step_prefix removes from a step, with the space after it. ASCII digits only, as
+# the column-wise reading of the prefix (_step_prefix_lengths) reads them.
 STEP_PREFIX_AT_START = re.compile(r"Step [0-9]+:")
+STEP_PREFIX = re.compile(rf"{STEP_PREFIX_AT_START.pattern}\s*")
 ROW_SCHEMA = CORE_FEATURES.arrow_schema
 LT, EQ, GT = b"<=>"
 

@@ -242,14 +242,16 @@ def test_a_math_line_with_latex_and_a_multiline_problem(tmp_path):
 FRAGMENTS = ["Step 2:", "Step 10: ", "Step :", "Step 123:", "Step 4", "12345678901", ":", " ", "\u00a0", "\u2003",
              "\n", "<<", ">>", "=", "<<4*2=8>>", "<<a=b=c>>", "<<<1=1>>>", "<<1=\n2>>", "x", "é", "7",
              "The answer is: 3", "ки"]  # fmt: skip
-# How steps after the first start: numbered as in Math-Shepherd, or not quite.
-NUMBERING = ["Step {k}: ", "Step {k}:", "", "Step 10{k}:", "Step 1234567890{k}: ", "Step {k} :"]
+# How steps after the first start: numbered as in Math-Shepherd, or not quite (an Arabic-Indic
+# digit is a digit to Python's \d, not a step number to either reading).
+NUMBERING = ["Step {k}: ", "Step {k}:", "", "Step 10{k}:", "Step 1234567890{k}: ", "Step {k} :", "Step \u0663: "]
 
 
 @settings(max_examples=40, deadline=None)
 @example(steps=["x <<7", "=8>> y", "<<4*2=8>>"], marks=list("+-+-"), numbering=NUMBERING[0], strip_step_prefix=True,
          keep_calculator_annotations=False)  # fmt: skip
 @example(steps=["", ""], marks=list("++++"), numbering="", strip_step_prefix=True, keep_calculator_annotations=False)
+@example(steps=["x", "y"], marks=list("+-+-"), numbering=NUMBERING[-1], strip_step_prefix=True, keep_calculator_annotations=False)
 @given(
     steps=st.lists(st.lists(st.sampled_from(FRAGMENTS[:-1]), max_size=6).map("".join), min_size=1, max_size=4),
     marks=st.lists(st.sampled_from("+-"), min_size=4, max_size=4),
