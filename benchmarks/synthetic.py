@@ -82,7 +82,7 @@ def stages(gsm8k_dir: Path, repeats: int) -> None:
     carrying = "copies: carrying the mistake through"
     spent, carried = dict.fromkeys((reading, picking, carrying), 0.0), Counter()
 
-    def timed(stage: str, function):
+    def charged_to(stage: str, function):
         def measured(*args, **kwargs):
             start = time.process_time()
             try:
@@ -104,9 +104,9 @@ def stages(gsm8k_dir: Path, repeats: int) -> None:
     # The builder's own functions, timed where it calls them (tens of thousands of calls: the timer costs little).
     carry = corruptions.carry
     originals = synthetic.parse_solution, synthetic._draw_copy, corruptions.carry
-    synthetic.parse_solution = timed(reading, originals[0])
-    synthetic._draw_copy = timed(picking, originals[1])
-    corruptions.carry = timed(carrying, counted)
+    synthetic.parse_solution = charged_to(reading, originals[0])
+    synthetic._draw_copy = charged_to(picking, originals[1])
+    corruptions.carry = charged_to(carrying, counted)
     try:
         empty_memoized()
         start = time.process_time()
@@ -141,22 +141,16 @@ def stages(gsm8k_dir: Path, repeats: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             synthetic.generate_rows = given_rows
             try:
-                writing.append(timed_cpu(ours, gsm8k_dir, f"{tmp}/given", None))
+                writing.append(timed(ours, gsm8k_dir, f"{tmp}/given", None)[1])
             finally:
                 synthetic.generate_rows = generate_rows
-            naive.append(timed_cpu(naive_recipe, gsm8k_dir, f"{tmp}/naive"))
+            naive.append(timed(naive_recipe, gsm8k_dir, f"{tmp}/naive")[1])
     spent["load_dataset with the rows given (reading jsonl, Arrow, cache)"] = min(writing)
     print(f"GSM8K from {gsm8k_dir}: CPU seconds of a cold num_proc=1 build, stage by stage")
     print(f"{'stage':<66} {'CPU s':>7} {'x naive':>8}")
     for stage, seconds in spent.items():
         print(f"{stage:<66} {seconds:>7.3f} {seconds / min(naive):>8.2f}" if seconds else stage)
     print(f"{f'naive recipe, whole (best of {repeats})':<66} {min(naive):>7.3f} {1:>8.2f}")
-
-
-def timed_cpu(function, *args) -> float:
-    start = time.process_time()
-    function(*args)
-    return time.process_time() - start
 
 
 def cpu_seconds() -> float:
