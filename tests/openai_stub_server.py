@@ -55,6 +55,7 @@ class StubServer:
         self.failed: list[int] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.spans: list[tuple[float, float]] = []  # (start, end) of every request handled, monotonic clock
         self.httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -82,6 +83,7 @@ class StubServer:
             self.served.clear()
             self.failed.clear()
             self.max_in_flight = 0
+            self.spans.clear()
 
     def start(self) -> "StubServer":
         self.thread.start()
@@ -104,6 +106,7 @@ class StubServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             status = self.failures.pop(0) if self.failures else None
+        start = time.monotonic()
         try:
             if self.delay:
                 time.sleep(self.delay)
@@ -125,6 +128,21 @@ class StubServer:
         finally:
             with self.lock:
                 self.in_flight -= 1
+                self.spans.append((start, time.monotonic()))
+
+
+def most_in_flight(*servers: StubServer) -> int:
+    """The most requests the servers were handling at one time, all of them together.
+
+    (The sum of each server's own maximum can exceed it: those maxima may come at different times.)
+    A request ends, here, before its response is sent, so before the client can send the next.
+    """
+    events = sorted((moment, change) for server in servers for start, end in server.spans for moment, change in ((start, 1), (end, -1)))
+    most = current = 0
+    for _, change in events:  # at equal moments -1 sorts first: an end frees its slot before a start takes one
+        current += change
+        most = max(most, current)
+    return most
 
 
 def _parse(path: str, body: dict) -> ScriptedRequest:
