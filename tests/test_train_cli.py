@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -165,11 +166,24 @@ def test_main_checks_both_splits_before_training(tmp_path, saved_dataset, tiny_m
 # ---------------------------------------------------------------- whole runs
 
 
-def run(command: list, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(part) for part in command], cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, **(env or {})})
+def run(command: list, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = run_to_the_end(command, cwd, env, timeout)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
+
+
+def run_to_the_end(command: list, cwd: Path, env: dict | None, timeout: float) -> subprocess.CompletedProcess:
+    """The command's result; past `timeout` a failure, with every process it started killed (accelerate's ranks too,
+    which a plain subprocess timeout leaves running)."""
+    with subprocess.Popen([str(part) for part in command], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, **(env or {})}, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"no exit within {timeout} s: {command}\n{stdout[-3000:]}\n{stderr[-5000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 TRAIN_FLAGS = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
@@ -326,12 +340,8 @@ def test_two_process_run_exits_every_time(tmp_path, tiny_model_path, saved_datas
     """The command that hung after saving in 3 of 5 runs (a gloo deadlock at process-group teardown)."""
     for attempt in range(3):
         out = tmp_path / f"prm-{attempt}"
-        result = subprocess.run(
-            [str(part) for part in [*launch(2), "--model_name_or_path", tiny_model_path, "--dataset_name",
-                                    saved_dataset, *HANG_FLAGS, "--output_dir", out, "--report_to", "none"]],
-            cwd=tmp_path, capture_output=True, text=True, timeout=180, env={**os.environ, **CPU_PROCESSES},
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        run([*launch(2), "--model_name_or_path", tiny_model_path, "--dataset_name", saved_dataset, *HANG_FLAGS,
+             "--output_dir", out, "--report_to", "none"], cwd=tmp_path, env=CPU_PROCESSES, timeout=180)
         assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
 
 

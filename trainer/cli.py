@@ -253,7 +253,8 @@ def main(script_args=None, training_args=None, model_args=None):
     With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
     evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
     """
-    if script_args is None:
+    from_command_line = script_args is None
+    if from_command_line:
         if {"-h", "--help"} & set(sys.argv[1:]):
             from .cli_help import print_help
 
@@ -339,6 +340,27 @@ def main(script_args=None, training_args=None, model_args=None):
     # needs the GIL, which the destructor of the group (run when DDP is freed) holds while joining it, a deadlock.
     trainer.accelerator.wait_for_everyone()
     trainer.end()
+    if from_command_line and trainer.accelerator.num_processes > 1:
+        _leave_without_freeing_the_process_group()
+
+
+def _leave_without_freeing_the_process_group() -> None:
+    """End a finished multi-process run here, before DDP's reducer is freed and with it the last process group.
+
+    The barrier above narrows the deadlock described there but cannot close it: the gloo thread releases a finished
+    collective (and the Python tensors it held) some time after the collective returns, and freeing the reducer when
+    main() returns destroys the group with the GIL held. Caught once in about 40 two-process runs under CI load
+    (py-spy: the main thread in ~ProcessGroupGloo, called from the Reducer's dealloc, joining a gloo thread that waits
+    for the GIL in ~AsyncAllgatherWork). Everything is saved and the trackers are finished by now, so output is
+    flushed and the process leaves without running destructors. Only the command does this: a script that calls
+    main() with its own arguments keeps its process.
+    """
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
