@@ -110,7 +110,7 @@ def stages(gsm8k_dir: Path, repeats: int) -> None:
     try:
         empty_memoized()
         start = time.process_time()
-        rows = {split: list(synthetic.generate_rows(config, Counter(), split, [listed])) for split, listed in problems.items()}
+        rows = {split: list(synthetic.generate_rows(config, Counter(), split, [shard])) for split, shard in problems.items()}
         total = time.process_time() - start
     finally:
         synthetic.parse_solution, synthetic._draw_copy, corruptions.carry = originals

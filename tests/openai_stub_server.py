@@ -137,7 +137,7 @@ def most_in_flight(*servers: StubServer) -> int:
     (The sum of each server's own maximum can exceed it: those maxima may come at different times.)
     A request ends, here, before its response is sent, so before the client can send the next.
     """
-    events = sorted((moment, change) for server in servers for start, end in server.spans for moment, change in ((start, 1), (end, -1)))
+    events = sorted(event for server in servers for start, end in server.spans for event in ((start, 1), (end, -1)))
     most = current = 0
     for _, change in events:  # at equal moments -1 sorts first: an end frees its slot before a start takes one
         current += change
