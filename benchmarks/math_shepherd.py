@@ -98,7 +98,7 @@ def print_stages(path: Path, tmp: str) -> None:
 
     from prm_builder import decontamination, math_shepherd, math_shepherd_convert
     from prm_builder.features import CORE_FEATURES
-    from prm_builder.prm800k import byte_range_shards
+    from prm_builder.jsonl import byte_range_shards
 
     pa.set_cpu_count(1)
     spent = Counter()

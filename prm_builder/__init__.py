@@ -31,7 +31,7 @@ _LAZY_EXPORTS = {
 
 def __getattr__(name: str):
     if name == "CONFIG_NAMES":
-        return list(importlib.import_module(".builder", __name__).SOURCES)
+        return list(importlib.import_module(".builder", __name__).CONFIGS)
     if name in _LAZY_EXPORTS:
         module, attribute = _LAZY_EXPORTS[name]
         return getattr(importlib.import_module(f".{module}", __name__), attribute)

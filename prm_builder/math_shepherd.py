@@ -44,14 +44,14 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from .citations import citation
+from .contract import ConfigSpec
 from .features import CORE_FEATURES
+from .jsonl import byte_range_shards, split_files
 from .math_shepherd_convert import FIELDS, convert
 from .options import PRMBuilderConfig, as_list, check_int
-from .prm800k import byte_range_shards
 
 TASKS = ("gsm8k", "math")
 HUB_FILES = {"train": "https://huggingface.co/datasets/peiyi9979/Math-Shepherd/resolve/main/math-shepherd.jsonl"}
-LOCAL_SPLITS = ("train", "validation", "test")
 # Byte ranges read at once: one pyarrow parse each, and the unit num_proc spreads.
 SHARD_BYTES = 8 << 20
 THREADS = min(4, os.cpu_count() or 1)
@@ -108,8 +108,6 @@ class MathShepherdConfig(PRMBuilderConfig):
                 raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
 
 
-CONFIG_CLASS = MathShepherdConfig
-
 
 # -- splits ----------------------------------------------------------------------------------------
 
@@ -141,7 +139,7 @@ def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
             ) from error
         return {split: [path] for split, path in downloaded.items()}
     folder = Path(config.data_dir)
-    named = {split: [str(folder / f"{split}.jsonl")] for split in LOCAL_SPLITS if (folder / f"{split}.jsonl").is_file()}
+    named = {split: [path] for split, path in split_files(folder).items()}
     if named:
         return named
     found = sorted(str(path) for path in folder.glob("*.jsonl"))
@@ -239,3 +237,15 @@ def _parse_block(block: pa.Buffer | bytes) -> pa.Table | None:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
+
+
+SPEC = ConfigSpec(
+    config_class=MathShepherdConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_tables=generate_tables,
+)

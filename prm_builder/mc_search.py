@@ -20,7 +20,7 @@ import math
 from collections.abc import Generator
 
 from . import grading
-from .backends import visible_text
+from .backends import without_thinking
 from .problems import Problem
 from .scheduler import Want
 
@@ -98,7 +98,7 @@ def rollout_labels(
         groups = yield [rollouts_of(problem, user, prefix, rollouts) for prefix in prefixes]
         for step, prefix, generations in zip(asked, prefixes, groups):
             # A rollout cut off while thinking reached no answer: a failure, like any other.
-            texts = [visible_text(g.text) for g in generations]
+            texts = [without_thinking(g.text) for g in generations]
             successes = sum(grading.grade(prefix + t, problem.reference, problem.style).correct for t in texts if t is not None)
             search.record(step, successes / len(generations))
     return search.labels(), search.scores

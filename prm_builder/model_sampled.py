@@ -33,9 +33,10 @@ from datasets import List, Value
 from datasets.utils import logging
 
 from . import grading
-from .backends import BACKENDS, Sampling, visible_text
+from .backends import BACKENDS, Sampling, without_thinking
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
+from .contract import ConfigSpec
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .mc_search import rollout_labels
@@ -245,8 +246,6 @@ class ModelSampledConfig(PRMBuilderConfig):
         return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
 
 
-CONFIG_CLASS = ModelSampledConfig
-
 
 def _base_urls(value) -> list[str] | None:
     if value is None or value == "" or value == []:
@@ -346,10 +345,10 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
     # Every solution of the problem asks for all samples: one request makes them, for all.
     (samples,) = yield [Want(problem.key, f"sample:{problem.key}", config.num_samples_per_problem, user, "")]
     generation = samples[index]
-    text = visible_text(generation.text)  # step labels are for the answer, not the model's thinking
+    text = without_thinking(generation.text)  # step labels are for the answer, not the model's thinking
     if text is None:
         return "truncated_while_thinking"
-    steps = split_steps(text, config.step_separator)
+    steps = solution_steps(text, config.step_separator)
     if not steps:
         return "empty_solution"
     grade = grading.grade(text, problem.reference, problem.style)
@@ -377,7 +376,7 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
     }
 
 
-def split_steps(text: str, separator: str) -> list[str]:
+def solution_steps(text: str, separator: str) -> list[str]:
     return [step.strip() for step in text.split(separator) if step.strip()]
 
 
@@ -425,3 +424,15 @@ class RowsInOrder:
             if not self.users[problem.key]:
                 del self.users[problem.key]
                 self.scheduler.forget(problem.key)
+
+
+SPEC = ConfigSpec(
+    config_class=ModelSampledConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_rows=generate_rows,
+)

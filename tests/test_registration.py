@@ -185,8 +185,32 @@ def test_missing_key_names_file_and_line(tmp_path):
 
 
 def test_folder_without_gsm8k_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="expected train.jsonl and/or test.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"expected train.jsonl, validation.jsonl, test.jsonl in this folder, found none"):
         load_dataset("prm_builder", "synthetic", problems=str(tmp_path))
+
+
+def test_problem_files_name_their_splits_as_for_model_sampled(tmp_path, gsm8k_dir):
+    # One reading of `problems` for synthetic and model_sampled (problems.problem_files): a file
+    # named after a split is that split, any other file is train, a folder may hold validation.jsonl.
+    lines = (gsm8k_dir / "test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for split, part in (("train", lines[:2]), ("validation", lines[2:3]), ("test", lines[3:4])):
+        (folder / f"{split}.jsonl").write_text("".join(part), encoding="utf-8")
+    options = {"num_incorrect_per_problem": 0, "exclude_problems": "none"}
+    built = load_dataset("prm_builder", "synthetic", problems=str(folder), **options)
+    assert {split: built[split]["id"] for split in built} == {
+        "train": ["train-00000/correct", "train-00001/correct"],
+        "validation": ["validation-00000/correct"],
+        "test": ["test-00000/correct"],
+    }
+    one = load_dataset("prm_builder", "synthetic", problems=str(folder / "test.jsonl"), **options)
+    assert list(one) == ["test"]
+    other = tmp_path / "problems.jsonl"
+    other.write_text("".join(lines[:1]), encoding="utf-8")
+    assert list(load_dataset("prm_builder", "synthetic", problems=str(other), **options)) == ["train"]
+    with pytest.raises(ValueError, match=r"problems='math500' has no worked solutions to corrupt"):
+        load_dataset("prm_builder", "synthetic", problems="math500")
 
 
 def test_unparseable_problem_is_skipped_counted_and_reported(tmp_path, caplog):

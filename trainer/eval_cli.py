@@ -133,7 +133,7 @@ def run(args) -> None:
 
     dataset_options = None
     if args.dataset_options:
-        from .cli import parse_dataset_options  # imports trl: only when needed
+        from .cli import parse_dataset_options
 
         dataset_options = parse_dataset_options(args.dataset_options)
 
