@@ -39,10 +39,10 @@ from prm_builder.model_sampled import ModelSampledConfig
 from prm_builder.problems import read_problem_file
 from prm_builder.scheduler import request_seed
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-from conftest import build_tiny_model  # noqa: E402
-from openai_stub_server import StubServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository root, for its tests package
+from prm_builder.tiny_model import build_tiny_model  # noqa: E402
+from tests.openai_stub_server import StubServer  # noqa: E402
 
 
 def scripted_world(problems: list) -> callable:
@@ -247,7 +247,7 @@ def search_rows(args, work: Path, problems_file: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", type=Path, default=TESTS / "data" / "gsm8k")
+    parser.add_argument("--gsm8k", type=Path, default=ROOT / "tests" / "data" / "gsm8k")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128, help="max_new_tokens of the tiny model")

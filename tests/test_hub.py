@@ -21,7 +21,7 @@ import prm_builder
 from prm_builder import card, hub
 from prm_builder.builder import CONFIGS
 from prm_builder.cli import main as cli_main
-from publishing_helpers import REPO_ID, TOKEN, assert_same_rows, build, builder_options, section_of, small_dataset
+from tests.publishing_helpers import REPO_ID, TOKEN, assert_same_rows, build, builder_options, section_of, small_dataset
 
 
 @pytest.fixture
@@ -555,7 +555,7 @@ def test_an_export_over_a_file_is_refused(tmp_path):
 
 
 def test_no_password_token_or_local_path_reaches_the_export(tmp_path, monkeypatch, capsys, caplog):
-    from openai_stub_server import StubServer
+    from tests.openai_stub_server import StubServer
 
     problems = tmp_path / "home" / "alice" / "gsm8k"
     problems.mkdir(parents=True)

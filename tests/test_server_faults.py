@@ -17,8 +17,8 @@ from prm_builder.backends import Request, Sampling, without_thinking
 from prm_builder.backends.openai import BadAnswerError, OpenAIBackend, parse_answer
 from prm_builder.generation_cache import list_caches
 
-from openai_stub_server import Raw, StubServer
-from test_backends_openai import APPLES, _nan_as_text, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
+from tests.openai_stub_server import Raw, StubServer
+from tests.test_backends_openai import APPLES, _nan_as_text, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
 
 SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8)
 HTML = "<html><head><title>502 Bad Gateway</title></head><body>" + "nginx " * 100 + "</body></html>"

@@ -9,7 +9,7 @@ import pytest
 from datasets import load_dataset, load_dataset_builder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic_audit import audit_row, visible
+from tests.synthetic_audit import audit_row, visible
 
 import prm_builder
 from prm_builder import synthetic
