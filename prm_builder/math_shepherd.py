@@ -24,9 +24,9 @@ input with each tag replaced by "+" or "-"), "text_after_last_tag" (an unlabelle
 "no_first_step" (no "Step 1:" to split problem from solution), "empty_step".
 
 Files are read in byte ranges with pyarrow's JSON reader, a few ranges at once in threads, and
-converted column-wise (math_shepherd_convert.py): the build takes 1.6-1.7x the CPU time of
-`load_dataset("json")` on the same file and 0.92-0.97x its wall time on two cores
-(benchmarks/math_shepherd.py; docs/math_shepherd.md says where the time goes).
+converted column-wise (math_shepherd_convert.py), which keeps the build's wall time near that of
+`load_dataset("json")` on the same file: benchmarks/math_shepherd.py measures both, and
+docs/math_shepherd.md gives the figures and where the time goes.
 """
 
 import dataclasses
