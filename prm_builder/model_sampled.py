@@ -377,6 +377,7 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
 
 
 def solution_steps(text: str, separator: str) -> list[str]:
+    """A sampled solution's steps: the pieces between separators, stripped, blank ones dropped."""
     return [step.strip() for step in text.split(separator) if step.strip()]
 
 

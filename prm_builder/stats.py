@@ -22,7 +22,7 @@ def summarize_splits(dataset: DatasetDict, drops: dict[str, Counter] | None = No
     return {split: _summarize_split(data, drops.get(split, Counter())) for split, data in dataset.items()}
 
 
-def _summarize_split(data: Dataset, dropped: Counter) -> dict:
+def _summarize_split(data: Dataset, drops: Counter) -> dict:
     columns = data.select_columns(["labels", "first_error", "source"]).to_dict()
     steps = np.array([len(labels) for labels in columns["labels"]], dtype=np.int64)
     positives = int(sum(sum(labels) for labels in columns["labels"]))
@@ -41,7 +41,7 @@ def _summarize_split(data: Dataset, dropped: Counter) -> dict:
         "rows_with_error": int(sum(1 for f in columns["first_error"] if f >= 0)),
         "steps_per_solution": _distribution(steps),
         "first_error_position": _distribution(np.array([f for f in columns["first_error"] if f >= 0], dtype=np.int64)),
-        "dropped": dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "dropped": dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
     breakdowns = {}
     for name, feature in data.features.items():

@@ -227,3 +227,35 @@ def test_unparseable_problem_is_skipped_counted_and_reported(tmp_path, caplog):
     assert prm_builder.load_drops(folder_of_arrow)["train"]["no_final_answer"] == 1
     assert "dropped" in caplog.text and "no_final_answer" in caplog.text
     assert os.path.isdir(folder_of_arrow / "prm_builder_drops")
+
+
+def test_every_config_declares_a_checked_config_spec():
+    from prm_builder import synthetic
+    from prm_builder.builder import CONFIGS
+    from prm_builder.contract import ConfigSpec
+
+    assert {name: type(spec) for name, spec in CONFIGS.items()} == {name: ConfigSpec for name in CONFIGS}
+    modules = {name: spec.config_class.__module__ for name, spec in CONFIGS.items()}
+    assert modules == {name: f"prm_builder.{name}" for name in CONFIGS}
+    assert [name for name, spec in CONFIGS.items() if spec.generate_tables is not None] == ["math_shepherd"]
+    assert [name for name, spec in CONFIGS.items() if spec.shards_are_independent] == ["synthetic"]
+    fields = ("config_class", "features", "description", "homepage", "license", "citation", "split_generators")
+    base = {key: getattr(synthetic.SPEC, key) for key in fields}
+    rows = synthetic.generate_rows
+    with pytest.raises(TypeError, match="give exactly one of generate_rows and generate_tables"):
+        ConfigSpec(**base)
+    with pytest.raises(TypeError, match="give exactly one of generate_rows and generate_tables"):
+        ConfigSpec(**base, generate_rows=rows, generate_tables=rows)
+    with pytest.raises(TypeError, match="shards_are_independent applies to generate_rows only"):
+        ConfigSpec(**base, generate_tables=rows, shards_are_independent=True)
+    with pytest.raises(TypeError, match="config_class must be a PRMBuilderConfig subclass, got dict"):
+        ConfigSpec(**{**base, "config_class": dict}, generate_rows=rows)
+
+
+def test_dropped_names_its_reason_and_detail():
+    from prm_builder.drops import Dropped
+
+    error = Dropped("not_json", "not valid JSON (Expecting value)")
+    assert (error.reason, error.detail) == ("not_json", "not valid JSON (Expecting value)")
+    assert str(error) == "not_json: not valid JSON (Expecting value)"
+    assert (Dropped("no_tag").detail, str(Dropped("no_tag"))) == ("no_tag", "no_tag")
