@@ -62,7 +62,7 @@ def test_linear_search_keeps_every_measured_label():
     assert search.labels() == [True, False, True, False]
 
 
-def test_split_steps():
+def test_solution_steps():
     assert solution_steps("  a\n\nb \n\n\n\nc\n\n", "\n\n") == ["a", "b", "c"]
     assert solution_steps(" \n\n ", "\n\n") == []
     assert solution_steps("Step 1: x ки Step 2: y ки", "ки") == ["Step 1: x", "Step 2: y"]
