@@ -49,6 +49,8 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "synthetic"
     DEFAULT_WRITER_BATCH_SIZE = ROWS_PER_TABLE
+    # The folder of the build in progress, where each job records its drops; None when streaming.
+    _drops_dir: str | None = None
 
     def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
         # datasets' own messages for these ("doesn't have a 'x' key") do not say what is valid.
@@ -114,7 +116,7 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     def _prepare_split(self, split_generator, **kwargs):
         super()._prepare_split(split_generator, **kwargs)
         # Each generation job (one per num_proc worker) recorded its own counts: report the split's total once.
-        drops_dir = getattr(self, "_drops_dir", None)
+        drops_dir = self._drops_dir
         if drops_dir:
             counts = load_drops(drops_dir).get(split_generator.name)
             if counts:
@@ -148,7 +150,7 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
         return [(index, {**gen_kwargs, "shards": [shard]}) for index, shard in enumerate(gen_kwargs["shards"])]
 
     def _record_drops(self, split: str, counts: Counter) -> None:
-        drops_dir = getattr(self, "_drops_dir", None)
+        drops_dir = self._drops_dir
         if drops_dir:
             record(drops_dir, split, counts)
         elif counts:  # streaming: no build folder, each job reports its own counts
