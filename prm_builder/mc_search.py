@@ -101,7 +101,7 @@ SEARCHES = {"linear": LinearSearch, "binary": BinarySearch}
 # 1, 1, 1, 2, 3 for 8 rollouts (1, 1, 1, 2, 3, 4, 4 for 16). A good step usually succeeds in its
 # first rollout, so a first wave of one saves the most; a bad step needs every rollout, so few
 # waves keep its round trips down. Tuned with benchmarks/model_sampled.py (docs/model_sampled.md):
-# doubling (1, 1, 2, 4) makes 3% more rollouts with one wave less, one at a time 2% fewer with 8.
+# doubling (1, 1, 2, 4) makes 3% more rollouts with one wave fewer, one at a time 2% fewer with 8 waves.
 WAVE_GROWTH = 1.5
 
 

@@ -351,7 +351,7 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(gsm8k_dir, tiny_chat_m
         "num_samples_per_problem": 2,
         "mc_rollouts": 4,
         "mc_search": "linear",
-        "mc_early_stop": True,  # waves of 1, 1, 2: a kill can fall between the waves of a prefix
+        "mc_early_stop": True,  # waves of 1, 1, 1, 1: a kill can fall between the waves of a prefix
         "concurrency": 2,
     }
     with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as server:
