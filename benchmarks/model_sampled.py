@@ -275,9 +275,10 @@ def chance_world(problems: list) -> callable:
             solutions = []
             for sample in range(request.n):
                 bad = -1 if sample % 2 == 0 else (number * SAMPLES // 2 + sample // 2) % STEPS
-                lines = [f"Step {i} of solution {number}/{sample}{' [ERR]' if i == bad else ''}." for i in range(STEPS - 1)]
-                final = answer if bad < 0 else -1
-                solutions.append("\n\n".join([*lines, f"So the answer is \\boxed{{{final}}}{' [ERR]' if bad == STEPS - 1 else ''}."]))
+                marks = [" [ERR]" if i == bad else "" for i in range(STEPS)]
+                lines = [f"Step {i} of solution {number}/{sample}{marks[i]}." for i in range(STEPS - 1)]
+                final = f"So the answer is \\boxed{{{answer if bad < 0 else -1}}}{marks[-1]}."
+                solutions.append("\n\n".join([*lines, final]))
             return solutions
         group = f"rollout:{problem_key(text)}:{hashlib.sha256(request.prefix.encode()).hexdigest()[:16]}"
         first = next(k for k in range(ROLLOUTS) if request_seed(0, group, k) == request.seed)
@@ -306,7 +307,8 @@ def early_stop_rows(args, work: Path) -> list[str]:
     problems = read_problem_file(args.gsm8k / "test.jsonl", "test")[: args.early_stop_problems]
     problems_file = work / "early-stop" / "test.jsonl"
     problems_file.parent.mkdir()
-    problems_file.write_text("".join(json.dumps({"question": p.text, "answer": f"#### {p.reference}"}) + "\n" for p in problems))
+    lines = [json.dumps({"question": p.text, "answer": f"#### {p.reference}"}) + "\n" for p in problems]
+    problems_file.write_text("".join(lines))
     model = build_tiny_model(work / "tiny-early-stop", with_chat_template=True)
     shipped = mc_search.wave_ends(ROLLOUTS, True)
     runs = [
@@ -327,10 +329,12 @@ def early_stop_rows(args, work: Path) -> list[str]:
                     "prm_builder", "model_sampled", model=str(model), backend="openai", base_url=server.url,
                     problems=str(problems_file), num_samples_per_problem=SAMPLES, mc_rollouts=ROLLOUTS,
                     mc_search=search, mc_early_stop=early_stop, concurrency=64,
-                    generation_cache_dir=str(work / f"es-gen-{len(results)}"), cache_dir=str(work / f"es-arrow-{len(results)}"),
+                    generation_cache_dir=str(work / f"es-gen-{len(results)}"),
+                    cache_dir=str(work / f"es-arrow-{len(results)}"),
                 )["test"]  # fmt: skip
             requests = [r for r in server.served if r.prefix]
-            results[name] = (sum(r.n for r in requests), len(requests), dataset["first_error"], ends or (shipped if early_stop else [ROLLOUTS]))
+            ends = ends or (shipped if early_stop else [ROLLOUTS])
+            results[name] = (sum(r.n for r in requests), len(requests), dataset["first_error"], ends)
     solutions = len(results["linear"][2])
     linear = results["linear"][0]
     lines = [
@@ -342,8 +346,10 @@ def early_stop_rows(args, work: Path) -> list[str]:
     ]
     for name, (rollouts, requests, errors, ends) in results.items():
         sizes = ", ".join(str(end - start) for start, end in zip([0, *ends], ends))
-        same = "yes" if errors == results["binary"][2] else f"{sum(a != b for a, b in zip(errors, results['binary'][2]))} differ"
-        lines.append(f"| {name} | {sizes} | {rollouts / solutions:.2f} | {requests / solutions:.2f} | {rollouts / linear:.3f}x | {same} |")
+        differ = sum(a != b for a, b in zip(errors, results["binary"][2]))
+        same = f"{differ} differ" if differ else "yes"
+        per_solution = f"{rollouts / solutions:.2f} | {requests / solutions:.2f}"
+        lines.append(f"| {name} | {sizes} | {per_solution} | {rollouts / linear:.3f}x | {same} |")
     rollouts, _, errors, _ = results["binary + early stop (shipped)"]
     assert errors == results["binary"][2], "early stop must give binary search's first error on every solution"
     assert results["linear + early stop"][2] == results["linear"][2], "early stop must not change linear labels"
@@ -360,8 +366,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds the local server takes per request")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--early-stop-problems", type=int, default=64, help="problems of the early stop table (x4 solutions)")
-    parser.add_argument("--sections", default="transformers,openai,search,early-stop", help="tables to print, comma-separated")
+    parser.add_argument("--early-stop-problems", type=int, default=64, help="problems of the early stop table (x4)")
+    parser.add_argument("--sections", default="transformers,openai,search,early-stop", help="tables, comma-separated")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     disable_progress_bar()

@@ -15,7 +15,7 @@ With early stop (`mc_early_stop`), a prefix's rollouts are asked for in waves of
 success decides a hard label. A prefix with no success still gets all its rollouts, so a step is
 labelled bad exactly when all `mc_rollouts` fail, and the labels are those of the full
 evaluation over the same rollouts; only the score changes meaning: successes over the rollouts
-made (`rollouts_made`), not over `mc_rollouts`.
+made (`MCResult.rollouts`), not over `mc_rollouts`.
 
 `rollout_labels` is one solution's whole search, written as a generator that yields the
 rollouts it needs (`Want`s) and is sent them back by the scheduler (scheduler.py), so the
@@ -147,9 +147,8 @@ def rollout_labels(
                 new = generations[made[step] : end]
                 # A rollout cut off while thinking reached no answer: a failure, like any other.
                 texts = [visible_text(g.text) for g in new]
-                successes[step] += sum(
-                    grading.grade(prefixes[step] + t, problem.reference, problem.style).correct for t in texts if t is not None
-                )
+                graded = [grading.grade(prefixes[step] + t, problem.reference, problem.style) for t in texts if t is not None]
+                successes[step] += sum(grade.correct for grade in graded)
                 made[step] = end
             waiting = [step for step in waiting if not successes[step]]
             if not waiting:

@@ -201,7 +201,7 @@ class Progress:
         self.split = split
         self.total = total
         self.done = 0  # solutions labelled or dropped
-        self.requests = self.asked = self.generated = 0
+        self.requests = self.generated = 0
         self.bar = None
 
     def add(self, count: int) -> None:
@@ -210,7 +210,6 @@ class Progress:
             self.bar = tqdm(total=self.total, initial=self.done, unit="solution", desc=f"Labelling {self.split}",
                             dynamic_ncols=True)  # fmt: skip
         self.requests += 1
-        self.asked += count
 
     def update(self, count: int) -> None:
         """`count` generations came back."""

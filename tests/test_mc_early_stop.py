@@ -232,7 +232,8 @@ def test_the_window_never_drains_while_waves_wait(tmp_path, monkeypatch):
     path.write_text("".join(json.dumps({"question": q, "answer": "#### 5"}) + "\n" for q in problems))
     rows = load_dataset("prm_builder", "model_sampled", model="scripted", problems=str(path), num_samples_per_problem=4,
                         concurrency=6, generation_cache_dir=str(tmp_path / "gen"))["test"]  # fmt: skip
-    assert len(rows) == 24 * 4 and rows["labels"][:4] == [labels for labels, _, _ in expected("binary", True)[0].values()][:4]
+    first_four = [labels for labels, _, _ in expected("binary", True)[0].values()][:4]
+    assert len(rows) == 24 * 4 and rows["labels"][:4] == first_four
     trace = WindowBackend.trace
     last = list(problems)[-1]
     last_sample = next(i for i, (_, request) in enumerate(trace) if not request.prefix and last in request.user)
