@@ -56,6 +56,8 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 PROBLEM_PLACEHOLDER = "{problem}"
 LABEL_METHODS = ("mc", "outcome")
+# The label methods that run Monte Carlo rollouts (mc_search, mc_rollouts and mc_early_stop apply).
+MC_LABEL_METHODS = ("mc",)
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of
@@ -229,7 +231,7 @@ class ModelSampledConfig(PRMBuilderConfig):
     @property
     def early_stopped(self) -> bool:
         """Whether rows carry early-stopped Monte Carlo scores (and the step_rollouts column)."""
-        return self.label_method == "mc" and self.mc_early_stop
+        return self.label_method in MC_LABEL_METHODS and self.mc_early_stop
 
     @property
     def model_name(self) -> str:
@@ -379,7 +381,7 @@ def plan(config: ModelSampledConfig, split: str, problems: int) -> str:
         f"model_sampled {split}: {problems:,} problems x {config.num_samples_per_problem} samples = {solutions:,} "
         f"solutions: {problems:,} sample requests at most"
     )
-    if config.label_method != "mc":
+    if config.label_method not in MC_LABEL_METHODS:
         return f"{line}; label_method={config.label_method!r} makes no rollouts"
     rollouts = config.mc_rollouts
     if config.mc_search == "binary":

@@ -151,6 +151,28 @@ def test_waves():
     assert model_sampled.wave_sizes(8) == "1, 1, 1, 2, 3"
 
 
+def test_rollout_labels_asks_for_the_waves_of_every_prefix_together():
+    """The search alone, driven by hand: which wants each wave yields, and what comes back."""
+    from prm_builder.backends import Generation
+    from prm_builder.problems import make_problem
+
+    problem = make_problem("p", APPLES, "#### 5")
+    steps = [f"Line s{i} <k{tag}>." for i, tag in enumerate([0, 4, NEVER])]
+    search = mc_search.rollout_labels(problem, "user", steps, "\n\n", ROLLOUTS, "linear", early_stop=True)
+    asked, sent = [], None
+    try:
+        while True:
+            wants = search.send(sent)
+            asked.append([(tag_of(w.prefix), w.count) for w in wants])
+            sent = [[Generation(text, "stop") for text in answers(APPLES, w.prefix, 0, w.count)] for w in wants]
+    except StopIteration as stop:
+        result = stop.value
+    # Wave 1 for all three prefixes at once; then only those without a success, asking for more.
+    assert asked == [[(0, 1), (4, 1), (NEVER, 1)], [(4, 2), (NEVER, 2)], [(4, 3), (NEVER, 3)], [(4, 5), (NEVER, 5)],
+                     [(NEVER, 8)]]  # fmt: skip
+    assert (result.labels, result.scores, result.rollouts) == ([True, True, False], [1.0, 0.2, 0.0], [1, 5, 8])
+
+
 @pytest.mark.parametrize("search", ["binary", "linear"])
 def test_early_stop_gives_the_labels_of_all_rollouts_for_the_rollouts_counted_by_hand(search, problems_file, tmp_path):
     with StubServer(scripted) as server:
