@@ -1,8 +1,9 @@
 """The one `datasets` builder behind `load_dataset("prm_builder", name=...)`.
 
 Each config is one module that ends with `SPEC = ConfigSpec(...)` (contract.py): its options
-class, row schema and metadata, `split_generators`, and `generate_rows` (or `generate_tables`, for
-a config that converts column-wise). CONFIGS below maps the config names to those specs.
+class, row schema (fixed, or a function of the options) and metadata, `split_generators`, and
+`generate_rows` (or `generate_tables`, for a config that converts column-wise). CONFIGS below maps
+the config names to those specs.
 
 The builder alone does what every config shares:
   - checks the options of each call against the config's (`_create_builder_config`: datasets' own
@@ -80,7 +81,7 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=self._spec.description,
-            features=self._spec.features,
+            features=self._spec.row_features(self.config),
             homepage=self._spec.homepage,
             license=self._spec.license,
             citation=self._spec.citation,

@@ -9,7 +9,7 @@ problems itself and never imports another config (tests/test_layout.py checks bo
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +41,8 @@ class ConfigSpec:
 
     config_class: the options, a PRMBuilderConfig dataclass.
     features: the row schema (features.CORE_FEATURES, plus the config's own columns).
+    features_for: for a config whose options add columns (model_sampled's early stop), the
+        schema of a build with those options; `row_features(config)` is what the builder uses.
     description, homepage, license, citation: for `datasets.DatasetInfo` and the dataset card.
     split_generators, and exactly one of generate_rows or generate_tables (see the Protocols above).
     shards_are_independent: True when the rows of each shard in gen_kwargs["shards"] depend on no
@@ -58,6 +60,7 @@ class ConfigSpec:
     generate_rows: GenerateRows | None = None
     generate_tables: GenerateTables | None = None
     shards_are_independent: bool = False
+    features_for: Callable[[PRMBuilderConfig], Any] | None = None
 
     def __post_init__(self):
         name = getattr(self.config_class, "__name__", repr(self.config_class))
@@ -67,3 +70,7 @@ class ConfigSpec:
             raise TypeError(f"ConfigSpec of {name}: give exactly one of generate_rows and generate_tables")
         if self.shards_are_independent and self.generate_rows is None:
             raise TypeError(f"ConfigSpec of {name}: shards_are_independent applies to generate_rows only")
+
+    def row_features(self, config: PRMBuilderConfig):
+        """The row schema of a build with these options."""
+        return self.features if self.features_for is None else self.features_for(config)
