@@ -239,6 +239,11 @@ def test_every_config_declares_a_checked_config_spec():
     assert modules == {name: f"prm_builder.{name}" for name in CONFIGS}
     assert [name for name, spec in CONFIGS.items() if spec.generate_tables is not None] == ["math_shepherd"]
     assert [name for name, spec in CONFIGS.items() if spec.shards_are_independent] == ["synthetic"]
+    sampled = CONFIGS["model_sampled"]
+    early = sampled.config_class(name="model_sampled", label_method="mc", mc_early_stop=True)
+    plain = sampled.config_class(name="model_sampled", label_method="outcome")
+    assert set(sampled.row_features(early)) - set(sampled.row_features(plain)) == {"step_rollouts"}
+    assert CONFIGS["synthetic"].row_features(None) is CONFIGS["synthetic"].features
     fields = ("config_class", "features", "description", "homepage", "license", "citation", "split_generators")
     base = {key: getattr(synthetic.SPEC, key) for key in fields}
     rows = synthetic.generate_rows
