@@ -2,6 +2,7 @@
 
     prm-builder build synthetic --problems sample --output-dir out/synthetic
     prm-builder stats out/synthetic --plot out/synthetic.png
+    prm-builder report out/synthetic --output report.html --per-source 5
     prm-builder push synthetic --problems gsm8k --repo-id user/math-prm
 
 Every option of a config is a flag of `build CONFIG` (`--num-incorrect-per-problem 3`), made
@@ -95,6 +96,7 @@ def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
     sources = _sources() if with_configs else {}
     add_build_command(commands, sources)
     add_stats_command(commands)
+    add_report_command(commands)
     add_push_command(commands, sources)
     add_cache_commands(commands)
     add_tiny_model_command(commands)
@@ -129,6 +131,47 @@ def add_stats_command(commands) -> None:
     stats.add_argument("--plot", default=None, help="draw steps per solution and first-error positions to this PNG")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
     stats.set_defaults(run=run_stats)
+
+
+def add_report_command(commands) -> None:
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML page of sampled rows, step by step, coloured by label",
+        description="Write one HTML file (no server, no network) with the summary and plots of `stats`, then sampled "
+                    "rows of each source step by step, coloured by label, with Monte Carlo scores, the judge's verdict "
+                    "and, with --prm, a PRM's scores.",
+        parents=[DEBUG_FLAG],
+    )  # fmt: skip
+    report.add_argument("path", help="folder written by `prm-builder build`, or a dataset as prm-train's "
+                                     "--dataset_name takes it (prm_builder:CONFIG, a Hub id, a folder of data files)")
+    report.add_argument("--output", required=True, help="HTML file to write")
+    report.add_argument("--per-source", "--per_source", dest="per_source", type=_positive_int, default=5,
+                        help="rows sampled per source and split (default: 5)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+    report.add_argument("--dataset-options", "--dataset_options", dest="dataset_options", nargs="*", default=None,
+                        metavar="KEY=VALUE", help="builder options for PATH = prm_builder:CONFIG (as in prm-train)")
+    report.add_argument("--prm", default=None, help="PRM folder or Hub id: show its score for every step")
+    report.add_argument("--threshold", type=_fraction, default=0.5,
+                        help="with --prm: a step is predicted correct when its score is at least this (default: 0.5)")
+    report.add_argument("--step-separator", "--step_separator", dest="step_separator", default="\\n",
+                        help="with --prm: the separator it was trained with; escapes like \\n are read (default: \\n)")
+    report.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=8,
+                        help="with --prm: rows per forward pass (default: 8)")
+    report.add_argument("--device", default="auto", help="with --prm: auto (CUDA when available), cpu, cuda, ...")
+    report.set_defaults(run=run_report)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
 
 
 def add_push_command(commands, sources: dict) -> None:
@@ -302,7 +345,7 @@ def run_build(args: argparse.Namespace) -> int:
     print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
     if args.plot:
-        plot_distributions(dataset, args.plot)
+        plot_distributions(dataset, args.plot, title=f"{_described(args.config, options)}: {output}")
         print(f"plot written to {args.plot}")
     return 0
 
@@ -324,8 +367,41 @@ def run_stats(args: argparse.Namespace) -> int:
     summary = summarize_splits(dataset, load_drops(path))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.plot:
-        plot_distributions(dataset, args.plot)
+        plot_distributions(dataset, args.plot, title=_built_title(path) or str(path))
         print(f"plot written to {args.plot}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import codecs
+
+    from .drops import load_drops, recorded_drops
+    from .report import dataset_page
+
+    # The same resolution as prm-train's --dataset_name: a built folder, prm_builder:CONFIG, or what load_dataset reads.
+    from prm_trainer.cli import load_prm_dataset, parse_dataset_options
+
+    options = parse_dataset_options(args.dataset_options)
+    dataset = load_prm_dataset(args.path, None, options)
+    path = Path(args.path)
+    title = _built_title(path) or _described(args.path, options)
+    drops = load_drops(path) if (path / "dataset_dict.json").is_file() else recorded_drops(dataset)
+    scorer = None
+    if args.prm:
+        from prm_trainer.evaluation import score_steps
+        from prm_trainer.reward import load_prm
+
+        model, tokenizer = load_prm(args.prm, device=args.device)
+        separator = codecs.decode(args.step_separator, "unicode_escape")
+        title += f"; PRM {args.prm}"
+
+        def scorer(rows):
+            return score_steps(model, tokenizer, rows, args.batch_size, separator)
+
+    page = dataset_page(dataset, title, per_source=args.per_source, seed=args.seed, drops=drops, scorer=scorer,
+                        threshold=args.threshold)
+    Path(args.output).write_text(page, encoding="utf-8")
+    print(f"report written to {args.output} ({len(page.encode('utf-8')) / 1e6:.1f} MB; open it in a browser)")
     return 0
 
 
@@ -395,6 +471,21 @@ def run_cache_repair(args: argparse.Namespace) -> int:
     dropped, kept = generation_cache.repair(path)
     print(f"repaired {path}: dropped {dropped} damaged record(s), kept {kept}")
     return 0
+
+
+def _described(name: str, options: dict) -> str:
+    """'synthetic (problems=sample)': what was built, for plot and page titles."""
+    shown = ", ".join(f"{key}={_show(value)}" for key, value in options.items())
+    return f"{name} ({shown})" if shown else name
+
+
+def _built_title(path: Path) -> str | None:
+    """The config and options a folder was built with, and the folder, from its prm_builder_options.json."""
+    recorded = path / "prm_builder_options.json"
+    if not recorded.is_file():
+        return None
+    built = json.loads(recorded.read_text())
+    return f"{_described(str(built.get('config', '?')), built.get('options') or {})}: {path}"
 
 
 def _jsonable(value):

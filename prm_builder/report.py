@@ -1,0 +1,232 @@
+"""The report page: sampled solutions step by step, coloured by label, beside the Monte Carlo scores, the judge's
+verdict and a PRM's scores, in one HTML file that opens from disk.
+
+    prm-builder report out/synthetic --output report.html --per-source 5 --prm my-prm
+    prm-eval --model my-prm --benchmark built --dataset out/synthetic --html report.html
+
+The page needs no server and no network: CSS and JS are inline, plots are PNGs in data: URIs, and a
+Content-Security-Policy allows nothing else (our one script is allowed by its hash, so even a row that slipped past
+escaping could not run code). Every text from the data goes through jinja2's autoescape. Without JavaScript every row
+is shown; with it, filters by source and by disagreement hide the others. The page holds sampled rows only (and cuts
+any one text at MAX_TEXT_CHARS), so a large dataset still gives a page of a few MB.
+"""
+
+import base64
+import hashlib
+import io
+import math
+from importlib import resources
+
+import numpy as np
+
+# One step or prompt longer than this is cut on the page (the rest is counted), so one huge row cannot bloat it.
+MAX_TEXT_CHARS = 20_000
+# prm-eval's page keeps this many rows, most confident PRM mistakes first.
+EVAL_ROWS = 200
+# mc_first_error's value when no Monte Carlo estimate ran for the row (judge_first_error and mc_first_error use -1
+# for "every step right", as first_error does).
+NO_MC = -2
+
+
+def sample_rows(dataset, per_source: int, seed: int) -> list[dict]:
+    """Up to `per_source` rows of each source of each split of a DatasetDict, picked at random by `seed`, in their
+    order in the split; each row gains `split`. The same seed gives the same rows."""
+    if per_source < 1:
+        raise ValueError(f"--per-source must be at least 1, got {per_source}")
+    rng = np.random.default_rng(seed)
+    picked = []
+    for split, data in dataset.items():
+        by_source: dict[str, list[int]] = {}
+        for index, source in enumerate(data["source"] if "source" in data.column_names else [""] * len(data)):
+            by_source.setdefault(str(source), []).append(index)
+        chosen = []
+        for source in sorted(by_source):
+            indices = by_source[source]
+            if len(indices) > per_source:
+                indices = sorted(rng.choice(indices, size=per_source, replace=False).tolist())
+            chosen.extend(indices)
+        for index in sorted(chosen):
+            picked.append({**data[index], "split": split})
+    return picked
+
+
+def _number(value) -> float | None:
+    """A finite float, or None for a missing or NaN score (a step that was not estimated or was cut)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _text(value) -> dict:
+    text = "" if value is None else str(value)
+    if len(text) <= MAX_TEXT_CHARS:
+        return {"text": text, "cut": 0}
+    return {"text": text[:MAX_TEXT_CHARS], "cut": len(text) - MAX_TEXT_CHARS}
+
+
+def _optional_int(row: dict, name: str) -> int | None:
+    value = row.get(name)
+    return None if value is None else int(value)
+
+
+def row_view(row: dict, prm_scores: list[float] | None = None, threshold: float = 0.5) -> dict:
+    """What the page shows of one row: its texts, per step the label, Monte Carlo score and PRM score, and whether
+    the PRM (at `threshold`) or the judge and the Monte Carlo estimate disagree."""
+    labels = [bool(label) for label in row.get("labels") or []]
+    completions = list(row.get("completions") or [])
+    mc_scores = row.get("step_scores")
+    first_error = _optional_int(row, "first_error")
+    if first_error is None and labels:
+        first_error = next((i for i, label in enumerate(labels) if not label), -1)
+    steps = []
+    confidence = None
+    for index, completion in enumerate(completions):
+        label = labels[index] if index < len(labels) else None
+        mc = _number(mc_scores[index]) if mc_scores is not None and index < len(mc_scores) else None
+        prm = _number(prm_scores[index]) if prm_scores is not None and index < len(prm_scores) else None
+        disagrees = prm is not None and label is not None and (prm >= threshold) != label
+        if disagrees:
+            # How sure the PRM was of its wrong call: its distance from the threshold, as a share of the room there
+            # was on that side (so 1.0 means it gave a wrong step 1.0, or a right step 0.0).
+            room = (1 - threshold) if prm >= threshold else threshold
+            sureness = abs(prm - threshold) / room if room > 0 else 1.0
+            confidence = sureness if confidence is None else max(confidence, sureness)
+        steps.append({
+            **_text(completion),
+            "label": label,
+            "is_first_error": index == first_error,
+            "mc": mc,
+            "mc_missing": mc_scores is not None and mc is None,
+            "prm": prm,
+            "prm_missing": prm_scores is not None and prm is None,
+            "prm_disagrees": disagrees,
+        })
+    judge, mc_first = _optional_int(row, "judge_first_error"), _optional_int(row, "mc_first_error")
+    return {
+        "id": str(row.get("id") or ""),
+        "split": str(row.get("split") or ""),
+        "source": str(row.get("source") or ""),
+        "prompt": _text(row.get("prompt")),
+        "final_answer": _text(row.get("final_answer")) if "final_answer" in row else None,
+        "reference_answer": _text(row.get("reference_answer")) if "reference_answer" in row else None,
+        "first_error": first_error,
+        "judge_first_error": judge,
+        "judge_model": str(row["judge_model"]) if row.get("judge_model") else None,
+        "mc_first_error": mc_first,
+        "steps": steps,
+        "scored": prm_scores is not None,
+        "prm_disagrees": any(step["prm_disagrees"] for step in steps),
+        "judge_mc_disagree": judge is not None and mc_first is not None and mc_first != NO_MC and judge != mc_first,
+        "confidence": confidence,
+    }
+
+
+def most_confident_mistakes_first(views: list[dict]) -> list[dict]:
+    """Rows where the PRM is surest of a wrong call first; rows it gets right keep their order at the end."""
+    return sorted(views, key=lambda view: -view["confidence"] if view["confidence"] is not None else 1.0)
+
+
+def png_data_uri(figure) -> str:
+    """A matplotlib figure as an inline PNG (closed afterwards)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=90)
+    finally:
+        plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _page_assets() -> tuple[str, str]:
+    folder = resources.files("prm_builder.data")
+    return (folder / "report.html.j2").read_text(encoding="utf-8"), (folder / "report.js").read_text(encoding="utf-8")
+
+
+def render_page(
+    title: str,
+    views: list[dict],
+    *,
+    summary: str = "",
+    plots: list[tuple[str, str]] = (),
+    threshold: float | None = None,
+    note: str = "",
+) -> str:
+    """The HTML page: `title`, a `note` line, the `summary` text, `plots` as (caption, data URI) pairs, then the rows
+    (row_view dicts, in the order given)."""
+    import jinja2
+    from markupsafe import Markup
+
+    template_text, script = _page_assets()
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    template = environment.from_string(template_text)
+    # The policy allows exactly this script (by hash), inline styles and data: images: nothing leaves the page.
+    script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    for caption, uri in plots:
+        if not uri.startswith("data:image/png;base64,"):
+            raise ValueError(f"plot {caption!r} must be an inline PNG (data:image/png;base64,...), got {uri[:40]!r}")
+    return template.render(
+        title=title,
+        note=note,
+        summary=summary,
+        plots=list(plots),
+        rows=views,
+        sources=sorted({view["source"] for view in views}),
+        threshold=threshold,
+        any_prm=any(view["scored"] for view in views),
+        any_judge_mc=any(view["judge_first_error"] is not None and view["mc_first_error"] is not None for view in views),
+        script=Markup(script),  # our own file, not data: inserted as is
+        script_hash=script_hash,
+    )
+
+
+def dataset_page(
+    dataset,
+    title: str,
+    *,
+    per_source: int = 5,
+    seed: int = 0,
+    drops: dict | None = None,
+    scorer=None,
+    threshold: float = 0.5,
+) -> str:
+    """`prm-builder report`: the summary and plots of `stats`, then `per_source` rows of each source of each split;
+    with `scorer(rows) -> step scores`, the PRM's scores beside the labels."""
+    from .stats import distribution_figure, format_summary, summarize_splits
+
+    rows = sample_rows(dataset, per_source, seed)
+    scores = scorer(rows) if scorer is not None and rows else None
+    views = [row_view(row, scores[i] if scores is not None else None, threshold) for i, row in enumerate(rows)]
+    summary = format_summary(summarize_splits(dataset, drops))
+    plots = [("steps per solution and first-error positions", png_data_uri(distribution_figure(dataset, title)))]
+    note = (f"{len(views)} rows shown: up to {per_source} per source and split, picked with seed {seed}"
+            + (f"; PRM scores at threshold {threshold}" if scorer is not None else "") + ".")
+    return render_page(title, views, summary=summary, plots=plots, threshold=threshold if scorer else None, note=note)
+
+
+def evaluation_page(
+    results: dict, scored: list[tuple[str, list[dict], list[list[float]]]], *, max_rows: int = EVAL_ROWS
+) -> str:
+    """`prm-eval --html`: the results table and chart, then the evaluated rows (`scored`: (name, rows, scores) per
+    call of the scorer), the PRM's most confident mistakes first, at most `max_rows` of them."""
+    from prm_trainer.eval_report import figure, render_table, summary
+
+    threshold = results["threshold"]
+    views = []
+    for name, rows, scores in scored:
+        for row, row_scores in zip(rows, scores, strict=True):
+            row = dict(row)
+            row["source"] = row.get("source") or (f"processbench/{name}" if results["benchmark"] == "processbench"
+                                                  else name)
+            row.setdefault("split", name if results["benchmark"] == "built" else "")
+            views.append(row_view(row, row_scores, threshold))
+    ordered = most_confident_mistakes_first(views)
+    kept = ordered[:max_rows]
+    mistaken = sum(1 for view in views if view["prm_disagrees"])
+    note = (f"{len(views)} rows evaluated, the PRM disagrees with the labels on {mistaken}; "
+            f"{'all' if len(kept) == len(views) else f'the first {len(kept)}'} shown, most confident mistakes first "
+            f"(threshold {threshold}).")
+    plots = [("the results above, as a chart", png_data_uri(figure(results)))]
+    return render_page(summary(results).split(";")[0], kept, summary=render_table(results), plots=plots,
+                       threshold=threshold, note=note)
