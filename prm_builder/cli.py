@@ -134,6 +134,8 @@ def add_stats_command(commands) -> None:
 
 
 def add_report_command(commands) -> None:
+    from .report import add_report_arguments  # light: numpy, datasets and jinja2 load when it runs
+
     report = commands.add_parser(
         "report", help="write a self-contained HTML page of sampled rows, step by step, coloured by label",
         description="Write one HTML file (no server, no network) with the summary and plots of `stats`, then sampled "
@@ -141,37 +143,8 @@ def add_report_command(commands) -> None:
                     "and, with --prm, a PRM's scores.",
         parents=[DEBUG_FLAG],
     )  # fmt: skip
-    report.add_argument("path", help="folder written by `prm-builder build`, or a dataset as prm-train's "
-                                     "--dataset_name takes it (prm_builder:CONFIG, a Hub id, a folder of data files)")
-    report.add_argument("--output", required=True, help="HTML file to write")
-    report.add_argument("--per-source", "--per_source", dest="per_source", type=_positive_int, default=5,
-                        help="rows sampled per source and split (default: 5)")
-    report.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
-    report.add_argument("--dataset-options", "--dataset_options", dest="dataset_options", nargs="*", default=None,
-                        metavar="KEY=VALUE", help="builder options for PATH = prm_builder:CONFIG (as in prm-train)")
-    report.add_argument("--prm", default=None, help="PRM folder or Hub id: show its score for every step")
-    report.add_argument("--threshold", type=_fraction, default=0.5,
-                        help="with --prm: a step is predicted correct when its score is at least this (default: 0.5)")
-    report.add_argument("--step-separator", "--step_separator", dest="step_separator", default="\\n",
-                        help="with --prm: the separator it was trained with; escapes like \\n are read (default: \\n)")
-    report.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=8,
-                        help="with --prm: rows per forward pass (default: 8)")
-    report.add_argument("--device", default="auto", help="with --prm: auto (CUDA when available), cpu, cuda, ...")
+    add_report_arguments(report)
     report.set_defaults(run=run_report)
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def add_push_command(commands, sources: dict) -> None:
@@ -373,36 +346,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    import codecs
+    from .report import report_command
 
-    from .drops import load_drops, recorded_drops
-    from .report import dataset_page
-
-    # The same resolution as prm-train's --dataset_name: a built folder, prm_builder:CONFIG, or what load_dataset reads.
-    from prm_trainer.cli import load_prm_dataset, parse_dataset_options
-
-    options = parse_dataset_options(args.dataset_options)
-    dataset = load_prm_dataset(args.path, None, options)
-    path = Path(args.path)
-    title = _built_title(path) or _described(args.path, options)
-    drops = load_drops(path) if (path / "dataset_dict.json").is_file() else recorded_drops(dataset)
-    scorer = None
-    if args.prm:
-        from prm_trainer.evaluation import score_steps
-        from prm_trainer.reward import load_prm
-
-        model, tokenizer = load_prm(args.prm, device=args.device)
-        separator = codecs.decode(args.step_separator, "unicode_escape")
-        title += f"; PRM {args.prm}"
-
-        def scorer(rows):
-            return score_steps(model, tokenizer, rows, args.batch_size, separator)
-
-    page = dataset_page(dataset, title, per_source=args.per_source, seed=args.seed, drops=drops, scorer=scorer,
-                        threshold=args.threshold)
-    Path(args.output).write_text(page, encoding="utf-8")
-    print(f"report written to {args.output} ({len(page.encode('utf-8')) / 1e6:.1f} MB; open it in a browser)")
-    return 0
+    return report_command(args, _built_title(Path(args.path)))
 
 
 def run_push(args: argparse.Namespace) -> int:

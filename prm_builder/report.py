@@ -11,13 +11,14 @@ is shown; with it, filters by source and by disagreement hide the others. The pa
 any one text at MAX_TEXT_CHARS), so a large dataset still gives a page of a few MB.
 """
 
+import argparse
 import base64
+import codecs
 import hashlib
 import io
 import math
 from importlib import resources
-
-import numpy as np
+from pathlib import Path
 
 # One step or prompt longer than this is cut on the page (the rest is counted), so one huge row cannot bloat it.
 MAX_TEXT_CHARS = 20_000
@@ -31,6 +32,8 @@ NO_MC = -2
 def sample_rows(dataset, per_source: int, seed: int) -> list[dict]:
     """Up to `per_source` rows of each source of each split of a DatasetDict, picked at random by `seed`, in their
     order in the split; each row gains `split`. The same seed gives the same rows."""
+    import numpy as np
+
     if per_source < 1:
         raise ValueError(f"--per-source must be at least 1, got {per_source}")
     rng = np.random.default_rng(seed)
@@ -230,3 +233,72 @@ def evaluation_page(
     plots = [("the results above, as a chart", png_data_uri(figure(results)))]
     return render_page(summary(results).split(";")[0], kept, summary=render_table(results), plots=plots,
                        threshold=threshold, note=note)
+
+
+# -- the command: prm-builder report -------------------------------------------------------------------------------
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_report_arguments(report: argparse.ArgumentParser) -> None:
+    """The flags of `prm-builder report` (both spellings of each)."""
+    report.add_argument("path", help="folder written by `prm-builder build`, or a dataset as prm-train's "
+                                     "--dataset_name takes it (prm_builder:CONFIG, a Hub id, a folder of data files)")
+    report.add_argument("--output", required=True, help="HTML file to write")
+    report.add_argument("--per-source", "--per_source", dest="per_source", type=_positive_int, default=5,
+                        help="rows sampled per source and split (default: 5)")
+    report.add_argument("--seed", type=int, default=0, help="seed of the sample (default: 0)")
+    report.add_argument("--dataset-options", "--dataset_options", dest="dataset_options", nargs="*", default=None,
+                        metavar="KEY=VALUE", help="builder options for PATH = prm_builder:CONFIG (as in prm-train)")
+    report.add_argument("--prm", default=None, help="PRM folder or Hub id: show its score for every step")
+    report.add_argument("--threshold", type=_fraction, default=0.5,
+                        help="with --prm: a step is predicted correct when its score is at least this (default: 0.5)")
+    report.add_argument("--step-separator", "--step_separator", dest="step_separator", default="\\n",
+                        help="with --prm: the separator it was trained with; escapes like \\n are read (default: \\n)")
+    report.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=8,
+                        help="with --prm: rows per forward pass (default: 8)")
+    report.add_argument("--device", default="auto", help="with --prm: auto (CUDA when available), cpu, cuda, ...")
+
+
+def report_command(args: argparse.Namespace, built_title: str | None = None) -> int:
+    """Run `prm-builder report` as parsed into `args`; `built_title` names what a built folder was built with."""
+    from prm_trainer.cli import load_prm_dataset, parse_dataset_options
+
+    from .drops import load_drops, recorded_drops
+
+    # The same resolution as prm-train's --dataset_name: a built folder, prm_builder:CONFIG, or what load_dataset reads.
+    options = parse_dataset_options(args.dataset_options)
+    dataset = load_prm_dataset(args.path, None, options)
+    path = Path(args.path)
+    shown = ", ".join(f"{key}={value}" for key, value in options.items())
+    title = built_title or (f"{args.path} ({shown})" if shown else str(args.path))
+    drops = load_drops(path) if (path / "dataset_dict.json").is_file() else recorded_drops(dataset)
+    scorer = None
+    if args.prm:
+        from prm_trainer.evaluation import score_steps
+        from prm_trainer.reward import load_prm
+
+        model, tokenizer = load_prm(args.prm, device=args.device)
+        separator = codecs.decode(args.step_separator, "unicode_escape")
+        title += f"; PRM {args.prm}"
+
+        def scorer(rows):
+            return score_steps(model, tokenizer, rows, args.batch_size, separator)
+
+    page = dataset_page(dataset, title, per_source=args.per_source, seed=args.seed, drops=drops, scorer=scorer,
+                        threshold=args.threshold)
+    Path(args.output).write_text(page, encoding="utf-8")
+    print(f"report written to {args.output} ({len(page.encode('utf-8')) / 1e6:.1f} MB; open it in a browser)")
+    return 0
