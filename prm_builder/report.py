@@ -201,8 +201,16 @@ def dataset_page(
     rows = sample_rows(dataset, per_source, seed)
     scores = scorer(rows) if scorer is not None and rows else None
     views = [row_view(row, scores[i] if scores is not None else None, threshold) for i, row in enumerate(rows)]
-    summary = format_summary(summarize_splits(dataset, drops))
-    plots = [("steps per solution and first-error positions", png_data_uri(distribution_figure(dataset, title)))]
+    # A dataset in TRL's plain stepwise format (prompt, completions, labels) has rows to show but not what the
+    # summary counts; say so rather than fail.
+    missing = sorted({"labels", "first_error", "source"} - {c for split in dataset.values() for c in split.column_names})
+    if missing:
+        summary = (f"No summary: the dataset has no {', '.join(missing)} column (rows built by prm-builder have them; "
+                   "load this one through the stepwise config to get them).")
+        plots = []
+    else:
+        summary = format_summary(summarize_splits(dataset, drops))
+        plots = [("steps per solution and first-error positions", png_data_uri(distribution_figure(dataset, title)))]
     note = (f"{len(views)} rows shown: up to {per_source} per source and split, picked with seed {seed}"
             + (f"; PRM scores at threshold {threshold}" if scorer is not None else "") + ".")
     return render_page(title, views, summary=summary, plots=plots, threshold=threshold if scorer else None, note=note)

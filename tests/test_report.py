@@ -148,6 +148,13 @@ def test_page_stays_small_for_a_large_dataset_and_cuts_huge_texts():
     assert len(view["steps"][0]["text"]) == MAX_TEXT_CHARS and view["steps"][0]["cut"] == 1234
 
 
+def test_a_plain_stepwise_dataset_shows_its_rows_without_a_summary():
+    plain = Dataset.from_list([{"prompt": "p", "completions": ["a", "b"], "labels": [True, False]}] * 3)
+    page = dataset_page(DatasetDict({"train": plain}), "plain", per_source=2)
+    assert page.count('<article class="row"') == 2 and page.count('class="step wrong first-error"') == 2
+    assert "No summary: the dataset has no first_error, source column" in page and "data:image/png" not in page
+
+
 # ---------------------------------------------------------------- the commands
 
 
@@ -259,15 +266,35 @@ def test_evaluation_page_from_results_and_scores():
 # ---------------------------------------------------------------- in a real browser
 
 
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory):
+def require_chromium() -> str:
+    """Chromium's path; without it the browser tests skip on a workstation, and fail under CI (CI=true), where a
+    skip would hide that the page went untested."""
     executable = find_chromium()
     if executable is None:
         message = "Chromium not found: the browser tests need it (Debian: apt-get install chromium)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + "; under CI a missing browser is a failure, not a skip")
         pytest.skip(message)
-    browser = Chromium(executable, tmp_path_factory.mktemp("chromium") / "profile")
+    return executable
+
+
+def test_missing_chromium_fails_under_ci_and_skips_elsewhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="under CI a missing browser is a failure"):
+        require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        require_chromium()
+    (tmp_path / "chromium").write_text("#!/bin/sh\n")
+    (tmp_path / "chromium").chmod(0o755)
+    monkeypatch.setenv("CI", "true")
+    assert require_chromium() == str(tmp_path / "chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    browser = Chromium(require_chromium(), tmp_path_factory.mktemp("chromium") / "profile")
     yield browser
     browser.close()
 
