@@ -271,20 +271,32 @@ def add_report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("--dataset-options", "--dataset_options", dest="dataset_options", nargs="*", default=None,
                         metavar="KEY=VALUE", help="builder options for PATH = prm_builder:CONFIG (as in prm-train)")
     report.add_argument("--prm", default=None, help="PRM folder or Hub id: show its score for every step")
-    report.add_argument("--threshold", type=_fraction, default=0.5,
+    report.add_argument("--threshold", type=_fraction, default=None,
                         help="with --prm: a step is predicted correct when its score is at least this (default: 0.5)")
-    report.add_argument("--step-separator", "--step_separator", dest="step_separator", default="\\n",
+    report.add_argument("--step-separator", "--step_separator", dest="step_separator", default=None,
                         help="with --prm: the separator it was trained with; escapes like \\n are read (default: \\n)")
-    report.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=8,
+    report.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=None,
                         help="with --prm: rows per forward pass (default: 8)")
-    report.add_argument("--device", default="auto", help="with --prm: auto (CUDA when available), cpu, cuda, ...")
+    report.add_argument("--device", default=None, help="with --prm: auto (CUDA when available), cpu, cuda, ...")
 
 
 def report_command(args: argparse.Namespace, built_title: str | None = None) -> int:
     """Run `prm-builder report` as parsed into `args`; `built_title` names what a built folder was built with."""
+    import sys
+
     from prm_trainer.cli import load_prm_dataset, parse_dataset_options
 
     from .drops import load_drops, recorded_drops
+
+    scoring = {"threshold": args.threshold, "step_separator": args.step_separator, "batch_size": args.batch_size,
+               "device": args.device}
+    stray = [name for name, value in scoring.items() if value is not None]
+    if stray and not args.prm:
+        # A usage error, as argparse reports one: the flag would silently do nothing.
+        print(f"prm-builder report: error: --{stray[0].replace('_', '-')} applies to the PRM's scores; add --prm MODEL",
+              file=sys.stderr)
+        return 2
+    threshold = 0.5 if args.threshold is None else args.threshold
 
     # The same resolution as prm-train's --dataset_name: a built folder, prm_builder:CONFIG, or what load_dataset reads.
     options = parse_dataset_options(args.dataset_options)
@@ -298,15 +310,15 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
         from prm_trainer.evaluation import score_steps
         from prm_trainer.reward import load_prm
 
-        model, tokenizer = load_prm(args.prm, device=args.device)
-        separator = codecs.decode(args.step_separator, "unicode_escape")
+        model, tokenizer = load_prm(args.prm, device=args.device or "auto")
+        separator = codecs.decode(args.step_separator or "\\n", "unicode_escape")
         title += f"; PRM {args.prm}"
 
         def scorer(rows):
-            return score_steps(model, tokenizer, rows, args.batch_size, separator)
+            return score_steps(model, tokenizer, rows, args.batch_size or 8, separator)
 
     page = dataset_page(dataset, title, per_source=args.per_source, seed=args.seed, drops=drops, scorer=scorer,
-                        threshold=args.threshold)
+                        threshold=threshold)
     Path(args.output).write_text(page, encoding="utf-8")
     print(f"report written to {args.output} ({len(page.encode('utf-8')) / 1e6:.1f} MB; open it in a browser)")
     return 0
