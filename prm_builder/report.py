@@ -178,6 +178,7 @@ def render_page(
         sources=sorted({view["source"] for view in views}),
         threshold=threshold,
         any_prm=any(view["scored"] for view in views),
+        any_unlabelled=any(step["label"] is None for view in views for step in view["steps"]),
         any_judge_mc=any(view["judge_first_error"] is not None and view["mc_first_error"] is not None for view in views),
         script=Markup(script),  # our own file, not data: inserted as is
         script_hash=script_hash,
@@ -228,8 +229,14 @@ def evaluation_page(
     for name, rows, scores in scored:
         for row, row_scores in zip(rows, scores, strict=True):
             row = dict(row)
-            row["source"] = row.get("source") or (f"processbench/{name}" if results["benchmark"] == "processbench"
-                                                  else name)
+            if results["benchmark"] == "processbench":
+                # ProcessBench labels a solution up to its first wrong step only: later steps show unlabelled, and
+                # the PRM disagrees exactly where its predicted first error differs from the label.
+                labels = list(row["labels"])
+                first = labels.index(False) if False in labels else len(labels) - 1
+                row["labels"] = labels[: first + 1]
+                row["source"] = f"processbench/{name}"
+            row["source"] = row.get("source") or name
             row.setdefault("split", name if results["benchmark"] == "built" else "")
             views.append(row_view(row, row_scores, threshold))
     ordered = most_confident_mistakes_first(views)

@@ -249,10 +249,35 @@ def test_prm_eval_html_on_processbench_and_refused_for_best_of_n(tmp_path, capsy
     assert f"{len(GSM8K_CASES)} rows evaluated" in page and "all shown" in page
     for case in GSM8K_CASES:
         assert f'<span class="id">{case["id"]}</span>' in page
+    # Steps after the first error carry no label on ProcessBench: shown unlabelled, never a disagreement.
+    articles = page.split('<article class="row"')[1:]
+    g4 = next(a for a in articles if '<span class="id">g4</span>' in a)  # steps ok, ok, ok; first error at 2
+    assert re.findall(r'<li class="step (\w+)', g4) == ["correct", "correct", "wrong"]
+    g2 = next(a for a in articles if '<span class="id">g2</span>' in a)  # first error at 0, two steps after
+    assert re.findall(r'<li class="step (\w+)', g2) == ["wrong", "unlabelled", "unlabelled"]
+    assert "no label (ProcessBench labels steps up to the first error only)" in page
     with pytest.raises(SystemExit) as exit_info:
         eval_main(["--model", str(prm_dir), "--benchmark", "best_of_n", "--candidates", "c.jsonl", "--html", "x.html"])
     assert exit_info.value.code == 2
     assert "--html shows step labels beside the PRM's scores" in capsys.readouterr().err
+
+
+def test_processbench_page_flags_exactly_the_missed_first_errors():
+    from test_evaluation import GSM8K_CASES
+
+    from prm_trainer.processbench import case_to_row, subset_metrics
+
+    # A PRM that scores "ok" steps 0.9 and "bad" ones 0.1; test_evaluation says which cases it gets wrong.
+    scores = [[0.9 if step.endswith("ok") else 0.1 for step in case["steps"]] for case in GSM8K_CASES]
+    metrics = subset_metrics(scores, GSM8K_CASES, 0.5)
+    results = {"benchmark": "processbench", "model": "prm", "data": "pb", "threshold": 0.5, "calibration": None,
+               "subsets": {"gsm8k": metrics}, "average": metrics, "scoring": {"step_separator": "\n"}}
+    page = evaluation_page(results, [("gsm8k", [case_to_row(case) for case in GSM8K_CASES], scores)])
+    articles = {re.search(r'<span class="id">(\w+)</span>', a)[1]: a for a in page.split('<article class="row"')[1:]}
+    flagged = sorted(case for case, article in articles.items() if "badge alert\">PRM disagrees" in article)
+    assert flagged == ["g1", "g4", "g6", "g7"]
+    assert metrics["accuracy_erroneous"] == 3 / 6 and metrics["accuracy_correct"] == 1 / 2  # the same 4 misses
+    assert "8 rows evaluated, the PRM disagrees with the labels on 4" in page
 
 
 def test_evaluation_page_from_results_and_scores():
