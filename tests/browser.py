@@ -46,7 +46,7 @@ class BrowserError(RuntimeError):
 class Chromium:
     """One headless Chromium and one page (tab) in it."""
 
-    def __init__(self, executable: str, profile: Path, width: int = 1200, height: int = 900, timeout: float = 30.0):
+    def __init__(self, executable: str, profile: Path, width: int = 1200, height: int = 900, timeout: float = 60.0):
         self.timeout = timeout
         commands_read, self._commands = os.pipe()
         self._answers, answers_write = os.pipe()

@@ -262,17 +262,22 @@ def test_prm_eval_html_on_processbench_and_refused_for_best_of_n(tmp_path, capsy
     assert "--html shows step labels beside the PRM's scores" in capsys.readouterr().err
 
 
-def test_processbench_page_flags_exactly_the_missed_first_errors():
+def processbench_page() -> tuple[str, dict]:
+    """The --html page of test_evaluation's GSM8K cases scored by a PRM that gives "ok" steps 0.9 and "bad" ones
+    0.1 (test_evaluation says which cases it gets wrong), and the metrics."""
     from test_evaluation import GSM8K_CASES
 
     from prm_trainer.processbench import case_to_row, subset_metrics
 
-    # A PRM that scores "ok" steps 0.9 and "bad" ones 0.1; test_evaluation says which cases it gets wrong.
     scores = [[0.9 if step.endswith("ok") else 0.1 for step in case["steps"]] for case in GSM8K_CASES]
     metrics = subset_metrics(scores, GSM8K_CASES, 0.5)
     results = {"benchmark": "processbench", "model": "prm", "data": "pb", "threshold": 0.5, "calibration": None,
                "subsets": {"gsm8k": metrics}, "average": metrics, "scoring": {"step_separator": "\n"}}
-    page = evaluation_page(results, [("gsm8k", [case_to_row(case) for case in GSM8K_CASES], scores)])
+    return evaluation_page(results, [("gsm8k", [case_to_row(case) for case in GSM8K_CASES], scores)]), metrics
+
+
+def test_processbench_page_flags_exactly_the_missed_first_errors():
+    page, metrics = processbench_page()
     articles = {re.search(r'<span class="id">(\w+)</span>', a)[1]: a for a in page.split('<article class="row"')[1:]}
     flagged = sorted(case for case, article in articles.items() if "badge alert\">PRM disagrees" in article)
     assert flagged == ["g1", "g4", "g6", "g7"]
@@ -416,6 +421,22 @@ def test_without_javascript_every_row_is_readable(chromium, page_file):
         assert chromium.evaluate("document.getElementById('shown').textContent") == ""
     finally:
         chromium.send("Emulation.setScriptExecutionDisabled", value=False)
+
+
+@pytest.mark.browser
+def test_prm_eval_page_shows_mistakes_first_and_filters_them(chromium, tmp_path):
+    path = tmp_path / "pb.html"
+    path.write_text(processbench_page()[0], encoding="utf-8")
+    chromium.open(path)
+    # Four misses, each at confidence 0.8 (a 0.1 or 0.9 on the wrong side), first in their order; then the hits.
+    assert visible_ids(chromium) == ["g1", "g4", "g6", "g7", "g0", "g2", "g3", "g5"]
+    chromium.click("#filters input[name=prm]")
+    assert visible_ids(chromium) == ["g1", "g4", "g6", "g7"]
+    assert chromium.evaluate("document.querySelector('input[name=judge_mc]')") is None  # no such columns here
+    grey = chromium.evaluate(
+        "getComputedStyle(document.querySelectorAll('article.row')[5].querySelectorAll('li.step')[1]).backgroundColor"
+    )
+    assert grey == "rgb(241, 241, 241)"  # g2's step after its first error: unlabelled
 
 
 @pytest.mark.browser
