@@ -79,6 +79,7 @@ def row_view(row: dict, prm_scores: list[float] | None = None, threshold: float 
     labels = [bool(label) for label in row.get("labels") or []]
     completions = list(row.get("completions") or [])
     mc_scores = row.get("step_scores")
+    rollouts = row.get("step_rollouts")  # early-stopped Monte Carlo: a score is successes over these rollouts
     first_error = _optional_int(row, "first_error")
     if first_error is None and labels:
         first_error = next((i for i, label in enumerate(labels) if not label), -1)
@@ -101,6 +102,7 @@ def row_view(row: dict, prm_scores: list[float] | None = None, threshold: float 
             "is_first_error": index == first_error,
             "mc": mc,
             "mc_missing": mc_scores is not None and mc is None,
+            "rollouts": int(rollouts[index]) if rollouts is not None and index < len(rollouts) else None,
             "prm": prm,
             "prm_missing": prm_scores is not None and prm is None,
             "prm_disagrees": disagrees,

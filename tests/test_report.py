@@ -22,6 +22,7 @@ from prm_builder.report import (
     dataset_page,
     evaluation_page,
     most_confident_mistakes_first,
+    render_page,
     row_view,
     sample_rows,
 )
@@ -102,6 +103,11 @@ def test_row_view_marks_first_error_scores_and_disagreements():
     no_mc = row_view(ROWS[2], PRM["m-3"])
     assert no_mc["mc_first_error"] == -2 and not no_mc["judge_mc_disagree"] and not no_mc["prm_disagrees"]
     assert no_mc["confidence"] is None
+    # Early-stopped Monte Carlo says over how many rollouts each score is.
+    early = row_view({**ROWS[1], "step_rollouts": [4, 1, 0]})
+    assert [step["rollouts"] for step in early["steps"]] == [4, 1, 0]
+    page = render_page("t", [early])
+    assert "0.75 of 4 rollouts" in page and "0.00 of 1 rollout<" in page and "MC not estimated" in page
     # Without the optional columns nothing is invented.
     bare = row_view({"prompt": "p", "completions": ["a", "b"], "labels": [True, False]})
     assert bare["first_error"] == 1 and bare["judge_first_error"] is None and bare["mc_first_error"] is None
