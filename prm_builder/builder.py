@@ -145,7 +145,7 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
         self._record_drops(split, drops)
 
     def _shard_jobs(self, gen_kwargs: dict):
-        """(shard index, gen_kwargs for that shard alone), or one job for sources that need all shards at once."""
+        """(shard index, gen_kwargs for that shard alone), or one job for configs that need all shards at once."""
         if not self._spec.shards_are_independent or "shards" not in gen_kwargs:
             return [(0, gen_kwargs)]
         return [(index, {**gen_kwargs, "shards": [shard]}) for index, shard in enumerate(gen_kwargs["shards"])]
