@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from prm_trainer.tokenization import Truncation, tokenize_for_scoring, tokenize_row
+from prm_trainer.tokenization import StepFormat, Truncation, tokenize_for_scoring, tokenize_row
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -176,7 +176,7 @@ def test_scoring_reads_scores_exactly_where_training_put_labels(truncation):
     """Every step that training labels is scored at that very token, and only those steps."""
     tokenizer = word_tokenizer(bos=True)
     trained = tokenize(bos=True, **truncation.as_kwargs())
-    input_ids, positions = tokenize_for_scoring(ROW["prompt"], ROW["completions"], tokenizer, "\n", truncation)
+    input_ids, positions = tokenize_for_scoring(ROW["prompt"], ROW["completions"], tokenizer, StepFormat("\n", truncation))
     assert input_ids == trained["input_ids"]
     assert [pos for pos, _ in positions] == [pos for pos, label in enumerate(trained["labels"]) if label != X]
     assert [int(ROW["labels"][step]) for _, step in positions] == [label for label in trained["labels"] if label != X]
@@ -196,7 +196,7 @@ def test_score_steps_truncates_the_completion_as_training_does(tiny_model_path):
     row = {"prompt": "Janet has 16 eggs.", "completions": ["16 - 3 = 13", "13 * 2 = $26"], "labels": [True, False]}
     first_step = len(tokenizer("16 - 3 = 13\n", add_special_tokens=False)["input_ids"])
     whole = score_steps(model, tokenizer, [row])[0]
-    cut = score_steps(model, tokenizer, [row], max_completion_length=first_step)[0]
+    cut = score_steps(model, tokenizer, [row], StepFormat(truncation=Truncation(max_completion_length=first_step)))[0]
     assert all(not math.isnan(score) for score in whole)
     assert cut[0] == pytest.approx(whole[0], abs=1e-6) and math.isnan(cut[1])
 
@@ -270,7 +270,7 @@ def test_check_rows_accepts_good_rows_nan_scores_and_int_labels():
 @pytest.mark.parametrize(
     "column, value, message",
     [
-        ("labels", ["yes", "no"], "field 'labels' must be a list of booleans \\(or 0/1 integers\\), one per step"),
+        ("labels", ["yes", "no"], "field 'labels' must be a list of booleans \\(or numbers exactly 0/1\\), one per step"),
         ("labels", [2, 0], "row 0 \\(id 'a'\\): field 'labels' has a label that is not true/false"),
         ("prompt", [{"role": "user", "content": "p"}], "field 'prompt' must be a string"),
         ("completions", "s1 s2", "field 'completions' must be a list of strings"),

@@ -14,7 +14,9 @@ _EXPORTS = {
     "PRMTrainer": ".trainer",
     "Truncation": ".tokenization",
     "evaluate_reward_model": ".evaluation",
-    "evaluate": ".benchmarks",
+    "evaluate": ".benchmark_suites",
+    "EvalOptions": ".benchmark_suites",
+    "StepFormat": ".tokenization",
     "PRMReward": ".reward",
     "load_prm": ".reward",
 }

@@ -242,8 +242,7 @@ def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args)
     return evaluate_reward_model(
         trainer.model, tokenizer, test, metric=script_args.eval_metric,
         batch_size=training_args.per_device_eval_batch_size, threshold=script_args.eval_threshold,
-        step_separator=training_args.step_separator, aggregation=script_args.eval_aggregation,
-        **training_args.truncation.as_kwargs(), progress=True,
+        aggregation=script_args.eval_aggregation, progress=True, step_format=trainer.step_format,
     )
 
 
