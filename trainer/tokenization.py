@@ -421,8 +421,10 @@ def _tokenize_and_check(row, *, tokenize_row, tokenizer, step_format, last_only,
             prompt_length = len(tokenize_steps(row["prompt"], [], [], tokenizer, prompt_only)[0])
             too_long = truncation.max_length is not None and prompt_length >= truncation.max_length
             reason = "prompt_too_long" if too_long else "completion_truncated"
+    # Labels lost to truncation are counted for our own tokenize_row only: an override may leave labels out on purpose.
+    own = tokenize_row is globals()["tokenize_row"]
     return {"input_ids": input_ids, "labels": labels, "_drop_reason": reason,
-            "_labels_cut": 0 if reason else max(expected - labelled, 0)}
+            "_labels_cut": 0 if reason or not own else max(expected - labelled, 0)}
 
 
 def _keep_rows(reasons: list[str]) -> list[bool]:
