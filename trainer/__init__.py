@@ -13,7 +13,7 @@ _EXPORTS = {
     "PRMConfig": ".config",
     "PRMTrainer": ".trainer",
     "Truncation": ".tokenization",
-    "evaluate_reward_model": ".evaluation",
+    "evaluate_reward_model": ".benchmark_suites",
     "evaluate": ".benchmark_suites",
     "EvalOptions": ".benchmark_suites",
     "StepFormat": ".tokenization",

@@ -106,33 +106,10 @@ def built_metrics(scores: list[list[float]], rows: list[dict], threshold: float,
     }
 
 
-def _check_row_list(rows: list, split: str) -> None:
-    """`check_rows` for rows given as a list of dicts: the same checks and wording, row by row."""
-    for index, row in enumerate(rows):
-        where = f"the {split} split, row {index}"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected a dict with prompt, completions and labels, got {type(row).__name__}")
-        missing = sorted({"prompt", "completions", "labels"} - set(row))
-        if missing:
-            raise ValueError(f"{where}: missing {missing} (rows need prompt, completions and labels)")
-        steps, labels = row["completions"], row["labels"]
-        if not isinstance(row["prompt"], str):
-            raise ValueError(f"{where}: field 'prompt' must be a string, got {type(row['prompt']).__name__}")
-        if not isinstance(steps, (list, tuple)) or not all(isinstance(step, str) for step in steps):
-            raise ValueError(f"{where}: field 'completions' must be a list of strings")
-        if not isinstance(labels, (list, tuple)) or any(isinstance(v, str) or v not in (0, 1) for v in labels):
-            raise ValueError(f"{where}: field 'labels' has a label that is not true/false (0/1)")
-        if len(labels) != len(steps):
-            raise ValueError(
-                f"{where}: field 'labels' has {len(labels)} values for {len(steps)} steps in 'completions' "
-                "(one per step expected)"
-            )
-
-
 def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]:
     """The rows of `split`, checked once: from a folder saved by `prm-builder build`, a `prm_builder:CONFIG`, a Hub
     id, a `datasets.Dataset` or a list of rows."""
-    from .tokenization import check_rows
+    from .row_checks import check_row_list, check_rows
 
     if isinstance(dataset, (str, Path)):
         from .cli import load_prm_dataset
@@ -142,7 +119,7 @@ def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]
             raise ValueError(f"--split {split!r} is not a split of {dataset}: {list(loaded)}")
         dataset = loaded[split]
     if isinstance(dataset, (list, tuple)):
-        _check_row_list(dataset, split)
+        check_row_list(dataset, split)
         return list(dataset)
     check_rows(dataset, split)
     return list(dataset)
@@ -155,6 +132,57 @@ def _warn_on_other_separator(step_format: StepFormat | None, saved: StepFormat |
             f"{saved.step_separator!r} (its prm_step_format.json): scores are read at tokens it was not trained on",
             UserWarning, stacklevel=3,
         )
+
+
+def evaluate_reward_model(
+    model,
+    tokenizer,
+    dataset,
+    metric: str = "step_accuracy",
+    batch_size: int = 8,
+    threshold: float = 0.5,
+    step_separator: str = "\n",
+    aggregation: str = "min",
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    max_completion_length: int | None = None,
+    progress: bool = False,
+    step_format: StepFormat | None = None,
+) -> dict:
+    """Score every step of `dataset` with a PRM and compute `metric`: the built-split benchmark of `prm-eval`
+    (`evaluate(..., "built")` below), its overall figures as one flat dict.
+
+    Args:
+        model: a token classification model with 2 labels (a PeftModel too), e.g. trained by `PRMTrainer`.
+        tokenizer: its tokenizer.
+        dataset: a `datasets.Dataset` or list of rows with `prompt`, `completions`, `labels`; `best_of_n` also
+            uses `final_answer` and `reference_answer` when present.
+        metric: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
+        batch_size: rows per forward pass (at most; see `score_steps` for the token budget).
+        threshold: a step is predicted correct when its score is at least this.
+        step_separator: the separator the model was trained with.
+        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod`, `last` or `mean`.
+        max_length, max_prompt_length, max_completion_length: truncation as in training (pass
+            `**config.truncation.as_kwargs()` of the `PRMConfig`); `None` (default) scores whole rows.
+        progress: show a progress bar over the rows (on stderr).
+        step_format: the separator and truncation as one `StepFormat` (e.g. `StepFormat.from_args(config)`), instead
+            of the four arguments above.
+
+    Returns:
+        A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
+        a solution is correct when its final answer matches the reference answer (`answer_is_correct`), or, for rows
+        without a reference answer, when every step is labelled correct.
+    """
+    from .tokenization import Truncation
+
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if step_format is None:
+        step_format = StepFormat(step_separator, Truncation(max_length, max_prompt_length, max_completion_length))
+    metrics = ("step_accuracy", "first_error_f1", "best_of_n") if metric == "all" else (metric,)
+    options = EvalOptions(step_format=step_format, batch_size=batch_size, threshold=threshold, progress=progress,
+                          dataset=dataset, metrics=metrics, aggregation=aggregation)
+    return evaluate(model, tokenizer, "built", options)["overall"]
 
 
 def evaluate(model, tokenizer=None, benchmark: str = "processbench", options: EvalOptions | None = None,

@@ -2,7 +2,8 @@
 
 A step's score is the probability of label 1 (the step is still correct) at the step's last token, the same place its
 label sat in training. The metric functions take plain lists of scores and labels, so they can be checked by hand;
-`evaluate_reward_model` computes the scores with a model and calls them.
+`score_steps` computes the scores with a model, and the suites (benchmark_suites.py: `evaluate`,
+`evaluate_reward_model`) call both.
 """
 
 import math
@@ -303,58 +304,6 @@ def score_steps(
     finally:
         model.train(was_training)
     return scores
-
-
-def evaluate_reward_model(
-    model,
-    tokenizer,
-    dataset,
-    metric: str = "step_accuracy",
-    batch_size: int = 8,
-    threshold: float = 0.5,
-    step_separator: str = "\n",
-    aggregation: str = "min",
-    max_length: int | None = None,
-    max_prompt_length: int | None = None,
-    max_completion_length: int | None = None,
-    progress: bool = False,
-    step_format: StepFormat | None = None,
-) -> dict:
-    """Score every step of `dataset` with a PRM and compute `metric`: the built-split benchmark of `prm-eval`
-    (`prm_trainer.evaluate(..., "built")`), its overall figures as one flat dict.
-
-    Args:
-        model: a token classification model with 2 labels (a PeftModel too), e.g. trained by `PRMTrainer`.
-        tokenizer: its tokenizer.
-        dataset: a `datasets.Dataset` or list of rows with `prompt`, `completions`, `labels`; `best_of_n` also
-            uses `final_answer` and `reference_answer` when present.
-        metric: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
-        batch_size: rows per forward pass (at most; see `score_steps` for the token budget).
-        threshold: a step is predicted correct when its score is at least this.
-        step_separator: the separator the model was trained with.
-        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod`, `last` or `mean`.
-        max_length, max_prompt_length, max_completion_length: truncation as in training (pass
-            `**config.truncation.as_kwargs()` of the `PRMConfig`); `None` (default) scores whole rows.
-        progress: show a progress bar over the rows (on stderr).
-        step_format: the separator and truncation as one `StepFormat` (e.g. `StepFormat.from_args(config)`), instead
-            of the four arguments above.
-
-    Returns:
-        A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
-        a solution is correct when its final answer matches the reference answer (`answer_is_correct`), or, for rows
-        without a reference answer, when every step is labelled correct.
-    """
-    from .benchmark_suites import EvalOptions, evaluate
-    from .tokenization import Truncation
-
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if step_format is None:
-        step_format = StepFormat(step_separator, Truncation(max_length, max_prompt_length, max_completion_length))
-    metrics = ("step_accuracy", "first_error_f1", "best_of_n") if metric == "all" else (metric,)
-    options = EvalOptions(step_format=step_format, batch_size=batch_size, threshold=threshold, progress=progress,
-                          dataset=dataset, metrics=metrics, aggregation=aggregation)
-    return evaluate(model, tokenizer, "built", options)["overall"]
 
 
 def built_figures(scores: list[list[float]], rows: list[dict], threshold: float, metrics, aggregation: str) -> dict:
