@@ -117,6 +117,8 @@ def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]
         loaded = load_prm_dataset(str(dataset), None, dataset_options or {})
         if split not in loaded:
             raise ValueError(f"--split {split!r} is not a split of {dataset}: {list(loaded)}")
+        if len(loaded[split]) == 0:
+            raise ValueError(f"the {split} split of {dataset} has no rows to score")
         dataset = loaded[split]
     if isinstance(dataset, (list, tuple)):
         check_row_list(dataset, split)
