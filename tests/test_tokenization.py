@@ -159,6 +159,26 @@ def test_truncation_from_config(tmp_path):
     config = PRMConfig(output_dir=str(tmp_path), max_length=20, max_prompt_length=3, max_completion_length=9)
     assert config.truncation == Truncation(max_length=20, max_prompt_length=3, max_completion_length=9)
     assert config.truncation.as_kwargs() == {"max_length": 20, "max_prompt_length": 3, "max_completion_length": 9}
+    assert config.step_format == StepFormat("\n", config.truncation)
+
+
+def test_step_format_round_trips_and_overrides_by_part(tmp_path):
+    step_format = StepFormat("\n\n", Truncation(max_length=20, max_prompt_length=3))
+    assert StepFormat.from_dict(step_format.as_dict()) == step_format
+    assert StepFormat.saved(tmp_path) is None
+    step_format.save(tmp_path)
+    assert StepFormat.saved(tmp_path) == step_format
+    assert step_format.override("\n") == StepFormat("\n", step_format.truncation)
+    assert step_format.override(truncation=Truncation()) == StepFormat("\n\n")
+    assert Truncation(max_length=20).capped(8) == Truncation(max_length=8)
+    assert Truncation(max_length=5).capped(8) == Truncation(max_length=5)
+    assert Truncation().capped(None) == Truncation()
+    (tmp_path / "prm_step_format.json").write_text('{"step_separator": "\\n", "max_length": 0}')
+    with pytest.raises(ValueError, match=r"prm_step_format.json: expected the keys \['max_completion_length', "):
+        StepFormat.saved(tmp_path)
+    bad = {"step_separator": "\n", "max_length": -1, "max_prompt_length": None, "max_completion_length": None}
+    with pytest.raises(ValueError, match="where: `max_length` must be a positive integer or None, got -1"):
+        StepFormat.from_dict(bad, "where")
 
 
 TRUNCATIONS = [

@@ -80,8 +80,7 @@ class EvalOptions:
         separator, truncation = changes.pop("step_separator", None), changes.pop("truncation", None)
         if separator is not None or truncation is not None:
             base = changes.get("step_format") or options.step_format or StepFormat()
-            changes["step_format"] = StepFormat(separator if separator is not None else base.step_separator,
-                                                truncation if truncation is not None else base.truncation)
+            changes["step_format"] = base.override(separator, truncation)
         names = {field.name for field in fields(cls)}
         unknown = sorted(set(changes) - names)
         if unknown:

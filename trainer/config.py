@@ -161,6 +161,14 @@ class PRMConfig(TrainingArguments):
 
         return Truncation.from_args(self)
 
+    @property
+    def step_format(self):
+        """`step_separator` and the truncation as one `StepFormat`: what training tokenizes with, what `save_model`
+        writes beside the weights (`prm_step_format.json`) and what prm-eval and `PRMReward` then score with."""
+        from .tokenization import StepFormat
+
+        return StepFormat.from_args(self)
+
     def __post_init__(self):
         for name in ("max_length", "max_prompt_length", "max_completion_length", "dataset_num_proc"):
             value = getattr(self, name)

@@ -147,11 +147,8 @@ def run(args) -> None:
     step_format = None
     lengths = (args.max_length, args.max_prompt_length, args.max_completion_length)
     if args.step_separator is not None or any(length is not None for length in lengths):
-        base = StepFormat.saved(args.model) or StepFormat()
-        step_format = StepFormat(
-            args.step_separator if args.step_separator is not None else base.step_separator,
-            Truncation(*lengths) if any(length is not None for length in lengths) else base.truncation,
-        )
+        truncation = Truncation(*lengths) if any(length is not None for length in lengths) else None
+        step_format = (StepFormat.saved(args.model) or StepFormat()).override(args.step_separator, truncation)
     options = EvalOptions(
         step_format=step_format, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         threshold=args.threshold, progress=not args.no_progress, scores_dir=args.scores_dir, device=args.device,

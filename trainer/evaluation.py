@@ -268,7 +268,7 @@ def score_steps(
 
     step_format = step_format or StepFormat()
     # The same cuts and token positions as training (tokenization.py), so a score is read where the label sat.
-    step_format = StepFormat(step_format.step_separator, step_format.truncation.capped(model_max_length(model)))
+    step_format = step_format.override(truncation=step_format.truncation.capped(model_max_length(model)))
     encoded = []
     for row in rows:
         steps = row["completions"]

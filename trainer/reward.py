@@ -186,9 +186,7 @@ class PRMReward:
         num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
         if num_labels != 2:
             raise ValueError(f"a PRM has a token classification head with 2 labels, got num_labels={num_labels}")
-        base = step_format or saved or StepFormat()
-        step_format = StepFormat(step_separator if step_separator is not None else base.step_separator,
-                                 truncation if truncation is not None else base.truncation)
+        step_format = (step_format or saved or StepFormat()).override(step_separator, truncation)
         if not step_format.step_separator:
             raise ValueError("step_separator must be a non-empty string: completions are split into steps at it")
         if saved is not None and step_format.step_separator != saved.step_separator:

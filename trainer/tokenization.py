@@ -91,6 +91,12 @@ class StepFormat:
         """The format of a `PRMConfig` (or any object with `step_separator` and the three truncation fields)."""
         return cls(args.step_separator, Truncation.from_args(args))
 
+    def override(self, step_separator: str | None = None, truncation: Truncation | None = None) -> "StepFormat":
+        """This format with the parts that are given (not None) replaced: how an explicit `step_separator` or
+        `truncation` of prm-eval, `evaluate` or `PRMReward` lands on the saved format."""
+        return StepFormat(self.step_separator if step_separator is None else step_separator,
+                          self.truncation if truncation is None else truncation)
+
     def as_dict(self) -> dict:
         """Flat and JSON-ready: `{"step_separator": ..., "max_length": ..., ...}` (what the scores files record)."""
         return {"step_separator": self.step_separator, **self.truncation.as_kwargs()}

@@ -328,7 +328,7 @@ class PRMTrainer(Trainer):
     @property
     def step_format(self) -> StepFormat:
         """The step separator and truncation this trainer tokenizes with, as saved beside the model."""
-        return StepFormat.from_args(self.args)
+        return self.args.step_format
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """Save as the Trainer does (checkpoints and `push_to_hub` come through here), plus `prm_step_format.json`:
