@@ -165,7 +165,7 @@ def test_prm_eval_scores_with_the_saved_format(trained_prms, tmp_path, capsys):
     datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)}).save_to_disk(tmp_path / "built")
     argv = ["--model", str(trained_prms["lora"]), "--benchmark", "built", "--dataset", str(tmp_path / "built"),
             "--json", "--no_progress", "--device", "cpu"]
-    assert main(argv) == 0
+    assert main(argv + ["--max-batch-tokens", "64"]) == 0
     assert json.loads(capsys.readouterr().out)["scoring"] == {
         "step_separator": "\n\n", "max_length": 200, "max_prompt_length": None, "max_completion_length": None}
     # A flag overrides its part only; another separator than the saved one warns.

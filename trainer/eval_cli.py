@@ -67,7 +67,7 @@ def make_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--max_completion_length", type=_positive,
                          help="truncation (default: the saved one, else none)")
     scoring.add_argument("--batch_size", type=_positive, default=8, help="rows per forward pass, at most (default: 8)")
-    scoring.add_argument("--max_batch_tokens", type=_positive, default=16384,
+    scoring.add_argument("--max_batch_tokens", "--max-batch-tokens", type=_positive, default=16384,
                          help="padded tokens per forward pass, at most (default: 16384)")
     scoring.add_argument("--threshold", type=_threshold, default=0.5,
                          help="a step is predicted correct when its score is at least this (default: 0.5)")
