@@ -149,20 +149,18 @@ def saved_step_format(model) -> StepFormat | None:
 
 
 def _hub_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
-    """A file of a Hub model repository (downloaded once, through the cache), None when the repository lacks it."""
+    """A file of a Hub model repository (downloaded once, through the cache); None when the repository lacks it or
+    cannot be read now: loading the model itself then says why, in its own words."""
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
 
-    if constants.HF_HUB_OFFLINE:
-        try:
-            found = try_to_load_from_cache(repo_id, filename, revision=revision)
-        except HFValidationError:
-            return None
-        return Path(found) if isinstance(found, str) else None
     try:
+        if constants.HF_HUB_OFFLINE:
+            found = try_to_load_from_cache(repo_id, filename, revision=revision)
+            return Path(found) if isinstance(found, str) else None
         return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except (EntryNotFoundError, LocalEntryNotFoundError, HFValidationError):
-        return None
+    except (EntryNotFoundError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, OSError):
+        return None  # no such file or repository, not a repository id, gated, or no network
 
 
 def _encode_steps(tokenizer, steps: list[str]) -> list[list[int]]:
