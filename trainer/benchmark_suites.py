@@ -14,7 +14,7 @@ from pathlib import Path
 from .evaluation import AGGREGATIONS, MAX_BATCH_TOKENS, METRICS, built_figures, check_scoring_options
 from .processbench import SUBSETS
 from .scoring import Scorer
-from .tokenization import StepFormat, saved_step_format
+from .tokenization import StepFormat, Truncation, saved_step_format
 
 BENCHMARKS = ("processbench", "built", "best_of_n")
 
@@ -174,8 +174,6 @@ def evaluate_reward_model(
         a solution is correct when its final answer matches the reference answer (`answer_is_correct`), or, for rows
         without a reference answer, when every step is labelled correct.
     """
-    from .tokenization import Truncation
-
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if step_format is None:
