@@ -32,6 +32,8 @@ class PRMConfig(TrainingArguments):
             Whether to disable dropout in the model (LoRA dropout included).
         step_separator (`str`, *optional*, defaults to `"\n"`):
             Separator appended to each step. The step's label sits on the last token of the step and its separator.
+            Saved with the truncation beside the trained model (`prm_step_format.json`, see `step_format`), where
+            prm-eval and `PRMReward` read it.
         train_on_last_step_only (`bool`, *optional*, defaults to `False`):
             Whether to train on the label of the last step only. Evaluation always scores every step.
         dataset_num_proc (`int` or `None`, *optional*, defaults to `None`):
