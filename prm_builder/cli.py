@@ -281,6 +281,7 @@ def run_build(args: argparse.Namespace) -> int:
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
     from .drops import recorded_drops, save_drops
+    from .redact import without_credentials
     from .stats import format_summary, plot_distributions, summarize_splits
 
     options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
@@ -296,8 +297,10 @@ def run_build(args: argparse.Namespace) -> int:
     output = Path(args.output_dir)
     dataset.save_to_disk(str(output))
     save_drops(drops, output)
+    # Read back by prm-train for its model card; no credential is written (a password in
+    # --base-url, an api key), local paths are.
     (output / "prm_builder_options.json").write_text(
-        json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
+        json.dumps({"config": args.config, "options": without_credentials(_jsonable(options))}, indent=2)
     )
     print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")

@@ -57,6 +57,29 @@ _THOUSANDS = re.compile(r"(?<=\d)(?:,|\{,\})(?=\d{3}(?!\d))")
 _TRAILING_ZEROS = re.compile(r"(\d)\.(\d*?)0+(?!\d)")
 
 
+# Characters that show nothing: every format character (Unicode category Cf: zero-width space
+# U+200B, soft hyphen U+00AD, joiners, bidi controls, U+FEFF, tags; the ranges of Unicode 15), and
+# invisible ones of other categories (combining grapheme joiner, Hangul fillers, braille blank,
+# variation selectors). Visible whitespace of every kind (NBSP, thin and ideographic spaces) is
+# removed with the rest of the whitespace in `normalize_problem`.
+_INVISIBLE_BMP = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0\ufe00-\ufe0f"
+)
+_INVISIBLE_ASTRAL = (
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f\U000e0100-\U000e01ef"
+)
+_INVISIBLE = re.compile(f"[{_INVISIBLE_BMP}{_INVISIBLE_ASTRAL}]")
+# Cyrillic and Greek letters drawn like Latin ones ("х" for "x"), as the Latin letter: a problem
+# retyped with them is the same problem. Other scripts' look-alikes are not mapped (docs/mixtures.md).
+_LOOKALIKE_LETTERS = "АВЕЅІЈКМНОРСТХУаеіјѕорсухһԁԛԝҮΑΒΕΖΗΙΚΜΝΟΡΤΥΧον"
+_LOOKALIKES = str.maketrans(_LOOKALIKE_LETTERS, "ABESIJKMHOPCTXYaeijsopcyxhdqwYABEZHIKMNOPTYXov")
+# Whether a text needs either, found fast: searching _INVISIBLE's class takes 8 times as long
+# (its characters beyond U+FFFF), translate() 25 times; a text with such characters is found by max().
+_SUSPECT = re.compile(f"[{_INVISIBLE_BMP}{_LOOKALIKE_LETTERS}]")
+
+
 def _latex_replacement(match: re.Match) -> str:
     return "\\frac" if match.group().endswith("frac") else " "
 
@@ -64,12 +87,17 @@ def _latex_replacement(match: re.Match) -> str:
 def normalize_problem(text: str) -> str:
     """The text with spacing, LaTeX spacing and number formatting made canonical.
 
+    Invisible characters go, compatibility forms are unified (NFKC: fullwidth and mathematical
+    letters, ligatures) and Cyrillic/Greek letters drawn like Latin ones read as Latin.
+
     "What is $1{,}000 \\cdot 2.50$?" and "What is $1000\\cdot 2.5$ ?" normalise alike. Whitespace
     is removed rather than collapsed, so "x + 1" and "x+1" match; two different problems would
     need the same characters in the same order to collide. Each step runs only when its
     characters occur: this is called once per distinct prompt of every build.
     """
     if not text.isascii():
+        if _SUSPECT.search(text) or max(text) > "\uffff":
+            text = _INVISIBLE.sub("", text).translate(_LOOKALIKES)
         text = unicodedata.normalize("NFKC", text)
     if "\\" in text or "~" in text:
         text = _LATEX.sub(_latex_replacement, text)
