@@ -13,6 +13,7 @@ exits 1; `--debug` prints the full traceback as well.
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -268,6 +269,11 @@ def _split_files(items: list[str]) -> dict[str, list[str]]:
         split, sep, path = item.partition("=")
         if not sep or not split or not path:
             raise ValueError(f"--data-files expects SPLIT=PATH items (e.g. train=phase2_train.jsonl), got {item!r}")
+        if os.path.isdir(path):  # else datasets says only "Unable to find" the folder it was given
+            raise ValueError(
+                f"--data-files {item}: {path} is a folder; --data-files names files (e.g. {split}={os.path.join(path, 'train.jsonl')}), "
+                f"--data-dir {path} reads a folder"
+            )
         files.setdefault(split, []).append(path)
     return files
 
