@@ -109,7 +109,8 @@ def normalize_problem(text: str) -> str:
 
 
 def problem_hash(text: str) -> str:
-    return hashlib.sha1(normalize_problem(text).encode()).hexdigest()[:16]
+    # surrogatepass: a lone surrogate from a JSON escape is hashed, not an error; valid text hashes as UTF-8
+    return hashlib.sha1(normalize_problem(text).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 # -- the option ------------------------------------------------------------------------------------
@@ -282,10 +283,12 @@ def read_problems(path: str) -> list[str]:
 def _json_list(path: str) -> list[tuple[int, object]]:
     """(1-based position, item) of a .json file holding a list (as ProcessBench's files do)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
         found = type(data).__name__
     except json.JSONDecodeError as error:
         data, found = None, f"invalid JSON ({error.msg})"
+    except UnicodeDecodeError as error:
+        data, found = None, f"bytes that are not UTF-8 text (0x{error.object[error.start]:02x} at byte {error.start})"
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of objects, got {found}")
     return list(enumerate(data, start=1))

@@ -362,3 +362,27 @@ def test_a_read_only_cache_holding_every_generation_builds_without_locks(tiny_ch
         assert server.count() == 0
     warnings = [r.getMessage() for r in caplog.records if "cannot be locked" in r.getMessage()]
     assert len(warnings) == 1 and "reading it without the shard locks" in warnings[0]
+
+
+def test_the_model_card_hides_options_named_like_secrets():
+    from types import SimpleNamespace
+
+    from prm_trainer.model_card import training_data_section
+
+    section = training_data_section(
+        {"builder": "prm_builder", "config": "model_sampled"}, {}, SimpleNamespace(label_type="hard", label_column="labels"),
+        dataset_options={"token": "plainsecret12", "base_url": "http://alice:pAsSw0rd@h:1/v1", "seed": 3},
+    )
+    assert "- options: `token=<redacted>`, `base_url=http://<redacted>@h:1/v1`, `seed=3`" in section
+
+
+def test_exclude_problems_json_files_that_are_not_utf8_are_named(tmp_path):
+    from prm_builder.decontamination import problem_hash, read_problems
+
+    path = tmp_path / "problems.json"
+    path.write_bytes(b'[{"problem": "Wh' + HOSTILE + b'at?"}]')
+    with pytest.raises(ValueError, match=rf"{path}: expected a JSON list of objects, got bytes that are not UTF-8 text \(0xff at byte 16\)"):
+        read_problems(str(path))
+    path.write_bytes(b'\xef\xbb\xbf[{"problem": "What is \\ud800?"}]')  # a byte-order mark, a lone surrogate
+    (problem,) = read_problems(str(path))
+    assert problem_hash(problem) != problem_hash("What is ?")

@@ -207,6 +207,12 @@ def parse_answer(text: str, endpoint: str, n: int) -> list[Generation]:
         if not isinstance(generation, str):
             field = "text" if endpoint == "completions" else "message content"
             raise BadAnswerError(f"expected a string {field}, got {generation!r}: {_excerpt(text)}")
+        if not generation.isascii():
+            try:  # JSON can spell half of a surrogate pair ("\ud800"), which is no text: Arrow cannot store it
+                generation.encode("utf-8")
+            except UnicodeEncodeError as error:
+                lone = generation[error.start].encode("unicode_escape").decode()
+                raise BadAnswerError(f"expected UTF-8 text, got the lone surrogate {lone} at character {error.start}: {_excerpt(text)}") from None
         generations.append(Generation(generation, finish))
     return generations
 
