@@ -5,7 +5,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-# A \\uD800-\\uDFFF escape: JSON lets a line spell half of a surrogate pair, which json.loads turns
+# A \uD800-\uDFFF escape: JSON lets a line spell half of a surrogate pair, which json.loads turns
 # into a str that is no text (Arrow cannot store it). Looked for only when such an escape is there.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 

@@ -334,7 +334,8 @@ def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
 
 def _parse(line: bytes) -> dict:
     try:
-        text = line.decode("utf-8-sig")  # json.loads of the bytes took a byte-order mark too
+        # (json.loads of the bytes decoded them too, and took a byte-order mark)
+        text = (line[3:] if line.startswith(b"\xef\xbb\xbf") else line).decode("utf-8")
     except UnicodeDecodeError as error:
         raise BadLine("not_utf8", f"expected UTF-8 text, got byte 0x{line[error.start]:02x} at column {error.start + 1}") from None
     try:

@@ -131,7 +131,13 @@ CONFIG_CLASS = StepwiseConfig
 
 
 def split_generators(config: StepwiseConfig, dl_manager) -> list[datasets.SplitGenerator]:
-    loaded = _load(config)
+    try:
+        loaded = _load(config)
+    except datasets.exceptions.DatasetGenerationError as error:
+        clear = _not_utf8(config, error)
+        if clear is None:
+            raise
+        raise clear from None
     generators = []
     for split, dataset in loaded.items():
         columns = _columns(config, dataset.column_names, split)
@@ -158,17 +164,22 @@ def _load(config: StepwiseConfig) -> datasets.DatasetDict:
         raise ValueError(
             f"stepwise reads local files of one format ({', '.join(LOCAL_BUILDERS)}), got {sorted(suffixes)} in {every}"
         )
-    try:
-        return datasets.load_dataset(builders.pop(), data_files={split: list(map(str, paths)) for split, paths in files.items()})
-    except datasets.exceptions.DatasetGenerationError as error:
-        if not isinstance(error.__cause__, UnicodeDecodeError):
-            raise
-        # The csv reader decodes in Python and names no file; the json and parquet ones pass such
-        # bytes through (generate_rows counts them as not_utf8).
-        raise ValueError(
-            f"stepwise: expected UTF-8 text in {', '.join(every)}, got {error.__cause__.reason} "
-            f"(byte 0x{error.__cause__.object[error.__cause__.start]:02x}); save the file as UTF-8"
-        ) from None
+    return datasets.load_dataset(builders.pop(), data_files={split: list(map(str, paths)) for split, paths in files.items()})
+
+
+def _not_utf8(config: StepwiseConfig, error: Exception) -> ValueError | None:
+    """The error to raise when datasets' csv reader met bytes that are not UTF-8 (it names no file;
+    the json and parquet readers pass such bytes through, and generate_rows counts them)."""
+    cause = error.__cause__
+    if not isinstance(cause, UnicodeDecodeError):
+        return None
+    if config.data_files is not None:
+        where = ", ".join(str(file) for files in config.data_files.values() for file in files)
+    else:
+        where = config.data_dir if config.data_dir is not None else config.dataset
+    return ValueError(
+        f"stepwise: expected UTF-8 text in {where}, got {cause.reason} (byte 0x{cause.object[cause.start]:02x}); save the file as UTF-8"
+    )
 
 
 def _columns(config: StepwiseConfig, names: list[str], split: str) -> dict[str, str]:
