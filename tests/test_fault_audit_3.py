@@ -386,3 +386,21 @@ def test_exclude_problems_json_files_that_are_not_utf8_are_named(tmp_path):
     path.write_bytes(b'\xef\xbb\xbf[{"problem": "What is \\ud800?"}]')  # a byte-order mark, a lone surrogate
     (problem,) = read_problems(str(path))
     assert problem_hash(problem) != problem_hash("What is ?")
+
+
+def test_prm_train_writes_no_hub_token_into_its_checkpoints(tmp_path, tiny_model_path, gsm8k_dir, monkeypatch):
+    import huggingface_hub
+    from prm_trainer.cli import main, make_parser
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # restored after the test, whatever prm-train sets
+    dataset = load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=4)
+    dataset.save_to_disk(tmp_path / "built")
+    out = tmp_path / "prm"
+    args = ["--model_name_or_path", tiny_model_path, "--dataset_name", tmp_path / "built", "--dataset_test_split", "none",
+            "--output_dir", out, "--hub_token", "hf_plainSecretToken123", "--max_steps", "1", "--save_strategy", "steps",
+            "--save_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none"]  # fmt: skip
+    main(*make_parser().parse_args_and_config([str(arg) for arg in args]))
+    written = [path for path in out.rglob("*") if path.is_file()]
+    assert any(path.name == "training_args.bin" for path in written)  # the Trainer pickles its arguments
+    assert [path for path in written if b"hf_plainSecretToken123" in path.read_bytes()] == []
+    assert huggingface_hub.get_token() == "hf_plainSecretToken123"  # a push still finds it
