@@ -271,8 +271,8 @@ def _split_files(items: list[str]) -> dict[str, list[str]]:
             raise ValueError(f"--data-files expects SPLIT=PATH items (e.g. train=phase2_train.jsonl), got {item!r}")
         if os.path.isdir(path):  # else datasets says only "Unable to find" the folder it was given
             raise ValueError(
-                f"--data-files {item}: {path} is a folder; --data-files names files (e.g. {split}={os.path.join(path, 'train.jsonl')}), "
-                f"--data-dir {path} reads a folder"
+                f"--data-files {item}: {path} is a folder; --data-files names files "
+                f"(e.g. {split}={os.path.join(path, 'train.jsonl')}), --data-dir {path} reads a folder"
             )
         files.setdefault(split, []).append(path)
     return files

@@ -57,7 +57,8 @@ def lone_surrogate(line: bytes, parsed) -> str | None:
     while index < len(matches):
         high = matches[index].group()[3:4].lower() in b"89ab"
         following = matches[index + 1] if index + 1 < len(matches) else None
-        if high and following is not None and following.start() == matches[index].end() and following.group()[3:4].lower() in b"cdef":
+        low_next = following is not None and following.start() == matches[index].end()
+        if high and low_next and following.group()[3:4].lower() in b"cdef":
             index += 2
             continue
         return matches[index].group().decode("ascii").lower()

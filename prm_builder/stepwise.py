@@ -178,7 +178,8 @@ def _not_utf8(config: StepwiseConfig, error: Exception) -> ValueError | None:
     else:
         where = config.data_dir if config.data_dir is not None else config.dataset
     return ValueError(
-        f"stepwise: expected UTF-8 text in {where}, got {cause.reason} (byte 0x{cause.object[cause.start]:02x}); save the file as UTF-8"
+        f"stepwise: expected UTF-8 text in {where}, got {cause.reason} (byte 0x{cause.object[cause.start]:02x}); "
+        "save the file as UTF-8"
     )
 
 

@@ -38,6 +38,15 @@ def _lines(path: Path) -> list[bytes]:
     return path.read_bytes().splitlines(keepends=True)
 
 
+def _strings(*texts) -> pa.Array:
+    """A string array holding any bytes: Arrow checks UTF-8 only when asked (Parquet files can hold such)."""
+    data = [text.encode() if isinstance(text, str) else text for text in texts]
+    offsets = [0]
+    for item in data:
+        offsets.append(offsets[-1] + len(item))
+    return pa.Array.from_buffers(pa.string(), len(data), [None, pa.array(offsets, pa.int32()).buffers()[1], pa.py_buffer(b"".join(data))])
+
+
 def _readable(dataset) -> None:
     """Every row of every split reads back (what prm-train and push do first)."""
     for split in dataset.values():
@@ -95,7 +104,7 @@ def test_stepwise_drops_rows_that_are_not_utf8_in_json_and_parquet_and_names_a_c
     assert f"{path}, row 2: skipped (not_utf8)" in caplog.text
 
     # Parquet stores whatever bytes a writer put in a string column.
-    prompts = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00\x04\x00\x00\x00"), pa.py_buffer(b"ok" + HOSTILE)])
+    prompts = _strings("ok", HOSTILE)
     table = pa.table({"prompt": prompts, "completions": [["a"], ["b"]], "labels": [[True], [False]]})
     pq.write_table(table, tmp_path / "rows.parquet")
     dataset = load_dataset("prm_builder", "stepwise", data_files=str(tmp_path / "rows.parquet"))
@@ -104,7 +113,8 @@ def test_stepwise_drops_rows_that_are_not_utf8_in_json_and_parquet_and_names_a_c
 
     csv = tmp_path / "rows.csv"
     csv.write_bytes(b'prompt,completions,labels\n"Wh' + HOSTILE + b'at","[]","[]"\n')
-    with pytest.raises(ValueError, match=rf"stepwise: expected UTF-8 text in {csv}, got invalid start byte \(byte 0xff\); save the file as UTF-8"):
+    expected = rf"stepwise: expected UTF-8 text in {csv}, got invalid start byte \(byte 0xff\); save the file as UTF-8"
+    with pytest.raises(ValueError, match=expected):
         load_dataset("prm_builder", "stepwise", data_files=str(csv))
 
 
@@ -121,7 +131,7 @@ def test_problem_files_of_synthetic_and_model_sampled_name_file_and_line(test_da
             problems.load_problems(str(folder), dl_manager=None)  # model_sampled's problem files
 
     # A GSM8K-layout Parquet file (synthetic reads them too): its strings are not checked on write.
-    questions = pa.Array.from_buffers(pa.string(), 2, [None, pa.py_buffer(b"\x00\x00\x00\x00\x02\x00\x00\x00\x04\x00\x00\x00"), pa.py_buffer(b"ok" + HOSTILE)])
+    questions = _strings("ok", HOSTILE)
     pq.write_table(pa.table({"question": questions, "answer": ["#### 1", "#### 2"]}), tmp_path / "train.parquet")
     with pytest.raises(ValueError, match=r"train.parquet, row 2: expected UTF-8 text in 'question' and 'answer'"):
         problems.read_gsm8k_problems(tmp_path / "train.parquet")
@@ -259,7 +269,8 @@ def test_every_format_character_and_confusable_space_is_ignored():
     every_cf = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
     assert normalize_problem("".join(f"{ch}{every_cf[i % len(every_cf)]}" for i, ch in enumerate(text))) == normalize_problem(text)
     for name, character in {**HIDDEN, **SPACES}.items():
-        assert normalize_problem(text.replace(" ", " " + character, 3).replace("value", f"va{character}lue")) == normalize_problem(text), name
+        disguised = text.replace(" ", " " + character, 3).replace("value", f"va{character}lue")
+        assert normalize_problem(disguised) == normalize_problem(text), name
     assert normalize_problem("What is х + у?") == normalize_problem("What is x + y?")  # Cyrillic х, у
     assert normalize_problem("What is 𝑥 + ｙ?") == normalize_problem("What is x + y?")  # NFKC: math italic, fullwidth
     assert normalize_problem("What is 1/2?") != normalize_problem("What is 1/3?")
@@ -381,7 +392,8 @@ def test_exclude_problems_json_files_that_are_not_utf8_are_named(tmp_path):
 
     path = tmp_path / "problems.json"
     path.write_bytes(b'[{"problem": "Wh' + HOSTILE + b'at?"}]')
-    with pytest.raises(ValueError, match=rf"{path}: expected a JSON list of objects, got bytes that are not UTF-8 text \(0xff at byte 16\)"):
+    expected = rf"{path}: expected a JSON list of objects, got bytes that are not UTF-8 text \(0xff at byte 16\)"
+    with pytest.raises(ValueError, match=expected):
         read_problems(str(path))
     path.write_bytes(b'\xef\xbb\xbf[{"problem": "What is \\ud800?"}]')  # a byte-order mark, a lone surrogate
     (problem,) = read_problems(str(path))

@@ -212,7 +212,9 @@ def parse_answer(text: str, endpoint: str, n: int) -> list[Generation]:
                 generation.encode("utf-8")
             except UnicodeEncodeError as error:
                 lone = generation[error.start].encode("unicode_escape").decode()
-                raise BadAnswerError(f"expected UTF-8 text, got the lone surrogate {lone} at character {error.start}: {_excerpt(text)}") from None
+                raise BadAnswerError(
+                    f"expected UTF-8 text, got the lone surrogate {lone} at character {error.start}: {_excerpt(text)}"
+                ) from None
         generations.append(Generation(generation, finish))
     return generations
 
