@@ -118,7 +118,7 @@ def test_stepwise_drops_rows_that_are_not_utf8_in_json_and_parquet_and_names_a_c
         load_dataset("prm_builder", "stepwise", data_files=str(csv))
 
 
-def test_problem_files_of_synthetic_and_model_sampled_name_file_and_line(test_data, tmp_path):
+def test_problem_files_of_synthetic_and_model_sampled_name_file_and_line(test_data, tmp_path, tiny_chat_model_path):
     lines = _lines(test_data / "gsm8k" / "test.jsonl")[:3]
     for name, broken in (("bytes", b'"question": "' + HOSTILE), ("surrogate", b'"question": "\\udcff')):
         folder = tmp_path / name
@@ -128,7 +128,9 @@ def test_problem_files_of_synthetic_and_model_sampled_name_file_and_line(test_da
         with pytest.raises(ValueError, match=rf"{folder / 'test.jsonl'}, line 3: expected UTF-8 text, {expected}"):
             load_dataset("prm_builder", "synthetic", problems=str(folder))
         with pytest.raises(ValueError, match=rf"{folder / 'test.jsonl'}, line 3: expected UTF-8 text, {expected}"):
-            problems.load_problems(str(folder), dl_manager=None)  # model_sampled's problem files
+            # The file is read before any request: nothing listens at that URL.
+            load_dataset("prm_builder", "model_sampled", problems=str(folder), model=str(tiny_chat_model_path),
+                         backend="openai", base_url="http://127.0.0.1:9/v1")  # fmt: skip
 
     # A GSM8K-layout Parquet file (synthetic reads them too): its strings are not checked on write.
     questions = _strings("ok", HOSTILE)
