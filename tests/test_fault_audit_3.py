@@ -1,10 +1,12 @@
 """The third fault audit (issue 19), as an adversarial user would try it: text that is not UTF-8
-in every config's input, a server that trickles its answer, a password in --base-url, NaN labels
-and empty steps, invisible characters in benchmark problems, and the small messages (a BOM, a
-folder as --data-files, the column-map hint, the cache-repair command, a read-only cache)."""
+in every config's input, a server that trickles its answer, a password in --base-url or a
+--hub_token written to disk, NaN labels and empty steps, invisible characters in benchmark
+problems, and the small messages (a BOM, a folder as --data-files, the column-map hint, the
+cache-repair command, a read-only cache)."""
 
 import json
 import logging
+import os
 import shlex
 import socket
 import subprocess
@@ -44,7 +46,8 @@ def _strings(*texts) -> pa.Array:
     offsets = [0]
     for item in data:
         offsets.append(offsets[-1] + len(item))
-    return pa.Array.from_buffers(pa.string(), len(data), [None, pa.array(offsets, pa.int32()).buffers()[1], pa.py_buffer(b"".join(data))])
+    buffers = [None, pa.array(offsets, pa.int32()).buffers()[1], pa.py_buffer(b"".join(data))]
+    return pa.Array.from_buffers(pa.string(), len(data), buffers)
 
 
 def _readable(dataset) -> None:
@@ -352,9 +355,13 @@ def test_the_repair_command_of_a_damaged_cache_names_its_folder(tiny_chat_model_
 
 
 def _read_only(folder: Path):
-    """Make `folder` and everything in it unwritable, for root too (which ignores permission bits)."""
+    """Make `folder` and everything in it unwritable; returns the undo. Root ignores permission
+    bits, so as root the files are made immutable (chattr +i) instead."""
+    if os.geteuid() != 0:
+        subprocess.run(["chmod", "-R", "a-w", str(folder)], check=True)
+        return lambda: subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
     if subprocess.run(["chattr", "-R", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not available here (it needs root on a filesystem that has it)")
+        pytest.skip("chattr +i is not available here (root on a filesystem without it, or without the capability)")
     return lambda: subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
 
 
