@@ -213,12 +213,12 @@ def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table,
         # and skip it. (Arrow's JSON reader takes any bytes in a string; Arrow files must not hold them.)
         parsed, kept = [], []
         for line_start, line in zip(line_starts, block.to_pybytes().split(b"\n")):
-            if not _utf8(line):
+            one = _parse_block(line) if line.strip() else None
+            if one is not None and one.num_rows == 1 and not _valid_utf8(one):
                 drops["not_utf8"] += 1
                 if logger.isEnabledFor(logging.DEBUG):  # the line number costs a pass up to the line
                     logger.debug(f"{path}, line {_line_number(path, start + line_start)}: skipped (not_utf8): not UTF-8 text")
                 continue
-            one = _parse_block(line) if line.strip() else None
             if one is not None and one.num_rows == 1:
                 parsed.append(one)
                 kept.append(start + line_start)
@@ -235,14 +235,6 @@ def _valid_utf8(table: pa.Table) -> bool:
     try:
         table.validate(full=True)  # checks the UTF-8 of every string, at memory speed
     except pa.ArrowInvalid:
-        return False
-    return True
-
-
-def _utf8(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
         return False
     return True
 
