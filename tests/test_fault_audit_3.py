@@ -223,8 +223,10 @@ def test_a_password_in_base_url_is_in_no_file_the_build_writes(tiny_chat_model_p
         assert cli.main(argv) == 0
         assert server.count() > 0
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
-    assert any(path.parent == output for path in written) and any(generations in path.parents for path in written)
-    for path in written:  # the output folder, the generation cache, the datasets cache (HF_DATASETS_CACHE is in tmp_path)
+    # The output folder, the generation cache, the Arrow cache (conftest puts HF_DATASETS_CACHE in tmp_path).
+    for folder in (output, generations, tmp_path / "hf_datasets_cache" / "prm_builder"):
+        assert any(folder in path.parents for path in written), folder
+    for path in written:
         assert b"pAsSw0rd" not in path.read_bytes(), path
     stored = json.loads((output / "prm_builder_options.json").read_text())
     assert stored["options"]["base_url"] == server.url.replace("http://", "http://<redacted>@")
