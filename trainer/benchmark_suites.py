@@ -36,6 +36,8 @@ class EvalOptions:
         dataset_options, split; metrics (from `step_accuracy`, `first_error_f1`, `best_of_n`) and the aggregation
         of step scores for `best_of_n`.
     Best-of-N: candidates (the candidates file) and the aggregations of step scores to compare.
+    on_scored: called as `on_scored(name, rows, scores)` after each set of rows is scored (a ProcessBench subset, the
+        built split, the best-of-N candidates), e.g. to show the rows (prm-eval --html).
     """
 
     step_format: StepFormat | None = None
@@ -58,6 +60,7 @@ class EvalOptions:
     aggregation: str = "min"
     candidates: str | Path | None = None
     aggregations: tuple = AGGREGATIONS
+    on_scored: object = None
 
     def __post_init__(self):
         check_scoring_options(self.threshold, self.batch_size, self.max_batch_tokens)
@@ -103,6 +106,15 @@ def built_metrics(scores: list[list[float]], rows: list[dict], threshold: float,
         "overall": figures(range(len(rows))),
         "sources": {source: figures(indices) for source, indices in sorted(by_source.items())},
     }
+
+
+def _reporting(scorer, on_scored):
+    def score(rows, name):
+        scores = scorer(rows, name)
+        on_scored(name, rows, scores)
+        return scores
+
+    return score
 
 
 def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]:
@@ -223,6 +235,8 @@ def evaluate(model, tokenizer=None, benchmark: str = "processbench", options: Ev
 
     scorer = Scorer(model, tokenizer, step_format, options.batch_size, options.progress, options.scores_dir, name,
                     max_batch_tokens=options.max_batch_tokens)
+    if options.on_scored is not None:
+        scorer = _reporting(scorer, options.on_scored)
 
     threshold = options.threshold
     if benchmark == "processbench":
