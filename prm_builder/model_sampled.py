@@ -13,6 +13,12 @@ labelled:
            and finds the first prefix with no successful rollout in ~log2(steps + 1) evaluations;
            the steps it did not evaluate get NaN in `step_scores`. A correct final answer does not
            skip the rollouts: right answers after wrong steps are exactly what a PRM must catch.
+  judge    an LLM judge (`judge_model`, thinking allowed) reads the problem and the indexed steps
+           and names the earliest wrong step, or -1 (judge.py); `judge_samples` verdicts are
+           voted on, a tie or no majority is a drop. Steps before the voted index are True.
+  consensus  the judge, then Monte Carlo as `mc` does, on every solution the judge labelled; kept
+           only when both give the same first error (Zhang et al. 2025's consensus filtering),
+           disagreements dropped and counted by kind.
 
 Every generation (solution or rollout) goes through the generation cache (generation_cache.py)
 before it is used, so an interrupted build resumes where it stopped, changing only labelling
@@ -21,7 +27,9 @@ any config. This module holds the options and the rows; problems.py reads the pr
 scheduler.py makes the requests, mc_search.py searches for each solution's first bad step.
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -38,6 +46,14 @@ from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
+from .judge import (
+    DEFAULT_JUDGE_PROMPT_TEMPLATE,
+    VerdictSlots,
+    check_template,
+    labels_from_first_error,
+    parse_verdict,
+    render_judge_prompt,
+)
 from .mc_search import rollout_labels
 from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
 from .redact import redact_url
@@ -52,7 +68,14 @@ DEFAULT_PROMPT_TEMPLATE = (
     "from the next by a blank line, and end with the final answer in the form \\boxed{ANSWER}.\n\n{problem}"
 )
 PROBLEM_PLACEHOLDER = "{problem}"
-LABEL_METHODS = ("mc", "outcome")
+LABEL_METHODS = ("consensus", "judge", "mc", "outcome")
+JUDGE_METHODS = ("consensus", "judge")
+# mc_first_error of a row no Monte Carlo search labelled (label_method="judge").
+NO_MC = -2
+# Bumped when the meaning of cached verdicts changes; part of every verdict group's key.
+JUDGE_FORMAT = 1
+# Why consensus dropped a solution both labelled: judge's first error vs Monte Carlo's.
+DISAGREEMENTS = ("disagree_judge_earlier", "disagree_judge_later", "disagree_judge_all_right", "disagree_mc_all_right")
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of
@@ -70,7 +93,7 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"
-CITATION = citation("wang2024math", "luo2024improve")
+CITATION = citation("wang2024math", "luo2024improve", "zhang2025lessons", "zheng2024processbench")
 FEATURES = with_extra_columns(
     # Monte Carlo success fraction per step; NaN where binary search did not evaluate the step;
     # empty for label_method="outcome".
@@ -84,6 +107,22 @@ FEATURES = with_extra_columns(
     temperature=Value("float32"),
     top_p=Value("float32"),
 )
+# Rows labelled by a judge (label_method "judge" or "consensus") carry its verdict and MC's.
+JUDGE_FEATURES = datasets.Features(
+    {
+        **FEATURES,
+        # The judge's voted first error (-1: every step right).
+        "judge_first_error": Value("int32"),
+        # Monte Carlo's first error (-1: every step right; -2: no Monte Carlo ran, label_method="judge").
+        "mc_first_error": Value("int32"),
+        "judge_model": Value("string"),
+    }
+)
+
+
+def features(config: "ModelSampledConfig") -> datasets.Features:
+    """The row schema of this build: judged rows carry three more columns."""
+    return JUDGE_FEATURES if config.label_method in JUDGE_METHODS else FEATURES
 
 
 @dataclasses.dataclass
@@ -106,10 +145,20 @@ class ModelSampledConfig(PRMBuilderConfig):
         prompt_template: the user message; `{problem}` is replaced by the problem text. The chat
             template is applied when the tokenizer has one.
         step_separator: splits a solution into steps ("\\n\\n": one step per paragraph).
-        label_method: "mc" (Monte Carlo rollouts per step) or "outcome" (the answer's correctness).
+        label_method: "mc" (Monte Carlo rollouts per step), "outcome" (the answer's correctness),
+            "judge" (an LLM judge's first error) or "consensus" (judge and mc, kept where they agree).
         mc_rollouts: continuations per step prefix.
         mc_search: "binary" (first failing step by binary search, assuming monotone labels) or
             "linear" (every step).
+        judge_model: the judge (Hub name, local folder, or the name a server serves); required by
+            label_method "judge" and "consensus".
+        judge_backend: backend of the judge (None: `backend`).
+        judge_base_url: OpenAI-compatible server(s) of the judge (None: `base_url`).
+        judge_samples: verdicts per solution; the index more than half of them name is the label
+            (a tie or no majority drops the solution).
+        judge_max_new_tokens, judge_temperature: the judge's sampling (top_p 1); thinking is allowed.
+        judge_prompt_template: the judge's user message; `{problem}` and `{steps}` (the steps,
+            each tagged with its index) are replaced.
         max_problems: cap on the problems of each split (None: all).
         seed: seed of the sampling; part of the generation cache's identity.
         force_regenerate: discard every cached generation of this model, prompt and sampling
@@ -125,7 +174,10 @@ class ModelSampledConfig(PRMBuilderConfig):
     # Options that change how rows are made, never which rows: a build with other values of
     # these reuses the Arrow cache (force_regenerate forces a rebuild through the epoch).
     OPTIONS_NOT_IN_CACHE_KEY: ClassVar[frozenset] = frozenset(
-        {"backend", "base_url", "concurrency", "generation_cache_dir", "force_regenerate", "request_timeout", "max_retries"}
+        {
+            "backend", "base_url", "concurrency", "generation_cache_dir", "force_regenerate", "request_timeout",
+            "max_retries", "judge_backend", "judge_base_url",
+        }  # fmt: skip
     )
 
     model: str = dataclasses.field(default=DEFAULT_MODEL, metadata={"help": "Hub name or local folder of the model"})
@@ -147,9 +199,24 @@ class ModelSampledConfig(PRMBuilderConfig):
     step_separator: str = dataclasses.field(
         default="\n\n", metadata={"help": "splits a solution into steps; escapes such as \\n are read (default: a blank line)"}
     )
-    label_method: str = dataclasses.field(default="mc", metadata={"help": "mc (rollouts per step) or outcome"})
+    label_method: str = dataclasses.field(
+        default="mc", metadata={"help": "mc (rollouts per step), outcome, judge (an LLM judge) or consensus (judge and mc agree)"}
+    )
     mc_rollouts: int = dataclasses.field(default=8, metadata={"help": "rollouts per step prefix"})
     mc_search: str = dataclasses.field(default="binary", metadata={"help": "binary or linear"})
+    judge_model: str | None = dataclasses.field(
+        default=None, metadata={"help": "the judge model (label_method judge or consensus)"}
+    )
+    judge_backend: str | None = dataclasses.field(default=None, metadata={"help": "the judge's backend (default: backend)"})
+    judge_base_url: str | list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "the judge's OpenAI-compatible server URL(s) (default: base_url)"}
+    )
+    judge_samples: int = dataclasses.field(default=1, metadata={"help": "verdicts per solution, majority vote"})
+    judge_max_new_tokens: int = dataclasses.field(default=8192, metadata={"help": "tokens per verdict at most (thinking included)"})
+    judge_temperature: float = dataclasses.field(default=0.6, metadata={"help": "the judge's sampling temperature"})
+    judge_prompt_template: str = dataclasses.field(
+        default=DEFAULT_JUDGE_PROMPT_TEMPLATE, metadata={"help": "the judge's user message; {problem} and {steps} are replaced"}
+    )
     max_problems: int | None = dataclasses.field(default=None, metadata={"help": "cap on the problems of each split"})
     seed: int = dataclasses.field(default=0, metadata={"help": "sampling seed"})
     force_regenerate: bool = dataclasses.field(
@@ -200,17 +267,66 @@ class ModelSampledConfig(PRMBuilderConfig):
             self.step_separator = self.step_separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
         check_choice("label_method", self.label_method, list(LABEL_METHODS))
         check_choice("mc_search", self.mc_search, list(MC_SEARCHES))
+        self._validate_judge()
         check_bool("force_regenerate", self.force_regenerate)
         if self.generation_cache_dir is not None:
             folder = check_string("generation_cache_dir", self.generation_cache_dir, "a folder path", allow_none=True)
             self.generation_cache_dir = os.path.abspath(os.path.expanduser(folder))
 
+    def _validate_judge(self) -> None:
+        judge_options = ("judge_model", "judge_backend", "judge_base_url")
+        if self.label_method not in JUDGE_METHODS:
+            given = [option for option in judge_options if getattr(self, option) not in (None, "", [])]
+            if given:
+                raise ValueError(
+                    f"{given[0]} is only used with label_method='judge' or 'consensus', got label_method={self.label_method!r}"
+                )
+            return
+        if self.judge_model is None:
+            raise ValueError(f"label_method={self.label_method!r} needs judge_model (the judge's Hub name, folder or served name), got None")
+        self.judge_model = check_string("judge_model", self.judge_model)
+        self.judge_backend = self.backend if self.judge_backend is None else self.judge_backend
+        check_choice("judge_backend", self.judge_backend, list(BACKENDS))
+        urls = _base_urls(self.judge_base_url, "judge_base_url")
+        if self.judge_backend == "openai":
+            urls = urls or self.base_url
+            if not urls:
+                raise ValueError("judge_backend='openai' needs judge_base_url (or base_url), e.g. 'http://localhost:8001/v1', got None")
+        elif urls:
+            raise ValueError(f"judge_base_url is only used with judge_backend='openai', got judge_backend={self.judge_backend!r}")
+        self.judge_base_url = urls
+        for option in ("judge_samples", "judge_max_new_tokens"):
+            check_int(option, getattr(self, option), minimum=1)
+        self.judge_temperature = check_number("judge_temperature", self.judge_temperature, minimum=0)
+        self.judge_prompt_template = check_template(check_string("judge_prompt_template", self.judge_prompt_template))
+
     @property
     def model_name(self) -> str:
         """The model as rows name it: a local folder by its last part, never its path on this machine."""
-        if os.path.isabs(self.model) or self.model.startswith((".", "~")) or os.path.isdir(self.model):
-            return os.path.basename(os.path.normpath(self.model))
-        return self.model
+        return _public_model_name(self.model)
+
+    @property
+    def judge_model_name(self) -> str:
+        return _public_model_name(self.judge_model)
+
+    def judge_identity(self) -> str:
+        """What a verdict depends on besides the solution: part of its group's key, so another judge,
+        prompt, sample count, sampling or seed never reuses a cached verdict."""
+        import json
+
+        identity = {
+            "format": JUDGE_FORMAT,
+            "model": self.judge_model,
+            "prompt_template": self.judge_prompt_template,
+            "samples": self.judge_samples,
+            "temperature": self.judge_temperature,
+            "max_new_tokens": self.judge_max_new_tokens,
+            "seed": self.seed,
+        }
+        return json.dumps(identity, sort_keys=True)
+
+    def judge_sampling(self) -> Sampling:
+        return Sampling(temperature=self.judge_temperature, top_p=1.0, max_new_tokens=self.judge_max_new_tokens)
 
     def local_inputs(self) -> list[str]:
         return [] if self.problems in PROBLEM_SETS else [self.problems]
@@ -248,14 +364,21 @@ class ModelSampledConfig(PRMBuilderConfig):
 CONFIG_CLASS = ModelSampledConfig
 
 
-def _base_urls(value) -> list[str] | None:
+def _public_model_name(model: str) -> str:
+    """A local folder by its last part, never its path on this machine."""
+    if os.path.isabs(model) or model.startswith((".", "~")) or os.path.isdir(model):
+        return os.path.basename(os.path.normpath(model))
+    return model
+
+
+def _base_urls(value, option: str = "base_url") -> list[str] | None:
     if value is None or value == "" or value == []:
         return None
     urls = []
-    for url in as_list("base_url", value):
+    for url in as_list(option, value):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             shown = redact_url(url) if isinstance(url, str) else url
-            raise ValueError(f"base_url must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {shown!r}")
+            raise ValueError(f"{option} must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {shown!r}")
         url = url.rstrip("/")
         if url.count("/") == 2:  # no path: vLLM, SGLang and TGI serve the API under /v1
             url += "/v1"
@@ -295,8 +418,16 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         concurrency=config.concurrency, base_urls=config.base_url,
         **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.backend == "openai" else {}),
     )  # fmt: skip
-    with cache.writer() as writer, Progress(split) as progress, backend, ShardLocks(cache, shards) as locks:
-        scheduler = Scheduler(writer, backend.get, progress, config.seed)
+    # The judge's backend, built (like the policy's) only once a verdict is missing from the cache.
+    judge = None
+    if config.label_method in JUDGE_METHODS:
+        judge = LazyBackend(
+            config.judge_backend, config.judge_model, None, config.judge_sampling(),
+            concurrency=config.concurrency, base_urls=config.judge_base_url, thinking=True,
+            **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.judge_backend == "openai" else {}),
+        )  # fmt: skip
+    with cache.writer() as writer, Progress(split) as progress, backend, ShardLocks(cache, shards) as locks, judge or contextlib.nullcontext():
+        scheduler = Scheduler(writer, backend.get, progress, config.seed, backends={"judge": judge.get} if judge else {})
         rows = RowsInOrder(scheduler, drops)
 
         def admit():
@@ -327,7 +458,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
                 admit()
                 yield from hand_out()
             yield from hand_out()
-            if not waiting and not scheduler.queue:
+            if not waiting and not scheduler.busy:
                 break
     if rows.in_progress:  # every request came back, so every problem must be complete
         raise RuntimeError(f"{rows.in_progress} problems left unfinished")
@@ -353,11 +484,23 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
     if not steps:
         return "empty_solution"
     grade = grading.grade(text, problem.reference, problem.style)
+    judged = {}
     if config.label_method == "outcome":
         labels, scores = [grade.correct] * len(steps), []
+    elif config.label_method == "mc":
+        labels, scores = yield from monte_carlo(config, problem, user, steps)
     else:
-        search = rollout_labels(problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search)
-        labels, scores = yield from search
+        verdict = yield from judge_first_error(config, problem, steps)
+        if isinstance(verdict, str):
+            return verdict
+        labels, scores, mc_error = labels_from_first_error(verdict, len(steps)), [], NO_MC
+        if config.label_method == "consensus":
+            # Only what the judge labelled is searched: a solution the judge dropped cannot be kept.
+            mc_labels, scores = yield from monte_carlo(config, problem, user, steps)
+            mc_error = first_error(mc_labels)
+            if mc_error != verdict:
+                return disagreement(verdict, mc_error)
+        judged = {"judge_first_error": verdict, "mc_first_error": mc_error, "judge_model": config.judge_model_name}
     return {
         "id": f"{problem.id}/sample-{index}",
         "prompt": problem.text,
@@ -374,7 +517,39 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
         "sample_index": index,
         "temperature": config.temperature,
         "top_p": config.top_p,
+        **judged,
     }
+
+
+def monte_carlo(config: ModelSampledConfig, problem: Problem, user: str, steps: list[str]):
+    """(labels, step_scores) of one solution by Monte Carlo rollouts (mc_search.py), for mc and consensus alike."""
+    return (yield from rollout_labels(problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search))
+
+
+def judge_first_error(config: ModelSampledConfig, problem: Problem, steps: list[str]):
+    """The judge's voted first error of a solution, or the reason there is none (a drop).
+
+    The verdicts of one solution are one group of the generation cache, keyed by the judge's
+    identity and its prompt, so a resumed or second build reads them instead of asking again;
+    an unparsable verdict asks for the next index of the group (judge.VerdictSlots).
+    """
+    user = render_judge_prompt(config.judge_prompt_template, problem.text, steps)
+    digest = hashlib.sha256(f"{config.judge_identity()}\n{user}".encode("utf-8")).hexdigest()[:16]
+    group = f"judge:{problem.key}:{digest}"
+    slots = VerdictSlots(config.judge_samples, config.max_retries)
+    while not slots.done:
+        (generations,) = yield [Want(problem.key, group, slots.wanted(), user, "", backend="judge")]
+        slots.read([parse_verdict(generation.text, len(steps)) for generation in generations])
+    return slots.result()
+
+
+def disagreement(judge_error: int, mc_error: int) -> str:
+    """The drop reason of a solution whose judge and Monte Carlo first errors differ."""
+    if judge_error == -1:
+        return "disagree_judge_all_right"
+    if mc_error == -1:
+        return "disagree_mc_all_right"
+    return "disagree_judge_earlier" if judge_error < mc_error else "disagree_judge_later"
 
 
 def split_steps(text: str, separator: str) -> list[str]:

@@ -12,6 +12,11 @@ A task that needs nothing new runs on at once; the others wait while `pump` runs
 over the queue, which keeps growing as woken tasks ask for more (the next prefix of a search is
 asked for as soon as the previous one's rollouts are in), so a backend never idles waiting for
 a slow request. Finished tasks' results collect in `finished`, with the caller's tag.
+
+A `Want` may name another backend than the policy's (an LLM judge: `Want.backend="judge"`);
+each backend has its own queue, and `pump` runs them in turn, each until its queue is empty
+(a backend's `generate` owns the thread while it runs), so the judge's requests gather while
+the policy works and go out together.
 """
 
 import hashlib
@@ -39,8 +44,10 @@ class Want:
     count: int
     user: str
     prefix: str
+    backend: str = "policy"  # which backend generates it: "policy", or a name in Scheduler.backends
 
 
+POLICY = "policy"
 Task = Generator[list[Want], list[list[Generation]], Any]
 
 
@@ -65,6 +72,14 @@ class Scheduler:
     in_flight: dict[str, set[int]] = field(default_factory=dict)
     forgotten: set[str] = field(default_factory=set)
     finished: deque[tuple[Any, Any]] = field(default_factory=deque)  # (tag, the task's return value)
+    # Backends other than the policy's (name -> opener, e.g. "judge"), and their queues.
+    backends: dict[str, Callable] = field(default_factory=dict)
+    queues: dict[str, deque[Request]] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> bool:
+        """Requests wait in some backend's queue."""
+        return bool(self.queue) or any(self.queues.values())
 
     def add_cached(self, entries: dict[str, dict[str, dict[int, Generation]]]) -> None:
         for problem, groups in entries.items():
@@ -114,15 +129,23 @@ class Scheduler:
         missing = [index for index in range(want.count) if index not in group and index not in asked]
         for first, n in runs(missing):
             seed = request_seed(self.seed, want.group, first)
-            self.queue.append(Request(want.user, want.prefix, n, seed, tag=(want.problem, want.group, first)))
+            queue = self.queue if want.backend == POLICY else self.queues.setdefault(want.backend, deque())
+            queue.append(Request(want.user, want.prefix, n, seed, tag=(want.problem, want.group, first)))
             asked.update(range(first, first + n))
             self.progress.add(n)
 
     def pump(self) -> Iterator[None]:
-        """Run the queue (which woken tasks extend meanwhile); yields after each result is stored and handed out."""
-        if not self.queue:
-            return
-        for request, generations in self.open_backend().generate(self.queue):
+        """Run the queues (which woken tasks extend meanwhile) until all are empty, one backend at a
+        time; yields after each result is stored and handed out."""
+        while self.busy:
+            if self.queue:
+                yield from self._run_backend(self.open_backend, self.queue)
+            for name, queue in list(self.queues.items()):
+                if queue:
+                    yield from self._run_backend(self.backends[name], queue)
+
+    def _run_backend(self, open_backend: Callable, queue: deque[Request]) -> Iterator[None]:
+        for request, generations in open_backend().generate(queue):
             problem, key, first = request.tag
             wrong = invalid_generations(generations, request.n)
             if wrong:  # never cached, never labelled: a backend bug must not become labels
