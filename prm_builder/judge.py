@@ -42,6 +42,9 @@ DROP_UNPARSABLE = "judge_unparsable"
 DROP_CUT_WHILE_THINKING = "judge_truncated_while_thinking"
 DROP_TIE = "judge_tie"
 DROP_NO_MAJORITY = "judge_no_majority"
+JUDGE_DROPS = (DROP_UNPARSABLE, DROP_CUT_WHILE_THINKING, DROP_TIE, DROP_NO_MAJORITY)
+# Why consensus dropped a solution both labelled (the judge's first error vs Monte Carlo's).
+DISAGREEMENTS = ("disagree_judge_earlier", "disagree_judge_later", "disagree_judge_all_right", "disagree_mc_all_right")
 
 _BOXED = "\\boxed{"
 _INTEGER = re.compile(r"[+-]?\d+")

@@ -74,8 +74,7 @@ JUDGE_METHODS = ("consensus", "judge")
 NO_MC = -2
 # Bumped when the meaning of cached verdicts changes; part of every verdict group's key.
 JUDGE_FORMAT = 1
-# Why consensus dropped a solution both labelled: judge's first error vs Monte Carlo's.
-DISAGREEMENTS = ("disagree_judge_earlier", "disagree_judge_later", "disagree_judge_all_right", "disagree_mc_all_right")
+
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of

@@ -14,11 +14,12 @@ import threading
 import time
 
 import pytest
-from datasets import load_dataset
+from datasets import DatasetDict, load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import model_sampled
 from prm_builder.generation_cache import list_caches
+from prm_builder.stats import summarize_splits
 
 from openai_stub_server import ScriptedRequest, StubServer
 from test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
@@ -170,6 +171,8 @@ def test_consensus_and_judge_rows_drops_and_cached_verdicts(tiny_chat_model_path
         assert kept["judge_model"] == JUDGE and kept["source"] == f"model_sampled/{tiny_chat_model_path.name}"
         assert [round(s, 2) if not math.isnan(s) else "nan" for s in kept["step_scores"]] == [1.0, 0.0, 0.0, "nan"]
         assert rows.features["judge_first_error"].dtype == "int32" and rows.features["mc_first_error"].dtype == "int32"
+        agreement = summarize_splits(DatasetDict({"test": rows}), {"test": drops_of(rows)})["test"]["agreement"]
+        assert (agreement["judge_labelled"], agreement["both_labelled"], agreement["agreed"]) == (7, 7, 3)
 
         # The judge's requests: thinking left on, the steps tagged, the judge's own sampling.
         verdict_request = next(r for r in judge_server.served if "2 + 3 = 6. [ERR]" in r.user)
@@ -338,3 +341,59 @@ def test_consensus_resumes_after_kill_9_with_identical_rows(gsm8k_dir, tiny_chat
     records = [json.loads(line) for line in _cache_lines(killed_root) if line.endswith(b"}")]
     indices = [(r["k"], r["i"] + offset) for r in records for offset in range(len(r["g"]))]
     assert len(indices) == len(set(indices))
+
+
+def _judged_rows(pairs: list[tuple[int, int]]):
+    from datasets import Dataset
+
+    rows = []
+    for number, (judge_error, mc_error) in enumerate(pairs):
+        labels = [judge_error == -1 or step < judge_error for step in range(3)]
+        rows.append({
+            "id": f"p/sample-{number}", "prompt": "p", "completions": ["a", "b", "c"], "labels": labels,
+            "first_error": judge_error, "final_answer": "1", "reference_answer": "1", "source": "model_sampled/m",
+            "step_scores": [], "outcome": "correct", "generation_end": "stop", "model": "m", "sample_index": number,
+            "temperature": 1.0, "top_p": 1.0, "judge_first_error": judge_error, "mc_first_error": mc_error, "judge_model": JUDGE,
+        })  # fmt: skip
+    return Dataset.from_list(rows, features=model_sampled.JUDGE_FEATURES)
+
+
+def test_stats_and_card_show_how_often_judge_and_monte_carlo_agree():
+    from collections import Counter
+
+    from datasets import DatasetDict
+
+    from prm_builder import card
+    from prm_builder.stats import format_summary, summarize_splits
+
+    data = DatasetDict({"test": _judged_rows([(-1, -1), (1, 1), (-1, -1)])})
+    drops = {"test": Counter({**CONSENSUS_DROPS, "disagree_judge_earlier": 2})}
+    agreement = summarize_splits(data, drops)["test"]["agreement"]
+    assert agreement == {
+        "judge_labelled": 8,
+        "judge_dropped": {"judge_unparsable": 1, "judge_truncated_while_thinking": 1, "judge_tie": 1},
+        "both_labelled": 8,
+        "agreed": 3,
+        "agreement": 3 / 8,
+        "confusion": {"both_all_right": 2, "same_wrong_step": 1, "judge_earlier": 2, "judge_later": 1,
+                      "only_judge_all_right": 1, "only_mc_all_right": 1},
+    }  # fmt: skip
+    text = format_summary(summarize_splits(data, drops))
+    assert "  judge: 8 solutions labelled; dropped without a verdict: 1 judge_unparsable, 1 judge_truncated_while_thinking, 1 judge_tie" in text
+    assert "  judge vs Monte Carlo: 8 labelled by both, 3 agree (37.5%)" in text
+    assert "    MC: a wrong step                   1  1 same step, 2 judge earlier, 1 judge later" in text
+    section = card.render_section(data, "model_sampled", "org/prm-data", {"label_method": "consensus"}, drops, None)
+    assert "#### Judge and Monte Carlo" in section
+    assert "| test | 8 | 1 judge_unparsable, 1 judge_truncated_while_thinking, 1 judge_tie | 8 | 3 (37.5%) | 2 | 1 | 2 | 1 | 1 | 1 |" in section
+
+    # Judge labels alone: no Monte Carlo ran (mc_first_error -2), so no agreement to show.
+    judged = DatasetDict({"test": _judged_rows([(-1, -2), (2, -2)])})
+    alone = summarize_splits(judged, {"test": Counter({"judge_tie": 2})})["test"]["agreement"]
+    assert (alone["judge_labelled"], alone["both_labelled"], alone["agreement"]) == (2, 0, None)
+    assert "judge vs Monte Carlo" not in format_summary(summarize_splits(judged, {}))
+    assert "| test | 2 | 2 judge_tie | 0 | - | - |" in card.render_section(judged, "model_sampled", "org/prm-data", None, {"test": Counter({"judge_tie": 2})}, None)
+    # Rows of outcome or mc labels have no judge columns: nothing is shown.
+    assert "Judge and Monte Carlo" not in card.render_section(
+        DatasetDict({"test": judged["test"].remove_columns(["judge_first_error", "mc_first_error", "judge_model"])}),
+        "model_sampled", "org/prm-data", None, {}, None,
+    )
