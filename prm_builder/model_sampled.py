@@ -29,7 +29,6 @@ scheduler.py makes the requests, mc_search.py searches for each solution's first
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -40,25 +39,17 @@ import datasets
 from datasets import List, Value
 from datasets.utils import logging
 
-from . import grading
+from . import grading, judge_labels
 from .backends import BACKENDS, Sampling, visible_text
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
 from .features import first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
-from .judge import (
-    DEFAULT_JUDGE_PROMPT_TEMPLATE,
-    VerdictSlots,
-    check_template,
-    labels_from_first_error,
-    parse_verdict,
-    render_judge_prompt,
-)
+from .judge import DEFAULT_JUDGE_PROMPT_TEMPLATE, labels_from_first_error
 from .mc_search import rollout_labels
-from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
-from .redact import redact_url
+from .options import PRMBuilderConfig, check_bool, check_choice, check_int, check_number, check_string, check_urls
 from .problems import Problem, load_problems
-from .scheduler import LazyBackend, Progress, Scheduler, ShardLocks, Task, Want
+from .scheduler import LazyBackend, Progress, RowsInOrder, Scheduler, ShardLocks, Task, Want
 
 logger = logging.get_logger(__name__)
 
@@ -69,11 +60,6 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 PROBLEM_PLACEHOLDER = "{problem}"
 LABEL_METHODS = ("consensus", "judge", "mc", "outcome")
-JUDGE_METHODS = ("consensus", "judge")
-# mc_first_error of a row no Monte Carlo search labelled (label_method="judge").
-NO_MC = -2
-# Bumped when the meaning of cached verdicts changes; part of every verdict group's key.
-JUDGE_FORMAT = 1
 
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
@@ -107,21 +93,12 @@ FEATURES = with_extra_columns(
     top_p=Value("float32"),
 )
 # Rows labelled by a judge (label_method "judge" or "consensus") carry its verdict and MC's.
-JUDGE_FEATURES = datasets.Features(
-    {
-        **FEATURES,
-        # The judge's voted first error (-1: every step right).
-        "judge_first_error": Value("int32"),
-        # Monte Carlo's first error (-1: every step right; -2: no Monte Carlo ran, label_method="judge").
-        "mc_first_error": Value("int32"),
-        "judge_model": Value("string"),
-    }
-)
+JUDGE_FEATURES = datasets.Features({**FEATURES, **judge_labels.COLUMNS})
 
 
 def features(config: "ModelSampledConfig") -> datasets.Features:
     """The row schema of this build: judged rows carry three more columns."""
-    return JUDGE_FEATURES if config.label_method in JUDGE_METHODS else FEATURES
+    return JUDGE_FEATURES if config.label_method in judge_labels.METHODS else FEATURES
 
 
 @dataclasses.dataclass
@@ -241,7 +218,7 @@ class ModelSampledConfig(PRMBuilderConfig):
         self.problems = check_string("problems", self.problems, "'gsm8k', 'math500', 'sample' or a local path")
         self.model_revision = check_string("model_revision", self.model_revision, "a branch, tag or commit", allow_none=True)
         check_choice("backend", self.backend, list(BACKENDS))
-        self.base_url = _base_urls(self.base_url)
+        self.base_url = check_urls("base_url", self.base_url)
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend='openai' needs base_url (e.g. 'http://localhost:8000/v1'), got None")
         if self.backend != "openai" and self.base_url:
@@ -266,38 +243,11 @@ class ModelSampledConfig(PRMBuilderConfig):
             self.step_separator = self.step_separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
         check_choice("label_method", self.label_method, list(LABEL_METHODS))
         check_choice("mc_search", self.mc_search, list(MC_SEARCHES))
-        self._validate_judge()
+        judge_labels.validate_options(self)
         check_bool("force_regenerate", self.force_regenerate)
         if self.generation_cache_dir is not None:
             folder = check_string("generation_cache_dir", self.generation_cache_dir, "a folder path", allow_none=True)
             self.generation_cache_dir = os.path.abspath(os.path.expanduser(folder))
-
-    def _validate_judge(self) -> None:
-        judge_options = ("judge_model", "judge_backend", "judge_base_url")
-        if self.label_method not in JUDGE_METHODS:
-            given = [option for option in judge_options if getattr(self, option) not in (None, "", [])]
-            if given:
-                raise ValueError(
-                    f"{given[0]} is only used with label_method='judge' or 'consensus', got label_method={self.label_method!r}"
-                )
-            return
-        if self.judge_model is None:
-            raise ValueError(f"label_method={self.label_method!r} needs judge_model (the judge's Hub name, folder or served name), got None")
-        self.judge_model = check_string("judge_model", self.judge_model)
-        self.judge_backend = self.backend if self.judge_backend is None else self.judge_backend
-        check_choice("judge_backend", self.judge_backend, list(BACKENDS))
-        urls = _base_urls(self.judge_base_url, "judge_base_url")
-        if self.judge_backend == "openai":
-            urls = urls or self.base_url
-            if not urls:
-                raise ValueError("judge_backend='openai' needs judge_base_url (or base_url), e.g. 'http://localhost:8001/v1', got None")
-        elif urls:
-            raise ValueError(f"judge_base_url is only used with judge_backend='openai', got judge_backend={self.judge_backend!r}")
-        self.judge_base_url = urls
-        for option in ("judge_samples", "judge_max_new_tokens"):
-            check_int(option, getattr(self, option), minimum=1)
-        self.judge_temperature = check_number("judge_temperature", self.judge_temperature, minimum=0)
-        self.judge_prompt_template = check_template(check_string("judge_prompt_template", self.judge_prompt_template))
 
     @property
     def model_name(self) -> str:
@@ -307,22 +257,6 @@ class ModelSampledConfig(PRMBuilderConfig):
     @property
     def judge_model_name(self) -> str:
         return _public_model_name(self.judge_model)
-
-    def judge_identity(self) -> str:
-        """What a verdict depends on besides the solution: part of its group's key, so another judge,
-        prompt, sample count, sampling or seed never reuses a cached verdict."""
-        import json
-
-        identity = {
-            "format": JUDGE_FORMAT,
-            "model": self.judge_model,
-            "prompt_template": self.judge_prompt_template,
-            "samples": self.judge_samples,
-            "temperature": self.judge_temperature,
-            "max_new_tokens": self.judge_max_new_tokens,
-            "seed": self.seed,
-        }
-        return json.dumps(identity, sort_keys=True)
 
     def judge_sampling(self) -> Sampling:
         return Sampling(temperature=self.judge_temperature, top_p=1.0, max_new_tokens=self.judge_max_new_tokens)
@@ -370,19 +304,6 @@ def _public_model_name(model: str) -> str:
     return model
 
 
-def _base_urls(value, option: str = "base_url") -> list[str] | None:
-    if value is None or value == "" or value == []:
-        return None
-    urls = []
-    for url in as_list(option, value):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            shown = redact_url(url) if isinstance(url, str) else url
-            raise ValueError(f"{option} must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {shown!r}")
-        url = url.rstrip("/")
-        if url.count("/") == 2:  # no path: vLLM, SGLang and TGI serve the API under /v1
-            url += "/v1"
-        urls.append(url)
-    return urls
 
 
 # -- splits and rows ----------------------------------------------------------------------------------
@@ -417,14 +338,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         concurrency=config.concurrency, base_urls=config.base_url,
         **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.backend == "openai" else {}),
     )  # fmt: skip
-    # The judge's backend, built (like the policy's) only once a verdict is missing from the cache.
-    judge = None
-    if config.label_method in JUDGE_METHODS:
-        judge = LazyBackend(
-            config.judge_backend, config.judge_model, None, config.judge_sampling(),
-            concurrency=config.concurrency, base_urls=config.judge_base_url, thinking=True,
-            **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.judge_backend == "openai" else {}),
-        )  # fmt: skip
+    judge = judge_labels.backend(config)  # None without a judge
     with cache.writer() as writer, Progress(split) as progress, backend, ShardLocks(cache, shards) as locks, judge or contextlib.nullcontext():
         scheduler = Scheduler(writer, backend.get, progress, config.seed, backends={"judge": judge.get} if judge else {})
         rows = RowsInOrder(scheduler, drops)
@@ -489,16 +403,16 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
     elif config.label_method == "mc":
         labels, scores = yield from monte_carlo(config, problem, user, steps)
     else:
-        verdict = yield from judge_first_error(config, problem, steps)
+        verdict = yield from judge_labels.judge_first_error(config, problem, steps)
         if isinstance(verdict, str):
             return verdict
-        labels, scores, mc_error = labels_from_first_error(verdict, len(steps)), [], NO_MC
+        labels, scores, mc_error = labels_from_first_error(verdict, len(steps)), [], judge_labels.NO_MC
         if config.label_method == "consensus":
             # Only what the judge labelled is searched: a solution the judge dropped cannot be kept.
             mc_labels, scores = yield from monte_carlo(config, problem, user, steps)
             mc_error = first_error(mc_labels)
             if mc_error != verdict:
-                return disagreement(verdict, mc_error)
+                return judge_labels.disagreement(verdict, mc_error)
         judged = {"judge_first_error": verdict, "mc_first_error": mc_error, "judge_model": config.judge_model_name}
     return {
         "id": f"{problem.id}/sample-{index}",
@@ -525,77 +439,7 @@ def monte_carlo(config: ModelSampledConfig, problem: Problem, user: str, steps: 
     return (yield from rollout_labels(problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search))
 
 
-def judge_first_error(config: ModelSampledConfig, problem: Problem, steps: list[str]):
-    """The judge's voted first error of a solution, or the reason there is none (a drop).
-
-    The verdicts of one solution are one group of the generation cache, keyed by the judge's
-    identity and its prompt, so a resumed or second build reads them instead of asking again;
-    an unparsable verdict asks for the next index of the group (judge.VerdictSlots).
-    """
-    user = render_judge_prompt(config.judge_prompt_template, problem.text, steps)
-    digest = hashlib.sha256(f"{config.judge_identity()}\n{user}".encode("utf-8")).hexdigest()[:16]
-    group = f"judge:{problem.key}:{digest}"
-    slots = VerdictSlots(config.judge_samples, config.max_retries)
-    while not slots.done:
-        (generations,) = yield [Want(problem.key, group, slots.wanted(), user, "", backend="judge")]
-        slots.read([parse_verdict(generation.text, len(steps)) for generation in generations])
-    return slots.result()
-
-
-def disagreement(judge_error: int, mc_error: int) -> str:
-    """The drop reason of a solution whose judge and Monte Carlo first errors differ."""
-    if judge_error == -1:
-        return "disagree_judge_all_right"
-    if mc_error == -1:
-        return "disagree_mc_all_right"
-    return "disagree_judge_earlier" if judge_error < mc_error else "disagree_judge_later"
-
 
 def split_steps(text: str, separator: str) -> list[str]:
     return [step.strip() for step in text.split(separator) if step.strip()]
 
-
-class RowsInOrder:
-    """Hands out rows in the order their problems were admitted, whatever order the generations
-    come back in, and frees a problem's generations once no admitted problem uses them."""
-
-    def __init__(self, scheduler: Scheduler, drops: Counter):
-        self.scheduler = scheduler
-        self.drops = drops
-        self.outcomes = Counter()
-        self.admitted: deque[Problem] = deque()  # admitted and not yet handed out, in order
-        self.unfinished: dict[int, int] = {}  # position -> its solutions still being labelled
-        self.finished: dict[int, list[dict]] = {}  # position -> its rows
-        self.users: Counter = Counter()  # problem key -> admitted positions using its generations
-        self.next_position = 0
-
-    @property
-    def in_progress(self) -> int:
-        return len(self.admitted)
-
-    def admit(self, problem: Problem, tasks: list[Task]) -> None:
-        position = self.next_position + len(self.admitted)
-        self.admitted.append(problem)
-        self.users[problem.key] += 1
-        self.finished[position], self.unfinished[position] = [], len(tasks)
-        for task in tasks:
-            self.scheduler.start(task, position)
-
-    def ready(self) -> Iterator[dict]:
-        while self.scheduler.finished:
-            position, result = self.scheduler.finished.popleft()
-            self.unfinished[position] -= 1
-            if isinstance(result, str):
-                self.drops[result] += 1
-            else:
-                self.finished[position].append(result)
-                self.outcomes[result["outcome"]] += 1
-        while self.admitted and self.unfinished[self.next_position] == 0:
-            problem = self.admitted.popleft()
-            del self.unfinished[self.next_position]
-            yield from sorted(self.finished.pop(self.next_position), key=lambda row: row["sample_index"])
-            self.next_position += 1
-            self.users[problem.key] -= 1
-            if not self.users[problem.key]:
-                del self.users[problem.key]
-                self.scheduler.forget(problem.key)

@@ -17,11 +17,13 @@ A `Want` may name another backend than the policy's (an LLM judge: `Want.backend
 each backend has its own queue, and `pump` runs them in turn, each until its queue is empty
 (a backend's `generate` owns the thread while it runs), so the judge's requests gather while
 the policy works and go out together.
+
+`RowsInOrder` hands the finished tasks' rows out in the order their problems were admitted.
 """
 
 import hashlib
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from datasets.utils.tqdm import tqdm
 
 from .backends import BACKENDS, Generation, Request, invalid_generations
 from .generation_cache import LOCK_NOTICE_S
+from .problems import Problem
 
 logger = logging.get_logger(__name__)
 
@@ -281,3 +284,49 @@ class ShardLocks:
         for lock in self.held.values():
             lock.release()
         self.held.clear()
+
+
+class RowsInOrder:
+    """Hands out rows in the order their problems were admitted, whatever order the generations
+    come back in, and frees a problem's generations once no admitted problem uses them."""
+
+    def __init__(self, scheduler: Scheduler, drops: Counter):
+        self.scheduler = scheduler
+        self.drops = drops
+        self.outcomes = Counter()
+        self.admitted: deque[Problem] = deque()  # admitted and not yet handed out, in order
+        self.unfinished: dict[int, int] = {}  # position -> its solutions still being labelled
+        self.finished: dict[int, list[dict]] = {}  # position -> its rows
+        self.users: Counter = Counter()  # problem key -> admitted positions using its generations
+        self.next_position = 0
+
+    @property
+    def in_progress(self) -> int:
+        return len(self.admitted)
+
+    def admit(self, problem: Problem, tasks: list[Task]) -> None:
+        position = self.next_position + len(self.admitted)
+        self.admitted.append(problem)
+        self.users[problem.key] += 1
+        self.finished[position], self.unfinished[position] = [], len(tasks)
+        for task in tasks:
+            self.scheduler.start(task, position)
+
+    def ready(self) -> Iterator[dict]:
+        while self.scheduler.finished:
+            position, result = self.scheduler.finished.popleft()
+            self.unfinished[position] -= 1
+            if isinstance(result, str):
+                self.drops[result] += 1
+            else:
+                self.finished[position].append(result)
+                self.outcomes[result["outcome"]] += 1
+        while self.admitted and self.unfinished[self.next_position] == 0:
+            problem = self.admitted.popleft()
+            del self.unfinished[self.next_position]
+            yield from sorted(self.finished.pop(self.next_position), key=lambda row: row["sample_index"])
+            self.next_position += 1
+            self.users[problem.key] -= 1
+            if not self.users[problem.key]:
+                del self.users[problem.key]
+                self.scheduler.forget(problem.key)

@@ -171,12 +171,12 @@ def run(args) -> None:
         dataset_options = parse_dataset_options(args.dataset_options)
 
     if args.judge_model is not None:
-        from prm_builder.model_sampled import _base_urls
+        from prm_builder.options import check_urls
 
         from .critic import evaluate_critic
 
         results = evaluate_critic(
-            args.judge_model, _base_urls(args.base_url, "--base-url"), args.benchmark,
+            args.judge_model, check_urls("--base-url", args.base_url), args.benchmark,
             samples=args.judge_samples, max_new_tokens=args.max_new_tokens, temperature=args.judge_temperature,
             concurrency=args.concurrency, max_retries=args.max_retries, subsets=args.subsets, data=args.data,
             revision=args.revision, dataset=args.dataset, dataset_options=dataset_options, split=args.split,
