@@ -2,7 +2,7 @@
 verdicts asked for through the scheduler (the prompt and the parsing are judge.py's, shared with
 `prm-eval --judge-model`).
 
-A solution's verdicts are one group of the generation cache, `judge:<problem>:<hash>`, the hash
+A solution's verdicts are one group of the generation cache, `verdict:<problem>:<hash>`, the hash
 over the judge's identity (model, prompt template, samples, sampling, seed) and its rendered
 prompt (the problem and the steps): verdicts are resumable after kill -9 and shared between
 builds like generations, and another judge, prompt, sample count or seed never reuses them.
@@ -91,7 +91,7 @@ def judge_first_error(config, problem, steps: list[str]):
     for the scheduler. An unparsable verdict asks for the next index of the group (judge.VerdictSlots)."""
     user = render_judge_prompt(config.judge_prompt_template, problem.text, steps)
     digest = hashlib.sha256(f"{identity(config)}\n{user}".encode("utf-8")).hexdigest()[:16]
-    group = f"judge:{problem.key}:{digest}"
+    group = f"verdict:{problem.key}:{digest}"
     slots = VerdictSlots(config.judge_samples, config.max_retries)
     while not slots.done:
         (generations,) = yield [Want(problem.key, group, slots.wanted(), user, "", backend="judge")]

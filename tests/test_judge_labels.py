@@ -18,7 +18,7 @@ from datasets import DatasetDict, load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import model_sampled
-from prm_builder.generation_cache import list_caches
+from prm_builder.generation_cache import describe_cache, list_caches
 from prm_builder.stats import summarize_splits
 
 from openai_stub_server import ScriptedRequest, StubServer
@@ -205,7 +205,8 @@ def test_consensus_and_judge_rows_drops_and_cached_verdicts(tiny_chat_model_path
             assert judge_server.count() >= 10, changed  # every solution judged again
         assert policy_server.count() == 0
     (cache,) = list_caches(tmp_path / "generations")
-    assert cache.generations["sample"] == 10 and cache.generations["judge"] > 0
+    assert cache.generations["sample"] == 10 and cache.generations["verdict"] > 0
+    assert "10 samples, 28 rollouts, " in describe_cache(cache) and " verdicts" in describe_cache(cache)
     # 5 sample requests; binary search over the 7 solutions the judge labelled: S0 2 prefixes,
     # S1 3, S2 2, S3 2, T0 2, U0 2, U1 1.
     assert policy_requests == 5 + 14
@@ -238,7 +239,7 @@ def test_a_judge_answering_null_content_stops_the_build_and_caches_no_verdict(ti
     assert "gave no usable answer for model 'judge-model' (tried 2 times)" in cause
     assert "expected a string message content, got None" in cause
     (cache,) = list_caches(tmp_path / "generations")
-    assert cache.generations["judge"] == 0 and cache.damage is None
+    assert cache.generations["verdict"] == 0 and cache.damage is None
 
 
 def _judge_world(gsm8k_dir):
@@ -312,7 +313,7 @@ def test_consensus_resumes_after_kill_9_with_identical_rows(gsm8k_dir, tiny_chat
             deadline = time.monotonic() + 120
 
             def verdicts_cached():
-                return sum(1 for line in _cache_lines(killed_root) if b'"k":"judge:' in line)
+                return sum(1 for line in _cache_lines(killed_root) if b'"k":"verdict:' in line)
 
             while verdicts_cached() < 4:
                 assert child.poll() is None, "the build finished before it could be killed"
