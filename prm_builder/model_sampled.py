@@ -143,7 +143,8 @@ class ModelSampledConfig(PRMBuilderConfig):
             <HF_DATASETS_CACHE>/prm_builder_generations).
         concurrency: requests in flight (openai) or sequences per batch (transformers).
         request_timeout: seconds an openai request may take before it is retried.
-        max_retries: retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
+        max_retries: new verdicts for a judge's unparsable one (label_method judge, consensus), and
+            retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
             an unusable answer) before the build stops.
     """
 
@@ -270,7 +271,11 @@ class ModelSampledConfig(PRMBuilderConfig):
         # starting a new epoch: the epoch joins the key, so a forced build never finds the old
         # Arrow files, and neither does any build after it (even one whose forced run was killed).
         epoch = self.generation_cache().epoch + (1 if self.force_regenerate else 0)
-        return config_id if epoch == 0 else f"{config_id}-epoch{epoch}"
+        config_id = config_id if epoch == 0 else f"{config_id}-epoch{epoch}"
+        # A judge's unparsable verdicts are sampled again up to max_retries times: there it decides
+        # which rows are kept, so it joins the key (it only says how requests are made otherwise).
+        judged = self.label_method in judge_labels.METHODS and self.max_retries != MAX_RETRIES
+        return f"{config_id}-retries{self.max_retries}" if judged else config_id
 
     def generation_cache(self) -> GenerationCache:
         """This build's generation cache: its identity is what a generation depends on, nothing else.

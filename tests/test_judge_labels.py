@@ -228,6 +228,16 @@ def test_outcome_and_mc_rows_have_no_judge_columns_and_judge_options_need_a_judg
     )
     assert (config.judge_backend, config.judge_base_url) == ("openai", ["http://h:8000/v1"])  # the policy's by default
 
+    # max_retries decides which judged rows are kept (unparsable verdicts sampled again): part of
+    # the Arrow cache key there, and only there.
+    def config_id(**options):
+        options = {"problems": "sample", "generation_cache_dir": str(tmp_path / "g"), **options}
+        return model_sampled.ModelSampledConfig(name="model_sampled", **options).create_config_id({})
+
+    judged = {"label_method": "judge", "judge_model": "m"}
+    assert config_id(**judged, max_retries=1) != config_id(**judged) == config_id(**judged, max_retries=3)
+    assert config_id(max_retries=1) == config_id()
+
 
 def test_a_judge_answering_null_content_stops_the_build_and_caches_no_verdict(tiny_chat_model_path, problems_file, tmp_path):
     judge = ScriptedJudge()
