@@ -21,7 +21,7 @@ wall-clock (1 - bare / pipeline; on a shared machine the noise of generation its
 and the time the pipeline spends outside the backend (its own work: everything but building the
 backend and generating), as a fraction of its wall time.
 
-    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05]
+    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05] [--skip-transformers]
 """
 
 import argparse
@@ -321,6 +321,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds the local server takes per request")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-transformers", "--skip_transformers", action="store_true", dest="skip_transformers",
+                        help="leave out the tiny model's CPU rows (minutes of generation on a small machine)")
     args = parser.parse_args()
     disable_progress_bar()
     set_verbosity_error()
@@ -331,7 +333,8 @@ def main() -> None:
             problems_file.write_text("".join(source.readlines()[: args.problems * 8]))
         print("| run | bare backend (s) | pipeline (s) | wall-clock overhead | pipeline time outside the backend | notes |")
         print("| --- | --- | --- | --- | --- | --- |")
-        for line in [*transformers_rows(args, work, problems_file), *openai_rows(args, work, problems_file),
+        cpu = [] if args.skip_transformers else transformers_rows(args, work, problems_file)
+        for line in [*cpu, *openai_rows(args, work, problems_file),
                      *search_rows(args, work, problems_file), *cost_rows(args, work, problems_file)]:  # fmt: skip
             print(line, flush=True)
 

@@ -184,9 +184,9 @@ class ModelSampledConfig(PRMBuilderConfig):
     judge_model: str | None = dataclasses.field(
         default=None, metadata={"help": "the judge model (label_method judge or consensus)"}
     )
-    judge_backend: str | None = dataclasses.field(default=None, metadata={"help": "the judge's backend (default: backend)"})
+    judge_backend: str | None = dataclasses.field(default=None, metadata={"help": "the judge's backend; unset: the policy's"})
     judge_base_url: str | list[str] | None = dataclasses.field(
-        default=None, metadata={"help": "the judge's OpenAI-compatible server URL(s) (default: base_url)"}
+        default=None, metadata={"help": "the judge's OpenAI-compatible server URL(s); unset: base_url"}
     )
     judge_samples: int = dataclasses.field(default=1, metadata={"help": "verdicts per solution, majority vote"})
     judge_max_new_tokens: int = dataclasses.field(default=8192, metadata={"help": "tokens per verdict at most (thinking included)"})

@@ -91,3 +91,20 @@ def test_verdict_slots_retry_each_unparsable_verdict_then_drop():
     slots = VerdictSlots(samples=2, max_retries=0)
     slots.read([0, 1])
     assert slots.result() == DROP_TIE
+
+
+def test_thinking_is_switched_off_for_the_policy_and_left_to_the_template_for_a_judge():
+    from prm_builder.backends import render_prompt
+
+    class Template:
+        chat_template = "any"
+
+        def apply_chat_template(self, messages, **options):
+            self.options = options
+            return f"<{messages[0]['content']}>"
+
+    template = Template()
+    assert render_prompt(template, "solve", "Step 1", thinking=False) == "<solve>Step 1"
+    assert template.options["enable_thinking"] is False
+    assert render_prompt(template, "judge", "", thinking=True) == "<judge>"
+    assert "enable_thinking" not in template.options
