@@ -13,6 +13,9 @@ labelled:
            and finds the first prefix with no successful rollout in ~log2(steps + 1) evaluations;
            the steps it did not evaluate get NaN in `step_scores`. A correct final answer does not
            skip the rollouts: right answers after wrong steps are exactly what a PRM must catch.
+           `mc_early_stop` (the default) asks for a prefix's rollouts in waves and stops at the
+           first success: the same labels for a fraction of the rollouts; `step_scores` is then
+           successes over the rollouts made, which the `step_rollouts` column gives.
   judge    an LLM judge (`judge_model`, thinking allowed) reads the problem and the indexed steps
            and names the earliest wrong step, or -1 (judge.py); `judge_samples` verdicts are
            voted on, a tie or no majority is a drop. Steps before the voted index are True.
@@ -23,8 +26,9 @@ labelled:
 Every generation (solution or rollout) goes through the generation cache (generation_cache.py)
 before it is used, so an interrupted build resumes where it stopped, changing only labelling
 options generates nothing but the new rollouts, and the Arrow cache then serves the rows as for
-any config. This module holds the options and the rows; problems.py reads the problems,
-scheduler.py makes the requests, mc_search.py searches for each solution's first bad step.
+any config. This module holds the options and streams a split's rows; problems.py reads the
+problems, scheduler.py makes the requests, solution_labels.py makes one solution's row,
+mc_search.py searches for its first bad step and judge_labels.py asks the judge.
 """
 
 import contextlib
@@ -40,16 +44,17 @@ from datasets import List, Value
 from datasets.utils import logging
 
 from . import grading, judge_labels
-from .backends import BACKENDS, Sampling, visible_text
+from .backends import BACKENDS, Sampling
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
-from .features import first_error, with_extra_columns
+from .features import CORE_FEATURES, with_extra_columns
 from .generation_cache import GenerationCache, default_root
-from .judge import DEFAULT_JUDGE_PROMPT_TEMPLATE, labels_from_first_error
-from .mc_search import rollout_labels
+from .judge import DEFAULT_JUDGE_PROMPT_TEMPLATE
 from .options import PRMBuilderConfig, check_bool, check_choice, check_int, check_number, check_string, check_urls
 from .problems import Problem, load_problems
-from .scheduler import LazyBackend, Progress, RowsInOrder, Scheduler, ShardLocks, Task, Want
+from .sampling_plan import plan, wave_sizes  # noqa: F401 - wave_sizes: part of this module's interface
+from .scheduler import LazyBackend, Progress, RowsInOrder, Scheduler, ShardLocks
+from .solution_labels import solution_row, split_steps  # noqa: F401 - split_steps: part of this module's interface
 
 logger = logging.get_logger(__name__)
 
@@ -60,7 +65,8 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 PROBLEM_PLACEHOLDER = "{problem}"
 LABEL_METHODS = ("consensus", "judge", "mc", "outcome")
-
+# The label methods that run Monte Carlo rollouts (mc_search, mc_rollouts and mc_early_stop apply).
+MC_LABEL_METHODS = ("consensus", "mc")
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of
@@ -80,8 +86,8 @@ HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"
 CITATION = citation("wang2024math", "luo2024improve", "zhang2025lessons", "zheng2024processbench")
 FEATURES = with_extra_columns(
-    # Monte Carlo success fraction per step; NaN where binary search did not evaluate the step;
-    # empty for label_method="outcome".
+    # Monte Carlo success fraction per step (over the rollouts made: see step_rollouts); NaN where
+    # binary search did not evaluate the step; empty for label_method="outcome".
     step_scores=List(Value("float32")),
     # How the sampled solution's own final answer graded: correct, incorrect or no_answer.
     outcome=Value("string"),
@@ -92,13 +98,21 @@ FEATURES = with_extra_columns(
     temperature=Value("float32"),
     top_p=Value("float32"),
 )
-# Rows labelled by a judge (label_method "judge" or "consensus") carry its verdict and MC's.
+# Monte Carlo with early stop adds, per step, the rollouts made from its prefix (0 where the search
+# did not evaluate it): a step's score is successes over these, not over mc_rollouts. Its presence
+# is what tells prm-train that step_scores are not full estimates (label_type="soft" refuses them).
+EARLY_STOP_FEATURES = with_extra_columns(**{**{k: v for k, v in FEATURES.items() if k not in CORE_FEATURES},
+                                            "step_rollouts": List(Value("int32"))})  # fmt: skip
+
+
+# Rows labelled by a judge (label_method judge or consensus) carry its verdict and Monte Carlo's.
 JUDGE_FEATURES = datasets.Features({**FEATURES, **judge_labels.COLUMNS})
 
 
 def features(config: "ModelSampledConfig") -> datasets.Features:
-    """The row schema of this build: judged rows carry three more columns."""
-    return JUDGE_FEATURES if config.label_method in judge_labels.METHODS else FEATURES
+    """The row schema of this build: early-stopped Monte Carlo adds `step_rollouts`, a judge three columns."""
+    schema = EARLY_STOP_FEATURES if config.early_stopped else FEATURES
+    return datasets.Features({**schema, **judge_labels.COLUMNS}) if config.label_method in judge_labels.METHODS else schema
 
 
 @dataclasses.dataclass
@@ -126,6 +140,10 @@ class ModelSampledConfig(PRMBuilderConfig):
         mc_rollouts: continuations per step prefix.
         mc_search: "binary" (first failing step by binary search, assuming monotone labels) or
             "linear" (every step).
+        mc_early_stop: ask for a prefix's rollouts in waves of growing size (1, 1, 1, 2, 3 for 8) and stop
+            at the first success: the same hard labels for a fraction of the rollouts. Step scores
+            are then successes over the rollouts made (column `step_rollouts`), not estimates over
+            mc_rollouts: build with False for soft labels.
         judge_model: the judge (Hub name, local folder, or the name a server serves); required by
             label_method "judge" and "consensus".
         judge_backend: backend of the judge (None: `backend`).
@@ -181,6 +199,9 @@ class ModelSampledConfig(PRMBuilderConfig):
     )
     mc_rollouts: int = dataclasses.field(default=8, metadata={"help": "rollouts per step prefix"})
     mc_search: str = dataclasses.field(default="binary", metadata={"help": "binary or linear"})
+    mc_early_stop: bool = dataclasses.field(
+        default=True, metadata={"help": "stop a prefix's rollouts at the first success (hard labels; False for soft)"}
+    )
     judge_model: str | None = dataclasses.field(
         default=None, metadata={"help": "the judge model (label_method judge or consensus)"}
     )
@@ -246,9 +267,19 @@ class ModelSampledConfig(PRMBuilderConfig):
         check_choice("mc_search", self.mc_search, list(MC_SEARCHES))
         judge_labels.validate_options(self)
         check_bool("force_regenerate", self.force_regenerate)
+        check_bool("mc_early_stop", self.mc_early_stop)
         if self.generation_cache_dir is not None:
             folder = check_string("generation_cache_dir", self.generation_cache_dir, "a folder path", allow_none=True)
             self.generation_cache_dir = os.path.abspath(os.path.expanduser(folder))
+
+    @property
+    def runs_monte_carlo(self) -> bool:
+        return self.label_method in MC_LABEL_METHODS
+
+    @property
+    def early_stopped(self) -> bool:
+        """Whether rows carry early-stopped Monte Carlo scores (and the step_rollouts column)."""
+        return self.runs_monte_carlo and self.mc_early_stop
 
     @property
     def model_name(self) -> str:
@@ -294,6 +325,9 @@ class ModelSampledConfig(PRMBuilderConfig):
             "seed": self.seed,
         }
         return GenerationCache(self.generation_cache_dir or default_root(), identity)
+
+    def user_message(self, problem: str) -> str:
+        return self.prompt_template.replace(PROBLEM_PLACEHOLDER, problem)
 
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
@@ -344,7 +378,12 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.backend == "openai" else {}),
     )  # fmt: skip
     judge = judge_labels.backend(config)  # None without a judge
-    with cache.writer() as writer, Progress(split) as progress, backend, ShardLocks(cache, shards) as locks, judge or contextlib.nullcontext():
+    solutions = len(waiting) * config.num_samples_per_problem
+    logger.warning(plan(config, split, len(waiting)))
+    with (
+        cache.writer() as writer, Progress(split, solutions) as progress, backend, ShardLocks(cache, shards) as locks,
+        judge or contextlib.nullcontext(),
+    ):  # fmt: skip
         scheduler = Scheduler(writer, backend.get, progress, config.seed, backends={"judge": judge.get} if judge else {})
         rows = RowsInOrder(scheduler, drops)
 
@@ -365,6 +404,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
                 else:
                     drops["ungradable_reference"] += 1
                     rows.admit(problem, [])
+                    progress.solutions_done(config.num_samples_per_problem)
 
         def hand_out():
             yield from rows.ready()
@@ -387,64 +427,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
             f"{outcomes[grading.INCORRECT]} incorrect, {outcomes[grading.NO_ANSWER]} without a final answer "
             f"(graded incorrect)"
         )
+    if progress.requests:
+        logger.info(f"{split}: generated {progress.describe()}")
 
-
-def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Task:
-    """The row of the problem's `index`-th sampled solution, or the reason it was dropped."""
-    user = config.prompt_template.replace(PROBLEM_PLACEHOLDER, problem.text)
-    # Every solution of the problem asks for all samples: one request makes them, for all.
-    (samples,) = yield [Want(problem.key, f"sample:{problem.key}", config.num_samples_per_problem, user, "")]
-    generation = samples[index]
-    text = visible_text(generation.text)  # step labels are for the answer, not the model's thinking
-    if text is None:
-        return "truncated_while_thinking"
-    steps = split_steps(text, config.step_separator)
-    if not steps:
-        return "empty_solution"
-    grade = grading.grade(text, problem.reference, problem.style)
-    judged = {}
-    if config.label_method == "outcome":
-        labels, scores = [grade.correct] * len(steps), []
-    elif config.label_method == "mc":
-        labels, scores = yield from monte_carlo(config, problem, user, steps)
-    else:
-        verdict = yield from judge_labels.judge_first_error(config, problem, steps)
-        if isinstance(verdict, str):
-            return verdict
-        labels, scores, mc_error = labels_from_first_error(verdict, len(steps)), [], judge_labels.NO_MC
-        if config.label_method == "consensus":
-            # Only what the judge labelled is searched: a solution the judge dropped cannot be kept.
-            mc_labels, scores = yield from monte_carlo(config, problem, user, steps)
-            mc_error = first_error(mc_labels)
-            if mc_error != verdict:
-                return judge_labels.disagreement(verdict, mc_error)
-        judged = {"judge_first_error": verdict, "mc_first_error": mc_error, "judge_model": config.judge_model_name}
-    return {
-        "id": f"{problem.id}/sample-{index}",
-        "prompt": problem.text,
-        "completions": steps,
-        "labels": labels,
-        "first_error": first_error(labels),
-        "final_answer": grade.answer,
-        "reference_answer": problem.reference,
-        "source": f"model_sampled/{config.model_name}",
-        "step_scores": scores,
-        "outcome": grade.outcome,
-        "generation_end": generation.finish_reason,
-        "model": config.model_name,
-        "sample_index": index,
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        **judged,
-    }
-
-
-def monte_carlo(config: ModelSampledConfig, problem: Problem, user: str, steps: list[str]):
-    """(labels, step_scores) of one solution by Monte Carlo rollouts (mc_search.py), for mc and consensus alike."""
-    return (yield from rollout_labels(problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search))
-
-
-
-def split_steps(text: str, separator: str) -> list[str]:
-    return [step.strip() for step in text.split(separator) if step.strip()]
 

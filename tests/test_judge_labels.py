@@ -170,6 +170,7 @@ def test_consensus_and_judge_rows_drops_and_cached_verdicts(tiny_chat_model_path
         kept = rows[1]
         assert kept["judge_model"] == JUDGE and kept["source"] == f"model_sampled/{tiny_chat_model_path.name}"
         assert [round(s, 2) if not math.isnan(s) else "nan" for s in kept["step_scores"]] == [1.0, 0.0, 0.0, "nan"]
+        assert kept["step_rollouts"] == [1, 2, 2, 0]  # Monte Carlo's early stop, as for label_method="mc"
         assert rows.features["judge_first_error"].dtype == "int32" and rows.features["mc_first_error"].dtype == "int32"
         agreement = summarize_splits(DatasetDict({"test": rows}), {"test": drops_of(rows)})["test"]["agreement"]
         assert (agreement["judge_labelled"], agreement["both_labelled"], agreement["agreed"]) == (7, 7, 3)
@@ -206,10 +207,11 @@ def test_consensus_and_judge_rows_drops_and_cached_verdicts(tiny_chat_model_path
         assert policy_server.count() == 0
     (cache,) = list_caches(tmp_path / "generations")
     assert cache.generations["sample"] == 10 and cache.generations["verdict"] > 0
-    assert "10 samples, 28 rollouts, " in describe_cache(cache) and " verdicts" in describe_cache(cache)
-    # 5 sample requests; binary search over the 7 solutions the judge labelled: S0 2 prefixes,
-    # S1 3, S2 2, S3 2, T0 2, U0 2, U1 1.
-    assert policy_requests == 5 + 14
+    assert "10 samples, 21 rollouts, " in describe_cache(cache) and " verdicts" in describe_cache(cache)
+    # 5 sample requests; binary search over the 7 solutions the judge labelled evaluates 14 prefixes
+    # (S0 2, S1 3, S2 2, S3 2, T0 2, U0 2, U1 1), with early stop in waves of 1 and 1 rollout: one
+    # request for each of the 7 that succeed at once, two for each of the 7 that fail.
+    assert policy_requests == 5 + 7 + 2 * 7
 
 
 def test_outcome_and_mc_rows_have_no_judge_columns_and_judge_options_need_a_judge_method(tmp_path):
@@ -237,6 +239,17 @@ def test_outcome_and_mc_rows_have_no_judge_columns_and_judge_options_need_a_judg
     judged = {"label_method": "judge", "judge_model": "m"}
     assert config_id(**judged, max_retries=1) != config_id(**judged) == config_id(**judged, max_retries=3)
     assert config_id(max_retries=1) == config_id()
+
+    # The schema: a judge's three columns, and early stop's step_rollouts where Monte Carlo ran with it.
+    def columns(**options):
+        config = model_sampled.ModelSampledConfig(name="model_sampled", problems="sample", **options)
+        return [name for name in model_sampled.features(config) if name not in model_sampled.FEATURES]
+
+    judge_columns = ["judge_first_error", "mc_first_error", "judge_model"]
+    assert columns(**judged) == judge_columns
+    assert columns(label_method="consensus", judge_model="m") == ["step_rollouts", *judge_columns]
+    assert columns(label_method="consensus", judge_model="m", mc_early_stop=False) == judge_columns
+    assert columns() == ["step_rollouts"] and columns(label_method="outcome") == []
 
 
 def test_a_judge_answering_null_content_stops_the_build_and_caches_no_verdict(tiny_chat_model_path, problems_file, tmp_path):
