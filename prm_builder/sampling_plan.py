@@ -14,7 +14,7 @@ def plan(config, split: str, problems: int) -> str:
         f"solutions: {problems:,} sample requests at most"
     )
     if config.label_method in judge_labels.METHODS:
-        line += (f"; the judge ({config.judge_model}): one request of {config.judge_samples} verdict(s) per solution, "
+        line += (f"; the judge ({config.judge_model_name}): one request of {config.judge_samples} verdict(s) per solution, "
                  f"one more per unparsable verdict")  # fmt: skip
         if config.runs_monte_carlo:
             line += ", then Monte Carlo on the solutions it labelled"

@@ -251,6 +251,14 @@ def test_outcome_and_mc_rows_have_no_judge_columns_and_judge_options_need_a_judg
     assert columns(label_method="consensus", judge_model="m", mc_early_stop=False) == judge_columns
     assert columns() == ["step_rollouts"] and columns(label_method="outcome") == []
 
+    # The plan line before the first request says what the judge will be asked.
+    config = model_sampled.ModelSampledConfig(name="model_sampled", problems="sample", label_method="judge",
+                                              judge_model=str(tmp_path / "my-judge"), judge_samples=3)  # fmt: skip
+    assert model_sampled.plan(config, "test", 2) == (
+        "model_sampled test: 2 problems x 8 samples = 16 solutions: 2 sample requests at most; the judge (my-judge): "
+        "one request of 3 verdict(s) per solution, one more per unparsable verdict; label_method='judge' makes no rollouts"
+    )
+
 
 def test_a_judge_answering_null_content_stops_the_build_and_caches_no_verdict(tiny_chat_model_path, problems_file, tmp_path):
     judge = ScriptedJudge()
