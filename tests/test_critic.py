@@ -102,7 +102,7 @@ def test_table_and_built_split(tmp_path, processbench_folder, capsys):
         (["--model", "m", "--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "processbench"], "either --model"),
         (["--judge-model", "j", "--benchmark", "processbench"], "--judge-model needs --base-url"),
         (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "best_of_n", "--candidates", "c"], "not best_of_n"),
-        (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "processbench", "--calibrate", "gsm8k"], "--calibrate does not apply"),
+        (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "processbench", "--calibrate", "gsm8k"], "--calibrate does not apply to --judge-model"),
         (["--model", "m", "--base-url", "http://h:1/v1", "--benchmark", "processbench"], "--base-url is the judge's server"),
     ],
 )

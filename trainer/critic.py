@@ -118,7 +118,7 @@ def evaluate_critic(
     split: str = "test",
 ) -> dict:
     """Score a judge on ProcessBench or a built split; the same results dict as `evaluate` gives for a PRM."""
-    from .benchmarks import _load_split, built_metrics
+    from .benchmark_suites import _load_split, built_metrics
     from .processbench import SUBSETS, evaluate_processbench
 
     if benchmark not in ("processbench", "built"):

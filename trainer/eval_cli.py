@@ -59,13 +59,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", help="PRM folder or Hub id (full model or LoRA adapter)")
     parser.add_argument("--benchmark", required=True, choices=["processbench", "built", "best_of_n"])
-    scoring = parser.add_argument_group("scoring (use the PRM's training settings)")
-    scoring.add_argument("--step_separator", type=_separator, default="\n",
-                         help="separator the PRM was trained with; escapes like \\n are read (default: \\n)")
-    scoring.add_argument("--max_length", type=_positive, help="truncation as in training (default: none)")
-    scoring.add_argument("--max_prompt_length", type=_positive, help="truncation as in training (default: none)")
-    scoring.add_argument("--max_completion_length", type=_positive, help="truncation as in training (default: none)")
-    scoring.add_argument("--batch_size", type=_positive, default=8, help="rows per forward pass (default: 8)")
+    scoring = parser.add_argument_group(
+        "scoring (default: the PRM's training settings, from the prm_step_format.json prm-train saves with it)")
+    scoring.add_argument("--step_separator", type=_separator,
+                         help="separator to split and score steps at; escapes like \\n are read (default: the saved "
+                         "one, else \\n; another than the saved one warns)")
+    scoring.add_argument("--max_length", type=_positive,
+                         help="truncation (default: the saved one, else none; never past the model's length)")
+    scoring.add_argument("--max_prompt_length", type=_positive, help="truncation (default: the saved one, else none)")
+    scoring.add_argument("--max_completion_length", type=_positive,
+                         help="truncation (default: the saved one, else none)")
+    scoring.add_argument("--batch_size", type=_positive, default=8, help="rows per forward pass, at most (default: 8)")
+    scoring.add_argument("--max_batch_tokens", "--max-batch-tokens", type=_positive, default=16384,
+                         help="padded tokens per forward pass, at most (default: 16384)")
     scoring.add_argument("--threshold", type=_threshold, default=0.5,
                          help="a step is predicted correct when its score is at least this (default: 0.5)")
     scoring.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -107,6 +113,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="write the scores into the model folder's README.md, replacing this benchmark's last")
     output.add_argument("--scores_dir", metavar="DIR",
                         help="keep every row's step scores here (one JSONL per data file) and resume from them")
+    output.add_argument("--html", metavar="FILE",
+                        help="write a self-contained page of the evaluated rows, most confident PRM mistakes first "
+                             "(processbench and built)")
+    output.add_argument("--html_rows", "--html-rows", dest="html_rows", type=_positive, default=None,
+                        help="rows on the --html page (default: 200)")
     output.add_argument("--no_progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -121,9 +132,9 @@ def main(argv=None) -> int:
             parser.error("--judge-model needs --base-url, the judge's OpenAI-compatible server")
         if args.benchmark == "best_of_n":
             parser.error("--judge-model scores a critic on --benchmark processbench or built, not best_of_n")
-        for option in ("calibrate", "scores_dir"):
+        for option in ("calibrate", "scores_dir", "html"):
             if getattr(args, option) is not None:
-                parser.error(f"--{option} does not apply to --judge-model (a judge's verdicts need no threshold)")
+                parser.error(f"--{option} does not apply to --judge-model (a PRM's step scores, not a judge's verdicts)")
         if args.update_card:
             parser.error("--update-card writes into a PRM's folder; it does not apply to --judge-model")
         if args.max_retries < 0:
@@ -140,7 +151,11 @@ def main(argv=None) -> int:
     for option in foreign[args.benchmark]:
         if getattr(args, option) is not None:
             parser.error(f"--{option} does not apply to --benchmark {args.benchmark}")
-    if args.update_card and args.model and not Path(args.model).is_dir():
+    if args.html is not None and args.benchmark == "best_of_n":
+        parser.error("--html shows step labels beside the PRM's scores: use it with --benchmark processbench or built")
+    if args.html_rows is not None and args.html is None:
+        parser.error("--html_rows applies to the page that --html writes; add --html FILE")
+    if args.update_card and not Path(args.model).is_dir():
         parser.error(f"--update-card writes README.md into the model's folder; {args.model} is not a local folder")
 
     from huggingface_hub.errors import EntryNotFoundError  # not an OSError, unlike the Hub's other errors
@@ -160,9 +175,9 @@ def main(argv=None) -> int:
 
 def run(args) -> None:
     """Evaluate as `args` say and write the report (stdout), the chart and the card section."""
-    from .benchmarks import evaluate
+    from .benchmark_suites import EvalOptions, evaluate
     from .eval_report import plot, render_table, update_card
-    from .tokenization import Truncation
+    from .tokenization import StepFormat, Truncation
 
     dataset_options = None
     if args.dataset_options:
@@ -185,29 +200,31 @@ def run(args) -> None:
         if args.plot:
             print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)
         return
-    results = evaluate(
-        args.model, None, args.benchmark,
-        device=args.device,
-        dtype=args.dtype,
-        step_separator=args.step_separator,
-        truncation=Truncation(args.max_length, args.max_prompt_length, args.max_completion_length),
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        progress=not args.no_progress,
-        subsets=args.subsets,
-        data=args.data,
-        calibrate=args.calibrate,
-        revision=args.revision,
-        dataset=args.dataset,
-        dataset_options=dataset_options,
-        split=args.split,
-        candidates=args.candidates,
-        aggregations=args.aggregations,
-        scores_dir=args.scores_dir,
+    scored = []  # (name, rows, scores) of each scored set, for --html
+    # The flags given override the saved format part by part: `--max_length 512` alone keeps the saved separator.
+    step_format = None
+    lengths = (args.max_length, args.max_prompt_length, args.max_completion_length)
+    if args.step_separator is not None or any(length is not None for length in lengths):
+        truncation = Truncation(*lengths) if any(length is not None for length in lengths) else None
+        step_format = (StepFormat.saved(args.model) or StepFormat()).override(args.step_separator, truncation)
+    options = EvalOptions(
+        step_format=step_format, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        threshold=args.threshold, progress=not args.no_progress, scores_dir=args.scores_dir, device=args.device,
+        dtype=args.dtype, subsets=tuple(args.subsets), data=args.data, calibrate=args.calibrate,
+        revision=args.revision, dataset=args.dataset, dataset_options=dataset_options, split=args.split,
+        candidates=args.candidates, aggregations=tuple(args.aggregations),
+        on_scored=(lambda name, rows, scores: scored.append((name, rows, scores))) if args.html else None,
     )
+    results = evaluate(args.model, None, args.benchmark, options)
     print(json.dumps(results, indent=2) if args.json else render_table(results))
     if args.plot:
         print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)
+    if args.html:
+        from prm_builder.report import EVAL_ROWS, evaluation_page
+
+        page = evaluation_page(results, scored, max_rows=args.html_rows or EVAL_ROWS)
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"page written to {args.html}", file=sys.stderr)
     if args.update_card:
         print(f"scores written to {update_card(args.model, results)}", file=sys.stderr)
 

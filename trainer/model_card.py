@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from prm_builder.redact import public_value
+from prm_builder.redact import public_value, without_credentials
 
 _MODEL_CARD = """\
 # {name}
@@ -20,7 +20,8 @@ still correct. {origin}
 ## Scoring steps
 
 Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step is the softmax
-probability of label 1 (`correct`) at the step's last token, its separator.
+probability of label 1 (`correct`) at the step's last token, its separator. The separator and truncation it was
+trained with are in `prm_step_format.json` beside the weights; `PRMReward` and `prm-eval` score with them by default.
 
 ```python
 {load}
@@ -84,7 +85,9 @@ def training_data_section(data: dict, dropped: dict, args, dataset_name=None, da
     if data.get("builder") == "prm_builder" and data.get("config"):
         lines.append(f"- built with prm-builder, config `{data['config']}`")
     if dataset_options:
-        lines.append("- options: " + ", ".join(f"`{key}={public_value(value)}`" for key, value in dataset_options.items()))
+        # An option named like a secret (`token=...`) is hidden whatever its value looks like.
+        lines.append("- options: " + ", ".join(
+            f"`{key}={public_value(without_credentials(value, key))}`" for key, value in dataset_options.items()))
     if "rows" in data:
         details = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
         lines.append(f"- training rows: {data['rows']}" + (f" ({sum(dropped.values())} dropped: {details})"
