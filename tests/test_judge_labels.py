@@ -214,6 +214,16 @@ def test_consensus_and_judge_rows_drops_and_cached_verdicts(tiny_chat_model_path
     assert policy_requests == 5 + 7 + 2 * 7
 
 
+def test_one_server_serving_policy_and_judge(tiny_chat_model_path, problems_file, tmp_path):
+    # judge_base_url left out: the judge is asked at base_url, under its own model name.
+    judge = ScriptedJudge()
+    with StubServer(lambda request: judge(request) if request.body["model"] == JUDGE else policy(request)) as server:
+        rows = build(tiny_chat_model_path, problems_file, server, None, tmp_path)
+        models = {r.body["model"] for r in server.served}
+    assert summary(rows) == CONSENSUS_ROWS and drops_of(rows) == CONSENSUS_DROPS
+    assert models == {JUDGE, str(tiny_chat_model_path)}
+
+
 def test_outcome_and_mc_rows_have_no_judge_columns_and_judge_options_need_a_judge_method(tmp_path):
     assert "judge_first_error" not in model_sampled.FEATURES
     with pytest.raises(ValueError, match=r"label_method='judge' needs judge_model"):
