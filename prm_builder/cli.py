@@ -18,6 +18,8 @@ import types
 import typing
 from pathlib import Path
 
+from .command_line import follow_conventions, run_command
+
 # Commands that need the configs' option dataclasses (and so datasets, pandas, pyarrow); the
 # parser of every other command, `--help` included, is built without importing them.
 CONFIG_COMMANDS = ("build", "push")
@@ -37,18 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_and_redacted_logs()
-    try:
-        return args.run(args) or 0
-    except KeyboardInterrupt:
-        print("prm-builder: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - every failure becomes one line (the traceback with --debug)
-        from . import failures
-
-        if args.debug:
-            print(failures.traceback_text(error), file=sys.stderr, end="")
-        print(f"prm-builder: error: {failures.explain(error, _option_names(), _model_of(args))}", file=sys.stderr)
-        return 1
+    return run_command("prm-builder", lambda: args.run(args), debug=args.debug, option_names=_option_names,
+                       model=lambda: _model_of(args))
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -98,7 +90,7 @@ def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
     add_push_command(commands, sources)
     add_cache_commands(commands)
     add_tiny_model_command(commands)
-    return parser
+    return follow_conventions(parser)
 
 
 # `--debug` is also accepted after the command (`prm-builder build synthetic ... --debug`);
@@ -281,6 +273,7 @@ def run_build(args: argparse.Namespace) -> int:
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
     from .drops import recorded_drops, save_drops
+    from .options import OPTIONS_FILE
     from .stats import format_summary, plot_distributions, summarize_splits
 
     options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
@@ -296,7 +289,7 @@ def run_build(args: argparse.Namespace) -> int:
     output = Path(args.output_dir)
     dataset.save_to_disk(str(output))
     save_drops(drops, output)
-    (output / "prm_builder_options.json").write_text(
+    (output / OPTIONS_FILE).write_text(
         json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
     )
     print(format_summary(summarize_splits(dataset, drops)))

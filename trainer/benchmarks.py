@@ -37,9 +37,9 @@ def built_metrics(scores: list[list[float]], rows: list[dict], threshold: float)
 def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]:
     """The rows of `split` of a folder saved by `prm-builder build`, a `prm_builder:CONFIG`, a Hub id, or a Dataset."""
     if isinstance(dataset, (str, Path)):
-        from .cli import load_prm_dataset
+        from .data import load_prm_dataset
 
-        loaded = load_prm_dataset(str(dataset), None, dataset_options or {})
+        loaded = load_prm_dataset(str(dataset), None, dataset_options or {}, flag="--dataset")
         if split not in loaded:
             raise ValueError(f"--split {split!r} is not a split of {dataset}: {list(loaded)}")
         dataset = loaded[split]
