@@ -54,18 +54,33 @@ def parsers_of(parser: argparse.ArgumentParser):
 def follow_conventions(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Make `parser` (and its subcommands) take both spellings of every flag, no prefixes, and name unknown flags.
 
-    The second spelling is registered as a hidden alias (help shows each flag once). Works for transformers'
-    HfArgumentParser too, which already registers both spellings itself.
+    The other spelling is rewritten to the declared one before argparse sees it, rather than registered as a second
+    option string: actions such as BooleanOptionalAction read the option string they were called with (`--no-x`
+    sets False), and help shows each flag once. transformers' HfArgumentParser declares both spellings itself.
     """
     for each in parsers_of(parser):
         each.allow_abbrev = False
-        for action in list(each._actions):
-            for flag in list(action.option_strings):
-                alias = other_spelling(flag)
-                if alias is not None and alias not in each._option_string_actions:
-                    each._option_string_actions[alias] = action
-        each.error = _one_line_error(each, parser)
+        declared = {flag for action in each._actions for flag in action.option_strings}
+        aliases = {other_spelling(flag): flag for flag in declared if other_spelling(flag) not in (None, *declared)}
+        each.parse_known_args = _with_spellings(each, each.parse_known_args, aliases)
+        each.error = _one_line_error(each)
     return parser
+
+
+def _with_spellings(parser, parse_known_args, aliases: dict[str, str]):
+    def parse(args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        rewritten = []
+        for index, arg in enumerate(args):
+            if arg == "--":  # what follows is not flags
+                rewritten.extend(args[index:])
+                break
+            flag, equals, value = arg.partition("=")
+            rewritten.append(aliases[flag] + equals + value if flag in aliases else arg)
+        parser.prm_arguments = rewritten  # for the error message: which subcommand the unknown flag was given to
+        return parse_known_args(rewritten, namespace)
+
+    return parse
 
 
 def all_flags(parser: argparse.ArgumentParser) -> list[str]:
@@ -78,9 +93,17 @@ def closest_flag(flag: str, valid: list[str]) -> str | None:
     def canonical(text: str) -> str:
         return text.replace("_", "-")
 
+    flag = flag.split("=", 1)[0]
     by_canonical = {canonical(name): name for name in valid}
-    found = difflib.get_close_matches(canonical(flag.split("=", 1)[0]), list(by_canonical), n=1, cutoff=0.6)
-    return by_canonical[found[0]] if found else None
+    found = difflib.get_close_matches(canonical(flag), list(by_canonical), n=1, cutoff=0.6)
+    if not found:
+        return None
+    near = by_canonical[found[0]]
+    if near.startswith("--") and "_" in flag[2:]:  # in the spelling the user chose
+        return "--" + near[2:].replace("-", "_")
+    if near.startswith("--") and "-" in flag[2:]:
+        return "--" + near[2:].replace("_", "-")
+    return near
 
 
 def unknown_flags_message(unknown: list[str], valid: list[str]) -> str:
@@ -94,14 +117,27 @@ def unknown_flags_message(unknown: list[str], valid: list[str]) -> str:
     return f"{noun} {', '.join(parts)}"
 
 
-def _one_line_error(parser: argparse.ArgumentParser, top: argparse.ArgumentParser):
+def _one_line_error(parser: argparse.ArgumentParser):
     def error(message: str):
         prefix = "unrecognized arguments: "
         if message.startswith(prefix):
-            message = unknown_flags_message(message[len(prefix):].split(), all_flags(top))
+            # argparse reports a subcommand's unknown flags from the top parser: name the subcommand's flags.
+            chosen = _chosen_subcommand(parser, getattr(parser, "prm_arguments", []))
+            message = unknown_flags_message(message[len(prefix):].split(), all_flags(chosen))
+            usage_error(chosen.prog, message)
         usage_error(parser.prog, message)
 
     return error
+
+
+def _chosen_subcommand(parser: argparse.ArgumentParser, args: list[str]) -> argparse.ArgumentParser:
+    """The deepest subcommand that `args` name (`build synthetic` -> its parser), else `parser`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            word = next((arg for arg in args if arg in action.choices), None)
+            if word is not None:
+                return _chosen_subcommand(action.choices[word], args[args.index(word) + 1:])
+    return parser
 
 
 def usage_error(prog: str, message: str):

@@ -244,9 +244,10 @@ def parse_command_line(parser, argv: list[str]):
         if message.startswith(unused):
             message = unknown_flags_message(_listed(message[len(unused):]), _flags(parser))
         elif message.startswith(from_config):
-            keys = [flag[2:] for flag in _listed(message[len(from_config):].split(". Please")[0]) if flag.startswith("--")]
-            message = f"--config {config}: {unknown_flags_message(keys, [f[2:] for f in _flags(parser)])}"
-            message = message.replace("unknown flag", "unknown key")
+            flags = [flag for flag in _listed(message[len(from_config):].split(". Please")[0]) if flag.startswith("--")]
+            # Keys of a YAML file are written with underscores: suggest them so.
+            named = unknown_flags_message(["--" + flag[2:].replace("-", "_") for flag in flags], _flags(parser))
+            message = f"--config {config}: {named.replace('unknown flag', 'unknown key').replace('--', '')}"
         elif isinstance(error, OSError) and config and not Path(config).is_file():
             message = f"--config {config!r}: no such file"
         usage_error("prm-train", message)
