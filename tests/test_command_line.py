@@ -243,7 +243,8 @@ def test_debug_keeps_the_traceback(tmp_path, monkeypatch, capsys):
     assert eval_cli.main(["--model", "./gone", "--benchmark", "processbench", "--debug"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")
-    assert err.endswith(f"prm-eval: error: --model './gone': no such folder ({tmp_path.resolve()}/gone does not exist)\n")
+    assert err.endswith(f"prm-eval: error: --model './gone': no such folder ({tmp_path.resolve()}/gone does not "
+                        "exist)\n")
 
 
 def test_offline_hub_dataset_names_what_was_asked(tmp_path, tiny_model_path, monkeypatch, capsys):

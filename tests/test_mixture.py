@@ -153,7 +153,8 @@ def test_the_same_entry_twice_is_refused(tmp_path):
     data = write_stepwise(tmp_path / "a.jsonl", [{"prompt": "p", "completions": ["x"], "labels": [True]}])
     entry = {"path": "prm_builder", "name": "stepwise", "options": {"data_files": data}}
     with pytest.raises(ValueError) as raised:
-        mixture.load_mixture(mixture.MixtureArguments(datasets=[{**entry, "fraction": 0.5}, {**entry, "fraction": 0.25}]))
+        twice = [{**entry, "fraction": 0.5}, {**entry, "fraction": 0.25}]
+        mixture.load_mixture(mixture.MixtureArguments(datasets=twice))
     assert str(raised.value) == (
         "datasets[1] repeats datasets[0] (prm_builder:stepwise (a.jsonl)): every row of the repeat would be dropped as "
         "a duplicate of the first, leaving it no rows; list it once, with fraction 0.75 for both"

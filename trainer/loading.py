@@ -33,7 +33,8 @@ def check_model_path(path: str, flag: str) -> None:
     folder = Path(path).expanduser()
     if folder.is_dir() and not any((folder / name).is_file() for name in MODEL_FILES):
         dataset = (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
-        hint = "; it looks like a dataset saved by `prm-builder build`: pass it as data, not as the model" if dataset else ""
+        hint = ("; it looks like a dataset saved by `prm-builder build`: pass it as data, not as the model" if dataset
+                else "")
         raise ValueError(
             f"{flag} {path!r} is a folder but not a model (no config.json, nor adapter_config.json for a LoRA "
             f"adapter); it holds {folder_contents(folder)}{hint}"
@@ -49,7 +50,8 @@ def absolute_if_local(path: str) -> str:
 
 def adapter_base(adapter_path: str, base: str | None) -> str:
     """The base model a LoRA adapter at `adapter_path` names, found: as given (a Hub id, an absolute path, or relative
-    to the working directory), else relative to the adapter's folder or the folder holding it. A missing local base is a one-line error."""
+    to the working directory), else relative to the adapter's folder or the folder holding it. A missing local base
+    is a one-line error."""
     if not base:
         raise ValueError(f"{adapter_path}: adapter_config.json names no base model (base_model_name_or_path is empty)")
     if Path(base).expanduser().is_dir():

@@ -102,8 +102,8 @@ def entries(datasets: list) -> list[PRMDatasetConfig]:
             raise ValueError(
                 f"datasets[{index}] repeats datasets[{seen[key]}] ({label(entry)}): every row of the repeat would be "
                 "dropped as a duplicate of the first, leaving it no rows; list it once"
-                + (f", with fraction {fractions[seen[key]] + fractions[index]:g} for both" if fractions[index] is not None
-                   else "")
+                + ("" if fractions[index] is None
+                   else f", with fraction {fractions[seen[key]] + fractions[index]:g} for both")
             )
         seen[key] = index
     return result
