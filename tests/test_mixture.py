@@ -105,8 +105,8 @@ def test_prm_train_on_a_mixture(mix_yaml, tmp_path, tiny_model_path):
     # round(0.5 * 28) = 14, round(0.25 * 28) = 7, 7.
     table = [
         "| prm_builder:synthetic | train | 40 | 0 | 0.5 | 14 | 0.5000 |",
-        "| prm_builder:prm800k | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
-        "| prm_builder:math_shepherd | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
+        "| prm_builder:prm800k (samples.jsonl) | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
+        "| prm_builder:math_shepherd (samples.jsonl) | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
         "| total | | 54 | 0 | | 28 | 1.0000 |",
     ]
     printed = result.stdout
