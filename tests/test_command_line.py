@@ -247,6 +247,18 @@ def test_debug_keeps_the_traceback(tmp_path, monkeypatch, capsys):
                         "exist)\n")
 
 
+def test_prm_train_debug_and_paths_from_the_config_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipe.yaml").write_text("model_name_or_path: ./gone\ndataset_name: prm_builder:synthetic\n")
+    line = (f"prm-train: error: --model_name_or_path './gone': no such folder ({tmp_path.resolve()}/gone does not "
+            "exist)\n")
+    assert train_cli.command_line(["--config", "recipe.yaml", "--output_dir", "o"]) == 1
+    assert capsys.readouterr().err == line
+    assert train_cli.command_line(["--config", "recipe.yaml", "--output-dir", "o", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and err.endswith(line)
+
+
 def test_offline_hub_dataset_names_what_was_asked(tmp_path, tiny_model_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = train_cli.command_line(["--model_name_or_path", str(tiny_model_path), "--dataset_name", "ms",
