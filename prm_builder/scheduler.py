@@ -193,20 +193,36 @@ class LazyBackend:
 
 
 class Progress:
-    """A generations/s bar whose total grows as the searches ask for more; shown once there is work."""
+    """A bar of the split's solutions labelled, out of a total known before any request (a stable
+    total, where the generations to make are known only as the searches go), with the requests
+    and generations made so far beside it; shown once a request is made."""
 
-    def __init__(self, split: str):
+    def __init__(self, split: str, total: int):
         self.split = split
+        self.total = total
+        self.done = 0  # solutions labelled or dropped
+        self.requests = self.generated = 0
         self.bar = None
 
     def add(self, count: int) -> None:
+        """A request for `count` generations joined the queue."""
         if self.bar is None:
-            self.bar = tqdm(total=0, unit="gen", desc=f"Sampling {self.split}", dynamic_ncols=True)
-        self.bar.total += count
-        self.bar.refresh()
+            self.bar = tqdm(total=self.total, initial=self.done, unit="solution", desc=f"Labelling {self.split}",
+                            dynamic_ncols=True)  # fmt: skip
+        self.requests += 1
 
     def update(self, count: int) -> None:
-        self.bar.update(count)
+        """`count` generations came back."""
+        self.generated += count
+        self.bar.set_postfix_str(f"{self.generated:,} generations in {self.requests:,} requests", refresh=False)
+
+    def solutions_done(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def describe(self) -> str:
+        return f"{self.generated:,} generations in {self.requests:,} requests for {self.done:,} solutions"
 
     def __enter__(self) -> "Progress":
         return self

@@ -239,7 +239,7 @@ def test_any_backend_answer_is_checked_before_it_is_cached(tmp_path):
     def task():
         yield [Want(key, f"sample:{key}", 2, "What is 2 + 3?", "")]
 
-    with cache.writer() as writer, Progress("test") as progress:
+    with cache.writer() as writer, Progress("test", 1) as progress:
         scheduler = Scheduler(writer, AbortingBackend, progress, seed=0)
         scheduler.start(task(), "tag")
         with pytest.raises(RuntimeError, match=r"the backend returned finish reason 'abort'.*; nothing was cached"):

@@ -97,7 +97,7 @@ def case_to_row(case: dict) -> dict:
     """A case as a step-labelled row: steps before the first error are correct, the rest wrong."""
     label = case["label"]
     labels = [label == -1 or index < label for index in range(len(case["steps"]))]
-    return {"prompt": case["problem"], "completions": case["steps"], "labels": labels}
+    return {"id": case["id"], "prompt": case["problem"], "completions": case["steps"], "labels": labels}
 
 
 def subset_metrics(scores: list[list[float]], cases: list[dict], threshold: float) -> dict:
