@@ -420,7 +420,9 @@ def _described(name: str, options: dict) -> str:
 
 def _built_title(path: Path) -> str | None:
     """The config and options a folder was built with, and the folder, from its prm_builder_options.json."""
-    recorded = path / "prm_builder_options.json"
+    from .options import OPTIONS_FILE
+
+    recorded = path / OPTIONS_FILE
     if not recorded.is_file():
         return None
     built = json.loads(recorded.read_text())
