@@ -233,13 +233,14 @@ def load_mixture(arguments: MixtureArguments, seed: int = 0):
         keep = _new_rows(dataset, seen)
         duplicates.append(len(dataset) - len(keep))
         deduplicated.append(dataset if len(keep) == len(dataset) else dataset.select(keep))
+    # TRL's rule sizes the mixture by its scarcest entry: one with a fraction and no rows would empty all of it
+    # (without fractions such an entry only adds nothing, as the report shows).
     for index, (entry, raw, dataset) in enumerate(zip(mixture, loaded, deduplicated)):
-        if len(dataset) == 0 and (entry.fraction is None or entry.fraction > 0):
-            why = (f"all {len(raw)} of its rows are in earlier entries" if len(raw) else "it has no rows")
+        if len(dataset) == 0 and entry.fraction:
+            why = f"all {len(raw)} of its rows are in earlier entries" if len(raw) else "it has no rows"
             raise ValueError(
-                f"datasets[{index}] ({label(entry)}) adds no rows to the mixture: {why}"
-                + (f"; with fraction {entry.fraction:g} the whole mixture would be empty" if entry.fraction else "")
-                + "; remove it" + (" or set its fraction to 0" if entry.fraction else "")
+                f"datasets[{index}] ({label(entry)}) adds no rows to the mixture: {why}; with fraction "
+                f"{entry.fraction:g} the whole mixture would be empty; remove it or set its fraction to 0"
             )
     counts = realised_counts([len(d) for d in deduplicated], [e.fraction for e in mixture])
     parts = [dataset.select(range(count)) for dataset, count in zip(deduplicated, counts)]
