@@ -342,3 +342,18 @@ def test_readme_outputs_are_ignored_by_git():
     folders = ["tiny/config.json", "prm/adapter_config.json", "out/synthetic/dataset_dict.json", "best_of_n.png"]
     result = subprocess.run(["git", "check-ignore", *folders], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.split() == folders
+
+
+def test_trl_checkpointing_names_do_not_warn(tmp_path):
+    """TRL's PRMConfig documents `gradient_checkpointing`; transformers deprecated it for `activation_checkpointing`.
+    PRMConfig takes the TRL name as the new one, so no FutureWarning reaches the user, and the value holds."""
+    import warnings
+
+    from prm_trainer import PRMConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        config = PRMConfig(output_dir=str(tmp_path), gradient_checkpointing=False,
+                           gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert (config.activation_checkpointing, config.gradient_checkpointing) == (False, False)
+    assert config.gradient_checkpointing_kwargs == config.activation_checkpointing_kwargs == {"use_reentrant": False}
