@@ -276,6 +276,9 @@ def _split_files(items: list[str]) -> dict[str, list[str]]:
         split, sep, path = item.partition("=")
         if not sep or not split or not path:
             raise ValueError(f"--data-files expects SPLIT=PATH items (e.g. train=phase2_train.jsonl), got {item!r}")
+        if Path(path).is_dir():  # else datasets says only "Unable to find" the folder it was given
+            raise ValueError(f"--data-files {item}: {path} is a folder; --data-files names files (e.g. "
+                             f"{split}={Path(path) / 'train.jsonl'}), --data-dir {path} reads a folder")
         files.setdefault(split, []).append(path)
     return files
 
@@ -290,6 +293,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     from .drops import recorded_drops, save_drops
     from .options import OPTIONS_FILE
+    from .redact import without_credentials
     from .stats import format_summary, plot_distributions, summarize_splits
 
     options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
@@ -305,9 +309,9 @@ def run_build(args: argparse.Namespace) -> int:
     output = Path(args.output_dir)
     dataset.save_to_disk(str(output))
     save_drops(drops, output)
-    (output / OPTIONS_FILE).write_text(
-        json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
-    )
+    # Read back by prm-train for its model card: credentials redacted (docs/trainer.md), local paths kept.
+    stored = {"config": args.config, "options": without_credentials(_jsonable(options))}
+    (output / OPTIONS_FILE).write_text(json.dumps(stored, indent=2))
     print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
     if args.plot:

@@ -136,7 +136,7 @@ class ModelSampledConfig(PRMBuilderConfig):
         generation_cache_dir: where generation caches live (default
             <HF_DATASETS_CACHE>/prm_builder_generations).
         concurrency: requests in flight (openai) or sequences per batch (transformers).
-        request_timeout: seconds an openai request may take before it is retried.
+        request_timeout: seconds an openai request may take, its whole answer included, before it is retried.
         max_retries: retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
             an unusable answer) before the build stops.
     """

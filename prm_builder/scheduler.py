@@ -232,6 +232,15 @@ class Progress:
             self.bar.close()
 
 
+# Caches read without their shard locks (said once per process).
+_UNLOCKED_CACHES: set[str] = set()
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
+
+
 class ShardLocks:
     """The problem shards this build is working on, locked against other builds sharing the cache.
 
@@ -251,7 +260,10 @@ class ShardLocks:
         """Lock shard `number`; without `wait`, only if no other build holds it."""
         from filelock import Timeout
 
-        lock = self.cache.shard_lock(self.firsts[number])
+        try:
+            lock = self.cache.shard_lock(self.firsts[number])
+        except OSError as error:
+            return self._without_lock(number, error)
         while True:
             try:
                 lock.acquire(timeout=LOCK_NOTICE_S if wait else 0)
@@ -260,7 +272,21 @@ class ShardLocks:
                 if not wait:
                     return False
                 logger.warning(f"waiting for another build using the generation cache {self.cache.path} ({lock.lock_file})")
+            except OSError as error:  # after Timeout, which is an OSError too
+                return self._without_lock(number, error)
         self.held[number] = lock
+        return True
+
+    def _without_lock(self, number: int, error: OSError) -> bool:
+        # A cache this build cannot write to (a read-only mount, a shared finished cache): reading
+        # needs no lock, and if a generation is missing, writing it fails with the OS's words.
+        if str(self.cache.path) not in _UNLOCKED_CACHES:
+            _UNLOCKED_CACHES.add(str(self.cache.path))
+            logger.warning(
+                f"the generation cache {self.cache.path} cannot be locked ({error.strerror or error}): reading it "
+                f"without the shard locks; a build that cannot generate into it must find every generation there"
+            )
+        self.held[number] = _NoLock()
         return True
 
     def release_done(self, handed_out: int) -> None:

@@ -26,6 +26,7 @@ HTML = "<html><head><title>502 Bad Gateway</title></head><body>" + "nginx " * 10
 BAD_ANSWERS = {
     "null text": ([None], "expected a string text, got None"),
     "number": ([12345], "expected a string text, got 12345"),
+    "lone surrogate": (["ok \ud800"], "expected UTF-8 text, got the lone surrogate \\ud800 at character 3"),
     "unknown finish": ([("fine", "content_filter")], "expected finish_reason stop or length, got 'content_filter'"),
     "too few choices": ([], "expected 1 choices, got 0"),
     "HTML": (Raw(HTML), "expected a JSON body, got '<html><head><title>502 Bad Gateway"),

@@ -329,6 +329,10 @@ def run_training(script_args, training_args, model_args, from_command_line: bool
         raise UsageError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
     if script_args.dataset_streaming:
         raise UsageError("--dataset_streaming is not supported: the test split is scored as a whole")
+    if training_args.hub_token:
+        # The Trainer pickles its arguments into every checkpoint (training_args.bin): the token would
+        # be written in clear. huggingface_hub reads it from HF_TOKEN, in this process only.
+        os.environ["HF_TOKEN"], training_args.hub_token = training_args.hub_token, None
     # Paths first, before any data is built or any Hub request is made.
     check_model_path(model_args.model_name_or_path, "--model_name_or_path")
     # Absolute, so that a LoRA adapter's config names a base model that loads from any folder.
