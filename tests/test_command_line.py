@@ -151,6 +151,20 @@ def test_prm_train_unknown_key_in_the_config_file(tmp_path, capsys):
     )
 
 
+def test_prm_train_config_file_missing_or_not_yaml(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as raised:
+        train_cli.command_line(["--config", "recipe.yml", "--output_dir", "o"])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == "prm-train: error: --config 'recipe.yml': no such file (see prm-train --help)\n"
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(SystemExit) as raised:
+        train_cli.command_line(["--config", "list.yaml", "--output_dir", "o"])
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == ("prm-train: error: Config file list.yaml must contain a YAML mapping. "
+                                       "(see prm-train --help)\n")
+
+
 def test_prm_train_dataset_name_missing_is_a_usage_error(tmp_path, tiny_model_path, capsys):
     code = train_cli.command_line(["--model_name_or_path", str(tiny_model_path), "--output_dir", str(tmp_path / "o")])
     assert code == 2
