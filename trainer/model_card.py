@@ -20,7 +20,8 @@ still correct. {origin}
 ## Scoring steps
 
 Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step is the softmax
-probability of label 1 (`correct`) at the step's last token, its separator.
+probability of label 1 (`correct`) at the step's last token, its separator. The separator and truncation it was
+trained with are in `prm_step_format.json` beside the weights; `PRMReward` and `prm-eval` score with them by default.
 
 ```python
 {load}
