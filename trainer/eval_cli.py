@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         check_paths(args)  # before torch is imported: a mistyped path fails at once
         run(args)
 
-    return run_command("prm-eval", checked_run, debug=args.debug, model=lambda: args.model,
+    return run_command("prm-eval", checked_run, debug=args.debug, model=lambda: args.model or args.judge_model,
                        on_interrupt=f"interrupted; {again}")
 
 
@@ -178,7 +178,8 @@ def check_paths(args) -> None:
     from .data import check_dataset_folder
     from .loading import check_model_path
 
-    check_model_path(args.model, "--model")
+    if args.model is not None:  # a judge (--judge-model) is a name its server serves, not a path
+        check_model_path(args.model, "--model")
     if args.dataset is not None and not args.dataset.startswith("prm_builder"):
         check_dataset_folder(args.dataset, "--dataset")
     for flag, value, what in (("--data", args.data, "folder"), ("--candidates", args.candidates, "file")):
