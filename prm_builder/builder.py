@@ -1,7 +1,7 @@
 """The one `datasets` builder behind `load_dataset("prm_builder", name=...)`.
 
 Each config is one module that ends with `SPEC = ConfigSpec(...)` (contract.py): its options
-class, row schema (fixed, or a function of the options) and metadata, `split_generators`, and
+class, row schema (fixed, or a function of the options: model_sampled's early stop and judged rows) and metadata, `split_generators`, and
 `generate_rows` (or `generate_tables`, for a config that converts column-wise). CONFIGS below maps
 the config names to those specs.
 
