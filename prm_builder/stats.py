@@ -54,11 +54,11 @@ def _summarize_split(data: Dataset, drops: Counter) -> dict:
     if breakdowns:
         summary["rows_per_value"] = breakdowns
     if "judge_first_error" in data.column_names:
-        summary["agreement"] = _agreement(data, dropped)
+        summary["agreement"] = _agreement(data, drops)
     return summary
 
 
-def _agreement(data: Dataset, dropped: Counter) -> dict:
+def _agreement(data: Dataset, drops: Counter) -> dict:
     """How a judge's first errors compare with Monte Carlo's (label_method judge or consensus).
 
     Rows are the solutions kept; consensus dropped its disagreements, so their kinds come from the
@@ -66,13 +66,13 @@ def _agreement(data: Dataset, dropped: Counter) -> dict:
     """
     columns = data.select_columns(["judge_first_error", "mc_first_error"]).to_dict()
     pairs = list(zip(columns["judge_first_error"], columns["mc_first_error"]))
-    disagreements = {reason: int(dropped.get(reason, 0)) for reason in DISAGREEMENTS}
+    disagreements = {reason: int(drops.get(reason, 0)) for reason in DISAGREEMENTS}
     rows_with_mc = [(judge, mc) for judge, mc in pairs if mc != -2]
     both = len(rows_with_mc) + sum(disagreements.values())
     agreed = sum(1 for judge, mc in rows_with_mc if judge == mc)
     return {
         "judge_labelled": len(pairs) + sum(disagreements.values()),
-        "judge_dropped": {reason: int(dropped[reason]) for reason in JUDGE_DROPS if dropped.get(reason)},
+        "judge_dropped": {reason: int(drops[reason]) for reason in JUDGE_DROPS if drops.get(reason)},
         "both_labelled": both,
         "agreed": agreed,
         "agreement": agreed / both if both else None,
