@@ -191,15 +191,18 @@ def test_built_split_and_best_of_n(prm_dir, tmp_path, capsys):
     assert (tmp_path / "bon.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # loading the adapter shows none of PEFT's warnings
 def test_lora_adapter_loads_its_base_and_scores_as_in_memory(tiny_model_path, processbench_files, tmp_path, capsys):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from prm_trainer import evaluate
+    from prm_trainer.loading import peft_reading_deprecated_checkpointing_flag
 
     torch.manual_seed(1)
     base = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
-    model = get_peft_model(base, LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, target_modules=["q_proj", "v_proj"]))
+    with peft_reading_deprecated_checkpointing_flag():  # PEFT's own warning, as PRMTrainer hides it
+        model = get_peft_model(base, LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, target_modules=["q_proj", "v_proj"]))
     for name, parameter in model.named_parameters():  # a trained adapter: LoRA B and the head away from their init
         if "lora_B" in name or "score" in name:
             torch.nn.init.normal_(parameter, std=0.5)

@@ -24,12 +24,9 @@ probability of label 1 (`correct`) at the step's last token, its separator. The 
 trained with are in `prm_step_format.json` beside the weights; `PRMReward` and `prm-eval` score with them by default.
 
 ```python
-{load}
+from prm_trainer import evaluate_reward_model, load_prm
 
-from transformers import AutoTokenizer
-from prm_trainer import evaluate_reward_model
-
-tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model, tokenizer = load_prm("{repo}")  # {load}
 rows = [{{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [True, True]}}]
 print(evaluate_reward_model(model, tokenizer, rows, metric="step_accuracy", step_separator="{separator}"))
 ```
@@ -124,8 +121,10 @@ def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eva
     )
     name = model_name or Path(args.output_dir).name
     repo = trainer.hub_model_id or name
-    auto_class = "AutoPeftModelForTokenClassification" if is_peft else "AutoModelForTokenClassification"
-    load = f'from {card_data.library_name} import {auto_class}\n\nmodel = {auto_class}.from_pretrained("{repo}")'
+    # load_prm, not PEFT's AutoPeftModelForTokenClassification: PEFT 0.21 reads transformers' deprecated
+    # `is_gradient_checkpointing` when it wraps the base model, a FutureWarning on every load that load_prm silences
+    # for exactly that call; it also finds a base model kept beside the adapter.
+    load = "the LoRA adapter on its base model, and the tokenizer" if is_peft else "the model and its tokenizer"
     evaluation = ""
     if eval_results:
         rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in eval_results.items()]
