@@ -165,6 +165,23 @@ def test_table_chart_and_calibration(processbench_files, prm_dir, tmp_path, caps
     assert (tmp_path / "pb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("flag", ["--no_progress", "--no-progress"])
+def test_no_progress_hides_every_bar_loading_included(prm_dir, processbench_files, capfd, flag):
+    from transformers.utils import logging as transformers_logging
+
+    argv = ["--model", str(prm_dir), "--benchmark", "processbench", "--subsets", "gsm8k", "--data",
+            str(processbench_files), "--json"]
+    main(argv)
+    shown = capfd.readouterr().err
+    assert "Loading weights" in shown and "Scoring" in shown  # the bars this run draws, by default
+
+    main([*argv, flag])
+    out, err = capfd.readouterr()
+    assert json.loads(out)["subsets"]["gsm8k"]["num_erroneous"] == 6  # the run itself is unchanged
+    assert "Loading weights" not in err and "it/s" not in err and "\r" not in err, err
+    assert transformers_logging.is_progress_bar_enabled()  # a global switch, put back as it was
+
+
 def test_built_split_and_best_of_n(prm_dir, tmp_path, capsys):
     from datasets import Dataset, DatasetDict
 
