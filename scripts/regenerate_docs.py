@@ -94,7 +94,9 @@ def parse(text: str, where: str = "page") -> list[Block]:
         mark = lines[index - 1].strip() if index else ""
         if mark == RUNNABLE_MARK:
             if fence.group(2) not in ("bash", "sh"):
-                raise ValueError(f"{where}:{index + 1}: {RUNNABLE_MARK} expects a ```bash fence, found {lines[index]!r}")
+                raise ValueError(
+                    f"{where}:{index + 1}: {RUNNABLE_MARK} expects a ```bash fence, found {lines[index]!r}"
+                )
             blocks.append(Block(len(blocks) + 1, "\n".join(lines[index + 1 : end]) + "\n", index + 1))
         elif mark == OUTPUT_MARK:
             if not blocks:
@@ -260,8 +262,8 @@ def stale(page: Path, runs: list[Run]) -> list[str]:
         for shown in run.block.shown:
             if not matches(shown.lines, actual):
                 diff = "\n".join(difflib.unified_diff(
-                    shown.lines, actual, f"{page.name}:{shown.start + 1} (shown)", f"block {run.block.number} (printed)",
-                    lineterm="", n=2,
+                    shown.lines, actual, f"{page.name}:{shown.start + 1} (shown)",
+                    f"block {run.block.number} (printed)", lineterm="", n=2,
                 ))
                 messages.append(f"{page.name}:{shown.start}: the output shown for runnable block {run.block.number} "
                                 f"(line {run.block.line}) is not what it prints:\n{diff}")

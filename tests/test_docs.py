@@ -126,7 +126,7 @@ def test_parse_errors_name_the_line(text, message):
         (["loss 0.6797"], ["loss 0.6798"], False),  # model figures are compared as they are
         (["took 3.2 s, 120.5 rows/s [00:03<00:00]"], ["took 0.41 s, 9.1 rows/s [00:00<00:00]"], True),  # timings not
         (["{'train_runtime': '10.55', 'train_loss': '0.7'}"], ["{'train_runtime': '63.1', 'train_loss': '0.7'}"], True),
-        (["{'train_runtime': '10.55', 'train_loss': '0.7'}"], ["{'train_runtime': '10.55', 'train_loss': '0.8'}"], False),
+        (["{'train_runtime': '10.5', 'train_loss': '0.7'}"], ["{'train_runtime': '10.5', 'train_loss': '0.8'}"], False),
         (["trailing blanks  "], ["trailing blanks"], True),
     ],
 )

@@ -69,7 +69,8 @@ def test_card_snippet_runs_and_prints_each_step_s_score(trained):
 @pytest.mark.parametrize(
     "base, expected",
     [
-        ("Qwen/Qwen2.5-Math-1.5B", ("Qwen/Qwen2.5-Math-1.5B", "[Qwen/Qwen2.5-Math-1.5B](https://huggingface.co/Qwen/Qwen2.5-Math-1.5B)")),
+        ("Qwen/Qwen2.5-Math-1.5B",
+         ("Qwen/Qwen2.5-Math-1.5B", "[Qwen/Qwen2.5-Math-1.5B](https://huggingface.co/Qwen/Qwen2.5-Math-1.5B)")),
         ("/home/someone/models/qwen-local", (None, "`qwen-local` (a local folder)")),
         (None, (None, None)),
     ],

@@ -27,7 +27,8 @@ probability of label 1 (`correct`) at the step's last token, its separator. With
 from prm_trainer import PRMReward
 
 prm = PRMReward("{repo}", step_separator="{separator}")  # {kind}
-problem = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?"
+problem = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+           "How many clips did Natalia sell altogether in April and May?")
 steps = ["In May she sold 48 / 2 = 24 clips.", "In April and May she sold 48 + 24 = 72 clips.", "The answer is 72"]
 scores = prm.step_scores([problem], ["{separator}".join(steps)])[0]
 for step, score in zip(steps, scores):
@@ -164,8 +165,9 @@ def reproducing_section(args, base_label: str, log_history: list[dict]) -> str:
         f"- base model: {base_label or 'not recorded'}",
         f"- seed: {args.seed}" + (f", data seed: {args.data_seed}" if args.data_seed is not None else ""),
         f"- libraries: {library_versions()}",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d')} (UTC, when this card was written)",
-        f"- run time: {duration} of training" if duration else "- run time: not recorded (no training run finished)",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} (UTC, when this card was written)",
+        f"- run time: {duration} of training" if duration
+        else "- run time: not recorded yet (a checkpoint of a run still training)",
         f"- hardware: {hardware(args)}" + (", bf16" if args.bf16 else ", fp16" if args.fp16 else ", fp32"),
     ]
     return "\n".join(lines)
