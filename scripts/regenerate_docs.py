@@ -283,8 +283,13 @@ def rewrite(text: str, runs: list[Run]) -> tuple[str, list[str]]:
     return "\n".join(lines), warnings
 
 
+def _name(page: Path) -> str:
+    """A page as messages name it: relative to the repository when it is in it."""
+    return str(page.relative_to(ROOT)) if page.is_relative_to(ROOT) else str(page)
+
+
 def run_page(page: Path) -> tuple[list[Block], list[Run]]:
-    blocks = parse(page.read_text(encoding="utf-8"), str(page.relative_to(ROOT)))
+    blocks = parse(page.read_text(encoding="utf-8"), _name(page))
     with tempfile.TemporaryDirectory(prefix="prm-docs-") as folder:
         work = Path(folder, "work")
         work.mkdir()
@@ -293,7 +298,7 @@ def run_page(page: Path) -> tuple[list[Block], list[Run]]:
 
 def _regenerate_page(page: Path, check: bool) -> tuple[str, bool]:
     """Run one page; rewrite it unless `check`. Returns a report and whether everything ran and was up to date."""
-    name = str(page.relative_to(ROOT))
+    name = _name(page)
     started = page.read_text(encoding="utf-8")
     blocks, runs = run_page(page)
     report, ok = [], True
@@ -306,7 +311,7 @@ def _regenerate_page(page: Path, check: bool) -> tuple[str, bool]:
                       f"--- stdout\n{run.stdout[-2000:]}\n--- stderr\n{run.stderr[-2000:]}")
     messages = stale(page, runs)
     if check:
-        report += messages
+        report += messages or ([] if failed else [f"{name}: up to date ({len(runs)} block(s) ran)"])
         return "\n".join(report), ok and not messages
     new, warnings = rewrite(started, runs)
     report += [f"{name}: {warning}" for warning in warnings]
@@ -320,6 +325,14 @@ def _regenerate_page(page: Path, check: bool) -> tuple[str, bool]:
     return "\n".join(report), ok and not warnings
 
 
+def _guarded(page: Path, check: bool) -> tuple[str, bool]:
+    """`_regenerate_page`, with a page that cannot be parsed or run reported instead of stopping the other pages."""
+    try:
+        return _regenerate_page(page, check)
+    except (ValueError, OSError, subprocess.TimeoutExpired) as error:
+        return f"{_name(page)}: not regenerated: {error}", False
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pages", nargs="*", type=Path, help="pages to run (default: README.md and docs/*.md)")
@@ -328,9 +341,9 @@ def main(argv=None) -> int:
                         help="pages run at once (default: min(4, CPUs))")
     args = parser.parse_args(argv)
     chosen = [page.resolve() for page in args.pages] or pages()
-    chosen = [page for page in chosen if RUNNABLE_MARK in page.read_text(encoding="utf-8")]
+    chosen = [page for page in chosen if {RUNNABLE_MARK, OUTPUT_MARK} & set(page.read_text(encoding="utf-8").split("\n"))]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda page: _regenerate_page(page, args.check), chosen))
+        results = list(pool.map(lambda page: _guarded(page, args.check), chosen))
     for report, _ in results:
         print(report)
     return 0 if all(ok for _, ok in results) else 1

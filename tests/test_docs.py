@@ -201,3 +201,21 @@ def test_readme_says_to_activate_the_virtual_environment():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     first_bare_command = readme.index("\nprm-builder build synthetic --problems sample --output-dir out/synthetic\n")
     assert "source .venv/bin/activate" in readme[:first_bare_command]
+
+
+def test_the_script_checks_rewrites_and_reports_a_broken_page(tmp_path, capsys):
+    page = tmp_path / "page.md"
+    page.write_text(PAGE.replace("echo two", "echo three"))
+    assert docs.main(["--check", str(page)]) == 1
+    assert "-two\n+three" in capsys.readouterr().out
+    assert docs.main([str(page)]) == 0
+    assert f"{page}: rewrote 1 shown output(s)" in capsys.readouterr().out
+    assert "one\nthree\n```" in page.read_text()
+    assert docs.main(["--check", str(page)]) == 0
+
+    broken = tmp_path / "broken.md"
+    broken.write_text("<!-- runnable -->\n```bash\nfalse\n```\n\n<!-- output -->\n```\nx\n```\n")
+    assert docs.main([str(broken), str(page)]) == 1  # the other page is still done
+    out = capsys.readouterr().out
+    assert f"{broken}: runnable block 1 (line 2) failed with exit 1" in out and f"{page}: up to date" in out
+    assert broken.read_text().endswith("```\nx\n```\n")  # left as it was
