@@ -16,9 +16,9 @@ The conventions, shared with tests/test_docs.py (which imports this file):
   the tail of a long output. Regenerating keeps the elision: each shown stretch between `...` lines is replaced by
   the stretch of the new output that looks most like it (same words, numbers aside), as many lines as before.
 
-Only what differs between machines and runs is normalized, on both sides, before comparing: the absolute path of the
-folder the blocks run in (written as `/home/you/work` in the docs), and timings (`12.3 s`, `0.01s`, `00:03`, rows/s
-figures, `train_runtime` and friends). Numbers from the seeded tiny model on CPU are compared as they are: a change
+Only what differs between machines and runs is normalized before comparing: the absolute paths of the temporary
+folder the blocks run in (shown as `/home/you/work`) and of their caches (shown as `~/.cache/huggingface`), and
+timings (`12.3 s`, `0.01s`, `00:03`, rows/s figures, `train_runtime` and friends, on both sides). Numbers from the seeded tiny model on CPU are compared as they are: a change
 that moves them must regenerate the docs.
 """
 
@@ -132,6 +132,18 @@ class Run:
     stderr: str
 
 
+def shown_paths(work: Path, home: Path) -> list[tuple[str, str]]:
+    """(path on this machine, how the docs show it): the temporary folders the blocks run with, as a user's default
+    folders would read. Longest first, so that a folder inside another is replaced as itself."""
+    pairs = {
+        home / "hf_datasets_cache": "~/.cache/huggingface/datasets",
+        home / "hf_home": "~/.cache/huggingface",
+        work: SHOWN_WORK_DIR,
+    }
+    expanded = {str(variant): shown for path, shown in pairs.items() for variant in (path, path.resolve())}
+    return sorted(expanded.items(), key=lambda pair: -len(pair[0]))
+
+
 def run_blocks(blocks: list[Block], work: Path, home: Path) -> list[Run]:
     """Run the blocks in order in `work`; stop after the first that fails (the next ones would need its output)."""
     env = block_env(work, home)
@@ -141,7 +153,9 @@ def run_blocks(blocks: list[Block], work: Path, home: Path) -> list[Run]:
             ["bash", "-euo", "pipefail", "-c", block.code],
             cwd=work, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S,
         )
-        stdout = result.stdout.replace(str(work.resolve()), SHOWN_WORK_DIR).replace(str(work), SHOWN_WORK_DIR)
+        stdout = result.stdout
+        for real, shown in shown_paths(work, home):
+            stdout = stdout.replace(real, shown)
         runs.append(Run(block, result.returncode, stdout, result.stderr))
         if result.returncode != 0:
             break

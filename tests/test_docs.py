@@ -176,11 +176,11 @@ def test_rewrite_replaces_shown_outputs_in_place(tmp_path):
 
 
 def test_outputs_show_the_work_folder_as_the_docs_do(tmp_path):
-    blocks = docs.parse("<!-- runnable -->\n```bash\necho \"saved to $PWD/prm\"\n```\n")
+    blocks = docs.parse("<!-- runnable -->\n```bash\necho \"saved to $PWD/prm\"; echo \"$HF_DATASETS_CACHE/x\"\n```\n")
     work = tmp_path / "work"
     work.mkdir()
     runs = docs.run_blocks(blocks, work, tmp_path)
-    assert runs[0].stdout == f"saved to {docs.SHOWN_WORK_DIR}/prm\n"
+    assert runs[0].stdout == f"saved to {docs.SHOWN_WORK_DIR}/prm\n~/.cache/huggingface/datasets/x\n"
 
 
 def test_every_shown_output_belongs_to_a_runnable_block_and_pages_have_some():
