@@ -11,17 +11,24 @@ binary search saves over linear Monte Carlo labelling.
    pipeline at concurrency 1, to show what the window of requests in flight buys.
 3. Rollout requests of binary search against linear search on scripted solutions of 8 to 12 steps
    with one wrong step each (counted at the server).
+4. Rollouts generated per labelled solution for linear, binary and binary + early stop
+   (mc_early_stop), and other wave sizes, on a server whose rollouts from a good prefix succeed with
+   probability 0.7 and from a bad one 0.05, each rollout's outcome fixed by a hash of its prefix and
+   index: 10-step solutions, half fully correct, half with one first error (counted at the server).
 
 Every pair runs in this process, alternating, best of --repeats. Two overheads are reported:
 wall-clock (1 - bare / pipeline; on a shared machine the noise of generation itself shows here)
 and the time the pipeline spends outside the backend (its own work: everything but building the
 backend and generating), as a fraction of its wall time.
 
-    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05]
+    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05] [--sections transformers,openai,search,early-stop]
 """
 
 import argparse
 import contextlib
+import hashlib
+import json
+import logging
 import sys
 import tempfile
 import time
@@ -32,11 +39,12 @@ from datasets import load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
+from prm_builder import mc_search
 from prm_builder.backends import BACKENDS, Request
 from prm_builder.backends.openai import OpenAIBackend
 from prm_builder.backends.transformers import TransformersBackend
 from prm_builder.model_sampled import ModelSampledConfig
-from prm_builder.problems import read_problem_file
+from prm_builder.problems import problem_key, read_problem_file
 from prm_builder.scheduler import request_seed
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -191,7 +199,9 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
         # the Monte Carlo run makes with its ~15 per problem.
         for label, extra in (
             ("outcome", {"label_method": "outcome", "max_problems": args.problems * 8}),
-            ("mc, binary search", {"mc_search": "binary", "max_problems": args.problems}),
+            ("mc, binary search", {"mc_search": "binary", "mc_early_stop": False, "max_problems": args.problems}),
+            # Early stop: more, smaller requests (one per wave), and more for the pipeline to do per rollout.
+            ("mc, binary search + early stop", {"mc_search": "binary", "mc_early_stop": True, "max_problems": args.problems}),
         ):
             server.reset_counts()
             build(**extra)  # learn the requests the bare run replays
@@ -228,7 +238,8 @@ def search_rows(args, work: Path, problems_file: Path) -> list[str]:
             dataset = load_dataset(
                 "prm_builder", "model_sampled", model=str(model), backend="openai", base_url=server.url,
                 problems=str(problems_file), max_problems=args.problems, num_samples_per_problem=args.samples,
-                mc_search=search, mc_rollouts=8, concurrency=64, generation_cache_dir=str(work / f"search-{search}"),
+                mc_search=search, mc_rollouts=8, mc_early_stop=False, concurrency=64,
+                generation_cache_dir=str(work / f"search-{search}"),
                 cache_dir=str(work / f"search-arrow-{search}"),
             )["test"]  # fmt: skip
             rollouts = sum(1 for r in server.served if r.prefix)
@@ -245,6 +256,107 @@ def search_rows(args, work: Path, problems_file: Path) -> list[str]:
     ]
 
 
+STEPS, ROLLOUTS, SAMPLES = 10, 8, 4
+P_GOOD, P_BAD = 0.7, 0.05
+
+
+def chance_world(problems: list) -> callable:
+    """10-step solutions, even samples fully correct, odd ones with a first error ([ERR]) spread over
+    the 10 positions; a rollout from a prefix without [ERR] succeeds with probability P_GOOD, with
+    it P_BAD, its outcome fixed by a hash of the prefix and the rollout's index (read back from the
+    request's seed, which derives from the prefix's group and the first index: scheduler.request_seed)."""
+    numbers = {p.text: number for number, p in enumerate(problems)}
+    answers = {p.text: p.reference for p in problems}
+
+    def responder(request):
+        text = next(t for t in answers if t in request.user)
+        answer, number = answers[text], numbers[text]
+        if not request.prefix:
+            solutions = []
+            for sample in range(request.n):
+                bad = -1 if sample % 2 == 0 else (number * SAMPLES // 2 + sample // 2) % STEPS
+                marks = [" [ERR]" if i == bad else "" for i in range(STEPS)]
+                lines = [f"Step {i} of solution {number}/{sample}{marks[i]}." for i in range(STEPS - 1)]
+                final = f"So the answer is \\boxed{{{answer if bad < 0 else -1}}}{marks[-1]}."
+                solutions.append("\n\n".join([*lines, final]))
+            return solutions
+        group = f"rollout:{problem_key(text)}:{hashlib.sha256(request.prefix.encode()).hexdigest()[:16]}"
+        first = next(k for k in range(ROLLOUTS) if request_seed(0, group, k) == request.seed)
+        chance = P_BAD if "[ERR]" in request.prefix else P_GOOD
+        outcomes = []
+        for index in range(first, first + request.n):
+            draw = int.from_bytes(hashlib.sha256(f"{request.prefix}|{index}".encode()).digest()[:8], "big") / 2**64
+            outcomes.append(f"So \\boxed{{{answer if draw < chance else -1}}}.")
+        return outcomes
+
+    return responder
+
+
+@contextlib.contextmanager
+def waves(ends):
+    """Other wave sizes than the shipped ones, for the tuning rows."""
+    original = mc_search.wave_ends
+    mc_search.wave_ends = lambda rollouts, early_stop: ends if early_stop else [rollouts]
+    try:
+        yield
+    finally:
+        mc_search.wave_ends = original
+
+
+def early_stop_rows(args, work: Path) -> list[str]:
+    problems = read_problem_file(args.gsm8k / "test.jsonl", "test")[: args.early_stop_problems]
+    problems_file = work / "early-stop" / "test.jsonl"
+    problems_file.parent.mkdir()
+    lines = [json.dumps({"question": p.text, "answer": f"#### {p.reference}"}) + "\n" for p in problems]
+    problems_file.write_text("".join(lines))
+    model = build_tiny_model(work / "tiny-early-stop", with_chat_template=True)
+    shipped = mc_search.wave_ends(ROLLOUTS, True)
+    runs = [
+        ("linear", "linear", False, None),
+        ("linear + early stop", "linear", True, None),
+        ("binary", "binary", False, None),
+        ("binary + early stop (shipped)", "binary", True, None),
+        ("binary + early stop, doubling", "binary", True, [1, 2, 4, 8]),
+        ("binary + early stop, one then the rest", "binary", True, [1, 8]),
+        ("binary + early stop, one at a time", "binary", True, list(range(1, ROLLOUTS + 1))),
+    ]
+    results = {}
+    with StubServer(chance_world(problems)) as server:
+        for name, search, early_stop, ends in runs:
+            server.reset_counts()
+            with waves(ends) if ends else contextlib.nullcontext():
+                dataset = load_dataset(
+                    "prm_builder", "model_sampled", model=str(model), backend="openai", base_url=server.url,
+                    problems=str(problems_file), num_samples_per_problem=SAMPLES, mc_rollouts=ROLLOUTS,
+                    mc_search=search, mc_early_stop=early_stop, concurrency=64,
+                    generation_cache_dir=str(work / f"es-gen-{len(results)}"),
+                    cache_dir=str(work / f"es-arrow-{len(results)}"),
+                )["test"]  # fmt: skip
+            requests = [r for r in server.served if r.prefix]
+            ends = ends or (shipped if early_stop else [ROLLOUTS])
+            results[name] = (sum(r.n for r in requests), len(requests), dataset["first_error"], ends)
+    solutions = len(results["linear"][2])
+    linear = results["linear"][0]
+    lines = [
+        "",
+        f"| {solutions} scripted solutions of {STEPS} steps (half correct, half with one first error), {ROLLOUTS} "
+        f"rollouts per prefix, P(success) {P_GOOD} from a good prefix, {P_BAD} from a bad one | waves | rollouts per "
+        f"solution | rollout requests per solution | rollouts vs linear | first_error as binary |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, (rollouts, requests, errors, ends) in results.items():
+        sizes = ", ".join(str(end - start) for start, end in zip([0, *ends], ends))
+        differ = sum(a != b for a, b in zip(errors, results["binary"][2]))
+        same = f"{differ} differ" if differ else "yes"
+        per_solution = f"{rollouts / solutions:.2f} | {requests / solutions:.2f}"
+        lines.append(f"| {name} | {sizes} | {per_solution} | {rollouts / linear:.3f}x | {same} |")
+    rollouts, _, errors, _ = results["binary + early stop (shipped)"]
+    assert errors == results["binary"][2], "early stop must give binary search's first error on every solution"
+    assert results["linear + early stop"][2] == results["linear"][2], "early stop must not change linear labels"
+    assert rollouts <= 0.15 * linear, f"binary + early stop made {rollouts / linear:.3f}x the rollouts of linear"
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gsm8k", type=Path, default=TESTS / "data" / "gsm8k")
@@ -254,19 +366,28 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds the local server takes per request")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--early-stop-problems", type=int, default=64, help="problems of the early stop table (x4)")
+    parser.add_argument("--sections", default="transformers,openai,search,early-stop", help="tables, comma-separated")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     disable_progress_bar()
     set_verbosity_error()
+    logging.getLogger("prm_builder").setLevel(logging.ERROR)  # the plan line of every build
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         problems_file = work / "test.jsonl"
         with open(args.gsm8k / "test.jsonl", encoding="utf-8") as source:
             problems_file.write_text("".join(source.readlines()[: args.problems * 8]))
-        print("| run | bare backend (s) | pipeline (s) | wall-clock overhead | pipeline time outside the backend | notes |")
-        print("| --- | --- | --- | --- | --- | --- |")
-        for line in [*transformers_rows(args, work, problems_file), *openai_rows(args, work, problems_file),
-                     *search_rows(args, work, problems_file)]:  # fmt: skip
-            print(line, flush=True)
+        if sections & {"transformers", "openai"}:
+            print("| run | bare backend (s) | pipeline (s) | wall-clock overhead | pipeline time outside the backend | notes |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for name, rows in (("transformers", transformers_rows), ("openai", openai_rows)):
+                for line in rows(args, work, problems_file) if name in sections else []:
+                    print(line, flush=True)
+        for name, rows in (("search", search_rows), ("early-stop", early_stop_rows)):
+            if name in sections:
+                for line in rows(args, work, problems_file) if name == "search" else rows(args, work):
+                    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Each config lives in its own module, which provides:
   CONFIG_CLASS   a PRMBuilderConfig dataclass (the options)
-  FEATURES       the row schema (core columns + the config's own)
+  FEATURES       the row schema (core columns + the config's own), or
+  features(config) -> Features, when options add columns (model_sampled's early stop)
   DESCRIPTION, HOMEPAGE, LICENSE, CITATION
   split_generators(config, dl_manager) -> list[SplitGenerator]; every gen_kwargs has "split"
   generate_rows(config, dropped, split, **gen_kwargs) -> rows as dicts, `dropped` (a Counter)
@@ -74,7 +75,7 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=self._source.DESCRIPTION,
-            features=self._source.FEATURES,
+            features=self._source.features(self.config) if hasattr(self._source, "features") else self._source.FEATURES,
             homepage=self._source.HOMEPAGE,
             license=self._source.LICENSE,
             citation=self._source.CITATION,

@@ -2,6 +2,7 @@
 
     prm-builder build synthetic --problems sample --output-dir out/synthetic
     prm-builder stats out/synthetic --plot out/synthetic.png
+    prm-builder report out/synthetic --output report.html --per-source 5
     prm-builder push synthetic --problems gsm8k --repo-id user/math-prm
 
 Every option of a config is a flag of `build CONFIG` (`--num-incorrect-per-problem 3`), made
@@ -95,6 +96,7 @@ def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
     sources = _sources() if with_configs else {}
     add_build_command(commands, sources)
     add_stats_command(commands)
+    add_report_command(commands)
     add_push_command(commands, sources)
     add_cache_commands(commands)
     add_tiny_model_command(commands)
@@ -129,6 +131,20 @@ def add_stats_command(commands) -> None:
     stats.add_argument("--plot", default=None, help="draw steps per solution and first-error positions to this PNG")
     stats.add_argument("--json", action="store_true", help="print the summary as JSON")
     stats.set_defaults(run=run_stats)
+
+
+def add_report_command(commands) -> None:
+    from .report import add_report_arguments  # light: numpy, datasets and jinja2 load when it runs
+
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML page of sampled rows, step by step, coloured by label",
+        description="Write one HTML file (no server, no network) with the summary and plots of `stats`, then sampled "
+                    "rows of each source step by step, coloured by label, with Monte Carlo scores, the judge's verdict "
+                    "and, with --prm, a PRM's scores.",
+        parents=[DEBUG_FLAG],
+    )  # fmt: skip
+    add_report_arguments(report)
+    report.set_defaults(run=run_report)
 
 
 def add_push_command(commands, sources: dict) -> None:
@@ -268,6 +284,9 @@ def _split_files(items: list[str]) -> dict[str, list[str]]:
         split, sep, path = item.partition("=")
         if not sep or not split or not path:
             raise ValueError(f"--data-files expects SPLIT=PATH items (e.g. train=phase2_train.jsonl), got {item!r}")
+        if Path(path).is_dir():  # else datasets says only "Unable to find" the folder it was given
+            raise ValueError(f"--data-files {item}: {path} is a folder; --data-files names files (e.g. "
+                             f"{split}={Path(path) / 'train.jsonl'}), --data-dir {path} reads a folder")
         files.setdefault(split, []).append(path)
     return files
 
@@ -281,6 +300,7 @@ def run_build(args: argparse.Namespace) -> int:
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
     from .drops import recorded_drops, save_drops
+    from .redact import without_credentials
     from .stats import format_summary, plot_distributions, summarize_splits
 
     options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
@@ -296,13 +316,13 @@ def run_build(args: argparse.Namespace) -> int:
     output = Path(args.output_dir)
     dataset.save_to_disk(str(output))
     save_drops(drops, output)
-    (output / "prm_builder_options.json").write_text(
-        json.dumps({"config": args.config, "options": _jsonable(options)}, indent=2)
-    )
+    # Read back by prm-train for its model card: credentials redacted (docs/trainer.md), local paths kept.
+    stored = {"config": args.config, "options": without_credentials(_jsonable(options))}
+    (output / "prm_builder_options.json").write_text(json.dumps(stored, indent=2))
     print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
     if args.plot:
-        plot_distributions(dataset, args.plot)
+        plot_distributions(dataset, args.plot, title=f"{_described(args.config, options)}: {output}")
         print(f"plot written to {args.plot}")
     return 0
 
@@ -324,9 +344,15 @@ def run_stats(args: argparse.Namespace) -> int:
     summary = summarize_splits(dataset, load_drops(path))
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     if args.plot:
-        plot_distributions(dataset, args.plot)
+        plot_distributions(dataset, args.plot, title=_built_title(path) or str(path))
         print(f"plot written to {args.plot}")
     return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import report_command
+
+    return report_command(args, _built_title(Path(args.path)))
 
 
 def run_push(args: argparse.Namespace) -> int:
@@ -395,6 +421,21 @@ def run_cache_repair(args: argparse.Namespace) -> int:
     dropped, kept = generation_cache.repair(path)
     print(f"repaired {path}: dropped {dropped} damaged record(s), kept {kept}")
     return 0
+
+
+def _described(name: str, options: dict) -> str:
+    """'synthetic (problems=sample)': what was built, for plot and page titles."""
+    shown = ", ".join(f"{key}={_show(value)}" for key, value in options.items())
+    return f"{name} ({shown})" if shown else name
+
+
+def _built_title(path: Path) -> str | None:
+    """The config and options a folder was built with, and the folder, from its prm_builder_options.json."""
+    recorded = path / "prm_builder_options.json"
+    if not recorded.is_file():
+        return None
+    built = json.loads(recorded.read_text())
+    return f"{_described(str(built.get('config', '?')), built.get('options') or {})}: {path}"
 
 
 def _jsonable(value):

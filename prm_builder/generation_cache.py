@@ -73,6 +73,14 @@ class CorruptCacheError(ValueError):
     pass
 
 
+def cache_command(action: str, path: Path) -> str:
+    """The `prm-builder cache ACTION` command line for the cache at `path`, with the root it lives in:
+    a cache under another --generation-cache-dir than the default is found only with that flag."""
+    import shlex
+
+    return f"prm-builder cache {action} {path.name} --generation-cache-dir {shlex.quote(str(path.parent))}"
+
+
 LOCKS_DIRNAME = "locks"
 # While waiting for another build's shard lock, say so this often.
 LOCK_NOTICE_S = 30.0
@@ -93,7 +101,7 @@ class GenerationCache:
         entries: dict[str, dict[str, dict[int, Generation]]] = {}
         wanted = None if problem_keys is None else {key.encode("ascii") for key in problem_keys}
         for segment in _segments(self.path, self.epoch):
-            for record in _read_segment(segment, wanted, self.path.name):
+            for record in _read_segment(segment, wanted, self.path):
                 group = entries.setdefault(record["p"], {}).setdefault(record["k"], {})
                 for offset, (text, finish_reason) in enumerate(record["g"]):
                     group.setdefault(record["i"] + offset, Generation(text, finish_reason))
@@ -187,7 +195,7 @@ def read_epoch(path: Path) -> int:
     except ValueError as error:
         raise CorruptCacheError(
             f"{path / EPOCH_FILE}: expected an integer, got {error}; remove this cache with "
-            f"`prm-builder cache clear {path.name}`"
+            f"`{cache_command('clear', path)}`"
         ) from None
 
 
@@ -200,13 +208,13 @@ def _segments(path: Path, epoch: int) -> list[Path]:
     return sorted((path / SEGMENTS_DIRNAME).glob(f"{_epoch_prefix(epoch)}*.jsonl"))
 
 
-def _read_segment(segment: Path, wanted: set[bytes] | None, cache: str):
+def _read_segment(segment: Path, wanted: set[bytes] | None, cache: Path):
     for number, record, damage in _lines(segment, wanted):
         if damage is not None:
             raise CorruptCacheError(
                 f"{segment}, line {number}: {damage}; drop the damaged records with "
-                f"`prm-builder cache repair {cache}` (the rest is kept), or remove the cache with "
-                f"`prm-builder cache clear {cache}`"
+                f"`{cache_command('repair', cache)}` (the rest is kept), or remove the cache with "
+                f"`{cache_command('clear', cache)}`"
             )
         if record is not None:
             yield record
@@ -331,7 +339,7 @@ def repair(path: Path) -> tuple[int, int]:
     try:
         json.loads((path / IDENTITY_FILE).read_text())
     except ValueError as error:
-        raise CorruptCacheError(f"{path / IDENTITY_FILE}: {error}; remove the cache with `prm-builder cache clear {path.name}`") from None
+        raise CorruptCacheError(f"{path / IDENTITY_FILE}: {error}; remove the cache with `{cache_command('clear', path)}`") from None
     try:
         epoch = read_epoch(path)
     except CorruptCacheError:
@@ -403,7 +411,7 @@ def describe_cache(summary: CacheSummary) -> str:
     if summary.damage:
         records = f"{summary.damaged_records} damaged record(s), the first at " if summary.damaged_records else ""
         lines.append(f"  DAMAGED: {records}{summary.damage}")
-        lines.append(f"  fix: prm-builder cache repair {summary.name}  (or: prm-builder cache clear {summary.name})")
+        lines.append(f"  fix: {cache_command('repair', summary.path)}  (or: {cache_command('clear', summary.path)})")
     return "\n".join(lines)
 
 

@@ -227,7 +227,7 @@ def write_config_files(
             files.append(path)
         splits.add(SplitInfo(name=split, num_bytes=num_bytes, num_examples=len(data)))
     plot = f"{config_name}/{PLOT_FILENAME}"
-    plot_distributions(dataset_dict, str(folder / plot))
+    plot_distributions(dataset_dict, str(folder / plot), title=f"config {config_name}")
     files.append(plot)
     features = next(iter(dataset_dict.values())).features
     dataset_size = sum(s.num_bytes for s in splits.values())

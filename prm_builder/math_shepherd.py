@@ -21,7 +21,8 @@ string fields), "missing_field" (no input, label or task), "other_task" (a task 
 "no_tag" (no "ки" in input), "tag_label_count_mismatch" (label has another number of "+"/"-"
 marks at step ends than input has tags), "label_text_differs" (as many marks, but label is not
 input with each tag replaced by "+" or "-"), "text_after_last_tag" (an unlabelled step at the end),
-"no_first_step" (no "Step 1:" to split problem from solution), "empty_step".
+"no_first_step" (no "Step 1:" to split problem from solution), "empty_step", "not_utf8" (bytes
+that are not UTF-8 text; the file and line are in the debug log).
 
 Files are read in byte ranges with pyarrow's JSON reader, a few ranges at once in threads, and
 converted column-wise (math_shepherd_convert.py): the build takes 1.6-1.7x the CPU time of
@@ -42,12 +43,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
+from datasets.utils import logging
 
 from .citations import citation
 from .features import CORE_FEATURES
 from .math_shepherd_convert import FIELDS, convert
 from .options import PRMBuilderConfig, as_list, check_int
 from .prm800k import byte_range_shards
+
+logger = logging.get_logger(__name__)
 
 TASKS = ("gsm8k", "math")
 HUB_FILES = {"train": "https://huggingface.co/datasets/peiyi9979/Math-Shepherd/resolve/main/math-shepherd.jsonl"}
@@ -202,13 +206,19 @@ def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table,
     line_starts = np.concatenate([[0], newlines + 1])
     line_starts = line_starts[line_starts < block.size]
     table = _parse_block(block)
-    if table is not None and table.num_rows == len(line_starts):
+    if table is not None and table.num_rows == len(line_starts) and _valid_utf8(table):
         offsets = pa.array(start + line_starts, pa.int64())
     else:
-        # A blank or broken line somewhere in the range: parse it line by line to count and skip it.
+        # A blank, broken or non-UTF-8 line somewhere in the range: parse it line by line to count
+        # and skip it. (Arrow's JSON reader takes any bytes in a string; Arrow files must not hold them.)
         parsed, kept = [], []
         for line_start, line in zip(line_starts, block.to_pybytes().split(b"\n")):
             one = _parse_block(line) if line.strip() else None
+            if one is not None and one.num_rows == 1 and not _valid_utf8(one):
+                drops["not_utf8"] += 1
+                if logger.isEnabledFor(logging.DEBUG):  # the line number costs a pass up to the line
+                    logger.debug(f"{path}, line {_line_number(path, start + line_start)}: skipped (not_utf8): not UTF-8 text")
+                continue
             if one is not None and one.num_rows == 1:
                 parsed.append(one)
                 kept.append(start + line_start)
@@ -219,6 +229,21 @@ def _records(path: str, start: int, end: int, drops: Counter) -> tuple[pa.Table,
     complete = pc.and_(pc.and_(pc.is_valid(table.column("input")), pc.is_valid(table.column("label"))), pc.is_valid(table.column("task")))
     drops["missing_field"] += table.num_rows - pc.sum(complete).as_py() if table.num_rows else 0
     return _kept_lines(table, offsets, complete)
+
+
+def _valid_utf8(table: pa.Table) -> bool:
+    try:
+        table.validate(full=True)  # checks the UTF-8 of every string, at memory speed
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _line_number(path: str, offset: int) -> int:
+    """The 1-based number of the line starting at byte `offset` (counted only for a line reported)."""
+    with pa.memory_map(os.fspath(path)) as file:
+        head = file.read_buffer(offset)
+    return int(np.count_nonzero(np.frombuffer(head, dtype=np.uint8) == ord("\n"))) + 1
 
 
 def _kept_lines(table: pa.Table, offsets: pa.Array, keep: pa.Array) -> tuple[pa.Table, pa.Array]:

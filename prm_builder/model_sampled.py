@@ -13,6 +13,9 @@ labelled:
            and finds the first prefix with no successful rollout in ~log2(steps + 1) evaluations;
            the steps it did not evaluate get NaN in `step_scores`. A correct final answer does not
            skip the rollouts: right answers after wrong steps are exactly what a PRM must catch.
+           `mc_early_stop` (the default) asks for a prefix's rollouts in waves and stops at the
+           first success: the same labels for a fraction of the rollouts; `step_scores` is then
+           successes over the rollouts made, which the `step_rollouts` column gives.
 
 Every generation (solution or rollout) goes through the generation cache (generation_cache.py)
 before it is used, so an interrupted build resumes where it stopped, changing only labelling
@@ -36,9 +39,9 @@ from . import grading
 from .backends import BACKENDS, Sampling, visible_text
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
-from .features import first_error, with_extra_columns
+from .features import CORE_FEATURES, first_error, with_extra_columns
 from .generation_cache import GenerationCache, default_root
-from .mc_search import rollout_labels
+from .mc_search import rollout_labels, wave_ends
 from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
 from .redact import redact_url
 from .problems import Problem, load_problems
@@ -53,6 +56,8 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 PROBLEM_PLACEHOLDER = "{problem}"
 LABEL_METHODS = ("mc", "outcome")
+# The label methods that run Monte Carlo rollouts (mc_search, mc_rollouts and mc_early_stop apply).
+MC_LABEL_METHODS = ("mc",)
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of
@@ -72,8 +77,8 @@ HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"
 CITATION = citation("wang2024math", "luo2024improve")
 FEATURES = with_extra_columns(
-    # Monte Carlo success fraction per step; NaN where binary search did not evaluate the step;
-    # empty for label_method="outcome".
+    # Monte Carlo success fraction per step (over the rollouts made: see step_rollouts); NaN where
+    # binary search did not evaluate the step; empty for label_method="outcome".
     step_scores=List(Value("float32")),
     # How the sampled solution's own final answer graded: correct, incorrect or no_answer.
     outcome=Value("string"),
@@ -84,6 +89,16 @@ FEATURES = with_extra_columns(
     temperature=Value("float32"),
     top_p=Value("float32"),
 )
+# Monte Carlo with early stop adds, per step, the rollouts made from its prefix (0 where the search
+# did not evaluate it): a step's score is successes over these, not over mc_rollouts. Its presence
+# is what tells prm-train that step_scores are not full estimates (label_type="soft" refuses them).
+EARLY_STOP_FEATURES = with_extra_columns(**{**{k: v for k, v in FEATURES.items() if k not in CORE_FEATURES},
+                                            "step_rollouts": List(Value("int32"))})  # fmt: skip
+
+
+def features(config: "ModelSampledConfig") -> datasets.Features:
+    """The row schema of this build: early-stopped Monte Carlo adds `step_rollouts`."""
+    return EARLY_STOP_FEATURES if config.early_stopped else FEATURES
 
 
 @dataclasses.dataclass
@@ -110,6 +125,10 @@ class ModelSampledConfig(PRMBuilderConfig):
         mc_rollouts: continuations per step prefix.
         mc_search: "binary" (first failing step by binary search, assuming monotone labels) or
             "linear" (every step).
+        mc_early_stop: ask for a prefix's rollouts in waves of growing size (1, 1, 1, 2, 3 for 8) and stop
+            at the first success: the same hard labels for a fraction of the rollouts. Step scores
+            are then successes over the rollouts made (column `step_rollouts`), not estimates over
+            mc_rollouts: build with False for soft labels.
         max_problems: cap on the problems of each split (None: all).
         seed: seed of the sampling; part of the generation cache's identity.
         force_regenerate: discard every cached generation of this model, prompt and sampling
@@ -117,7 +136,7 @@ class ModelSampledConfig(PRMBuilderConfig):
         generation_cache_dir: where generation caches live (default
             <HF_DATASETS_CACHE>/prm_builder_generations).
         concurrency: requests in flight (openai) or sequences per batch (transformers).
-        request_timeout: seconds an openai request may take before it is retried.
+        request_timeout: seconds an openai request may take, its whole answer included, before it is retried.
         max_retries: retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
             an unusable answer) before the build stops.
     """
@@ -150,6 +169,9 @@ class ModelSampledConfig(PRMBuilderConfig):
     label_method: str = dataclasses.field(default="mc", metadata={"help": "mc (rollouts per step) or outcome"})
     mc_rollouts: int = dataclasses.field(default=8, metadata={"help": "rollouts per step prefix"})
     mc_search: str = dataclasses.field(default="binary", metadata={"help": "binary or linear"})
+    mc_early_stop: bool = dataclasses.field(
+        default=True, metadata={"help": "stop a prefix's rollouts at the first success (hard labels; False for soft)"}
+    )
     max_problems: int | None = dataclasses.field(default=None, metadata={"help": "cap on the problems of each split"})
     seed: int = dataclasses.field(default=0, metadata={"help": "sampling seed"})
     force_regenerate: bool = dataclasses.field(
@@ -201,9 +223,15 @@ class ModelSampledConfig(PRMBuilderConfig):
         check_choice("label_method", self.label_method, list(LABEL_METHODS))
         check_choice("mc_search", self.mc_search, list(MC_SEARCHES))
         check_bool("force_regenerate", self.force_regenerate)
+        check_bool("mc_early_stop", self.mc_early_stop)
         if self.generation_cache_dir is not None:
             folder = check_string("generation_cache_dir", self.generation_cache_dir, "a folder path", allow_none=True)
             self.generation_cache_dir = os.path.abspath(os.path.expanduser(folder))
+
+    @property
+    def early_stopped(self) -> bool:
+        """Whether rows carry early-stopped Monte Carlo scores (and the step_rollouts column)."""
+        return self.label_method in MC_LABEL_METHODS and self.mc_early_stop
 
     @property
     def model_name(self) -> str:
@@ -295,7 +323,9 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         concurrency=config.concurrency, base_urls=config.base_url,
         **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.backend == "openai" else {}),
     )  # fmt: skip
-    with cache.writer() as writer, Progress(split) as progress, backend, ShardLocks(cache, shards) as locks:
+    solutions = len(waiting) * config.num_samples_per_problem
+    logger.warning(plan(config, split, len(waiting)))
+    with cache.writer() as writer, Progress(split, solutions) as progress, backend, ShardLocks(cache, shards) as locks:
         scheduler = Scheduler(writer, backend.get, progress, config.seed)
         rows = RowsInOrder(scheduler, drops)
 
@@ -316,6 +346,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
                 else:
                     drops["ungradable_reference"] += 1
                     rows.admit(problem, [])
+                    progress.solutions_done(config.num_samples_per_problem)
 
         def hand_out():
             yield from rows.ready()
@@ -338,6 +369,37 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
             f"{outcomes[grading.INCORRECT]} incorrect, {outcomes[grading.NO_ANSWER]} without a final answer "
             f"(graded incorrect)"
         )
+    if progress.requests:
+        logger.info(f"{split}: generated {progress.describe()}")
+
+
+def plan(config: ModelSampledConfig, split: str, problems: int) -> str:
+    """What a split will ask the backend for, said before the first request: exact for the samples,
+    an upper bound for the rollouts (a solution's steps are known only once it is sampled)."""
+    solutions = problems * config.num_samples_per_problem
+    line = (
+        f"model_sampled {split}: {problems:,} problems x {config.num_samples_per_problem} samples = {solutions:,} "
+        f"solutions: {problems:,} sample requests at most"
+    )
+    if config.label_method not in MC_LABEL_METHODS:
+        return f"{line}; label_method={config.label_method!r} makes no rollouts"
+    rollouts = config.mc_rollouts
+    if config.mc_search == "binary":
+        line += (f"; Monte Carlo (binary search): at most {rollouts} rollouts for each of ceil(log2(n + 1)) step "
+                 f"prefixes of an n-step solution ({4 * rollouts} for 10 steps)")  # fmt: skip
+    else:
+        line += f"; Monte Carlo (linear search): {rollouts} rollouts for each step prefix ({10 * rollouts} for 10 steps)"
+    if config.mc_early_stop:
+        line += (f", in waves of {wave_sizes(rollouts)} stopped at the first success (mc_early_stop): an upper "
+                 f"bound, since the rollouts made are known only as they come back")  # fmt: skip
+    else:
+        line += ", one request per prefix"
+    return line + "; cached generations are not requested again"
+
+
+def wave_sizes(rollouts: int) -> str:
+    ends = wave_ends(rollouts, early_stop=True)
+    return ", ".join(str(end - start) for start, end in zip([0, *ends], ends))
 
 
 def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Task:
@@ -353,11 +415,16 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
     if not steps:
         return "empty_solution"
     grade = grading.grade(text, problem.reference, problem.style)
+    extra = {}
     if config.label_method == "outcome":
         labels, scores = [grade.correct] * len(steps), []
     else:
-        search = rollout_labels(problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search)
-        labels, scores = yield from search
+        mc = yield from rollout_labels(
+            problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search, config.mc_early_stop
+        )
+        labels, scores = mc.labels, mc.scores
+        if config.early_stopped:
+            extra["step_rollouts"] = mc.rollouts
     return {
         "id": f"{problem.id}/sample-{index}",
         "prompt": problem.text,
@@ -374,6 +441,7 @@ def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Ta
         "sample_index": index,
         "temperature": config.temperature,
         "top_p": config.top_p,
+        **extra,
     }
 
 
@@ -411,6 +479,7 @@ class RowsInOrder:
         while self.scheduler.finished:
             position, result = self.scheduler.finished.popleft()
             self.unfinished[position] -= 1
+            self.scheduler.progress.solutions_done(1)
             if isinstance(result, str):
                 self.drops[result] += 1
             else:

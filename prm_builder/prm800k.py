@@ -64,6 +64,7 @@ from .decontamination import Excluder
 from .drops import describe_drops
 from .citations import citation
 from .features import first_error, with_extra_columns
+from .jsonl import lone_surrogate
 from .options import PRMBuilderConfig, as_list, check_choice
 
 logger = logging.get_logger(__name__)
@@ -310,6 +311,8 @@ def _rows_per_line(config: PRM800KConfig, shards: list, excluded: Excluder | Non
             except BadLine as error:
                 if config.on_bad_lines == "skip":
                     drops[f"malformed:{error.reason}"] += 1
+                    if logger.isEnabledFor(logging.DEBUG):  # the line number costs a read up to the line
+                        logger.debug(f"{path}, line {_line_number(path, offset)}: skipped (malformed:{error.reason}): {error}")
                     continue
                 raise _bad_line_error(path, offset, line, error) from None
             yield rows
@@ -331,21 +334,34 @@ def _lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
 
 def _parse(line: bytes) -> dict:
     try:
-        record = json.loads(line)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
+        # (json.loads of the bytes decoded them too, and took a byte-order mark)
+        text = (line[3:] if line.startswith(b"\xef\xbb\xbf") else line).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadLine("not_utf8", f"expected UTF-8 text, got byte 0x{line[error.start]:02x} at column {error.start + 1}") from None
+    try:
+        record = json.loads(text)
+    except ValueError as error:
         raise BadLine("not_json", f"not valid JSON ({error})") from None
     if not isinstance(record, dict):
         raise BadLine("not_an_object", f"expected a JSON object, got {type(record).__name__}")
+    lone = lone_surrogate(line, record)
+    if lone is not None:  # json.loads takes it; Arrow could not store the text
+        raise BadLine("not_utf8", f"expected UTF-8 text, got the escape {lone}, half of a surrogate pair (no character)")
     return record
 
 
-def _bad_line_error(path: str, offset: int, line: bytes, error: BadLine) -> ValueError:
-    number = 1  # counted only now: keeping line numbers would cost every line
+def _line_number(path: str, offset: int) -> int:
+    number = 1  # counted only when needed: keeping line numbers would cost every line
     with open(path, "rb") as file:
         while offset > 0:
             chunk = file.read(min(offset, 1 << 24))
             number += chunk.count(b"\n")
             offset -= len(chunk)
+    return number
+
+
+def _bad_line_error(path: str, offset: int, line: bytes, error: BadLine) -> ValueError:
+    number = _line_number(path, offset)
     hint = ""
     if error.reason == "not_json" and not line.endswith(b"\n"):
         hint = " The file ends in the middle of this line: it looks truncated (an interrupted copy or download?)."

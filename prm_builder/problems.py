@@ -33,8 +33,12 @@ def read_gsm8k_problems(path: str | Path, selection: str = "all") -> list[dict]:
     """
     path = str(path)
     if path.endswith(".parquet"):
-        table = pq.read_table(path, columns=["question", "answer"]).to_pylist()
-        problems = [{"index": i, **row} for i, row in enumerate(table)]
+        table = pq.read_table(path, columns=["question", "answer"])
+        try:
+            rows = table.to_pylist()
+        except UnicodeDecodeError:  # Parquet strings are not checked when written or read
+            raise ValueError(f"{path}, row {_first_row_not_utf8(table)}: expected UTF-8 text in 'question' and 'answer'") from None
+        problems = [{"index": i, **row} for i, row in enumerate(rows)]
     else:
         problems = read_gsm8k_jsonl(path)
     _require_problems(path, problems, "'question' and 'answer'")
@@ -43,6 +47,16 @@ def read_gsm8k_problems(path: str | Path, selection: str = "all") -> list[dict]:
     if selection == "sample_train":
         return [p for p in problems if p["index"] % SAMPLE_TEST_EVERY != SAMPLE_TEST_EVERY - 1]
     return problems
+
+
+def _first_row_not_utf8(table) -> int:
+    """The 1-based number of the first row of `table` whose text is not UTF-8."""
+    for number in range(1, table.num_rows + 1):
+        try:
+            table.slice(number - 1, 1).to_pylist()
+        except UnicodeDecodeError:
+            return number
+    return 0
 
 
 def read_gsm8k_jsonl(path: str | Path) -> list[dict]:

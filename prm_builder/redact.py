@@ -84,6 +84,24 @@ def public_value(value):
     return value
 
 
+def without_credentials(value, name: str = ""):
+    """An option value (or a dict of options) fit for a file a command writes on this machine.
+
+    Credentials go as in `redact`, and so does the whole value of an option whose name says it is
+    a secret (`api_key=...`); local paths stay (unlike `public_value`): the file is read back on
+    this machine, e.g. by prm-train for its model card, which applies `public_value` itself.
+    """
+    if isinstance(value, dict):
+        return {key: without_credentials(item, str(key)) for key, item in value.items()}
+    if name and SECRET_NAME.search(name) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [without_credentials(item) for item in value]
+    return value
+
+
 class RedactingFilter(logging.Filter):
     """Redacts every record a handler emits (installed on the command line's log handlers)."""
 

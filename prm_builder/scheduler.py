@@ -193,20 +193,36 @@ class LazyBackend:
 
 
 class Progress:
-    """A generations/s bar whose total grows as the searches ask for more; shown once there is work."""
+    """A bar of the split's solutions labelled, out of a total known before any request (a stable
+    total, where the generations to make are known only as the searches go), with the requests
+    and generations made so far beside it; shown once a request is made."""
 
-    def __init__(self, split: str):
+    def __init__(self, split: str, total: int):
         self.split = split
+        self.total = total
+        self.done = 0  # solutions labelled or dropped
+        self.requests = self.generated = 0
         self.bar = None
 
     def add(self, count: int) -> None:
+        """A request for `count` generations joined the queue."""
         if self.bar is None:
-            self.bar = tqdm(total=0, unit="gen", desc=f"Sampling {self.split}", dynamic_ncols=True)
-        self.bar.total += count
-        self.bar.refresh()
+            self.bar = tqdm(total=self.total, initial=self.done, unit="solution", desc=f"Labelling {self.split}",
+                            dynamic_ncols=True)  # fmt: skip
+        self.requests += 1
 
     def update(self, count: int) -> None:
-        self.bar.update(count)
+        """`count` generations came back."""
+        self.generated += count
+        self.bar.set_postfix_str(f"{self.generated:,} generations in {self.requests:,} requests", refresh=False)
+
+    def solutions_done(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def describe(self) -> str:
+        return f"{self.generated:,} generations in {self.requests:,} requests for {self.done:,} solutions"
 
     def __enter__(self) -> "Progress":
         return self
@@ -214,6 +230,15 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+# Caches read without their shard locks (said once per process).
+_UNLOCKED_CACHES: set[str] = set()
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
 
 
 class ShardLocks:
@@ -235,7 +260,10 @@ class ShardLocks:
         """Lock shard `number`; without `wait`, only if no other build holds it."""
         from filelock import Timeout
 
-        lock = self.cache.shard_lock(self.firsts[number])
+        try:
+            lock = self.cache.shard_lock(self.firsts[number])
+        except OSError as error:
+            return self._without_lock(number, error)
         while True:
             try:
                 lock.acquire(timeout=LOCK_NOTICE_S if wait else 0)
@@ -244,7 +272,21 @@ class ShardLocks:
                 if not wait:
                     return False
                 logger.warning(f"waiting for another build using the generation cache {self.cache.path} ({lock.lock_file})")
+            except OSError as error:  # after Timeout, which is an OSError too
+                return self._without_lock(number, error)
         self.held[number] = lock
+        return True
+
+    def _without_lock(self, number: int, error: OSError) -> bool:
+        # A cache this build cannot write to (a read-only mount, a shared finished cache): reading
+        # needs no lock, and if a generation is missing, writing it fails with the OS's words.
+        if str(self.cache.path) not in _UNLOCKED_CACHES:
+            _UNLOCKED_CACHES.add(str(self.cache.path))
+            logger.warning(
+                f"the generation cache {self.cache.path} cannot be locked ({error.strerror or error}): reading it "
+                f"without the shard locks; a build that cannot generate into it must find every generation there"
+            )
+        self.held[number] = _NoLock()
         return True
 
     def release_done(self, handed_out: int) -> None:

@@ -93,35 +93,74 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_distributions(dataset: DatasetDict, path: str) -> None:
-    """Steps per solution, and first-error position per source, one row of panels per split."""
+def plot_distributions(dataset: DatasetDict, path, title: str | None = None) -> None:
+    """Steps per solution, and first-error position per source, one row of panels per split, to a file
+    (a path or a binary file object; PNG). `title` names what was built, e.g. the config and its options."""
+    figure = distribution_figure(dataset, title)
+    try:
+        figure.savefig(path, dpi=110, format="png")
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def distribution_figure(dataset: DatasetDict, title: str | None = None):
+    """The figure of `plot_distributions`, for callers that embed it (report.py) rather than save it."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     splits = list(dataset)
-    figure, axes = plt.subplots(len(splits), 2, figsize=(11, 3.6 * len(splits)), squeeze=False)
+    figure, axes = plt.subplots(len(splits), 2, figsize=(11, 3.6 * len(splits) + 0.4), squeeze=False)
     for row, split in enumerate(splits):
         columns = dataset[split].select_columns(["labels", "first_error", "source"]).to_dict()
         steps = [len(labels) for labels in columns["labels"]]
         left, right = axes[row]
-        left.hist(steps, bins=range(1, max(steps, default=1) + 2), color="#4c72b0", align="left", rwidth=0.85)
-        left.set_title(f"{split}: steps per solution")
-        left.set_xlabel("steps")
-        left.set_ylabel("rows")
+        left.set_title(f"{split}: steps per solution ({len(steps):,} rows)")
+        if steps:
+            left.hist(steps, bins=range(1, max(steps) + 2), color="#4c72b0", align="left", rwidth=0.85)
+            _integer_axes(left, MaxNLocator)
+            left.set_xlabel("steps")
+            left.set_ylabel("rows")
+        else:
+            _say(left, "no rows")
         by_source: dict[str, list[int]] = {}
         for source, first_error in zip(columns["source"], columns["first_error"]):
             if first_error >= 0:
                 by_source.setdefault(source, []).append(first_error)
         by_source = dict(sorted(by_source.items()))  # same colour per source in every split
-        if by_source:
-            top = max(max(v) for v in by_source.values())
-            right.hist(list(by_source.values()), bins=range(0, top + 2), label=list(by_source), align="left")
-            right.legend(fontsize=8)
         right.set_title(f"{split}: first error position per source")
-        right.set_xlabel("index of first wrong step")
+        if not by_source:
+            # Empty axes read as a drawing bug; say what the data holds instead.
+            _say(right, "no errors: every step of every row is labelled correct" if steps else "no rows")
+            continue
+        top = max(max(v) for v in by_source.values())
+        # Side by side, one colour per source, with the row count in the legend: several sources never hide
+        # behind each other, and a source with one error still shows in the legend.
+        counts, _, _ = right.hist(list(by_source.values()), bins=range(0, top + 2), align="left",
+                                  label=[f"{source} ({len(v):,})" for source, v in by_source.items()])
+        # Headroom above the tallest bar for the legend, one line per source, so it covers no bar.
+        right.set_ylim(0, np.max(counts) * (1.1 + 0.1 * len(by_source)))
+        right.legend(fontsize=8, loc="upper right")
+        _integer_axes(right, MaxNLocator)
+        right.set_xlabel("index of first wrong step (0 = first step)")
         right.set_ylabel("rows")
+    if title:
+        figure.suptitle(title, fontsize=11)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    return figure
+
+
+def _integer_axes(axes, locator) -> None:
+    """Rows and step indices are whole numbers: no 0.5-row ticks."""
+    axes.xaxis.set_major_locator(locator(integer=True))
+    axes.yaxis.set_major_locator(locator(integer=True))
+
+
+def _say(axes, text: str) -> None:
+    axes.text(0.5, 0.5, text, ha="center", va="center", transform=axes.transAxes, fontsize=10, color="#555555")
+    axes.set_xticks([])
+    axes.set_yticks([])

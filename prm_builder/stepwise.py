@@ -18,21 +18,27 @@ name of the first local file or folder) and `id` (the dataset's `id` column, els
 "<split>/<row index>").
 
 Rows skipped, each counted: "bad_prompt" (not a non-empty string), "bad_completions" (not a
-non-empty list of strings), "bad_labels" (a label that is none of the above),
-"label_count_mismatch" (not one label per step).
+non-empty list of strings), "empty_step" (a step that is empty or only whitespace),
+"missing_label" (a label that is None or NaN), "bad_labels" (a label that is none of the above),
+"label_count_mismatch" (not one label per step), "not_utf8" (bytes that are not UTF-8 text, which
+the json and parquet readers let through; the split and row are in the debug log).
 """
 
 import dataclasses
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+from datasets.utils import logging
 
 from .features import CORE_FEATURES, first_error
 from .grading import extract_final_answer
 from .options import PRMBuilderConfig, check_int
+
+logger = logging.get_logger(__name__)
 
 # Our column -> the names it goes by in the datasets we have seen, in order of preference.
 KNOWN_COLUMNS = {
@@ -125,7 +131,13 @@ CONFIG_CLASS = StepwiseConfig
 
 
 def split_generators(config: StepwiseConfig, dl_manager) -> list[datasets.SplitGenerator]:
-    loaded = _load(config)
+    try:
+        loaded = _load(config)
+    except datasets.exceptions.DatasetGenerationError as error:
+        clear = _not_utf8(config, error)
+        if clear is None:
+            raise
+        raise clear from None
     generators = []
     for split, dataset in loaded.items():
         columns = _columns(config, dataset.column_names, split)
@@ -155,6 +167,22 @@ def _load(config: StepwiseConfig) -> datasets.DatasetDict:
     return datasets.load_dataset(builders.pop(), data_files={split: list(map(str, paths)) for split, paths in files.items()})
 
 
+def _not_utf8(config: StepwiseConfig, error: Exception) -> ValueError | None:
+    """The error to raise when datasets' csv reader met bytes that are not UTF-8 (it names no file;
+    the json and parquet readers pass such bytes through, and generate_rows counts them)."""
+    cause = error.__cause__
+    if not isinstance(cause, UnicodeDecodeError):
+        return None
+    if config.data_files is not None:
+        where = ", ".join(str(file) for files in config.data_files.values() for file in files)
+    else:
+        where = config.data_dir if config.data_dir is not None else config.dataset
+    return ValueError(
+        f"stepwise: expected UTF-8 text in {where}, got {cause.reason} (byte 0x{cause.object[cause.start]:02x}); "
+        "save the file as UTF-8"
+    )
+
+
 def _columns(config: StepwiseConfig, names: list[str], split: str) -> dict[str, str]:
     """Our column -> the dataset's, for the columns it has; an error when a required one is missing."""
     given = config.column_map or {}
@@ -171,7 +199,7 @@ def _columns(config: StepwiseConfig, names: list[str], split: str) -> dict[str, 
         elif ours in REQUIRED:
             raise ValueError(
                 f"split {split!r} has no {ours} column: expected one of {list(candidates)} (or name it with "
-                f"column_map={{'{ours}': ...}}), found columns {names}"
+                f"column_map={{'{ours}': 'COLUMN'}}), found columns {names}"
             )
     return columns
 
@@ -191,9 +219,21 @@ def generate_rows(
     source = f"stepwise/{config.dataset_name()}"
     selected = dataset.select_columns(sorted(set(columns.values())))
     for start, end in ranges:
-        batch = selected[start:end]
+        try:
+            batch = selected[start:end]
+        except UnicodeDecodeError:
+            batch = None  # a row of bytes that are not UTF-8 in this range: read it row by row
         for offset in range(end - start):
-            values = {ours: batch[theirs][offset] for ours, theirs in columns.items()}
+            if batch is not None:
+                values = {ours: batch[theirs][offset] for ours, theirs in columns.items()}
+            else:
+                try:
+                    one = selected[start + offset]
+                except UnicodeDecodeError as error:
+                    drops["not_utf8"] += 1
+                    logger.debug(f"{_where(config, split)}, row {start + offset + 1}: skipped (not_utf8): {error}")
+                    continue
+                values = {ours: one[theirs] for ours, theirs in columns.items()}
             try:
                 row = stepwise_row(values)
             except BadRow as error:
@@ -204,6 +244,13 @@ def generate_rows(
             yield row
 
 
+def _where(config: StepwiseConfig, split: str) -> str:
+    """The files of `split` as a debug line names them (a row of a .jsonl file is its line, blank lines aside)."""
+    if config.data_files is not None and split in config.data_files:
+        return ", ".join(map(str, config.data_files[split]))
+    return f"stepwise/{config.dataset_name()} split {split!r}"
+
+
 def stepwise_row(values: dict) -> dict:
     """Our row (without id and source) from one dataset row under our column names."""
     prompt, completions = values["prompt"], values["completions"]
@@ -211,9 +258,13 @@ def stepwise_row(values: dict) -> dict:
         raise BadRow("bad_prompt")
     if not isinstance(completions, list) or not completions or not all(isinstance(c, str) for c in completions):
         raise BadRow("bad_completions")
+    if not all(step.strip() for step in completions):  # a step with nothing to score would still train
+        raise BadRow("empty_step")
     raw_labels = values["labels"]
     if not isinstance(raw_labels, list):
         raise BadRow("bad_labels")
+    if any(label is None or (isinstance(label, float) and math.isnan(label)) for label in raw_labels):
+        raise BadRow("missing_label")  # a NaN is no verdict: `nan > 0` would make it False
     labels = [as_label(label) for label in raw_labels]
     if len(labels) != len(completions):
         raise BadRow("label_count_mismatch")

@@ -81,6 +81,8 @@ def build(model, problems_file, server_or_urls, tmp_path, **options):
         "problems": str(problems_file),
         "num_samples_per_problem": 3,
         "mc_rollouts": 4,
+        # All rollouts at once: these tests count requests; early stop has its own (test_mc_early_stop.py).
+        "mc_early_stop": False,
         "generation_cache_dir": str(tmp_path / "generations"),
         "concurrency": 4,
         **options,
@@ -347,8 +349,9 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(gsm8k_dir, tiny_chat_m
         "problems": str(gsm8k_dir / "test.jsonl"),
         "max_problems": GSM8K_PROBLEMS,
         "num_samples_per_problem": 2,
-        "mc_rollouts": 2,
+        "mc_rollouts": 4,
         "mc_search": "linear",
+        "mc_early_stop": True,  # waves of 1, 1, 1, 1: a kill can fall between the waves of a prefix
         "concurrency": 2,
     }
     with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as server:

@@ -75,11 +75,19 @@ def test_vllm_build_end_to_end_and_cache_shared_with_other_backends(vllm_model_p
     }
     rows = load_dataset("prm_builder", "model_sampled", backend="vllm", **options)["test"].to_list()
     assert rows
+    made = {}  # (problem, prefix) -> rollouts made from it, in waves of 1, 1, 1, 1 (mc_early_stop, the default)
     for row in rows:
-        assert len(row["labels"]) == len(row["step_scores"]) == len(row["completions"])
+        assert len(row["labels"]) == len(row["step_scores"]) == len(row["completions"]) == len(row["step_rollouts"])
         evaluated = [s for s in row["step_scores"] if s == s]
         assert evaluated and all(0 <= s <= 1 for s in evaluated)
+        for step, (label, score, count) in enumerate(zip(row["labels"], row["step_scores"], row["step_rollouts"])):
+            if score != score:
+                assert count == 0  # not evaluated by binary search
+            else:  # a bad step makes all 4; a good one stops at the wave of its first success
+                assert (count == 4 if not label else 1 <= count <= 4) and (score * count).is_integer()
+                made[(row["prompt"], "e".join(row["completions"][: step + 1]))] = count
     (before,) = list_caches(tmp_path / "generations")
+    assert before.generations["rollout"] == sum(made.values())
     # The generations are the backend's draws, not the backend's property: transformers relabels
     # them without generating anything.
     relabelled = load_dataset("prm_builder", "model_sampled", backend="transformers", label_method="outcome", **options)

@@ -60,6 +60,22 @@ def test_duplicates_across_sources_are_kept_once_and_counted(tmp_path):
     assert [(r["loaded"], r["duplicates"], r["rows"]) for r in report] == [(6, 0, 6), (4, 2, 2)]
 
 
+def test_early_stopped_scores_never_mix_with_estimates(tmp_path):
+    row = {"prompt": "p", "completions": ["x", "y"], "labels": [True, False], "step_scores": [1.0, 0.0]}
+    early = [row | {"prompt": f"e{i}", "step_rollouts": [1, 8]} for i in range(2)]
+    full = [row | {"prompt": f"f{i}", "step_scores": [0.75, 0.0]} for i in range(2)]
+
+    def entry(name, rows):
+        return {"path": "json", "data_files": write_stepwise(tmp_path / f"{name}.jsonl", rows), "split": "train"}
+
+    mixed, _ = mixture.load_mixture(mixture.MixtureArguments(datasets=[entry("early", early), entry("full", full)]))
+    assert mixed["train"].column_names == ["prompt", "completions", "labels"]  # the marker would be lost: no scores
+    both, _ = mixture.load_mixture(mixture.MixtureArguments(datasets=[entry("early", early), entry("again", early)]))
+    assert "step_rollouts" in both["train"].column_names and "step_scores" in both["train"].column_names
+    plain, _ = mixture.load_mixture(mixture.MixtureArguments(datasets=[entry("full", full), entry("more", full)]))
+    assert plain["train"].column_names == ["prompt", "completions", "labels", "step_scores"]
+
+
 @pytest.fixture
 def mix_yaml(tmp_path, test_data, gsm8k_dir, tiny_model_path) -> Path:
     config = {

@@ -103,6 +103,7 @@ def test_option_validation_names_option_expected_and_got(tmp_path):
         ({"prompt_template": "Solve: {question}"}, "prompt_template must contain {problem}"),
         ({"step_separator": ""}, "step_separator must be a non-empty string"),
         ({"force_regenerate": "yes"}, "force_regenerate must be True or False"),
+        ({"mc_early_stop": 1}, "mc_early_stop must be True or False"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -135,7 +136,7 @@ def test_generation_options_change_the_cache_and_labelling_options_do_not(tmp_pa
     for options in ({"temperature": 0.7}, {"top_p": 0.9}, {"max_new_tokens": 9}, {"seed": 1}, {"model": "m"},
                     {"model_revision": "abc"}, {"prompt_template": "{problem}"}):  # fmt: skip
         assert cache(**options).path != base, options
-    for options in ({"label_method": "outcome"}, {"mc_rollouts": 16}, {"mc_search": "linear"},
+    for options in ({"label_method": "outcome"}, {"mc_rollouts": 16}, {"mc_search": "linear"}, {"mc_early_stop": False},
                     {"num_samples_per_problem": 2}, {"max_problems": 5}, {"step_separator": "\n"}, {"problems": "math500"},
                     {"backend": "openai", "base_url": "http://h:1"}, {"concurrency": 3}):  # fmt: skip
         assert cache(**options).path == base, options
@@ -149,6 +150,7 @@ def test_arrow_key_ignores_how_rows_are_made_but_not_what_they_are(tmp_path):
     default = config_id()
     assert config_id(backend="openai", base_url="http://h:1", concurrency=3, generation_cache_dir=str(tmp_path)) == default
     assert config_id(mc_search="linear") != default and config_id(temperature=0.5) != default
+    assert config_id(mc_early_stop=False) != default  # other scores, and no step_rollouts column
     # A forced build never lands on the Arrow files of the generations it replaces.
     assert config_id(force_regenerate=True) == f"{default}-epoch1"
 
@@ -243,7 +245,7 @@ def test_tiny_model_end_to_end_through_transformers(tiny_chat_model_path, gsm8k_
     assert summary.generations["sample"] == 4
     cache = ModelSampledConfig(name="model_sampled", **options).generation_cache().load()
     assert len(cache) == 2 and all(len(groups[f"sample:{problem}"]) == 2 for problem, groups in cache.items())
-    prefixes = set()
+    prefixes = {}  # (problem, prefix) -> rollouts made from it
     for row in rows:
         problem = read_problem_file(problems, "train")[int(row["id"][6:11])]
         text = cache[problem.key][f"sample:{problem.key}"][row["sample_index"]]
@@ -251,11 +253,16 @@ def test_tiny_model_end_to_end_through_transformers(tiny_chat_model_path, gsm8k_
         assert len(row["labels"]) == len(row["step_scores"]) == len(row["completions"]) >= 1
         assert row["labels"] == [score > 0 for score in row["step_scores"]]
         assert all(score in (0.0, 0.5, 1.0) for score in row["step_scores"])
+        # Early stop (the default, waves of 1, 1): a bad step makes both rollouts, a good one stops at
+        # its first success; a score is successes over the rollouts made.
+        for label, score, made in zip(row["labels"], row["step_scores"], row["step_rollouts"]):
+            assert made == 2 if not label else made in (1, 2) and (score * made).is_integer()
         assert row["first_error"] == next((i for i, label in enumerate(row["labels"]) if not label), -1)
         assert row["outcome"] in (grading.CORRECT, grading.INCORRECT, grading.NO_ANSWER)
         assert row["reference_answer"] == problem.reference and row["prompt"] == problem.text
-        prefixes |= {(problem.key, "e".join(row["completions"][: i + 1]) + "e") for i in range(len(row["completions"]))}
-    assert summary.generations["rollout"] == 2 * len(prefixes)
+        for i, made in enumerate(row["step_rollouts"]):
+            prefixes[(problem.key, "e".join(row["completions"][: i + 1]) + "e")] = made
+    assert summary.generations["rollout"] == sum(prefixes.values())
 
     # Other labelling options reuse every generation: no new segment is written.
     segments = sorted((summary.path / "segments").iterdir())

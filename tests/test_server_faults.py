@@ -26,6 +26,7 @@ HTML = "<html><head><title>502 Bad Gateway</title></head><body>" + "nginx " * 10
 BAD_ANSWERS = {
     "null text": ([None], "expected a string text, got None"),
     "number": ([12345], "expected a string text, got 12345"),
+    "lone surrogate": (["ok \ud800"], "expected UTF-8 text, got the lone surrogate \\ud800 at character 3"),
     "unknown finish": ([("fine", "content_filter")], "expected finish_reason stop or length, got 'content_filter'"),
     "too few choices": ([], "expected 1 choices, got 0"),
     "HTML": (Raw(HTML), "expected a JSON body, got '<html><head><title>502 Bad Gateway"),
@@ -239,7 +240,7 @@ def test_any_backend_answer_is_checked_before_it_is_cached(tmp_path):
     def task():
         yield [Want(key, f"sample:{key}", 2, "What is 2 + 3?", "")]
 
-    with cache.writer() as writer, Progress("test") as progress:
+    with cache.writer() as writer, Progress("test", 1) as progress:
         scheduler = Scheduler(writer, AbortingBackend, progress, seed=0)
         scheduler.start(task(), "tag")
         with pytest.raises(RuntimeError, match=r"the backend returned finish reason 'abort'.*; nothing was cached"):

@@ -120,5 +120,5 @@ def test_invalid_options(options, message):
 def test_missing_column_names_the_alternatives(tmp_path):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "a", "completions": ["b"], "labels": [True]}])
     with pytest.raises(ValueError, match=r"split 'train' has no prompt column: expected one of \['prompt', 'question', "
-                       r"'problem'\] \(or name it with column_map=\{'prompt': ...\}\), found columns"):
+                       r"'problem'\] \(or name it with column_map=\{'prompt': 'COLUMN'\}\), found columns"):
         load_dataset("prm_builder", "stepwise", data_files=str(path))

@@ -34,6 +34,15 @@ def built_metrics(scores: list[list[float]], rows: list[dict], threshold: float)
     }
 
 
+def _reporting(scorer, on_scored):
+    def score(rows, name):
+        scores = scorer(rows, name)
+        on_scored(name, rows, scores)
+        return scores
+
+    return score
+
+
 def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]:
     """The rows of `split` of a folder saved by `prm-builder build`, a `prm_builder:CONFIG`, a Hub id, or a Dataset."""
     if isinstance(dataset, (str, Path)):
@@ -74,6 +83,7 @@ def evaluate(
     device: str | None = "auto",
     dtype: str = "auto",
     scores_dir: str | Path | None = None,
+    on_scored=None,
 ) -> dict:
     """Measure a PRM on a benchmark; what `prm-eval` prints, as a dict.
 
@@ -94,6 +104,8 @@ def evaluate(
         candidates, aggregations: the best-of-N candidates file and the aggregations of step scores to compare.
         scores_dir: keep every row's step scores in `<scores_dir>/<name>.jsonl` as they come, and resume an
             interrupted run from there (see `scoring.Scorer`).
+        on_scored: called as `on_scored(name, rows, scores)` after each batch of rows is scored (a ProcessBench
+            subset, the built split, the best-of-N candidates), e.g. to show the rows (prm-eval --html).
     """
     from .best_of_n import evaluate_best_of_n
     from .processbench import evaluate_processbench
@@ -119,6 +131,8 @@ def evaluate(
     truncation = truncation or Truncation()
 
     scorer = Scorer(model, tokenizer, step_separator, truncation, batch_size, progress, scores_dir, name)
+    if on_scored is not None:
+        scorer = _reporting(scorer, on_scored)
 
     if benchmark == "processbench":
         results = evaluate_processbench(scorer, subsets, data, threshold, calibrate, revision, endpoint)

@@ -292,6 +292,10 @@ def main(script_args=None, training_args=None, model_args=None):
     if script_args.dataset_streaming:
         raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
     resolve_learning_rate(training_args, model_args)
+    if training_args.hub_token:
+        # The Trainer pickles its arguments into every checkpoint (training_args.bin): the token would
+        # be written in clear. huggingface_hub reads it from HF_TOKEN, in this process only.
+        os.environ["HF_TOKEN"], training_args.hub_token = training_args.hub_token, None
     train, test, dataset_options, mixture_report = load_splits(script_args, training_args)
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)

@@ -90,6 +90,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="write the scores into the model folder's README.md, replacing this benchmark's last")
     output.add_argument("--scores_dir", metavar="DIR",
                         help="keep every row's step scores here (one JSONL per data file) and resume from them")
+    output.add_argument("--html", metavar="FILE",
+                        help="write a self-contained page of the evaluated rows, most confident PRM mistakes first "
+                             "(processbench and built)")
+    output.add_argument("--html_rows", "--html-rows", dest="html_rows", type=_positive, default=None,
+                        help="rows on the --html page (default: 200)")
     output.add_argument("--no_progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -107,6 +112,10 @@ def main(argv=None) -> int:
     for option in foreign[args.benchmark]:
         if getattr(args, option) is not None:
             parser.error(f"--{option} does not apply to --benchmark {args.benchmark}")
+    if args.html is not None and args.benchmark == "best_of_n":
+        parser.error("--html shows step labels beside the PRM's scores: use it with --benchmark processbench or built")
+    if args.html_rows is not None and args.html is None:
+        parser.error("--html_rows applies to the page that --html writes; add --html FILE")
     if args.update_card and not Path(args.model).is_dir():
         parser.error(f"--update-card writes README.md into the model's folder; {args.model} is not a local folder")
 
@@ -137,6 +146,7 @@ def run(args) -> None:
 
         dataset_options = parse_dataset_options(args.dataset_options)
 
+    scored = []  # (name, rows, scores) of each scored set, for --html
     results = evaluate(
         args.model, None, args.benchmark,
         device=args.device,
@@ -156,10 +166,17 @@ def run(args) -> None:
         candidates=args.candidates,
         aggregations=args.aggregations,
         scores_dir=args.scores_dir,
+        on_scored=(lambda name, rows, scores: scored.append((name, rows, scores))) if args.html else None,
     )
     print(json.dumps(results, indent=2) if args.json else render_table(results))
     if args.plot:
         print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)
+    if args.html:
+        from prm_builder.report import EVAL_ROWS, evaluation_page
+
+        page = evaluation_page(results, scored, max_rows=args.html_rows or EVAL_ROWS)
+        Path(args.html).write_text(page, encoding="utf-8")
+        print(f"page written to {args.html}", file=sys.stderr)
     if args.update_card:
         print(f"scores written to {update_card(args.model, results)}", file=sys.stderr)
 

@@ -103,45 +103,108 @@ def render_table(results: dict) -> str:
 
 def plot(results: dict, path: str | Path) -> Path:
     """ProcessBench and built splits: grouped bars; best-of-N: accuracy against N. Written as an image to `path`."""
+    import matplotlib.pyplot as plt
+
+    chart = figure(results)
+    try:
+        chart.savefig(path)
+    finally:
+        plt.close(chart)
+    return Path(path)
+
+
+def figure(results: dict):
+    """The chart of `plot` as a matplotlib figure (report.py embeds it in the HTML page)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    benchmark = results["benchmark"]
-    if benchmark == "best_of_n":
-        sizes = [int(n) for n in results["by_n"]]
-        for column in next(iter(results["by_n"].values())):
-            if column in ("groups", "unscored"):
-                continue
-            values = [100 * (figures[column] or 0.0) for figures in results["by_n"].values()]
-            style = "-o" if column.startswith("prm_") else "--"
-            axes.plot(sizes, values, style, label=column.replace("prm_", "PRM ").replace("_", " "))
-        axes.set_xscale("log", base=2)
-        axes.set_xticks(sizes, [str(n) for n in sizes])
-        axes.set_xlabel("N (candidates per problem)")
-        axes.set_ylabel("accuracy (%)")
+    chart, axes = plt.subplots(figsize=(8, 4.5))
+    if results["benchmark"] == "best_of_n":
+        _best_of_n_lines(axes, results)
     else:
-        if benchmark == "processbench":
-            groups = {**results["subsets"], "average": results["average"]}
-            bars = {"erroneous": "accuracy_erroneous", "correct": "accuracy_correct", "F1": "f1"}
-        else:
-            groups = {"overall": results["overall"], **results["sources"]}
-            bars = {"step acc": "step_accuracy", "balanced": "balanced_accuracy", "first-error F1": "first_error_f1"}
-        width = 0.8 / len(bars)
-        for offset, (label, key) in enumerate(bars.items()):
-            positions = [index + (offset - (len(bars) - 1) / 2) * width for index in range(len(groups))]
-            axes.bar(positions, [100 * (metrics[key] or 0.0) for metrics in groups.values()], width, label=label)
-        axes.set_xticks(range(len(groups)), list(groups), rotation=20 if len(groups) > 5 else 0)
-        axes.set_ylabel("%")
-        axes.set_ylim(0, 100)
-    axes.set_title(summary(results).split(";")[0], fontsize=10)
+        _grouped_bars(axes, results)
+    axes.set_title(_chart_title(results), fontsize=10)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return Path(path)
+    chart.tight_layout()
+    return chart
+
+
+def _chart_title(results: dict) -> str:
+    """What was measured, on what, at which threshold: a chart read on its own must say it."""
+    title = summary(results).split(";")[0]
+    if results["benchmark"] == "built":
+        title += f"\n{results['dataset']}, split {results['split']}, threshold {results['threshold']}"
+    elif results["benchmark"] == "processbench":
+        calibration = results["calibration"]
+        threshold = (f"threshold {calibration['threshold']:.4f} (calibrated on {calibration['subset']})" if calibration
+                     else f"threshold {results['threshold']}")
+        title += f"\n{results['data']}, {threshold}"
+    else:
+        title += f"\n{results.get('candidates', 'candidates')}: {results['num_problems']} problems"
+    return title
+
+
+BASELINE_STYLES = {"majority_vote": "--", "pass_at_n": ":", "random": "-."}
+
+
+def _best_of_n_lines(axes, results: dict) -> None:
+    """One line per distinct curve: aggregations (or baselines) with equal figures at every N are drawn once, under a
+    combined label, instead of one hiding the other."""
+    sizes = [int(n) for n in results["by_n"]]
+    curves: dict[tuple, list[str]] = {}
+    for column in next(iter(results["by_n"].values())):
+        if column in ("groups", "unscored"):
+            continue
+        values = tuple(figures[column] for figures in results["by_n"].values())
+        curves.setdefault(values, []).append(column)
+    for values, columns in curves.items():
+        prm = [c.removeprefix("prm_") for c in columns if c.startswith("prm_")]
+        others = [c.replace("_", " ").replace("pass at n", "pass@N") for c in columns if not c.startswith("prm_")]
+        label = " = ".join(([f"PRM {' = '.join(prm)}"] if prm else []) + others)
+        # A figure that could not be computed (no scored group) is left out of the line, not drawn as 0.
+        points = [(n, 100 * v) for n, v in zip(sizes, values) if v is not None]
+        # Baselines in dashes of their own, so where two of them run together both stay visible.
+        style = "-o" if prm else BASELINE_STYLES[columns[0]]
+        axes.plot([n for n, _ in points], [v for _, v in points], style, label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(sizes, [str(n) for n in sizes])
+    axes.minorticks_off()
+    axes.set_xlabel("N (candidates per problem)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 105)
+
+
+def _grouped_bars(axes, results: dict) -> None:
+    """Bars per subset or source; a figure that does not apply (e.g. F1 without erroneous rows) is marked n/a, not
+    drawn as a zero bar, and every bar carries its value so a real 0 shows as 0.0."""
+    if results["benchmark"] == "processbench":
+        groups = {**results["subsets"], "average": results["average"]}
+        bars = {"erroneous": "accuracy_erroneous", "correct": "accuracy_correct", "F1": "f1"}
+    else:
+        groups = {"overall": results["overall"], **results["sources"]}
+        bars = {"step acc": "step_accuracy", "balanced": "balanced_accuracy", "first-error F1": "first_error_f1"}
+    width = 0.8 / len(bars)
+    for offset, (label, key) in enumerate(bars.items()):
+        positions = [index + (offset - (len(bars) - 1) / 2) * width for index in range(len(groups))]
+        values = [metrics.get(key) for metrics in groups.values()]
+        drawn = axes.bar(positions, [100 * v if v is not None else 0 for v in values], width, label=label)
+        for bar, position, value in zip(drawn, positions, values):
+            if value is None:
+                bar.set_visible(False)
+            axes.text(position, (100 * value if value is not None else 0) + 1, percent(value) if value is not None
+                      else "n/a", ha="center", va="bottom", fontsize=7, rotation=90 if len(groups) > 4 else 0)
+        if key == "step_accuracy":
+            # Step accuracy only means something above the share of the commoner label: draw that baseline on it.
+            for number, (position, metrics) in enumerate(zip(positions, groups.values())):
+                baseline = metrics.get("majority_baseline")
+                if baseline is not None:
+                    axes.hlines(100 * baseline, position - width / 2, position + width / 2, colors="black",
+                                linestyles="--", linewidth=1.5, label="majority baseline" if number == 0 else None)
+    axes.set_xticks(range(len(groups)), list(groups), rotation=20 if len(groups) > 5 else 0)
+    axes.set_ylabel("%")
+    axes.set_ylim(0, 112)
 
 
 def _markers(benchmark: str) -> tuple[str, str]:

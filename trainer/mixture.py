@@ -11,7 +11,8 @@ A `--config` YAML with a `datasets:` list trains on a mixture, as TRL's scripts 
 
 In order:
   1. each entry is loaded (`load_dataset(path, name, data_dir=, data_files=, split=, **options)`)
-     and keeps its `columns`, or else the columns every entry has;
+     and keeps its `columns`, or else the columns every entry has (less `step_scores` when only
+     some entries' scores are early-stopped, i.e. have `step_rollouts`: they are no estimates);
   2. rows whose (prompt, completions) an earlier entry already has are dropped and counted
      (dedup across sources; repeats inside one source stay, e.g. two ratings of one solution);
   3. fractions as TRL defines them: normalised to sum to one, the mixture size N is the largest
@@ -128,6 +129,17 @@ def load_mixture(arguments: MixtureArguments, seed: int = 0):
                 f"every dataset of the mixture needs a {name!r} column (stepwise supervision); columns: "
                 + "; ".join(f"{label(e)}: {d.column_names}" for e, d in zip(mixture, loaded))
             )
+    early = [label(e) for e, d in zip(mixture, loaded) if "step_rollouts" in d.column_names]
+    if early and "step_scores" in shared and "step_rollouts" not in shared:
+        # Early-stopped Monte Carlo scores (model_sampled's mc_early_stop) are successes over the rollouts made,
+        # not estimates: under one column with estimates, and without the step_rollouts that marks them, soft
+        # training could not refuse them. The hard labels are the same kind everywhere and stay.
+        shared.remove("step_scores")
+        logger.warning(
+            f"step_scores left out of the mixture: {', '.join(early)} built with mc_early_stop (successes over the "
+            f"rollouts made, see step_rollouts), the other entries not; train on labels, or build every entry with "
+            f"mc_early_stop=False for soft labels"
+        )
     loaded = [d.select_columns(e.columns if e.columns is not None else shared) for e, d in zip(mixture, loaded)]
     seen: set[bytes] = set()
     deduplicated, duplicates = [], []

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from prm_builder.redact import public_value
+from prm_builder.redact import public_value, without_credentials
 
 _MODEL_CARD = """\
 # {name}
@@ -92,7 +92,9 @@ def training_data_section(data: dict, dropped: dict, args, dataset_name=None, da
     if data.get("builder") == "prm_builder" and data.get("config"):
         lines.append(f"- built with prm-builder, config `{data['config']}`")
     if dataset_options:
-        lines.append("- options: " + ", ".join(f"`{key}={public_value(value)}`" for key, value in dataset_options.items()))
+        # An option named like a secret (`token=...`) is hidden whatever its value looks like.
+        lines.append("- options: " + ", ".join(
+            f"`{key}={public_value(without_credentials(value, key))}`" for key, value in dataset_options.items()))
     if "rows" in data:
         details = ", ".join(f"{count} {reason}" for reason, count in dropped.items())
         lines.append(f"- training rows: {data['rows']}" + (f" ({sum(dropped.values())} dropped: {details})"

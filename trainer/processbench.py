@@ -43,7 +43,12 @@ def _check_case(case, where: str) -> dict:
 def read_subset_file(path: str | Path) -> list[dict]:
     """The cases of one subset file: a JSON array (as on the Hub) or JSON Lines, one case per line."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no content
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: expected UTF-8 text, got byte 0x{error.object[error.start]:02x} at byte {error.start}; save the file as UTF-8"
+        ) from None
     if text.lstrip().startswith("["):
         try:
             cases = json.loads(text)
@@ -97,7 +102,7 @@ def case_to_row(case: dict) -> dict:
     """A case as a step-labelled row: steps before the first error are correct, the rest wrong."""
     label = case["label"]
     labels = [label == -1 or index < label for index in range(len(case["steps"]))]
-    return {"prompt": case["problem"], "completions": case["steps"], "labels": labels}
+    return {"id": case["id"], "prompt": case["problem"], "completions": case["steps"], "labels": labels}
 
 
 def subset_metrics(scores: list[list[float]], cases: list[dict], threshold: float) -> dict:

@@ -18,6 +18,7 @@ while thinking) is kept as `<think>...` so the rows can count it as a drop.
 """
 
 import asyncio
+import importlib
 import itertools
 import json
 import os
@@ -61,7 +62,13 @@ class OpenAIBackend(Backend):
         api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.loop = asyncio.new_event_loop()
         self.clients = [
-            (redact_url(url), AsyncOpenAI(base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout))
+            (
+                redact_url(url),
+                AsyncOpenAI(
+                    base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout,
+                    http_client=_deadline_http_client(timeout),
+                ),
+            )
             for url in self.base_urls
         ]
         self.next_client = itertools.cycle(self.clients)
@@ -200,6 +207,14 @@ def parse_answer(text: str, endpoint: str, n: int) -> list[Generation]:
         if not isinstance(generation, str):
             field = "text" if endpoint == "completions" else "message content"
             raise BadAnswerError(f"expected a string {field}, got {generation!r}: {_excerpt(text)}")
+        if not generation.isascii():
+            try:  # JSON can spell half of a surrogate pair ("\ud800"), which is no text: Arrow cannot store it
+                generation.encode("utf-8")
+            except UnicodeEncodeError as error:
+                lone = generation[error.start].encode("unicode_escape").decode()
+                raise BadAnswerError(
+                    f"expected UTF-8 text, got the lone surrogate {lone} at character {error.start}: {_excerpt(text)}"
+                ) from None
         generations.append(Generation(generation, finish))
     return generations
 
@@ -224,6 +239,29 @@ def _excerpt(text: str) -> str:
     if not text.strip():
         return "an empty answer"
     return repr(text[:EXCERPT_CHARS]) + (f" ({len(text):,} characters)" if len(text) > EXCERPT_CHARS else "")
+
+
+def _deadline_http_client(timeout: float):
+    """The openai client's HTTP client, with `timeout` bounding each attempt as a whole.
+
+    httpx's timeouts bound each read, so a server that sends its headers and then a byte every
+    few seconds would hold a request forever. Past the deadline the attempt fails with httpx's
+    own ReadTimeout, which the openai client retries and finally reports as APITimeoutError,
+    exactly as it does a silent server.
+    """
+    from openai import DefaultAsyncHttpxClient
+
+    # openai moved from httpx to httpx2; the timeout error must come from the one it catches.
+    httpx = importlib.import_module(DefaultAsyncHttpxClient.send.__module__.split(".")[0])
+
+    class DeadlineClient(DefaultAsyncHttpxClient):
+        async def send(self, request, **kwargs):
+            try:
+                return await asyncio.wait_for(super().send(request, **kwargs), timeout)
+            except asyncio.TimeoutError:
+                raise httpx.ReadTimeout(f"no complete answer within {timeout:g} s", request=request) from None
+
+    return DeadlineClient(timeout=timeout)
 
 
 def _load_tokenizer(model: str, revision: str | None):
