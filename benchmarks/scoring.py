@@ -34,6 +34,7 @@ def main() -> None:
     import prm_builder  # noqa: F401  (registers the builder)
     from prm_builder.tiny_model import build_tiny_model
     from prm_trainer.evaluation import score_steps
+    from prm_trainer.tokenization import StepFormat
 
     with tempfile.TemporaryDirectory() as folder:
         build_tiny_model(Path(folder))
@@ -48,12 +49,13 @@ def main() -> None:
         random.Random(0).shuffle(rows)
 
         def by_length():
-            return score_steps(model, tokenizer, rows, args.batch_size, "\n")
+            return score_steps(model, tokenizer, rows, StepFormat("\n"), batch_size=args.batch_size)
 
         def in_file_order():
             scores = []
             for start in range(0, len(rows), args.batch_size):
-                scores += score_steps(model, tokenizer, rows[start : start + args.batch_size], args.batch_size, "\n")
+                chunk = rows[start : start + args.batch_size]
+                scores += score_steps(model, tokenizer, chunk, StepFormat("\n"), batch_size=args.batch_size)
             return scores
 
         best, results = {}, {}

@@ -283,7 +283,8 @@ def add_report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument("--threshold", type=_fraction, default=None,
                         help="with --prm: a step is predicted correct when its score is at least this (default: 0.5)")
     report.add_argument("--step-separator", "--step_separator", dest="step_separator", default=None,
-                        help="with --prm: the separator it was trained with; escapes like \\n are read (default: \\n)")
+                        help="with --prm: the step separator; escapes like \\n are read (default: the one saved "
+                             "with the PRM, else \\n)")
     report.add_argument("--batch-size", "--batch_size", dest="batch_size", type=_positive_int, default=None,
                         help="with --prm: rows per forward pass (default: 8)")
     report.add_argument("--device", default=None, help="with --prm: auto (CUDA when available), cpu, cuda, ...")
@@ -318,13 +319,16 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
     if args.prm:
         from prm_trainer.evaluation import score_steps
         from prm_trainer.reward import load_prm
+        from prm_trainer.tokenization import StepFormat, saved_step_format
 
         model, tokenizer = load_prm(args.prm, device=args.device or "auto")
-        separator = codecs.decode(args.step_separator or "\\n", "unicode_escape")
+        # The separator and truncation the PRM was trained with (prm_step_format.json), unless --step-separator.
+        separator = codecs.decode(args.step_separator, "unicode_escape") if args.step_separator else None
+        step_format = (saved_step_format(args.prm) or StepFormat()).override(separator)
         title += f"; PRM {args.prm}"
 
         def scorer(rows):
-            return score_steps(model, tokenizer, rows, args.batch_size or 8, separator)
+            return score_steps(model, tokenizer, rows, step_format, batch_size=args.batch_size or 8)
 
     page = dataset_page(dataset, title, per_source=args.per_source, seed=args.seed, drops=drops, scorer=scorer,
                         threshold=threshold)

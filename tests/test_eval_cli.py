@@ -275,20 +275,30 @@ def test_step_separator_escapes_are_read_and_scores_kept(prm_dir, processbench_f
     assert run_main(capsys, *argv)["subsets"] == result["subsets"]  # the second run reads the kept scores
 
 
-def test_cases_cut_by_truncation_are_counted_and_said(prm_dir, processbench_files, capsys):
+def test_cases_cut_by_truncation_are_counted_and_said(prm_dir, processbench_files, capsys, tmp_path):
     from transformers import AutoTokenizer
 
-    from prm_trainer.tokenization import Truncation, tokenize_for_scoring
+    from prm_trainer.evaluation import predicted_first_error
+    from prm_trainer.tokenization import StepFormat, Truncation, tokenize_for_scoring
 
     tokenizer = AutoTokenizer.from_pretrained(prm_dir)
-    truncation = Truncation(max_length=22)
-    scored = [tokenize_for_scoring(c["problem"], c["steps"], tokenizer, "\n", truncation)[1] for c in GSM8K_CASES]
+    step_format = StepFormat("\n", Truncation(max_length=22))
+    scored = [tokenize_for_scoring(c["problem"], c["steps"], tokenizer, step_format)[1] for c in GSM8K_CASES]
     cut = sum(len(positions) < len(c["steps"]) for positions, c in zip(scored, GSM8K_CASES))
     assert 0 < cut < len(GSM8K_CASES)  # 22 tokens hold the shorter cases only
-    main(["--model", str(prm_dir), "--benchmark", "processbench", "--subsets", "gsm8k", "--data",
-          str(processbench_files), "--max_length", "22", "--no_progress"])
+    argv = ["--model", str(prm_dir), "--benchmark", "processbench", "--subsets", "gsm8k", "--data",
+            str(processbench_files), "--max_length", "22", "--no_progress", "--scores_dir", str(tmp_path / "scores")]
+    main(argv)
     out = capsys.readouterr().out
-    assert f"Left out, a step cut by truncation (raise --max_length): {cut} in gsm8k cases." in out
+    # Unscored: a cut case whose scored steps flag nothing (its prediction is unknown). Each counts as a miss.
+    lines = (tmp_path / "scores" / "gsm8k.jsonl").read_text().splitlines()[1:]
+    scores = [json.loads(line)["scores"] for line in lines]
+    unscored = sum(predicted_first_error(row, 0.5) is None for row in scores)
+    assert 0 < unscored <= cut
+    assert (f"Counted as misses, unscored (a step cut by truncation before any flagged step; raise --max_length): "
+            f"{unscored} in gsm8k cases.") in out
+    result = run_main(capsys, *argv)["subsets"]["gsm8k"]
+    assert result["unscored"] == unscored and result["num_erroneous"] + result["num_correct"] == len(GSM8K_CASES)
 
 
 def test_input_errors_are_one_line_not_a_traceback(tiny_model_path, prm_dir, processbench_files, capsys):

@@ -16,13 +16,15 @@ from prm_trainer.evaluation import (
     aggregate_steps,
     answer_is_correct,
     answer_key,
-    best_of_n,
+    best_of_n_selection,
     compute_step_accuracy,
     first_error_f1,
+    predicted_first_error,
     score_steps,
     step_accuracy,
 )
 from prm_trainer.processbench import calibrate_threshold, load_processbench, read_subset_file
+from prm_trainer.tokenization import StepFormat, Truncation
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import EvalPrediction, PreTrainedTokenizerFast
 
@@ -120,17 +122,33 @@ def test_first_error_f1_is_a_harmonic_mean():
     assert result["first_error_f1"] == pytest.approx(2 / 3)
 
 
-def test_first_error_f1_undefined_without_both_kinds_and_skips_unscored_rows():
-    result = first_error_f1([[0.9, 0.9], [0.9, NAN]], [[True, True], [True, False]])
+def test_first_error_f1_undefined_without_both_kinds():
+    result = first_error_f1([[0.9, 0.9], [0.9, 0.9]], [[True, True], [True, True]])
     assert result["first_error_f1"] is None
     assert result["first_error_accuracy_on_errors"] is None
     assert result["first_error_accuracy_on_correct"] == 1.0
-    assert result["first_error_unscored_rows"] == 1
     # Both accuracies zero: F1 is 0, not a division by zero.
     assert first_error_f1([[0.1], [0.9]], [[True], [False]])["first_error_f1"] == 0.0
 
 
 # ---------------------------------------------------------------- best-of-N
+
+
+def test_first_error_f1_counts_an_unscored_row_as_a_miss():
+    """ProcessBench's own evaluation counts a case it cannot read as wrong; leaving it out of both denominators (as
+    before) gave F1 1.0 here, rewarding a PRM that truncates."""
+    scores = [[0.9, 0.9], [0.9, NAN], [0.9, NAN, NAN], [0.1, NAN]]
+    labels = [[True, True], [True, False], [True, True, True], [False, False]]
+    result = first_error_f1(scores, labels)
+    # Row 0 correct, hit. Row 1 erroneous, unknown: miss. Row 2 correct, unknown: miss. Row 3: step 0 flagged before
+    # the cut, so the prediction (0) is known and right: hit.
+    assert result["first_error_unscored_rows"] == 2
+    assert result["first_error_num_erroneous"] == 2 and result["first_error_num_correct"] == 2
+    assert result["first_error_accuracy_on_errors"] == 0.5 and result["first_error_accuracy_on_correct"] == 0.5
+    assert result["first_error_f1"] == 0.5
+    assert predicted_first_error([0.9, NAN], 0.5) is None and predicted_first_error([0.1, NAN], 0.5) == 0
+    with pytest.raises(ValueError, match="row 0: 1 scores for 2 labels"):
+        first_error_f1([[0.9]], [[True, True]])
 
 
 def test_aggregate_steps():
@@ -168,7 +186,7 @@ def _two_problems():
 )
 def test_best_of_n_hand_computed(aggregation, expected_accuracy):
     scores, prompts, correct, final_answers = _two_problems()
-    result = best_of_n(scores, prompts, correct, final_answers, aggregation=aggregation)
+    result = best_of_n_selection(scores, prompts, correct, final_answers, aggregation=aggregation)
     assert result == {
         "best_of_n_accuracy": expected_accuracy,
         "best_of_n_oracle": 0.5,  # A has a correct solution, B has none
@@ -183,22 +201,22 @@ def test_best_of_n_hand_computed(aggregation, expected_accuracy):
 
 def test_best_of_n_ties_count_as_expected_accuracy():
     # Two solutions tie on score, one correct: a random tie-break is right half the time.
-    result = best_of_n([[0.7], [0.7], [0.1]], ["P"] * 3, [True, False, False], ["3", "4", "4"])
+    result = best_of_n_selection([[0.7], [0.7], [0.1]], ["P"] * 3, [True, False, False], ["3", "4", "4"])
     assert result["best_of_n_accuracy"] == 0.5
     # Majority vote: "4" has two votes and is wrong.
     assert result["best_of_n_majority_vote"] == 0.0
     # Vote tie between a right and a wrong answer: 0.5; empty answers do not vote.
-    tie = best_of_n([[0.7], [0.7], [0.1]], ["P"] * 3, [True, False, False], ["3", "4", ""])
+    tie = best_of_n_selection([[0.7], [0.7], [0.1]], ["P"] * 3, [True, False, False], ["3", "4", ""])
     assert tie["best_of_n_majority_vote"] == 0.5
 
 
 def test_best_of_n_majority_vote_normalizes_answers():
-    result = best_of_n([[0.1]] * 3, ["P"] * 3, [True, True, False], ["1,000", "$1000.", "999"])
+    result = best_of_n_selection([[0.1]] * 3, ["P"] * 3, [True, True, False], ["1,000", "$1000.", "999"])
     assert result["best_of_n_majority_vote"] == 1.0
 
 
 def test_best_of_n_without_answers_skips_vote_and_counts_unscored():
-    result = best_of_n([[0.9], [NAN], []], ["P", "P", "P"], [True, False, False])
+    result = best_of_n_selection([[0.9], [NAN], []], ["P", "P", "P"], [True, False, False])
     assert result["best_of_n_majority_vote"] is None
     assert result["best_of_n_unscored_solutions"] == 2
     assert result["best_of_n_num_solutions"] == 1
@@ -207,9 +225,9 @@ def test_best_of_n_without_answers_skips_vote_and_counts_unscored():
 
 def test_best_of_n_validates():
     with pytest.raises(ValueError, match="aggregation must be one of"):
-        best_of_n([[0.1]], ["P"], [True], aggregation="max")
+        best_of_n_selection([[0.1]], ["P"], [True], aggregation="max")
     with pytest.raises(ValueError, match="one entry per solution"):
-        best_of_n([[0.1]], ["P", "Q"], [True])
+        best_of_n_selection([[0.1]], ["P", "Q"], [True])
 
 
 @pytest.mark.parametrize(
@@ -312,7 +330,7 @@ def test_score_steps_reads_each_step_last_token(word_tokenizer):
 
 def test_score_steps_marks_truncated_steps_unscored(word_tokenizer):
     # Row 3 is 4 prompt tokens + 3 per step: max_length 9 keeps only its first step.
-    scores = score_steps(WordScorer(), word_tokenizer, ROWS[2:], max_length=9)
+    scores = score_steps(WordScorer(), word_tokenizer, ROWS[2:], StepFormat(truncation=Truncation(max_length=9)))
     assert scores[0][0] == pytest.approx(P_BAD)
     assert math.isnan(scores[0][1]) and math.isnan(scores[0][2])
 
@@ -594,9 +612,9 @@ class CountingScorer(WordScorer):
 
 def make_scorer(model, tokenizer, folder, separator="\n"):
     from prm_trainer.scoring import Scorer
-    from prm_trainer.tokenization import Truncation
+    from prm_trainer.tokenization import StepFormat, Truncation
 
-    return Scorer(model, tokenizer, separator, Truncation(), batch_size=1, progress=False, scores_dir=folder,
+    return Scorer(model, tokenizer, StepFormat(separator, Truncation()), batch_size=1, progress=False, scores_dir=folder,
                   model_name="word-scorer")
 
 

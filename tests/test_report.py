@@ -199,10 +199,11 @@ def test_report_command_scores_with_a_prm(tmp_path, capsys, prm_dir):
     steps = sum(len(row["completions"]) for row in ROWS)
     assert page.count('<span class="bar prm">') == steps
     from prm_trainer.evaluation import score_steps
+    from prm_trainer.tokenization import StepFormat
     from prm_trainer.reward import load_prm
 
     model, tokenizer = load_prm(str(prm_dir), device="cpu")
-    scores = score_steps(model, tokenizer, ROWS, 8, "\n")
+    scores = score_steps(model, tokenizer, ROWS, StepFormat("\n"), batch_size=8)
     disagreements = sum((s >= 0.5) != label for row, r in zip(ROWS, scores) for s, label in zip(r, row["labels"]))
     assert page.count('<span class="tag prm">PRM disagrees</span>') == disagreements
     assert f"{scores[0][0]:.3f}" in page

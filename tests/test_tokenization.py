@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from prm_trainer.tokenization import Truncation, tokenize_for_scoring, tokenize_row
+from prm_trainer.tokenization import StepFormat, Truncation, tokenize_for_scoring, tokenize_row
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -159,6 +159,26 @@ def test_truncation_from_config(tmp_path):
     config = PRMConfig(output_dir=str(tmp_path), max_length=20, max_prompt_length=3, max_completion_length=9)
     assert config.truncation == Truncation(max_length=20, max_prompt_length=3, max_completion_length=9)
     assert config.truncation.as_kwargs() == {"max_length": 20, "max_prompt_length": 3, "max_completion_length": 9}
+    assert config.step_format == StepFormat("\n", config.truncation)
+
+
+def test_step_format_round_trips_and_overrides_by_part(tmp_path):
+    step_format = StepFormat("\n\n", Truncation(max_length=20, max_prompt_length=3))
+    assert StepFormat.from_dict(step_format.as_dict()) == step_format
+    assert StepFormat.saved(tmp_path) is None
+    step_format.save(tmp_path)
+    assert StepFormat.saved(tmp_path) == step_format
+    assert step_format.override("\n") == StepFormat("\n", step_format.truncation)
+    assert step_format.override(truncation=Truncation()) == StepFormat("\n\n")
+    assert Truncation(max_length=20).capped(8) == Truncation(max_length=8)
+    assert Truncation(max_length=5).capped(8) == Truncation(max_length=5)
+    assert Truncation().capped(None) == Truncation()
+    (tmp_path / "prm_step_format.json").write_text('{"step_separator": "\\n", "max_length": 0}')
+    with pytest.raises(ValueError, match=r"prm_step_format.json: expected the keys \['max_completion_length', "):
+        StepFormat.saved(tmp_path)
+    bad = {"step_separator": "\n", "max_length": -1, "max_prompt_length": None, "max_completion_length": None}
+    with pytest.raises(ValueError, match="where: `max_length` must be a positive integer or None, got -1"):
+        StepFormat.from_dict(bad, "where")
 
 
 TRUNCATIONS = [
@@ -176,7 +196,7 @@ def test_scoring_reads_scores_exactly_where_training_put_labels(truncation):
     """Every step that training labels is scored at that very token, and only those steps."""
     tokenizer = word_tokenizer(bos=True)
     trained = tokenize(bos=True, **truncation.as_kwargs())
-    input_ids, positions = tokenize_for_scoring(ROW["prompt"], ROW["completions"], tokenizer, "\n", truncation)
+    input_ids, positions = tokenize_for_scoring(ROW["prompt"], ROW["completions"], tokenizer, StepFormat("\n", truncation))
     assert input_ids == trained["input_ids"]
     assert [pos for pos, _ in positions] == [pos for pos, label in enumerate(trained["labels"]) if label != X]
     assert [int(ROW["labels"][step]) for _, step in positions] == [label for label in trained["labels"] if label != X]
@@ -196,7 +216,7 @@ def test_score_steps_truncates_the_completion_as_training_does(tiny_model_path):
     row = {"prompt": "Janet has 16 eggs.", "completions": ["16 - 3 = 13", "13 * 2 = $26"], "labels": [True, False]}
     first_step = len(tokenizer("16 - 3 = 13\n", add_special_tokens=False)["input_ids"])
     whole = score_steps(model, tokenizer, [row])[0]
-    cut = score_steps(model, tokenizer, [row], max_completion_length=first_step)[0]
+    cut = score_steps(model, tokenizer, [row], StepFormat(truncation=Truncation(max_completion_length=first_step)))[0]
     assert all(not math.isnan(score) for score in whole)
     assert cut[0] == pytest.approx(whole[0], abs=1e-6) and math.isnan(cut[1])
 
@@ -270,7 +290,7 @@ def test_check_rows_accepts_good_rows_nan_scores_and_int_labels():
 @pytest.mark.parametrize(
     "column, value, message",
     [
-        ("labels", ["yes", "no"], "field 'labels' must be a list of booleans \\(or 0/1 integers\\), one per step"),
+        ("labels", ["yes", "no"], "field 'labels' must be a list of booleans \\(or numbers exactly 0/1\\), one per step"),
         ("labels", [2, 0], "row 0 \\(id 'a'\\): field 'labels' has a label that is not true/false"),
         ("prompt", [{"role": "user", "content": "p"}], "field 'prompt' must be a string"),
         ("completions", "s1 s2", "field 'completions' must be a list of strings"),

@@ -13,8 +13,10 @@ _EXPORTS = {
     "PRMConfig": ".config",
     "PRMTrainer": ".trainer",
     "Truncation": ".tokenization",
-    "evaluate_reward_model": ".evaluation",
-    "evaluate": ".benchmarks",
+    "evaluate_reward_model": ".benchmark_suites",
+    "evaluate": ".benchmark_suites",
+    "EvalOptions": ".benchmark_suites",
+    "StepFormat": ".tokenization",
     "PRMReward": ".reward",
     "load_prm": ".reward",
 }

@@ -12,7 +12,7 @@ count as the expected accuracy of breaking them at random, so the figures need n
 
 from pathlib import Path
 
-from .evaluation import AGGREGATIONS, answer_is_correct, best_of_n
+from .evaluation import AGGREGATIONS, answer_is_correct, best_of_n_selection
 
 
 def _steps(candidate, separator: str, where: str) -> list[str]:
@@ -73,7 +73,7 @@ def best_of_n_curve(scores: list[list[list[float]]], problems: list[dict], aggre
                 flat_answers.append(answers[p][c])
         figures = {}
         for aggregation in aggregations:
-            result = best_of_n(flat_scores, keys, flat_correct, flat_answers, aggregation)
+            result = best_of_n_selection(flat_scores, keys, flat_correct, flat_answers, aggregation)
             figures[f"prm_{aggregation}"] = result["best_of_n_accuracy"]
         figures.update(
             majority_vote=result["best_of_n_majority_vote"],

@@ -249,15 +249,16 @@ def load_splits(script_args, training_args):
 
 
 def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args) -> dict:
-    """The final evaluation: `evaluate_reward_model` on the test split, truncated as in training, with a progress bar."""
-    from .evaluation import evaluate_reward_model
+    """The final evaluation, as `evaluate_reward_model` computes it, on the test split that `load_splits` already
+    checked: scored with the trainer's `StepFormat` (its separator and truncation), with a progress bar."""
+    from .evaluation import METRICS, built_figures, score_steps
 
-    return evaluate_reward_model(
-        trainer.model, tokenizer, test, metric=script_args.eval_metric,
-        batch_size=training_args.per_device_eval_batch_size, threshold=script_args.eval_threshold,
-        step_separator=training_args.step_separator, aggregation=script_args.eval_aggregation,
-        **training_args.truncation.as_kwargs(), progress=True,
-    )
+    rows = list(test)
+    scores = score_steps(trainer.model, tokenizer, rows, trainer.step_format,
+                         batch_size=training_args.per_device_eval_batch_size, progress=True)
+    metric = script_args.eval_metric
+    metrics = [name for name in METRICS if name != "all"] if metric == "all" else [metric]
+    return built_figures(scores, rows, script_args.eval_threshold, metrics, script_args.eval_aggregation)
 
 
 def main(script_args=None, training_args=None, model_args=None):

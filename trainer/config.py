@@ -37,6 +37,8 @@ class PRMConfig(TrainingArguments):
             Whether to disable dropout in the model (LoRA dropout included).
         step_separator (`str`, *optional*, defaults to `"\n"`):
             Separator appended to each step. The step's label sits on the last token of the step and its separator.
+            Saved with the truncation beside the trained model (`prm_step_format.json`, see `step_format`), where
+            prm-eval and `PRMReward` read it.
         train_on_last_step_only (`bool`, *optional*, defaults to `False`):
             Whether to train on the label of the last step only. Evaluation always scores every step.
         dataset_num_proc (`int` or `None`, *optional*, defaults to `None`):
@@ -169,6 +171,14 @@ class PRMConfig(TrainingArguments):
         from .tokenization import Truncation
 
         return Truncation.from_args(self)
+
+    @property
+    def step_format(self):
+        """`step_separator` and the truncation as one `StepFormat`: what training tokenizes with, what `save_model`
+        writes beside the weights (`prm_step_format.json`) and what prm-eval and `PRMReward` then score with."""
+        from .tokenization import StepFormat
+
+        return StepFormat.from_args(self)
 
     def __post_init__(self):
         # prm-train's parser leaves the rate None when the user gave none, so that it can pick a LoRA rate

@@ -56,13 +56,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="PRM folder or Hub id (full model or LoRA adapter)")
     parser.add_argument("--benchmark", required=True, choices=["processbench", "built", "best_of_n"])
-    scoring = parser.add_argument_group("scoring (use the PRM's training settings)")
-    scoring.add_argument("--step_separator", type=_separator, default="\n",
-                         help="separator the PRM was trained with; escapes like \\n are read (default: \\n)")
-    scoring.add_argument("--max_length", type=_positive, help="truncation as in training (default: none)")
-    scoring.add_argument("--max_prompt_length", type=_positive, help="truncation as in training (default: none)")
-    scoring.add_argument("--max_completion_length", type=_positive, help="truncation as in training (default: none)")
-    scoring.add_argument("--batch_size", type=_positive, default=8, help="rows per forward pass (default: 8)")
+    scoring = parser.add_argument_group(
+        "scoring (default: the PRM's training settings, from the prm_step_format.json prm-train saves with it)")
+    scoring.add_argument("--step_separator", type=_separator,
+                         help="separator to split and score steps at; escapes like \\n are read (default: the saved "
+                         "one, else \\n; another than the saved one warns)")
+    scoring.add_argument("--max_length", type=_positive,
+                         help="truncation (default: the saved one, else none; never past the model's length)")
+    scoring.add_argument("--max_prompt_length", type=_positive, help="truncation (default: the saved one, else none)")
+    scoring.add_argument("--max_completion_length", type=_positive,
+                         help="truncation (default: the saved one, else none)")
+    scoring.add_argument("--batch_size", type=_positive, default=8, help="rows per forward pass, at most (default: 8)")
+    scoring.add_argument("--max_batch_tokens", "--max-batch-tokens", type=_positive, default=16384,
+                         help="padded tokens per forward pass, at most (default: 16384)")
     scoring.add_argument("--threshold", type=_threshold, default=0.5,
                          help="a step is predicted correct when its score is at least this (default: 0.5)")
     scoring.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
@@ -136,9 +142,9 @@ def main(argv=None) -> int:
 
 def run(args) -> None:
     """Evaluate as `args` say and write the report (stdout), the chart and the card section."""
-    from .benchmarks import evaluate
+    from .benchmark_suites import EvalOptions, evaluate
     from .eval_report import plot, render_table, update_card
-    from .tokenization import Truncation
+    from .tokenization import StepFormat, Truncation
 
     dataset_options = None
     if args.dataset_options:
@@ -147,27 +153,21 @@ def run(args) -> None:
         dataset_options = parse_dataset_options(args.dataset_options)
 
     scored = []  # (name, rows, scores) of each scored set, for --html
-    results = evaluate(
-        args.model, None, args.benchmark,
-        device=args.device,
-        dtype=args.dtype,
-        step_separator=args.step_separator,
-        truncation=Truncation(args.max_length, args.max_prompt_length, args.max_completion_length),
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        progress=not args.no_progress,
-        subsets=args.subsets,
-        data=args.data,
-        calibrate=args.calibrate,
-        revision=args.revision,
-        dataset=args.dataset,
-        dataset_options=dataset_options,
-        split=args.split,
-        candidates=args.candidates,
-        aggregations=args.aggregations,
-        scores_dir=args.scores_dir,
+    # The flags given override the saved format part by part: `--max_length 512` alone keeps the saved separator.
+    step_format = None
+    lengths = (args.max_length, args.max_prompt_length, args.max_completion_length)
+    if args.step_separator is not None or any(length is not None for length in lengths):
+        truncation = Truncation(*lengths) if any(length is not None for length in lengths) else None
+        step_format = (StepFormat.saved(args.model) or StepFormat()).override(args.step_separator, truncation)
+    options = EvalOptions(
+        step_format=step_format, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
+        threshold=args.threshold, progress=not args.no_progress, scores_dir=args.scores_dir, device=args.device,
+        dtype=args.dtype, subsets=tuple(args.subsets), data=args.data, calibrate=args.calibrate,
+        revision=args.revision, dataset=args.dataset, dataset_options=dataset_options, split=args.split,
+        candidates=args.candidates, aggregations=tuple(args.aggregations),
         on_scored=(lambda name, rows, scores: scored.append((name, rows, scores))) if args.html else None,
     )
+    results = evaluate(args.model, None, args.benchmark, options)
     print(json.dumps(results, indent=2) if args.json else render_table(results))
     if args.plot:
         print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)

@@ -95,7 +95,8 @@ def render_table(results: dict) -> str:
         unscored = {subset: m["unscored"] for subset, m in results["subsets"].items() if m["unscored"]}
         if unscored:
             counts = ", ".join(f"{count} in {subset}" for subset, count in unscored.items())
-            text += f"\n\nLeft out, a step cut by truncation (raise --max_length): {counts} cases."
+            text += (f"\n\nCounted as misses, unscored (a step cut by truncation before any flagged step; raise "
+                     f"--max_length): {counts} cases.")
         anchors = ", ".join(f"{name} {f1}" for name, f1 in ANCHORS.items())
         text += f"\n\nPublished average F1 for scale: {anchors}."
     return text

@@ -2,7 +2,8 @@
 
 A step's score is the probability of label 1 (the step is still correct) at the step's last token, the same place its
 label sat in training. The metric functions take plain lists of scores and labels, so they can be checked by hand;
-`evaluate_reward_model` computes the scores with a model and calls them.
+`score_steps` computes the scores with a model, and the suites (benchmark_suites.py: `evaluate`,
+`evaluate_reward_model`) call both.
 """
 
 import math
@@ -10,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .tokenization import Truncation, tokenize_for_scoring
+from .tokenization import StepFormat, tokenize_for_scoring
 
 METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 # How step scores become one solution score; `prod` is compared as a sum of logs (same order, no underflow).
@@ -38,15 +39,17 @@ def _binary_step_metrics(predicted: np.ndarray, labels: np.ndarray) -> dict:
 def compute_step_accuracy(eval_pred) -> dict:
     """`compute_metrics` for the Trainer: step accuracy on labelled tokens, with baseline and balanced accuracy.
 
-    `accuracy` keeps the key TRL's PRMTrainer reported. Predictions are logits `(batch, seq, 2)` or, after a
-    `preprocess_logits_for_metrics` that took the argmax, labels `(batch, seq)`.
+    `accuracy` keeps the key TRL's PRMTrainer reported (its `compute_accuracy`, which `prm_trainer.trainer` keeps as
+    an alias of this function). Predictions are logits `(batch, seq, 2)` or, after a `preprocess_logits_for_metrics`
+    that took the argmax, labels `(batch, seq)`.
     """
     predictions, labels = eval_pred.predictions, eval_pred.label_ids
     if isinstance(predictions, tuple):
         predictions = predictions[0]
     mask = labels != -100
-    # p(1) >= 0.5 exactly when logit 1 >= logit 0, the rule `evaluate_reward_model` uses at threshold 0.5.
-    predicted = predictions[..., 1] >= predictions[..., 0] if predictions.ndim == 3 else predictions == 1
+    # The argmax, as TRL: equal logits are class 0. (A score of exactly 0.5 at threshold 0.5 is class 1 in
+    # `step_accuracy`; the two differ only on that exact tie.)
+    predicted = predictions.argmax(axis=-1) == 1 if predictions.ndim == 3 else predictions == 1
     metrics = _binary_step_metrics(predicted[mask], labels[mask] == 1)
     return {"accuracy": metrics["step_accuracy"], **{k: v for k, v in metrics.items() if k != "step_accuracy"}}
 
@@ -67,8 +70,16 @@ def step_accuracy(scores: list[list[float]], labels: list[list[bool]], threshold
     return {**metrics, "num_steps": int(scored.sum()), "unscored_steps": int((~scored).sum())}
 
 
-def _first_below(values, threshold) -> int:
-    return next((i for i, value in enumerate(values) if value < threshold), -1)
+def predicted_first_error(row_scores: list[float], threshold: float) -> int | None:
+    """The first step scoring below `threshold` (-1 if none); None when an unscored step (NaN) comes first, so that
+    the prediction is unknown. Steps after the first flagged one do not matter: a row cut by truncation after it
+    still has its prediction."""
+    for index, score in enumerate(row_scores):
+        if not _is_scored(score):
+            return None
+        if score < threshold:
+            return index
+    return -1
 
 
 def first_error_f1(scores: list[list[float]], labels: list[list[bool]], threshold: float = 0.5) -> dict:
@@ -77,18 +88,20 @@ def first_error_f1(scores: list[list[float]], labels: list[list[bool]], threshol
     The predicted first error is the first step scoring below `threshold` (-1 if none); the true one is the first step
     labelled False (-1 if none). On rows with an error, accuracy is the exact match of the two indices; on correct rows,
     it is the share where no error is predicted. F1 is their harmonic mean (None when either kind of row is absent).
-    Rows with an unscored step are left out and counted in `unscored_rows`.
+    A row whose prediction is unknown (an unscored step, e.g. cut by truncation, before any flagged one) counts as a
+    miss, as ProcessBench's own evaluation counts a case it cannot read, and is reported in `unscored_rows`: leaving
+    it out would raise the F1 of a PRM that truncates.
     """
     if len(scores) != len(labels):
         raise ValueError(f"scores and labels differ in rows: {len(scores)} vs {len(labels)}")
     hits = {"erroneous": [], "correct": []}
     unscored = 0
-    for row_scores, row_labels in zip(scores, labels, strict=True):
-        if not all(_is_scored(s) for s in row_scores) or len(row_scores) != len(row_labels):
-            unscored += 1
-            continue
+    for index, (row_scores, row_labels) in enumerate(zip(scores, labels, strict=True)):
+        if len(row_scores) != len(row_labels):
+            raise ValueError(f"row {index}: {len(row_scores)} scores for {len(row_labels)} labels")
         true_index = next((i for i, label in enumerate(row_labels) if not label), -1)
-        predicted_index = _first_below(row_scores, threshold)
+        predicted_index = predicted_first_error(row_scores, threshold)
+        unscored += predicted_index is None
         hits["correct" if true_index == -1 else "erroneous"].append(predicted_index == true_index)
     on_errors = sum(hits["erroneous"]) / len(hits["erroneous"]) if hits["erroneous"] else None
     on_correct = sum(hits["correct"]) / len(hits["correct"]) if hits["correct"] else None
@@ -138,7 +151,7 @@ def answer_is_correct(answer: str, reference: str) -> bool:
     return answers_match(answer, reference, NUMERIC if stated_number(reference) is not None else MATH)
 
 
-def best_of_n(
+def best_of_n_selection(
     scores: list[list[float]],
     prompts: list[str],
     correct: list[bool],
@@ -200,53 +213,82 @@ def best_of_n(
     }
 
 
-def check_scoring_options(threshold: float, batch_size: int) -> None:
+# Padded tokens per forward pass when scoring: activations grow with the tokens of a batch, not with its rows.
+MAX_BATCH_TOKENS = 16384
+
+
+def check_scoring_options(threshold: float, batch_size: int, max_batch_tokens: int = MAX_BATCH_TOKENS) -> None:
     """The options every scoring entry point shares, checked with one wording."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def model_max_length(model) -> int | None:
+    """The longest sequence the model takes (`max_position_embeddings`), None when its config does not say."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def token_batches(lengths: list[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices of `lengths` (sorted longest first) in batches of at most `batch_size` rows and `max_batch_tokens`
+    padded tokens (rows x the batch's longest row); a row longer than the budget on its own makes a batch alone."""
+    batches, batch = [], []
+    for index, _ in enumerate(lengths):
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * lengths[batch[0]] > max_batch_tokens):
+            batches.append(batch)
+            batch = []
+        batch.append(index)
+    return batches + ([batch] if batch else [])
 
 
 def score_steps(
     model,
     tokenizer,
-    dataset,
+    rows,
+    step_format: StepFormat | None = None,
+    *,
     batch_size: int = 8,
-    step_separator: str = "\n",
-    max_length: int | None = None,
-    max_prompt_length: int | None = None,
-    max_completion_length: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
     progress: bool = False,
     desc: str = "Scoring steps",
 ) -> list[list[float]]:
-    """Per row, the probability of label 1 at each step's last token; NaN for a step cut by truncation.
+    """Per row, the probability of label 1 at each step's last token; NaN for a step that was not scored.
 
-    Rows are batched by length (longest first), so a batch pads little; `progress` shows a bar (labelled `desc`).
+    Rows are cut with `step_format` (the training separator and truncation; default `StepFormat()`), and never
+    beyond the model's own maximum length (`max_position_embeddings`): a longer row is cut as training cuts it, and
+    its steps past the cut are unscored (NaN), so one huge row cannot exhaust memory. Rows are batched longest first
+    by tokens: at most `batch_size` rows and `max_batch_tokens` padded tokens per forward pass. Rows with no step
+    left to score are not run at all. `progress` shows a bar (labelled `desc`).
     """
     import torch
     from tqdm.auto import tqdm
 
-    # The same `Truncation` and token positions as training (tokenization.py), so a score is read where the label sat.
-    truncation = Truncation(max_length, max_prompt_length, max_completion_length)
+    step_format = step_format or StepFormat()
+    # The same cuts and token positions as training (tokenization.py), so a score is read where the label sat.
+    step_format = step_format.override(truncation=step_format.truncation.capped(model_max_length(model)))
     encoded = []
-    for row in dataset:
+    for row in rows:
         steps = row["completions"]
-        input_ids, positions = tokenize_for_scoring(row["prompt"], steps, tokenizer, step_separator, truncation)
+        input_ids, positions = tokenize_for_scoring(row["prompt"], steps, tokenizer, step_format)
         encoded.append((input_ids, positions, len(steps)))
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     scores = [[math.nan] * num_steps for _, _, num_steps in encoded]
     # Longest first, so each batch holds rows of similar length and pads little.
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]), reverse=True)
+    order = sorted((i for i in range(len(encoded)) if encoded[i][1]), key=lambda i: len(encoded[i][0]), reverse=True)
+    batches = [[order[k] for k in batch]
+               for batch in token_batches([len(encoded[i][0]) for i in order], batch_size, max_batch_tokens)]
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(order), desc=desc, unit="row", disable=not progress) as bar:
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                width = max(len(encoded[i][0]) for i in batch)
+        with torch.inference_mode(), tqdm(total=len(encoded), desc=desc, unit="row", disable=not progress) as bar:
+            bar.update(len(encoded) - len(order))  # rows with nothing to score
+            for batch in batches:
+                width = len(encoded[batch[0]][0])
                 input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
                 attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
@@ -264,59 +306,15 @@ def score_steps(
     return scores
 
 
-def evaluate_reward_model(
-    model,
-    tokenizer,
-    dataset,
-    metric: str = "step_accuracy",
-    batch_size: int = 8,
-    threshold: float = 0.5,
-    step_separator: str = "\n",
-    aggregation: str = "min",
-    max_length: int | None = None,
-    max_prompt_length: int | None = None,
-    max_completion_length: int | None = None,
-    progress: bool = False,
-) -> dict:
-    """Score every step of `dataset` with a PRM and compute `metric`.
-
-    Args:
-        model: a token classification model with 2 labels (a PeftModel too), e.g. trained by `PRMTrainer`.
-        tokenizer: its tokenizer.
-        dataset: a `datasets.Dataset` or list of rows with `prompt`, `completions`, `labels`; `best_of_n` also
-            uses `final_answer` and `reference_answer` when present.
-        metric: `step_accuracy`, `first_error_f1`, `best_of_n` or `all`.
-        batch_size: rows per forward pass.
-        threshold: a step is predicted correct when its score is at least this.
-        step_separator: the separator the model was trained with.
-        aggregation: how `best_of_n` turns step scores into a solution score: `min`, `prod`, `last` or `mean`.
-        max_length, max_prompt_length, max_completion_length: truncation as in training (pass
-            `**config.truncation.as_kwargs()` of the `PRMConfig`); `None` (default) scores whole rows.
-        progress: show a progress bar over the rows (on stderr).
-
-    Returns:
-        A flat dict of metrics (see `step_accuracy`, `first_error_f1`, `best_of_n`) plus `num_rows`. In `best_of_n`,
-        a solution is correct when its final answer matches the reference answer (`answer_is_correct`), or, for rows
-        without a reference answer, when every step is labelled correct.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    check_scoring_options(threshold, batch_size)
-    rows = list(dataset)
-    scores = score_steps(
-        model, tokenizer, rows, batch_size, step_separator, max_length, max_prompt_length, max_completion_length,
-        progress=progress,
-    )
+def built_figures(scores: list[list[float]], rows: list[dict], threshold: float, metrics, aggregation: str) -> dict:
+    """`metrics` (from `step_accuracy`, `first_error_f1`, `best_of_n`) of scored rows, with `num_rows`."""
     labels = [[bool(label) for label in row["labels"]] for row in rows]
-
     results = {"num_rows": len(rows)}
-    if metric in ("step_accuracy", "all"):
+    if "step_accuracy" in metrics:
         results.update(step_accuracy(scores, labels, threshold))
-    if metric in ("first_error_f1", "all"):
+    if "first_error_f1" in metrics:
         results.update(first_error_f1(scores, labels, threshold))
-    if metric in ("best_of_n", "all"):
+    if "best_of_n" in metrics:
         correct = []
         for row, row_labels in zip(rows, labels, strict=True):
             final, reference = str(row.get("final_answer") or ""), str(row.get("reference_answer") or "")
@@ -326,5 +324,5 @@ def evaluate_reward_model(
                 correct.append(all(row_labels))
         has_answers = any("final_answer" in row for row in rows)
         final_answers = [str(row.get("final_answer") or "") for row in rows] if has_answers else None
-        results.update(best_of_n(scores, [row["prompt"] for row in rows], correct, final_answers, aggregation))
+        results.update(best_of_n_selection(scores, [row["prompt"] for row in rows], correct, final_answers, aggregation))
     return results

@@ -20,8 +20,9 @@ still correct. {origin}
 ## Scoring steps
 
 Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step is the softmax
-probability of label 1 (`correct`) at the step's last token, its separator. With prm-builder installed
-(`pip install prm-builder`), this prints each step's score:
+probability of label 1 (`correct`) at the step's last token, its separator. The separator and truncation it was
+trained with are in `prm_step_format.json` beside the weights; `PRMReward` and `prm-eval` score with them by default.
+With prm-builder installed (`pip install prm-builder`), this prints each step's score:
 
 ```python
 from prm_trainer import PRMReward

@@ -119,7 +119,7 @@ def subset_metrics(scores: list[list[float]], cases: list[dict], threshold: floa
 
 
 def calibrate_threshold(scores: list[list[float]], cases: list[dict]) -> tuple[float, float]:
-    """The threshold with the best F1 on these cases, and that F1.
+    """The threshold with the best F1 on these cases (unscored ones counting as misses), and that F1.
 
     F1 only changes where the threshold crosses a step score, so every gap between two neighbouring scores is tried
     once, at its midpoint; among equally good thresholds the one nearest 0.5 wins. A case is a hit for every threshold
@@ -128,10 +128,15 @@ def calibrate_threshold(scores: list[list[float]], cases: list[dict]) -> tuple[f
     """
     low, high, erroneous = [], [], []
     for row_scores, case in zip(scores, cases, strict=True):
-        if any(np.isnan(row_scores)):
-            continue
         label = case["label"]
         erroneous.append(label != -1)
+        # An unscored step (NaN) hides every prediction past it: such a case is a miss at any threshold (as in
+        # `first_error_f1`) unless its labelled first error comes before the cut.
+        unscored = [index for index, score in enumerate(row_scores) if np.isnan(score)]
+        if unscored and (label == -1 or label >= unscored[0]):
+            low.append(np.inf)
+            high.append(-np.inf)
+            continue
         low.append(row_scores[label] if label != -1 else -np.inf)
         high.append(min(row_scores[:label]) if label > 0 else (np.inf if label == 0 else min(row_scores)))
     erroneous = np.array(erroneous, dtype=bool)

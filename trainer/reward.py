@@ -14,8 +14,10 @@ aggregates the step scores into one reward.
 import math
 from pathlib import Path
 
-from .evaluation import AGGREGATIONS, aggregate_steps, score_steps
-from .tokenization import Truncation
+import warnings
+
+from .evaluation import AGGREGATIONS, MAX_BATCH_TOKENS, aggregate_steps, check_scoring_options, score_steps
+from .tokenization import StepFormat, Truncation, saved_step_format
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -91,28 +93,47 @@ def _adapter_config(path: str, revision: str | None):
     return PeftConfig.from_pretrained(path, revision=revision)
 
 
-def _text(content) -> str:
+def _text(content, where: str) -> str:
     """A message's content: a string, or a list of parts whose text parts are kept."""
     if isinstance(content, str):
         return content
+    if not isinstance(content, list):
+        raise TypeError(f"{where}: 'content' must be a string or a list of parts, got {type(content).__name__}")
     return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
-def prompt_text(prompt) -> str:
+def _messages(value, where: str) -> list[dict]:
+    """A conversation, checked: a list of dicts that each have a `content`, or a TypeError naming the position."""
+    if not isinstance(value, list):
+        raise TypeError(f"{where} must be a string or a list of messages, got {type(value).__name__}: {value!r:.60}")
+    for number, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise TypeError(f"{where}, message {number}: expected a dict with 'role' and 'content', got "
+                            f"{type(message).__name__}")
+        if "content" not in message:
+            raise TypeError(f"{where}, message {number}: has no 'content' (keys: {sorted(message)})")
+    return value
+
+
+def prompt_text(prompt, where: str = "prompt") -> str:
     """The problem a prompt poses: the text itself, or the content of the last user message of a conversation."""
     if isinstance(prompt, str):
         return prompt
-    users = [message for message in prompt if message.get("role") == "user"]
+    users = [message for message in _messages(prompt, where) if message.get("role") == "user"]
     if not users:
-        raise ValueError(f"a conversational prompt needs a user message, got roles {[m.get('role') for m in prompt]}")
-    return _text(users[-1]["content"])
+        raise ValueError(f"{where}: a conversational prompt needs a user message, got roles "
+                         f"{[m.get('role') for m in prompt]}")
+    return _text(users[-1]["content"], f"{where}, last user message")
 
 
-def completion_text(completion) -> str:
-    """A completion's text: the text itself, or its assistant messages' contents joined."""
+def completion_text(completion, where: str = "completion") -> str:
+    """A completion's text: the text itself, or its assistant messages' contents joined. Anything else (None, a
+    number, a message without `content`) is a TypeError naming `where`."""
     if isinstance(completion, str):
         return completion
-    return "".join(_text(message["content"]) for message in completion if message.get("role") == "assistant")
+    messages = _messages(completion, where)
+    return "".join(_text(message["content"], f"{where}, message {number}")
+                   for number, message in enumerate(messages) if message.get("role") == "assistant")
 
 
 class PRMReward:
@@ -125,28 +146,33 @@ class PRMReward:
         aggregation: how the step scores become one reward: `min` (default: a solution is as good as its worst
             step), `prod` (the product of the step probabilities), `last` or `mean`.
         step_separator: where a completion is split into steps, and what follows each step when it is scored, as in
-            training (`PRMConfig.step_separator`): pass the separator the PRM was trained with.
-        batch_size: completions per forward pass.
-        truncation: the training `Truncation` (e.g. `PRMConfig(...).truncation`), to cut scored sequences as training
-            did; a completion with a step cut off gets the reward None (no advantage in GRPO). None (default) scores
-            whole completions.
+            training. Default: the separator the PRM was trained with, read from its folder's `prm_step_format.json`
+            (written by `PRMTrainer`), else `"\\n"` (`PRMConfig`'s default). Passing another than the saved one warns.
+        batch_size: completions per forward pass, at most; max_batch_tokens: padded tokens per forward pass, at most.
+        truncation: the `Truncation` to cut scored sequences with; default: the saved one, else none. Scoring never
+            goes past the model's maximum length either. A completion with a step cut off gets the reward None (no
+            advantage in GRPO).
         device: where a model loaded from a path goes (`auto`: CUDA when available). A model object stays where it is;
             inputs go to its device.
+        step_format: the separator and truncation as one `StepFormat`, instead of the two arguments above.
 
     Rewards are computed without gradients and with the model in eval mode. A completion with no step (empty or
-    only separators) gets None. After each call, `last_step_scores` holds the per-step scores; `step_scores()`
-    computes them for any prompts and completions, and under GRPOTrainer they also appear in the completions table
-    as the column `prm_step_scores`.
+    only separators) gets None. Each completion must be a string or a list of messages with `content` (as
+    GRPOTrainer passes them); anything else (None, a number, a message without `content`) raises a TypeError that
+    names its position. After each call, `last_step_scores` holds the per-step scores; `step_scores()` computes them
+    for any prompts and completions, and under GRPOTrainer they also appear in the completions table as the column
+    `prm_step_scores`.
     """
 
-    def __init__(self, model, tokenizer=None, aggregation: str = "min", step_separator: str = "\n\n",
-                 batch_size: int = 8, truncation: Truncation | None = None, device: str | None = "auto"):
+    def __init__(self, model, tokenizer=None, aggregation: str = "min", step_separator: str | None = None,
+                 batch_size: int = 8, truncation: Truncation | None = None, device: str | None = "auto",
+                 step_format: StepFormat | None = None, max_batch_tokens: int = MAX_BATCH_TOKENS):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-        if not isinstance(step_separator, str) or not step_separator:
+        if step_separator is not None and (not isinstance(step_separator, str) or not step_separator):
             raise ValueError(f"step_separator must be a non-empty string, got {step_separator!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_scoring_options(0.5, batch_size, max_batch_tokens)
+        saved = saved_step_format(model)
         if isinstance(model, (str, Path)):
             loaded, loaded_tokenizer = load_prm(str(model), device=device)
             model, tokenizer = loaded, tokenizer or loaded_tokenizer
@@ -160,28 +186,45 @@ class PRMReward:
         num_labels = getattr(getattr(model, "config", None), "num_labels", 2)
         if num_labels != 2:
             raise ValueError(f"a PRM has a token classification head with 2 labels, got num_labels={num_labels}")
-        self.model, self.tokenizer = model, tokenizer
-        self.aggregation, self.step_separator = aggregation, step_separator
-        self.batch_size, self.truncation = batch_size, truncation or Truncation()
+        step_format = (step_format or saved or StepFormat()).override(step_separator, truncation)
+        if not step_format.step_separator:
+            raise ValueError("step_separator must be a non-empty string: completions are split into steps at it")
+        if saved is not None and step_format.step_separator != saved.step_separator:
+            warnings.warn(
+                f"PRMReward splits and scores at {step_format.step_separator!r}, but the PRM was trained with "
+                f"{saved.step_separator!r} (its prm_step_format.json): leave step_separator unset to use it",
+                UserWarning, stacklevel=2,
+            )
+        self.model, self.tokenizer, self.aggregation, self.step_format = model, tokenizer, aggregation, step_format
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.last_step_scores: list[list[float]] = []
         # GRPOTrainer names the reward (in `rewards/<name>/mean`) after this.
         self.__name__ = "prm_reward"
 
-    def split_steps(self, completion) -> list[str]:
+    @property
+    def step_separator(self) -> str:
+        return self.step_format.step_separator
+
+    @property
+    def truncation(self) -> Truncation:
+        return self.step_format.truncation
+
+    def split_steps(self, completion, where: str = "completion") -> list[str]:
         """The steps of one completion: its text cut at the separator, blank pieces dropped."""
-        return [step for step in completion_text(completion).split(self.step_separator) if step.strip()]
+        text = completion_text(completion, where)
+        return [step for step in text.split(self.step_format.step_separator) if step.strip()]
 
     def step_scores(self, prompts: list, completions: list) -> list[list[float]]:
         """Per completion, the PRM's probability that each step is still correct (NaN for a step cut by truncation)."""
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(prompts)} prompts and {len(completions)} completions; expected one each")
         rows = [
-            {"prompt": prompt_text(prompt), "completions": self.split_steps(completion)}
-            for prompt, completion in zip(prompts, completions, strict=True)
+            {"prompt": prompt_text(prompt, f"prompts[{index}]"),
+             "completions": self.split_steps(completion, f"completions[{index}]")}
+            for index, (prompt, completion) in enumerate(zip(prompts, completions, strict=True))
         ]
-        return score_steps(
-            self.model, self.tokenizer, rows, self.batch_size, self.step_separator, **self.truncation.as_kwargs()
-        )
+        return score_steps(self.model, self.tokenizer, rows, self.step_format, batch_size=self.batch_size,
+                           max_batch_tokens=self.max_batch_tokens)
 
     def reward(self, step_scores: list[float]) -> float | None:
         """One completion's reward from its step scores; None when it has no step or an unscored one."""

@@ -10,8 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from .evaluation import score_steps
-from .tokenization import Truncation
+from .evaluation import MAX_BATCH_TOKENS, score_steps
+from .tokenization import StepFormat
 
 # Rows scored between two writes: small enough to lose little on an interruption, large enough to batch by length.
 CHUNK_ROWS = 256
@@ -24,23 +24,23 @@ def row_fingerprint(row: dict) -> str:
 
 
 class Scorer:
-    """`scorer(rows, name) -> step scores per row`, batching by length on the model's device, with a progress bar.
+    """`scorer(rows, name) -> step scores per row`, batching by tokens on the model's device, with a progress bar.
 
     Args:
         model, tokenizer: the PRM and its tokenizer.
-        step_separator, truncation: the training settings (see `score_steps`).
-        batch_size: rows per forward pass.
+        step_format: the training separator and truncation (see `score_steps`).
+        batch_size: rows per forward pass, at most; max_batch_tokens: padded tokens per forward pass, at most.
         progress: show a progress bar per call.
         scores_dir: where to keep the scores of each call (`<name>.jsonl`) and resume from; None keeps nothing.
         model_name: recorded with the scores, so another model's file is not resumed.
     """
 
-    def __init__(self, model, tokenizer, step_separator: str, truncation: Truncation, batch_size: int,
-                 progress: bool = True, scores_dir: str | Path | None = None, model_name: str = ""):
+    def __init__(self, model, tokenizer, step_format: StepFormat, batch_size: int, progress: bool = True,
+                 scores_dir: str | Path | None = None, model_name: str = "", *, max_batch_tokens=MAX_BATCH_TOKENS):
         self.model, self.tokenizer, self.batch_size, self.progress = model, tokenizer, batch_size, progress
-        self.step_separator, self.truncation = step_separator, truncation
+        self.step_format, self.max_batch_tokens = step_format, max_batch_tokens
         self.scores_dir = Path(scores_dir) if scores_dir is not None else None
-        self.settings = {"model": model_name, "step_separator": step_separator, **truncation.as_kwargs()}
+        self.settings = {"model": model_name, **step_format.as_dict()}
 
     def __call__(self, rows: list[dict], name: str) -> list[list[float]]:
         from tqdm.auto import tqdm
@@ -53,8 +53,8 @@ class Scorer:
                   disable=not self.progress) as bar:
             for start in range(0, len(todo), CHUNK_ROWS):
                 chunk = todo[start : start + CHUNK_ROWS]
-                scores = score_steps(self.model, self.tokenizer, [rows[i] for i in chunk], self.batch_size,
-                                     self.step_separator, **self.truncation.as_kwargs())
+                scores = score_steps(self.model, self.tokenizer, [rows[i] for i in chunk], self.step_format,
+                                     batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens)
                 if path is not None:
                     with open(path, "a", encoding="utf-8") as out:
                         for index, row_scores in zip(chunk, scores, strict=True):

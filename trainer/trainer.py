@@ -39,7 +39,10 @@ from transformers.utils import logging
 from .config import PRMConfig
 from .evaluation import compute_step_accuracy
 from .model_card import describe_data, write_model_card
-from .tokenization import IGNORE, tokenize_dataset, tokenize_row
+from .tokenization import IGNORE, StepFormat, tokenize_dataset, tokenize_row
+
+# TRL's name for the default metric (`trl.experimental.prm.prm_trainer.compute_accuracy`), kept for code that imports it.
+compute_accuracy = compute_step_accuracy
 
 logger = logging.get_logger(__name__)
 
@@ -200,20 +203,22 @@ class PRMTrainer(Trainer):
         # What the model is trained on, for the model card: builder, config, rows per source.
         self.training_data = describe_data(train_dataset)
         dropped_rows = {}
+        # Rows go through `self.tokenize_row`, as in TRL: a subclass that overrides it changes what is trained on.
+        tokenize = dict(tokenize_row=self.tokenize_row)
         if self._needs_tokenizing(train_dataset):
             train_dataset, dropped_rows["train"] = tokenize_dataset(
-                train_dataset, processing_class, args, is_eval=False, name="train"
+                train_dataset, processing_class, args, is_eval=False, name="train", **tokenize
             )
         if isinstance(eval_dataset, dict):
             eval_dataset = dict(eval_dataset)
             for key, dataset in eval_dataset.items():
                 if self._needs_tokenizing(dataset):
                     eval_dataset[key], dropped_rows[f"eval_{key}"] = tokenize_dataset(
-                        dataset, processing_class, args, is_eval=True, name=f"eval_{key}"
+                        dataset, processing_class, args, is_eval=True, name=f"eval_{key}", **tokenize
                     )
         elif eval_dataset is not None and self._needs_tokenizing(eval_dataset):
             eval_dataset, dropped_rows["eval"] = tokenize_dataset(
-                eval_dataset, processing_class, args, is_eval=True, name="eval"
+                eval_dataset, processing_class, args, is_eval=True, name="eval", **tokenize
             )
 
         super().__init__(
@@ -316,8 +321,21 @@ class PRMTrainer(Trainer):
             loss = loss_sum / num_items_in_batch.clamp(min=1) * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
-    # TRL's API: `PRMTrainer.tokenize_row(features, tokenizer, step_separator, max_length, ...)`.
+    # TRL's API: `PRMTrainer.tokenize_row(features, tokenizer, step_separator, max_length, ...)`, the function every
+    # row is tokenized with (through `self.tokenize_row`, so that a subclass can override it).
     tokenize_row = staticmethod(tokenize_row)
+
+    @property
+    def step_format(self) -> StepFormat:
+        """The step separator and truncation this trainer tokenizes with, as saved beside the model."""
+        return self.args.step_format
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Save as the Trainer does (checkpoints and `push_to_hub` come through here), plus `prm_step_format.json`:
+        the separator and truncation that `prm-eval` and `PRMReward` then score with by default."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self.step_format.save(output_dir if output_dir is not None else self.args.output_dir)
 
     def _save_checkpoint(self, model, trial):
         # Every checkpoint gets a model card too, so one pushed mid-training is not bare.
