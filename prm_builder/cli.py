@@ -19,6 +19,8 @@ import types
 import typing
 from pathlib import Path
 
+from .command_line import follow_conventions, run_command
+
 # Commands that need the configs' option dataclasses (and so datasets, pandas, pyarrow); the
 # parser of every other command, `--help` included, is built without importing them.
 CONFIG_COMMANDS = ("build", "push")
@@ -38,18 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_and_redacted_logs()
-    try:
-        return args.run(args) or 0
-    except KeyboardInterrupt:
-        print("prm-builder: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - every failure becomes one line (the traceback with --debug)
-        from . import failures
-
-        if args.debug:
-            print(failures.traceback_text(error), file=sys.stderr, end="")
-        print(f"prm-builder: error: {failures.explain(error, _option_names(), _model_of(args))}", file=sys.stderr)
-        return 1
+    return run_command("prm-builder", lambda: args.run(args), debug=args.debug, option_names=_option_names,
+                       model=lambda: _model_of(args))
 
 
 def _command_of(argv: list[str]) -> str | None:
@@ -100,7 +92,7 @@ def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
     add_push_command(commands, sources)
     add_cache_commands(commands)
     add_tiny_model_command(commands)
-    return parser
+    return follow_conventions(parser)
 
 
 # `--debug` is also accepted after the command (`prm-builder build synthetic ... --debug`);
@@ -300,6 +292,7 @@ def run_build(args: argparse.Namespace) -> int:
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
     from .drops import recorded_drops, save_drops
+    from .options import OPTIONS_FILE
     from .redact import without_credentials
     from .stats import format_summary, plot_distributions, summarize_splits
 
@@ -318,7 +311,7 @@ def run_build(args: argparse.Namespace) -> int:
     save_drops(drops, output)
     # Read back by prm-train for its model card: credentials redacted (docs/trainer.md), local paths kept.
     stored = {"config": args.config, "options": without_credentials(_jsonable(options))}
-    (output / "prm_builder_options.json").write_text(json.dumps(stored, indent=2))
+    (output / OPTIONS_FILE).write_text(json.dumps(stored, indent=2))
     print(format_summary(summarize_splits(dataset, drops)))
     print(f"saved to {output} (load it with datasets.load_from_disk({str(output)!r}))")
     if args.plot:
@@ -431,7 +424,9 @@ def _described(name: str, options: dict) -> str:
 
 def _built_title(path: Path) -> str | None:
     """The config and options a folder was built with, and the folder, from its prm_builder_options.json."""
-    recorded = path / "prm_builder_options.json"
+    from .options import OPTIONS_FILE
+
+    recorded = path / OPTIONS_FILE
     if not recorded.is_file():
         return None
     built = json.loads(recorded.read_text())

@@ -44,7 +44,13 @@ NETWORK_WAYS_OUT = [
     (
         re.compile(r"huggingface\.co/(?!api/|datasets/)(?P<repo>[^/\s]+/[^/\s]+)/resolve/"),
         "the model {repo} is not in the local Hugging Face cache; download it once with network "
-        "(hf download {repo}) or pass --model with a local folder{offline}",
+        "(hf download {repo}) or pass {model_flag} with a local folder{offline}",
+    ),
+    (
+        re.compile(r"Qwen/ProcessBench"),
+        "ProcessBench comes from the Hub's Qwen/ProcessBench; without network pass --data DIR with its "
+        "<subset>.json files (fetched once with: hf download Qwen/ProcessBench --repo-type dataset --local-dir DIR)"
+        "{offline}",
     ),
 ]
 OFFLINE_WAY_OUT = ", or set HF_HUB_OFFLINE=1 to use a copy already in the cache"
@@ -58,16 +64,18 @@ _URL = re.compile(r"https?://[^\s'\"()<>,]+")
 _SPECIAL_WORDING = {"download_mode='force_redownload'": "--force-rebuild"}
 
 
-def explain(error: BaseException, option_names: set[str], model: str | None = None) -> str:
+def explain(error: BaseException, option_names: set[str], model: str | None = None, model_flag: str = "--model") -> str:
     """The one line printed for `error` (without the "prm-builder: error: " prefix).
 
-    `model` is the model a build loads, named when a library's error does not say which failed.
+    `model` is the model a build loads, named when a library's error does not say which failed; `model_flag` the flag
+    that takes a local folder instead (`--model_name_or_path` in prm-train).
     """
     error = unwrap(error)
     network = _network_failure(error)
-    if network is not None and not raised_by_us(error):
-        message = _network_message(error, network, model)
-    elif raised_by_us(error) or isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError)):
+    ours = raised_by_us(error) or _raised_by_the_trainer(error)
+    if network is not None and not ours:
+        message = _network_message(error, network, model, model_flag)
+    elif ours or isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError)):
         message = str(error)
     elif isinstance(error, OSError) and error.strerror:  # a full disk, a permission: the OS's words
         message = f"{error.strerror}: {error.filename}" if error.filename else str(error)
@@ -91,6 +99,21 @@ def raised_by_us(error: BaseException) -> bool:
     while traceback.tb_next is not None:
         traceback = traceback.tb_next
     return traceback.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+
+
+def _raised_by_the_trainer(error: BaseException) -> bool:
+    """Was `error` raised by prm_trainer's code (prm-train, prm-eval), whose messages explain themselves too?"""
+    import importlib.util
+
+    spec = importlib.util.find_spec("prm_trainer")  # finds the folder without importing the package
+    folders = spec.submodule_search_locations if spec is not None else None
+    traceback = error.__traceback__
+    if not folders or traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    where = os.path.realpath(traceback.tb_frame.f_code.co_filename)
+    return any(where.startswith(os.path.realpath(folder) + os.sep) for folder in folders)
 
 
 def _chain(error: BaseException):
@@ -118,7 +141,7 @@ def _is_network_error(error: BaseException) -> bool:
     )
 
 
-def _network_message(error: BaseException, cause: BaseException, model: str | None) -> str:
+def _network_message(error: BaseException, cause: BaseException, model: str | None, model_flag: str = "--model") -> str:
     url = _failed_url(error)
     known = url is not None and any(pattern.search(url) for pattern, _ in NETWORK_WAYS_OUT)
     if not known and type(cause).__name__ == _NOT_CACHED and model and not os.path.isdir(model):
@@ -134,7 +157,7 @@ def _network_message(error: BaseException, cause: BaseException, model: str | No
     for pattern, ways_out in NETWORK_WAYS_OUT:
         match = pattern.search(url or "")
         if match:
-            fill = {"offline": "" if offline else OFFLINE_WAY_OUT, **match.groupdict()}
+            fill = {"offline": "" if offline else OFFLINE_WAY_OUT, "model_flag": model_flag, **match.groupdict()}
             return f"{where} ({reason}): {ways_out.format(**fill)}"
     return f"{where} ({reason}); check the connection, or build from local files"
 

@@ -15,6 +15,10 @@ from datasets.fingerprint import Hasher
 
 from . import decontamination
 
+# What `prm-builder build` writes beside a built dataset: {"config": ..., "options": {...}}, the options it was built
+# with (credentials redacted), read back by prm-train and prm-eval for the model card.
+OPTIONS_FILE = "prm_builder_options.json"
+
 # BuilderConfig's own fields that are not options of ours.
 _BASE_FIELDS = {"name", "version", "description", "data_dir", "data_files"}
 

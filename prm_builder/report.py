@@ -294,7 +294,7 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
     """Run `prm-builder report` as parsed into `args`; `built_title` names what a built folder was built with."""
     import sys
 
-    from prm_trainer.cli import load_prm_dataset, parse_dataset_options
+    from prm_trainer.data import load_prm_dataset, parse_dataset_options
 
     from .drops import load_drops, recorded_drops
 
@@ -310,7 +310,7 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
 
     # The same resolution as prm-train's --dataset_name: a built folder, prm_builder:CONFIG, or what load_dataset reads.
     options = parse_dataset_options(args.dataset_options)
-    dataset = load_prm_dataset(args.path, None, options)
+    dataset = load_prm_dataset(args.path, None, options, flag="PATH")
     path = Path(args.path)
     shown = ", ".join(f"{key}={value}" for key, value in options.items())
     title = built_title or (f"{args.path} ({shown})" if shown else str(args.path))

@@ -40,6 +40,7 @@ def build_tiny_model(path: str | Path, *, with_chat_template: bool = False, seed
         vocab_size=400,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # its progress bar prints blank lines when stdout is not a terminal
     )
     tokenizer_model.train_from_iterator(_CORPUS * 3, trainer=bpe_trainer)
     tokenizer = PreTrainedTokenizerFast(

@@ -1,6 +1,7 @@
 """Mixtures in prm-train: TRL's mixture format with builder options, TRL's fraction rule, dedup across sources."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,8 +121,8 @@ def test_prm_train_on_a_mixture(mix_yaml, tmp_path, tiny_model_path):
     # round(0.5 * 28) = 14, round(0.25 * 28) = 7, 7.
     table = [
         "| prm_builder:synthetic | train | 40 | 0 | 0.5 | 14 | 0.5000 |",
-        "| prm_builder:prm800k | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
-        "| prm_builder:math_shepherd | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
+        "| prm_builder:prm800k (samples.jsonl) | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
+        "| prm_builder:math_shepherd (samples.jsonl) | train | 7 | 0 | 0.25 | 7 | 0.2500 |",
         "| total | | 54 | 0 | | 28 | 1.0000 |",
     ]
     printed = result.stdout
@@ -133,3 +134,100 @@ def test_prm_train_on_a_mixture(mix_yaml, tmp_path, tiny_model_path):
     assert evaluation["split"] == "test" and evaluation["num_rows"] == 7  # 25% of the 28 rows
     trained, base = load_file(out / "model.safetensors"), load_file(tiny_model_path / "model.safetensors")
     assert not torch.equal(trained["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
+
+
+# ---------------------------------------------------------------- mistakes in a mixture, each one clear line
+
+
+@pytest.mark.parametrize(
+    ("fraction", "message"),
+    [
+        (float("nan"), "datasets[0].fraction must be a finite number >= 0, got nan"),
+        (float("inf"), "datasets[0].fraction must be a finite number >= 0, got inf"),
+        (-0.5, "datasets[0].fraction must be a finite number >= 0, got -0.5"),
+        ("0.5", "datasets[0].fraction must be a number, got '0.5' (a quoted string in YAML: write it without quotes)"),
+        (True, "datasets[0].fraction must be a number, got True"),
+    ],
+)
+def test_fraction_errors(fraction, message):
+    with pytest.raises(ValueError) as raised:
+        mixture.entries([{"path": "a", "fraction": fraction}, {"path": "b", "fraction": 0.5}])
+    assert str(raised.value) == message
+
+
+def test_fractions_from_yaml(tmp_path):
+    """What YAML makes of `.nan`, `.inf` and `'0.5'`, through prm-train's parser, is refused the same way."""
+    for text, message in ((".nan", "got nan"), (".inf", "got inf"), ("'0.5'", "got '0.5' (a quoted string")):
+        config = tmp_path / "mix.yaml"
+        config.write_text(f"datasets:\n  - {{path: a.jsonl, fraction: {text}}}\n  - {{path: b, fraction: 1}}\n")
+        script_args, _, _ = make_parser().parse_args_and_config(["--config", str(config), "--output_dir", "o"])
+        with pytest.raises(ValueError, match=re.escape(message)):
+            mixture.entries(script_args.datasets)
+
+
+def test_the_same_entry_twice_is_refused(tmp_path):
+    data = write_stepwise(tmp_path / "a.jsonl", [{"prompt": "p", "completions": ["x"], "labels": [True]}])
+    entry = {"path": "prm_builder", "name": "stepwise", "options": {"data_files": data}}
+    with pytest.raises(ValueError) as raised:
+        twice = [{**entry, "fraction": 0.5}, {**entry, "fraction": 0.25}]
+        mixture.load_mixture(mixture.MixtureArguments(datasets=twice))
+    assert str(raised.value) == (
+        "datasets[1] repeats datasets[0] (prm_builder:stepwise (a.jsonl)): every row of the repeat would be dropped as "
+        "a duplicate of the first, leaving it no rows; list it once, with fraction 0.75 for both"
+    )
+
+
+def test_an_entry_left_without_rows_is_named(tmp_path):
+    rows = [{"prompt": f"p{i}", "completions": ["x"], "labels": [True]} for i in range(3)]
+    a, b = write_stepwise(tmp_path / "a.jsonl", rows), write_stepwise(tmp_path / "b.jsonl", rows[:2])
+    arguments = mixture.MixtureArguments(datasets=[
+        {"path": "prm_builder", "name": "stepwise", "fraction": 0.5, "options": {"data_files": a}},
+        {"path": "prm_builder", "name": "stepwise", "fraction": 0.5, "options": {"data_files": b}},
+    ])  # fmt: skip
+    with pytest.raises(ValueError) as raised:
+        mixture.load_mixture(arguments)
+    assert str(raised.value) == (
+        "datasets[1] (prm_builder:stepwise (b.jsonl)) adds no rows to the mixture: all 2 of its rows are in earlier "
+        "entries; with fraction 0.5 the whole mixture would be empty; remove it or set its fraction to 0"
+    )
+
+
+def test_streaming_false_is_accepted_and_true_refused(tmp_path):
+    data = write_stepwise(tmp_path / "a.jsonl", [{"prompt": "p", "completions": ["x"], "labels": [True]}])
+    for streaming in ("false", "true"):
+        config = tmp_path / "mix.yaml"
+        config.write_text(f"streaming: {streaming}\ndatasets:\n  - {{path: json, data_files: {data}}}\n")
+        script_args, _, _ = make_parser().parse_args_and_config(["--config", str(config), "--output_dir", "o"])
+        if streaming == "false":
+            dataset, report = mixture.load_mixture(script_args)
+            assert dataset["train"]["prompt"] == ["p"] and [r["dataset"] for r in report] == ["a.jsonl"]
+        else:
+            with pytest.raises(ValueError, match=r"^streaming: true is not supported for a mixture: TRL's fraction"):
+                mixture.load_mixture(script_args)
+
+
+def test_entries_are_named_by_their_files_or_config(tmp_path):
+    assert [mixture.label(entry) for entry in mixture.entries([
+        {"path": "json", "data_files": "/data/prm/a.jsonl"},
+        {"path": "json", "data_files": {"train": ["x/b.jsonl", "c.jsonl"]}},
+        {"path": "parquet", "data_dir": "/data/shards"},
+        {"path": "prm_builder", "name": "synthetic", "options": {"problems": "sample"}},
+        {"path": "prm_builder", "name": "stepwise", "options": {"data_files": "/home/me/d.jsonl"}},
+        {"path": "peiyi9979/Math-Shepherd"},
+    ])] == ["a.jsonl", "train=b.jsonl, c.jsonl", "shards", "prm_builder:synthetic", "prm_builder:stepwise (d.jsonl)",
+            "peiyi9979/Math-Shepherd"]  # fmt: skip
+
+
+def test_a_saved_folder_is_an_entry_and_a_missing_one_is_named(tmp_path, monkeypatch):
+    import datasets
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"prompt": "p", "completions": ["x"], "labels": [True]}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(tmp_path / "built")
+    dataset, report = mixture.load_mixture(mixture.MixtureArguments(datasets=[{"path": "built"}]))
+    assert dataset["train"]["prompt"] == ["p"] and report[0]["dataset"] == "built"
+    with pytest.raises(FileNotFoundError) as raised:
+        mixture.load_mixture(mixture.MixtureArguments(datasets=[{"path": "./biult"}]))
+    assert str(raised.value) == (
+        f"datasets: path './biult': no such folder ({tmp_path.resolve()}/biult does not exist); did you mean built?"
+    )

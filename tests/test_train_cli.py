@@ -10,7 +10,8 @@ from pathlib import Path
 
 import datasets
 import pytest
-from prm_trainer.cli import load_prm_dataset, main, make_parser, parse_dataset_options
+from prm_trainer.cli import main, make_parser
+from prm_trainer.data import built_options, load_prm_dataset, parse_dataset_options
 
 BIN = Path(sys.executable).parent
 EVAL_KEYS = {"split", "num_rows", "step_accuracy", "majority_baseline", "balanced_accuracy", "first_error_f1",
@@ -96,6 +97,32 @@ def test_load_folder_of_data_files(tmp_path):
     row = {"prompt": "1 + 1?", "completions": ["1 + 1 = 2"], "labels": [True]}
     (folder / "train.jsonl").write_text(json.dumps(row) + "\n")
     assert load_prm_dataset(str(folder))["train"][0] == row
+
+
+def test_built_options_are_read_back_from_the_file_prm_builder_writes(tmp_path, gsm8k_dir, capsys):
+    from prm_builder.cli import main as prm_builder
+
+    assert prm_builder(["build", "synthetic", "--problems", str(gsm8k_dir), "--max-examples", "4",
+                        "--output-dir", str(tmp_path / "built")]) == 0
+    assert built_options(str(tmp_path / "built")) == {"problems": str(gsm8k_dir), "max_examples": 4}
+    assert built_options(str(tmp_path)) == {} and built_options(None) == {}
+
+
+def test_one_data_module_and_one_name_for_the_options_file():
+    """prm-eval, the mixture code and the benchmarks load data through prm_trainer.data, not the prm-train command;
+    the options file's name is written once (prm_builder.options.OPTIONS_FILE)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    importers = set()
+    for path in (root / "trainer").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module == "cli" and node.level == 1
+                                                     or node.module == "prm_trainer.cli"):
+                importers.add(path.name)
+    assert importers == set()
+    sources = [*root.joinpath("trainer").glob("*.py"), *root.joinpath("prm_builder").rglob("*.py")]
+    assert [p.name for p in sources if '"prm_builder_options.json"' in p.read_text(encoding="utf-8")] == ["options.py"]
 
 
 # ---------------------------------------------------------------- the parser

@@ -123,9 +123,9 @@ def _load_split(dataset, dataset_options: dict | None, split: str) -> list[dict]
     from .row_checks import check_row_list, check_rows
 
     if isinstance(dataset, (str, Path)):
-        from .cli import load_prm_dataset
+        from .data import load_prm_dataset
 
-        loaded = load_prm_dataset(str(dataset), None, dataset_options or {})
+        loaded = load_prm_dataset(str(dataset), None, dataset_options or {}, flag="--dataset")
         if split not in loaded:
             raise ValueError(f"--split {split!r} is not a split of {dataset}: {list(loaded)}")
         if len(loaded[split]) == 0:

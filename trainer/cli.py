@@ -20,6 +20,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prm_builder.command_line import UsageError, follow_conventions, run_command, unknown_flags_message, usage_error
+
+from .data import built_options, load_prm_dataset, parse_dataset_options
+
 EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 NO_SPLIT = ("", "none", "None")
 
@@ -121,61 +125,6 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def parse_dataset_options(options) -> dict:
-    """`--dataset_options` as `load_dataset` keyword arguments, from `key=value` strings, a JSON object or a dict."""
-    import yaml
-
-    if options is None:
-        return {}
-    if isinstance(options, dict):
-        return dict(options)
-    if isinstance(options, str):
-        options = [options]
-    if len(options) == 1 and options[0].lstrip().startswith("{"):
-        parsed = json.loads(options[0])
-        if not isinstance(parsed, dict):
-            raise ValueError(f"--dataset_options as JSON must be an object, got {options[0]!r}")
-        return parsed
-    parsed = {}
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--dataset_options expects key=value pairs, got {item!r}")
-        parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return parsed
-
-
-def load_prm_dataset(name: str, config: str | None = None, options: dict | None = None):
-    """The dataset behind `--dataset_name`, as a DatasetDict."""
-    import datasets
-
-    options = options or {}
-    if name == "prm_builder" or name.startswith("prm_builder:"):
-        import prm_builder  # noqa: F401  (registers the "prm_builder" builder with datasets)
-
-        suffix = name.partition(":")[2]
-        if suffix and config and suffix != config:
-            raise ValueError(f"--dataset_name {name!r} and --dataset_config {config!r} name different configs")
-        config = suffix or config
-        if not config:
-            raise ValueError(
-                f"--dataset_name {name!r} needs a config, e.g. prm_builder:synthetic (or --dataset_config synthetic)"
-            )
-        dataset = datasets.load_dataset("prm_builder", name=config, **options)
-    elif Path(name, "dataset_dict.json").is_file() or Path(name, "state.json").is_file():
-        if options or config:
-            raise ValueError(
-                f"{name} is a saved dataset: --dataset_config and --dataset_options apply to builders, got "
-                f"config={config!r}, options={options}"
-            )
-        dataset = datasets.load_from_disk(name)
-    else:
-        dataset = datasets.load_dataset(name, name=config, **options)
-    if isinstance(dataset, datasets.Dataset):
-        dataset = datasets.DatasetDict({"train": dataset})
-    return dataset
-
-
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
     from trl import ModelConfig, TrlParser
 
@@ -187,12 +136,12 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     if subparsers is not None:
         parser = subparsers.add_parser("prm", help="Train a process reward model", dataclass_types=dataclass_types)
     else:
-        parser = TrlParser(dataclass_types, prog=prog)
+        parser = TrlParser(dataclass_types, prog=prog, allow_abbrev=False)
     # A PRM is a token classifier: LoRA's task type decides whether PEFT trains and saves the classification head.
     # No learning rate unless given: resolve_learning_rate picks one that suits LoRA or a full fine-tune.
     parser.set_defaults(lora_task_type="TOKEN_CLS", learning_rate=None)
     group_options(parser, *dataclass_types)
-    return parser
+    return follow_conventions(parser)
 
 
 def resolve_learning_rate(training_args, model_args) -> None:
@@ -242,9 +191,8 @@ def load_splits(script_args, training_args):
     check_rows(dataset[train_split], train_split, training_args.label_column, training_args.label_type == "soft")
     if test_split:
         check_rows(dataset[test_split], test_split)  # evaluated against the hard labels
-    built_with = Path(script_args.dataset_name or "", "prm_builder_options.json")
-    if not options and script_args.dataset_name and built_with.is_file():
-        options = json.loads(built_with.read_text()).get("options") or {}
+    if not options and not script_args.datasets:
+        options = built_options(script_args.dataset_name)
     return dataset[train_split], dataset[test_split] if test_split else None, options, mixture_report
 
 
@@ -264,39 +212,146 @@ def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args)
 def main(script_args=None, training_args=None, model_args=None):
     """Train, save, evaluate on the test split, write the model card and optionally push.
 
-    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`. The
+    With no arguments (the `prm-train` console script) the arguments come from `sys.argv` and `--config`, a failure is
+    one line on stderr and the exit code is returned (2: the command line, 1: the run; see command_line.py). The
     evaluation is printed as JSON and written to `<output_dir>/prm_eval_results.json`.
     """
-    from_command_line = script_args is None
-    if from_command_line:
-        if {"-h", "--help"} & set(sys.argv[1:]):
-            from .cli_help import print_help
+    if script_args is None:
+        return command_line(sys.argv[1:])
+    run_training(script_args, training_args, model_args)
 
-            print_help(make_parser, "prm-train")
-            return
-        script_args, training_args, model_args = make_parser(prog="prm-train").parse_args_and_config()
 
+def command_line(argv: list[str]) -> int:
+    """prm-train on the command line: parse `argv`, train, and say where the model went; `--debug` keeps tracebacks."""
+    if {"-h", "--help"} & set(argv):
+        from .cli_help import print_help
+
+        print_help(make_parser, "prm-train")
+        return 0
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    # A mistyped local path fails here, in a fraction of a second: building the parser imports torch and transformers.
+    failed = run_command("prm-train", lambda: check_paths(argv), debug=debug)
+    if failed:
+        return failed
+    parser = make_parser(prog="prm-train")
+    script_args, training_args, model_args = parse_command_line(parser, argv)
+
+    def run():
+        run_training(script_args, training_args, model_args, from_command_line=True)
+
+    return run_command("prm-train", run, debug=debug, model=lambda: model_args.model_name_or_path,
+                       model_flag="--model_name_or_path")
+
+
+def parse_command_line(parser, argv: list[str]):
+    """The three argument dataclasses; a mistake in a flag, its value or the --config file exits 2 with one line."""
+    import yaml
+
+    config = _config_file(argv)
+    try:
+        parsed = parser.parse_args_and_config(argv)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as error:
+        message = " ".join(str(error).split())
+        unused = "Some specified arguments are not used by the HfArgumentParser: "
+        from_config = "Unknown arguments from config file: "
+        if message.startswith(unused):
+            message = unknown_flags_message(_listed(message[len(unused):]), _flags(parser))
+        elif message.startswith(from_config):
+            flags = [flag for flag in _listed(message[len(from_config):].split(". Please")[0]) if flag.startswith("--")]
+            # Keys of a YAML file are written with underscores: suggest them so.
+            named = unknown_flags_message(["--" + flag[2:].replace("-", "_") for flag in flags], _flags(parser))
+            message = f"--config {config}: {named.replace('unknown flag', 'unknown key').replace('--', '')}"
+        elif isinstance(error, OSError) and config and not Path(config).is_file():
+            message = f"--config {config!r}: no such file"
+        usage_error("prm-train", message)
+    if not _given(argv, config, "output_dir"):
+        usage_error("prm-train", "--output_dir is required: the folder to save the trained model to")
+    return parsed
+
+
+def check_paths(argv: list[str]) -> None:
+    """Refuse a `--model_name_or_path` or `--dataset_name` (from the command line, else --config) that looks local and
+    is missing, or is a folder of the wrong kind, before anything heavy is imported."""
+    from .data import check_dataset_folder
+    from .loading import check_model_path
+
+    config = _config_file(argv)
+    for name, check in (("model_name_or_path", check_model_path), ("dataset_name", check_dataset_folder)):
+        value = _value(argv, config, name)
+        if isinstance(value, str) and value and not value.startswith("prm_builder"):
+            check(value, f"--{name}")
+
+
+def _value(argv: list[str], config: str | None, name: str):
+    """The value of option `name` as given on the command line (the last one wins), else in the --config file."""
+    flags = {f"--{name}", f"--{name.replace('_', '-')}"}
+    value = None
+    for index, arg in enumerate(argv):
+        flag, equals, given = arg.partition("=")
+        if flag in flags:
+            value = given if equals else (argv[index + 1] if index + 1 < len(argv) else None)
+    if value is not None or config is None or not Path(config).is_file():
+        return value
+    import yaml
+
+    try:
+        content = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return None  # the parser reports it
+    return content.get(name) if isinstance(content, dict) else None
+
+
+def _flags(parser) -> list[str]:
+    return sorted({flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")})
+
+
+def _listed(text: str) -> list[str]:
+    import ast
+
+    try:
+        return [str(item) for item in ast.literal_eval(text.strip())]
+    except (ValueError, SyntaxError):
+        return text.split()
+
+
+def _config_file(argv: list[str]) -> str | None:
+    return argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+
+
+def _given(argv: list[str], config: str | None, name: str) -> bool:
+    """Was option `name` set on the command line (either spelling, `=VALUE` too) or in the --config file?"""
+    return _value(argv, config, name) not in (None, "")
+
+
+def run_training(script_args, training_args, model_args, from_command_line: bool = False):
+    """What `main` does once the arguments are parsed."""
     import torch
     from accelerate import PartialState
     from transformers import AutoModelForTokenClassification, AutoTokenizer, set_seed
     from trl import get_peft_config, get_quantization_config
 
+    from .loading import absolute_if_local, check_model_path, expected_head_report
     from .trainer import ID2LABEL, PRMTrainer
 
     if not script_args.dataset_name and not script_args.datasets:
-        raise ValueError(
+        raise UsageError(
             "--dataset_name is required: prm_builder:CONFIG, a folder saved by `prm-builder build`, or a Hub dataset id"
             " (or a `datasets:` mixture in --config)"
         )
     if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
+        raise UsageError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
     if script_args.dataset_streaming:
-        raise ValueError("--dataset_streaming is not supported: the test split is scored as a whole")
+        raise UsageError("--dataset_streaming is not supported: the test split is scored as a whole")
     resolve_learning_rate(training_args, model_args)
     if training_args.hub_token:
         # The Trainer pickles its arguments into every checkpoint (training_args.bin): the token would
         # be written in clear. huggingface_hub reads it from HF_TOKEN, in this process only.
         os.environ["HF_TOKEN"], training_args.hub_token = training_args.hub_token, None
+    # Paths first, before any data is built or any Hub request is made.
+    check_model_path(model_args.model_name_or_path, "--model_name_or_path")
+    # Absolute, so that a LoRA adapter's config names a base model that loads from any folder.
+    model_args.model_name_or_path = absolute_if_local(model_args.model_name_or_path)
     train, test, dataset_options, mixture_report = load_splits(script_args, training_args)
 
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
@@ -318,10 +373,11 @@ def main(script_args=None, training_args=None, model_args=None):
     # A causal LM checkpoint gets a fresh 2-label head (reported as MISSING, newly initialized: expected). Seeded, so
     # that `--seed` makes the whole run reproducible, the head's initial weights included.
     set_seed(training_args.seed)
-    model = AutoModelForTokenClassification.from_pretrained(
-        model_args.model_name_or_path, num_labels=2, id2label=ID2LABEL, label2id={v: k for k, v in ID2LABEL.items()},
-        **model_kwargs,
-    )
+    with expected_head_report():  # the new head, reported as MISSING, is what we asked for
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_args.model_name_or_path, num_labels=2, id2label=ID2LABEL,
+            label2id={v: k for k, v in ID2LABEL.items()}, **model_kwargs,
+        )
     if script_args.ignore_bias_buffers:
         model._ddp_params_and_buffers_to_ignore = [n for n, b in model.named_buffers() if b.dtype == torch.bool]
 
@@ -354,6 +410,9 @@ def main(script_args=None, training_args=None, model_args=None):
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name, eval_results=results,
                             dataset_options=dataset_options)
+    if trainer.is_world_process_zero():
+        print(f"saved the model to {os.path.abspath(training_args.output_dir)} (measure it with: prm-eval --model "
+              f"{training_args.output_dir} --benchmark built --dataset DATASET)")
     # Every process meets here before the process group is destroyed. Without it a process that had nothing left to
     # do tore the group down while its last all-gather was still being released on gloo's worker thread: that thread
     # needs the GIL, which the destructor of the group (run when DDP is freed) holds while joining it, a deadlock.
@@ -383,4 +442,4 @@ def _leave_without_freeing_the_process_group() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

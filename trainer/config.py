@@ -206,6 +206,13 @@ class PRMConfig(TrainingArguments):
         # both spellings a user may pass keep their meaning.
         if getattr(self, "activation_checkpointing", None) is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = True
+        # `gradient_checkpointing(_kwargs)` is the name TRL's PRMConfig documents and recipes use: taken here as the
+        # new name, rather than left for TrainingArguments to warn about a deprecation the user did not choose.
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if hasattr(self, new) and getattr(self, new) is None and getattr(self, old) is not None:
+                setattr(self, new, getattr(self, old))
+                setattr(self, old, None)
 
         if self.bf16 is None:
             # TRL's rule is "bf16 unless fp16", which makes TrainingArguments refuse to start on a machine without a

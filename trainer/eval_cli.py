@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from prm_builder.command_line import follow_conventions, run_command
+
 AGGREGATIONS = ("min", "prod", "last", "mean")  # evaluation.AGGREGATIONS, without importing numpy for --help
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")  # processbench.SUBSETS, likewise
 
@@ -102,7 +104,8 @@ def make_parser() -> argparse.ArgumentParser:
     output.add_argument("--html_rows", "--html-rows", dest="html_rows", type=_positive, default=None,
                         help="rows on the --html page (default: 200)")
     output.add_argument("--no_progress", action="store_true", help="hide progress bars")
-    return parser
+    output.add_argument("--debug", action="store_true", help="on failure, also print the full traceback")
+    return follow_conventions(parser)
 
 
 def main(argv=None) -> int:
@@ -125,19 +128,30 @@ def main(argv=None) -> int:
     if args.update_card and not Path(args.model).is_dir():
         parser.error(f"--update-card writes README.md into the model's folder; {args.model} is not a local folder")
 
-    from huggingface_hub.errors import EntryNotFoundError  # not an OSError, unlike the Hub's other errors
+    again = "run the same command again to resume" if args.scores_dir else "pass --scores_dir to make runs resumable"
 
-    try:
+    def checked_run():
+        check_paths(args)  # before torch is imported: a mistyped path fails at once
         run(args)
-    except (ValueError, OSError, EntryNotFoundError) as error:
-        # Option, input and download errors already say what was expected; a traceback adds nothing.
-        print(f"prm-eval: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        again = "run the same command again to resume" if args.scores_dir else "pass --scores_dir to make runs resumable"
-        print(f"prm-eval: interrupted; {again}", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command("prm-eval", checked_run, debug=args.debug, model=lambda: args.model,
+                       on_interrupt=f"interrupted; {again}")
+
+
+def check_paths(args) -> None:
+    """Refuse the paths among the inputs that look local and do not exist, or are folders of the wrong kind."""
+    from prm_builder.command_line import missing_path
+
+    from .data import check_dataset_folder
+    from .loading import check_model_path
+
+    check_model_path(args.model, "--model")
+    if args.dataset is not None and not args.dataset.startswith("prm_builder"):
+        check_dataset_folder(args.dataset, "--dataset")
+    for flag, value, what in (("--data", args.data, "folder"), ("--candidates", args.candidates, "file")):
+        missing = missing_path(value, flag, what) if value is not None else None
+        if missing:
+            raise FileNotFoundError(missing)
 
 
 def run(args) -> None:
@@ -148,7 +162,7 @@ def run(args) -> None:
 
     dataset_options = None
     if args.dataset_options:
-        from .cli import parse_dataset_options  # imports trl: only when needed
+        from .data import parse_dataset_options
 
         dataset_options = parse_dataset_options(args.dataset_options)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import warnings
 
 from .evaluation import AGGREGATIONS, MAX_BATCH_TOKENS, aggregate_steps, check_scoring_options, score_steps
+from .loading import adapter_base, expected_head_report, peft_reading_deprecated_checkpointing_flag
 from .tokenization import StepFormat, Truncation, saved_step_format
 
 
@@ -42,18 +43,17 @@ def load_prm(path: str, device: str | None = "auto", dtype: str = "auto", revisi
     base = path
     adapter = _adapter_config(path, revision)
     if adapter is not None:
-        base = adapter.base_model_name_or_path
-        if not base:
-            raise ValueError(f"{path}: adapter_config.json names no base model (base_model_name_or_path is empty)")
+        base = adapter_base(path, adapter.base_model_name_or_path)
         if not adapter.modules_to_save:
             raise ValueError(
                 f"{path}: the adapter saved no classification head (modules_to_save is empty; task_type is "
                 f"{adapter.task_type!r}, a PRM adapter has TOKEN_CLS): its scores would come from a random head"
             )
-    model, loading = AutoModelForTokenClassification.from_pretrained(
-        base, num_labels=2, dtype=torch_dtype, revision=None if adapter is not None else revision,
-        output_loading_info=True,
-    )
+    with expected_head_report():  # a missing head is our error below; an adapter brings its own
+        model, loading = AutoModelForTokenClassification.from_pretrained(
+            base, num_labels=2, dtype=torch_dtype, revision=None if adapter is not None else revision,
+            output_loading_info=True,
+        )
     if adapter is None and loading["missing_keys"]:
         # A causal LM loads too, with a freshly initialized head: its "scores" would be noise.
         raise ValueError(
@@ -63,7 +63,8 @@ def load_prm(path: str, device: str | None = "auto", dtype: str = "auto", revisi
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, path, revision=revision)
+        with peft_reading_deprecated_checkpointing_flag():
+            model = PeftModel.from_pretrained(model, path, revision=revision)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
     except (OSError, ValueError):

@@ -13,7 +13,6 @@ gradient, and so the effective learning rate, do not depend on how the batch is 
 
 import copy
 import itertools
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from transformers.utils import logging
 
 from .config import PRMConfig
 from .evaluation import compute_step_accuracy
+from .loading import absolute_if_local, peft_reading_deprecated_checkpointing_flag
 from .model_card import describe_data, write_model_card
 from .tokenization import IGNORE, StepFormat, tokenize_dataset, tokenize_row
 
@@ -271,11 +271,13 @@ class PRMTrainer(Trainer):
                 use_gradient_checkpointing=args.gradient_checkpointing,
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             )
-        with warnings.catch_warnings():
-            # PEFT still reads `is_gradient_checkpointing`, which transformers 5 deprecated in favour of
-            # `is_activation_checkpointing` (same value): the FutureWarning is about PEFT's code, not the user's.
-            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        with peft_reading_deprecated_checkpointing_flag():
             model = get_peft_model(model, peft_config)
+        # The adapter's config names its base model as the model was loaded (`tiny`, relative): saved as is, the
+        # adapter could not be loaded from any other folder. A local base is written as an absolute path.
+        for config in model.peft_config.values():
+            if config.base_model_name_or_path:
+                config.base_model_name_or_path = absolute_if_local(config.base_model_name_or_path)
         # Reentrant checkpointing only back-propagates into segments whose inputs require grad, and with the
         # embeddings frozen they do not.
         if args.gradient_checkpointing and (args.gradient_checkpointing_kwargs or {}).get("use_reentrant", False):
