@@ -96,7 +96,7 @@ def test_recipe_runs_one_step_with_a_tiny_model_and_data(recipe, tmp_path, tiny_
     card = (out / "README.md").read_text()
     assert "optimizer steps: 1" in card
     assert f"learning rate: {expected['learning_rate']}" in card
-    assert "| prm_builder:prm800k |" in card and "| prm_builder:math_shepherd |" in card
+    assert "| prm_builder:prm800k (" in card and "| prm_builder:math_shepherd (" in card  # both mixed
     assert "rows realised per dataset" in capsys.readouterr().out
 
 
