@@ -356,7 +356,8 @@ def main(argv=None) -> int:
                         help="pages run at once (default: min(4, CPUs))")
     args = parser.parse_args(argv)
     chosen = [page.resolve() for page in args.pages] or pages()
-    chosen = [page for page in chosen if {RUNNABLE_MARK, OUTPUT_MARK} & set(page.read_text(encoding="utf-8").split("\n"))]
+    marks = {RUNNABLE_MARK, OUTPUT_MARK}
+    chosen = [page for page in chosen if marks & set(page.read_text(encoding="utf-8").split("\n"))]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         results = list(pool.map(lambda page: _guarded(page, args.check), chosen))
     for report, _ in results:
