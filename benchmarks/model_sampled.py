@@ -9,19 +9,23 @@ binary search saves over linear Monte Carlo labelling.
    binary search) against the bare `OpenAIBackend.generate` replaying the very requests the
    pipeline made, all queued at once (no search dependencies: the lower bound). Also the
    pipeline at concurrency 1, to show what the window of requests in flight buys.
+   The same for consensus labels (judge, then Monte Carlo), with a second server as the judge: the
+   bare run replays both servers' requests, one after the other.
 3. Rollout requests of binary search against linear search on scripted solutions of 8 to 12 steps
    with one wrong step each (counted at the server).
 4. Rollouts generated per labelled solution for linear, binary and binary + early stop
    (mc_early_stop), and other wave sizes, on a server whose rollouts from a good prefix succeed with
    probability 0.7 and from a bad one 0.05, each rollout's outcome fixed by a hash of its prefix and
    index: 10-step solutions, half fully correct, half with one first error (counted at the server).
+5. Requests and generations per solution of each label method (outcome, mc linear and binary,
+   judge, consensus), counted at the policy's and the judge's servers.
 
 Every pair runs in this process, alternating, best of --repeats. Two overheads are reported:
 wall-clock (1 - bare / pipeline; on a shared machine the noise of generation itself shows here)
 and the time the pipeline spends outside the backend (its own work: everything but building the
 backend and generating), as a fraction of its wall time.
 
-    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05] [--sections transformers,openai,search,early-stop]
+    python benchmarks/model_sampled.py [--repeats 3] [--delay 0.05] [--sections transformers,openai,search,early-stop,costs]
 """
 
 import argparse
@@ -38,7 +42,7 @@ from pathlib import Path
 from datasets import load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
-import prm_builder  # noqa: F401 - registers the builder
+import prm_builder  # registers the builder
 from prm_builder import mc_search
 from prm_builder.backends import BACKENDS, Request
 from prm_builder.backends.openai import OpenAIBackend
@@ -51,6 +55,22 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 from conftest import build_tiny_model  # noqa: E402
 from openai_stub_server import StubServer  # noqa: E402
+
+
+def scripted_judge(request) -> list:
+    """The index of the step marked [ERR] (or -1), one verdict in five off by one step, one in
+    eight unparsable: agreement with Monte Carlo is high, not total, as with a real judge."""
+    steps = request.user.split("[Solution]\n", 1)[1].split("</step_")
+    wrong = next((i for i, step in enumerate(steps) if "[ERR]" in step), -1)
+    verdicts = []
+    for choice in range(request.n):
+        draw = (request.seed + 31 * choice) % 40
+        if draw % 8 == 0:
+            verdicts.append("I cannot decide.")
+        else:
+            off = draw % 5 == 1 and wrong > 0
+            verdicts.append(f"<think>Checking each step.</think>The earliest wrong step is \\boxed{{{wrong - 1 if off else wrong}}}.")
+    return verdicts
 
 
 def scripted_world(problems: list) -> callable:
@@ -182,7 +202,7 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
     problems = read_problem_file(problems_file, "test")
     model = build_tiny_model(work / "tiny-openai", with_chat_template=True)
     lines = []
-    with StubServer(scripted_world(problems), delay=args.delay) as server:
+    with StubServer(scripted_world(problems), delay=args.delay) as server, StubServer(scripted_judge, delay=args.delay) as judge:
         base = {
             "model": str(model), "backend": "openai", "base_url": server.url, "problems": str(problems_file),
             "num_samples_per_problem": args.samples, "concurrency": args.concurrency,
@@ -202,22 +222,29 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
             ("mc, binary search", {"mc_search": "binary", "mc_early_stop": False, "max_problems": args.problems}),
             # Early stop: more, smaller requests (one per wave), and more for the pipeline to do per rollout.
             ("mc, binary search + early stop", {"mc_search": "binary", "mc_early_stop": True, "max_problems": args.problems}),
+            ("consensus (judge, then mc binary + early stop)", {"label_method": "consensus", "max_problems": args.problems,
+                                                                "judge_model": str(model), "judge_base_url": judge.url}),
         ):
             server.reset_counts()
+            judge.reset_counts()
             build(**extra)  # learn the requests the bare run replays
-            served = list(server.served)
+            served, judged = list(server.served), list(judge.served)
             in_flight = server.max_in_flight
 
-            def bare(served=served):
-                backend = OpenAIBackend(str(model), None, config.sampling(), concurrency=args.concurrency, base_urls=[server.url])
-                for _ in backend.generate(deque(Request(r.user, r.prefix, r.n, r.seed) for r in served)):
-                    pass
-                backend.close()
+            def bare(served=served, judged=judged):
+                for url, requests, thinking in ((server.url, served, False), (judge.url, judged, True)):
+                    if not requests:
+                        continue
+                    backend = OpenAIBackend(str(model), None, config.sampling(), concurrency=args.concurrency,
+                                            base_urls=[url], thinking=thinking)  # fmt: skip
+                    for _ in backend.generate(deque(Request(r.user, r.prefix, r.n, r.seed) for r in requests)):
+                        pass
+                    backend.close()
 
             times = measure(args.repeats, "openai", lambda extra=extra: build(**extra), bare)
             lines.append(
                 row(f"openai, {args.delay * 1000:.0f} ms/request, concurrency {args.concurrency}: {label}", times,
-                    f"{len(served)} requests, {in_flight} in flight at most")  # fmt: skip
+                    f"{len(served) + len(judged)} requests, {in_flight} in flight at most")  # fmt: skip
             )
             if label == "outcome":
                 serial = timed(lambda: build(**{**extra, "concurrency": 1}))
@@ -254,6 +281,47 @@ def search_rows(args, work: Path, problems_file: Path) -> list[str]:
         f"| {len(linear_errors)} scripted solutions, {steps / len(linear_errors):.1f} steps on average, at most one "
         f"wrong step | {linear:,} | {binary:,} | {linear / binary:.2f}x fewer | same first_error on every solution |",
     ]
+
+
+def cost_rows(args, work: Path, problems_file: Path) -> list[str]:
+    """Requests and generations per labelled solution for each label method, on one problem set."""
+    problems = read_problem_file(problems_file, "test")[: args.problems]
+    model = build_tiny_model(work / "tiny-cost", with_chat_template=True)
+    methods = {
+        "outcome": {"label_method": "outcome"},
+        "mc, linear": {"mc_search": "linear", "mc_early_stop": False},
+        "mc, binary": {"mc_search": "binary", "mc_early_stop": False},
+        "mc, binary + early stop": {"mc_search": "binary"},
+        "judge": {"label_method": "judge"},
+        "consensus (mc binary + early stop)": {"label_method": "consensus"},
+    }
+    lines = [
+        "",
+        f"| label method ({args.samples} samples per problem, 8 rollouts, 1 verdict) | policy requests / solution | "
+        "policy generations / solution | judge requests / solution | rows kept per solution | dropped |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    with StubServer(scripted_world(problems)) as server, StubServer(scripted_judge) as judge:
+        for number, (name, extra) in enumerate(methods.items()):
+            server.reset_counts()
+            judge.reset_counts()
+            judged = extra.get("label_method") in ("judge", "consensus")
+            options = {"judge_model": str(model), "judge_base_url": judge.url} if judged else {}
+            dataset = load_dataset(
+                "prm_builder", "model_sampled", model=str(model), backend="openai", base_url=server.url,
+                problems=str(problems_file), max_problems=args.problems, num_samples_per_problem=args.samples,
+                mc_rollouts=8, concurrency=64, generation_cache_dir=str(work / f"cost-{number}"),
+                cache_dir=str(work / f"cost-arrow-{number}"), **extra, **options,
+            )  # fmt: skip
+            solutions = len(problems) * args.samples
+            generations = sum(r.n for r in server.served)
+            drops = prm_builder.load_drops(Path(dataset["test"].cache_files[0]["filename"]).parent).get("test", {})
+            dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(drops.items())) or "none"
+            lines.append(
+                f"| {name} | {server.count() / solutions:.2f} | {generations / solutions:.1f} | "
+                f"{judge.count() / solutions:.2f} | {len(dataset['test']) / solutions:.2f} | {dropped} |"
+            )
+    return lines
 
 
 STEPS, ROLLOUTS, SAMPLES = 10, 8, 4
@@ -367,7 +435,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--early-stop-problems", type=int, default=64, help="problems of the early stop table (x4)")
-    parser.add_argument("--sections", default="transformers,openai,search,early-stop", help="tables, comma-separated")
+    parser.add_argument("--sections", default="transformers,openai,search,early-stop,costs", help="tables, comma-separated")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     disable_progress_bar()
@@ -384,9 +452,9 @@ def main() -> None:
             for name, rows in (("transformers", transformers_rows), ("openai", openai_rows)):
                 for line in rows(args, work, problems_file) if name in sections else []:
                     print(line, flush=True)
-        for name, rows in (("search", search_rows), ("early-stop", early_stop_rows)):
+        for name, rows in (("search", search_rows), ("early-stop", early_stop_rows), ("costs", cost_rows)):
             if name in sections:
-                for line in rows(args, work, problems_file) if name == "search" else rows(args, work):
+                for line in rows(args, work) if name == "early-stop" else rows(args, work, problems_file):
                     print(line, flush=True)
 
 

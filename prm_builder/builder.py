@@ -3,7 +3,7 @@
 Each config lives in its own module, which provides:
   CONFIG_CLASS   a PRMBuilderConfig dataclass (the options)
   FEATURES       the row schema (core columns + the config's own), or
-  features(config) -> Features, when options add columns (model_sampled's early stop)
+  features(config) -> Features, when options add columns (model_sampled's early stop and judged rows)
   DESCRIPTION, HOMEPAGE, LICENSE, CITATION
   split_generators(config, dl_manager) -> list[SplitGenerator]; every gen_kwargs has "split"
   generate_rows(config, dropped, split, **gen_kwargs) -> rows as dicts, `dropped` (a Counter)

@@ -194,6 +194,7 @@ def render_section(
             (column, _per_split(summary, lambda s, c=column: s.get("rows_per_value", {}).get(c, {})))
             for column in sorted({c for s in summary.values() for c in s.get("rows_per_value", {})})
         ],
+        "agreement": [_agreement_row(split, s["agreement"]) for split, s in summary.items() if "agreement" in s],
         "plot": f"{config_name}/{PLOT_FILENAME}",
         "repo_id": repo_id,
         "test_split_flag": " ".join(_train_flags(split_names)),
@@ -238,6 +239,19 @@ def _split_row(split: str, s: dict) -> dict:
         "dropped": ", ".join(f"{n:,} {reason}" for reason, n in s["dropped"].items()) or "nothing",
         "steps_per_solution": _distribution_text(s["steps_per_solution"]),
         "first_error_position": _distribution_text(s["first_error_position"]),
+    }
+
+
+def _agreement_row(split: str, a: dict) -> dict:
+    both = a["both_labelled"]
+    agreed = f"{a['agreed']:,} ({a['agreement']:.1%})" if both else "-"
+    return {
+        "split": split,
+        "judged": f"{a['judge_labelled']:,}",
+        "dropped": ", ".join(f"{n:,} {reason}" for reason, n in a["judge_dropped"].items()) or "none",
+        "both": f"{both:,}",
+        "agreed": agreed,
+        **{kind: (f"{n:,}" if both else "-") for kind, n in a["confusion"].items()},
     }
 
 

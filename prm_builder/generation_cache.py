@@ -15,7 +15,8 @@ model, revision, sampling parameters, prompt template, seed):
                        the first one's generations instead of making its own
 
 An entry key names a group of generations of one prompt, `<kind>:<...>` (model_sampled uses
-`sample:<problem>` and `rollout:<problem>:<prefix hash>`); index i of a group is one generation.
+`sample:<problem>`, `rollout:<problem>:<prefix hash>` and, for a judge's verdicts,
+`verdict:<problem>:<hash>`); index i of a group is one generation.
 
 Why a kill -9 at any point loses nothing and duplicates nothing:
   - each line goes out in one unbuffered write() as soon as its request finishes, so it is in

@@ -16,14 +16,22 @@ labelled:
            `mc_early_stop` (the default) asks for a prefix's rollouts in waves and stops at the
            first success: the same labels for a fraction of the rollouts; `step_scores` is then
            successes over the rollouts made, which the `step_rollouts` column gives.
+  judge    an LLM judge (`judge_model`, thinking allowed) reads the problem and the indexed steps
+           and names the earliest wrong step, or -1 (judge.py); `judge_samples` verdicts are
+           voted on, a tie or no majority is a drop. Steps before the voted index are True.
+  consensus  the judge, then Monte Carlo as `mc` does, on every solution the judge labelled; kept
+           only when both give the same first error (Zhang et al. 2025's consensus filtering),
+           disagreements dropped and counted by kind.
 
 Every generation (solution or rollout) goes through the generation cache (generation_cache.py)
 before it is used, so an interrupted build resumes where it stopped, changing only labelling
 options generates nothing but the new rollouts, and the Arrow cache then serves the rows as for
-any config. This module holds the options and the rows; problems.py reads the problems,
-scheduler.py makes the requests, mc_search.py searches for each solution's first bad step.
+any config. This module holds the options and streams a split's rows; problems.py reads the
+problems, scheduler.py makes the requests, solution_labels.py makes one solution's row,
+mc_search.py searches for its first bad step and judge_labels.py asks the judge.
 """
 
+import contextlib
 import dataclasses
 import os
 from collections import Counter, deque
@@ -35,17 +43,18 @@ import datasets
 from datasets import List, Value
 from datasets.utils import logging
 
-from . import grading
-from .backends import BACKENDS, Sampling, visible_text
+from . import grading, judge_labels
+from .backends import BACKENDS, Sampling
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
-from .features import CORE_FEATURES, first_error, with_extra_columns
+from .features import CORE_FEATURES, with_extra_columns
 from .generation_cache import GenerationCache, default_root
-from .mc_search import rollout_labels, wave_ends
-from .options import PRMBuilderConfig, as_list, check_bool, check_choice, check_int, check_number, check_string
-from .redact import redact_url
+from .judge import DEFAULT_JUDGE_PROMPT_TEMPLATE
+from .options import PRMBuilderConfig, check_bool, check_choice, check_int, check_number, check_string, check_urls
 from .problems import Problem, load_problems
-from .scheduler import LazyBackend, Progress, Scheduler, ShardLocks, Task, Want
+from .sampling_plan import plan, wave_sizes  # noqa: F401 - wave_sizes: part of this module's interface
+from .scheduler import LazyBackend, Progress, RowsInOrder, Scheduler, ShardLocks
+from .solution_labels import solution_row, split_steps  # noqa: F401 - split_steps: part of this module's interface
 
 logger = logging.get_logger(__name__)
 
@@ -55,9 +64,9 @@ DEFAULT_PROMPT_TEMPLATE = (
     "from the next by a blank line, and end with the final answer in the form \\boxed{ANSWER}.\n\n{problem}"
 )
 PROBLEM_PLACEHOLDER = "{problem}"
-LABEL_METHODS = ("mc", "outcome")
+LABEL_METHODS = ("consensus", "judge", "mc", "outcome")
 # The label methods that run Monte Carlo rollouts (mc_search, mc_rollouts and mc_early_stop apply).
-MC_LABEL_METHODS = ("mc",)
+MC_LABEL_METHODS = ("consensus", "mc")
 MC_SEARCHES = ("binary", "linear")
 PROBLEM_SETS = ("gsm8k", "math500", "sample")
 # Problems per shard: the unit of num_proc parallelism, of one pass over the cache files, and of
@@ -75,7 +84,7 @@ DESCRIPTION = (
 )
 HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"
-CITATION = citation("wang2024math", "luo2024improve")
+CITATION = citation("wang2024math", "luo2024improve", "zhang2025lessons", "zheng2024processbench")
 FEATURES = with_extra_columns(
     # Monte Carlo success fraction per step (over the rollouts made: see step_rollouts); NaN where
     # binary search did not evaluate the step; empty for label_method="outcome".
@@ -96,9 +105,14 @@ EARLY_STOP_FEATURES = with_extra_columns(**{**{k: v for k, v in FEATURES.items()
                                             "step_rollouts": List(Value("int32"))})  # fmt: skip
 
 
+# Rows labelled by a judge (label_method judge or consensus) carry its verdict and Monte Carlo's.
+JUDGE_FEATURES = datasets.Features({**FEATURES, **judge_labels.COLUMNS})
+
+
 def features(config: "ModelSampledConfig") -> datasets.Features:
-    """The row schema of this build: early-stopped Monte Carlo adds `step_rollouts`."""
-    return EARLY_STOP_FEATURES if config.early_stopped else FEATURES
+    """The row schema of this build: early-stopped Monte Carlo adds `step_rollouts`, a judge three columns."""
+    schema = EARLY_STOP_FEATURES if config.early_stopped else FEATURES
+    return datasets.Features({**schema, **judge_labels.COLUMNS}) if config.label_method in judge_labels.METHODS else schema
 
 
 @dataclasses.dataclass
@@ -121,7 +135,8 @@ class ModelSampledConfig(PRMBuilderConfig):
         prompt_template: the user message; `{problem}` is replaced by the problem text. The chat
             template is applied when the tokenizer has one.
         step_separator: splits a solution into steps ("\\n\\n": one step per paragraph).
-        label_method: "mc" (Monte Carlo rollouts per step) or "outcome" (the answer's correctness).
+        label_method: "mc" (Monte Carlo rollouts per step), "outcome" (the answer's correctness),
+            "judge" (an LLM judge's first error) or "consensus" (judge and mc, kept where they agree).
         mc_rollouts: continuations per step prefix.
         mc_search: "binary" (first failing step by binary search, assuming monotone labels) or
             "linear" (every step).
@@ -129,6 +144,15 @@ class ModelSampledConfig(PRMBuilderConfig):
             at the first success: the same hard labels for a fraction of the rollouts. Step scores
             are then successes over the rollouts made (column `step_rollouts`), not estimates over
             mc_rollouts: build with False for soft labels.
+        judge_model: the judge (Hub name, local folder, or the name a server serves); required by
+            label_method "judge" and "consensus".
+        judge_backend: backend of the judge (None: `backend`).
+        judge_base_url: OpenAI-compatible server(s) of the judge (None: `base_url`).
+        judge_samples: verdicts per solution; the index more than half of them name is the label
+            (a tie or no majority drops the solution).
+        judge_max_new_tokens, judge_temperature: the judge's sampling (top_p 1); thinking is allowed.
+        judge_prompt_template: the judge's user message; `{problem}` and `{steps}` (the steps,
+            each tagged with its index) are replaced.
         max_problems: cap on the problems of each split (None: all).
         seed: seed of the sampling; part of the generation cache's identity.
         force_regenerate: discard every cached generation of this model, prompt and sampling
@@ -137,14 +161,18 @@ class ModelSampledConfig(PRMBuilderConfig):
             <HF_DATASETS_CACHE>/prm_builder_generations).
         concurrency: requests in flight (openai) or sequences per batch (transformers).
         request_timeout: seconds an openai request may take, its whole answer included, before it is retried.
-        max_retries: retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
+        max_retries: new verdicts for a judge's unparsable one (label_method judge, consensus), and
+            retries of an openai request that failed (connection, timeout, HTTP 429/5xx,
             an unusable answer) before the build stops.
     """
 
     # Options that change how rows are made, never which rows: a build with other values of
     # these reuses the Arrow cache (force_regenerate forces a rebuild through the epoch).
     OPTIONS_NOT_IN_CACHE_KEY: ClassVar[frozenset] = frozenset(
-        {"backend", "base_url", "concurrency", "generation_cache_dir", "force_regenerate", "request_timeout", "max_retries"}
+        {
+            "backend", "base_url", "concurrency", "generation_cache_dir", "force_regenerate", "request_timeout",
+            "max_retries", "judge_backend", "judge_base_url",
+        }  # fmt: skip
     )
 
     model: str = dataclasses.field(default=DEFAULT_MODEL, metadata={"help": "Hub name or local folder of the model"})
@@ -166,11 +194,26 @@ class ModelSampledConfig(PRMBuilderConfig):
     step_separator: str = dataclasses.field(
         default="\n\n", metadata={"help": "splits a solution into steps; escapes such as \\n are read (default: a blank line)"}
     )
-    label_method: str = dataclasses.field(default="mc", metadata={"help": "mc (rollouts per step) or outcome"})
+    label_method: str = dataclasses.field(
+        default="mc", metadata={"help": "mc (rollouts per step), outcome, judge (an LLM judge) or consensus (judge and mc agree)"}
+    )
     mc_rollouts: int = dataclasses.field(default=8, metadata={"help": "rollouts per step prefix"})
     mc_search: str = dataclasses.field(default="binary", metadata={"help": "binary or linear"})
     mc_early_stop: bool = dataclasses.field(
         default=True, metadata={"help": "stop a prefix's rollouts at the first success (hard labels; False for soft)"}
+    )
+    judge_model: str | None = dataclasses.field(
+        default=None, metadata={"help": "the judge model (label_method judge or consensus)"}
+    )
+    judge_backend: str | None = dataclasses.field(default=None, metadata={"help": "the judge's backend; unset: the policy's"})
+    judge_base_url: str | list[str] | None = dataclasses.field(
+        default=None, metadata={"help": "the judge's OpenAI-compatible server URL(s); unset: base_url"}
+    )
+    judge_samples: int = dataclasses.field(default=1, metadata={"help": "verdicts per solution, majority vote"})
+    judge_max_new_tokens: int = dataclasses.field(default=8192, metadata={"help": "tokens per verdict at most (thinking included)"})
+    judge_temperature: float = dataclasses.field(default=0.6, metadata={"help": "the judge's sampling temperature"})
+    judge_prompt_template: str = dataclasses.field(
+        default=DEFAULT_JUDGE_PROMPT_TEMPLATE, metadata={"help": "the judge's user message; {problem} and {steps} are replaced"}
     )
     max_problems: int | None = dataclasses.field(default=None, metadata={"help": "cap on the problems of each split"})
     seed: int = dataclasses.field(default=0, metadata={"help": "sampling seed"})
@@ -197,7 +240,7 @@ class ModelSampledConfig(PRMBuilderConfig):
         self.problems = check_string("problems", self.problems, "'gsm8k', 'math500', 'sample' or a local path")
         self.model_revision = check_string("model_revision", self.model_revision, "a branch, tag or commit", allow_none=True)
         check_choice("backend", self.backend, list(BACKENDS))
-        self.base_url = _base_urls(self.base_url)
+        self.base_url = check_urls("base_url", self.base_url)
         if self.backend == "openai" and not self.base_url:
             raise ValueError("backend='openai' needs base_url (e.g. 'http://localhost:8000/v1'), got None")
         if self.backend != "openai" and self.base_url:
@@ -222,6 +265,7 @@ class ModelSampledConfig(PRMBuilderConfig):
             self.step_separator = self.step_separator.encode("latin-1", "backslashreplace").decode("unicode_escape")
         check_choice("label_method", self.label_method, list(LABEL_METHODS))
         check_choice("mc_search", self.mc_search, list(MC_SEARCHES))
+        judge_labels.validate_options(self)
         check_bool("force_regenerate", self.force_regenerate)
         check_bool("mc_early_stop", self.mc_early_stop)
         if self.generation_cache_dir is not None:
@@ -229,16 +273,25 @@ class ModelSampledConfig(PRMBuilderConfig):
             self.generation_cache_dir = os.path.abspath(os.path.expanduser(folder))
 
     @property
+    def runs_monte_carlo(self) -> bool:
+        return self.label_method in MC_LABEL_METHODS
+
+    @property
     def early_stopped(self) -> bool:
         """Whether rows carry early-stopped Monte Carlo scores (and the step_rollouts column)."""
-        return self.label_method in MC_LABEL_METHODS and self.mc_early_stop
+        return self.runs_monte_carlo and self.mc_early_stop
 
     @property
     def model_name(self) -> str:
         """The model as rows name it: a local folder by its last part, never its path on this machine."""
-        if os.path.isabs(self.model) or self.model.startswith((".", "~")) or os.path.isdir(self.model):
-            return os.path.basename(os.path.normpath(self.model))
-        return self.model
+        return _public_model_name(self.model)
+
+    @property
+    def judge_model_name(self) -> str:
+        return _public_model_name(self.judge_model)
+
+    def judge_sampling(self) -> Sampling:
+        return Sampling(temperature=self.judge_temperature, top_p=1.0, max_new_tokens=self.judge_max_new_tokens)
 
     def local_inputs(self) -> list[str]:
         return [] if self.problems in PROBLEM_SETS else [self.problems]
@@ -249,7 +302,11 @@ class ModelSampledConfig(PRMBuilderConfig):
         # starting a new epoch: the epoch joins the key, so a forced build never finds the old
         # Arrow files, and neither does any build after it (even one whose forced run was killed).
         epoch = self.generation_cache().epoch + (1 if self.force_regenerate else 0)
-        return config_id if epoch == 0 else f"{config_id}-epoch{epoch}"
+        config_id = config_id if epoch == 0 else f"{config_id}-epoch{epoch}"
+        # A judge's unparsable verdicts are sampled again up to max_retries times: there it decides
+        # which rows are kept, so it joins the key (it only says how requests are made otherwise).
+        judged = self.label_method in judge_labels.METHODS and self.max_retries != MAX_RETRIES
+        return f"{config_id}-retries{self.max_retries}" if judged else config_id
 
     def generation_cache(self) -> GenerationCache:
         """This build's generation cache: its identity is what a generation depends on, nothing else.
@@ -269,6 +326,9 @@ class ModelSampledConfig(PRMBuilderConfig):
         }
         return GenerationCache(self.generation_cache_dir or default_root(), identity)
 
+    def user_message(self, problem: str) -> str:
+        return self.prompt_template.replace(PROBLEM_PLACEHOLDER, problem)
+
     def sampling(self) -> Sampling:
         return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
 
@@ -276,19 +336,13 @@ class ModelSampledConfig(PRMBuilderConfig):
 CONFIG_CLASS = ModelSampledConfig
 
 
-def _base_urls(value) -> list[str] | None:
-    if value is None or value == "" or value == []:
-        return None
-    urls = []
-    for url in as_list("base_url", value):
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            shown = redact_url(url) if isinstance(url, str) else url
-            raise ValueError(f"base_url must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {shown!r}")
-        url = url.rstrip("/")
-        if url.count("/") == 2:  # no path: vLLM, SGLang and TGI serve the API under /v1
-            url += "/v1"
-        urls.append(url)
-    return urls
+def _public_model_name(model: str) -> str:
+    """A local folder by its last part, never its path on this machine."""
+    if os.path.isabs(model) or model.startswith((".", "~")) or os.path.isdir(model):
+        return os.path.basename(os.path.normpath(model))
+    return model
+
+
 
 
 # -- splits and rows ----------------------------------------------------------------------------------
@@ -323,10 +377,14 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         concurrency=config.concurrency, base_urls=config.base_url,
         **({"timeout": config.request_timeout, "max_retries": config.max_retries} if config.backend == "openai" else {}),
     )  # fmt: skip
+    judge = judge_labels.backend(config)  # None without a judge
     solutions = len(waiting) * config.num_samples_per_problem
     logger.warning(plan(config, split, len(waiting)))
-    with cache.writer() as writer, Progress(split, solutions) as progress, backend, ShardLocks(cache, shards) as locks:
-        scheduler = Scheduler(writer, backend.get, progress, config.seed)
+    with (
+        cache.writer() as writer, Progress(split, solutions) as progress, backend, ShardLocks(cache, shards) as locks,
+        judge or contextlib.nullcontext(),
+    ):  # fmt: skip
+        scheduler = Scheduler(writer, backend.get, progress, config.seed, backends={"judge": judge.get} if judge else {})
         rows = RowsInOrder(scheduler, drops)
 
         def admit():
@@ -358,7 +416,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
                 admit()
                 yield from hand_out()
             yield from hand_out()
-            if not waiting and not scheduler.queue:
+            if not waiting and not scheduler.busy:
                 break
     if rows.in_progress:  # every request came back, so every problem must be complete
         raise RuntimeError(f"{rows.in_progress} problems left unfinished")
@@ -373,124 +431,3 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         logger.info(f"{split}: generated {progress.describe()}")
 
 
-def plan(config: ModelSampledConfig, split: str, problems: int) -> str:
-    """What a split will ask the backend for, said before the first request: exact for the samples,
-    an upper bound for the rollouts (a solution's steps are known only once it is sampled)."""
-    solutions = problems * config.num_samples_per_problem
-    line = (
-        f"model_sampled {split}: {problems:,} problems x {config.num_samples_per_problem} samples = {solutions:,} "
-        f"solutions: {problems:,} sample requests at most"
-    )
-    if config.label_method not in MC_LABEL_METHODS:
-        return f"{line}; label_method={config.label_method!r} makes no rollouts"
-    rollouts = config.mc_rollouts
-    if config.mc_search == "binary":
-        line += (f"; Monte Carlo (binary search): at most {rollouts} rollouts for each of ceil(log2(n + 1)) step "
-                 f"prefixes of an n-step solution ({4 * rollouts} for 10 steps)")  # fmt: skip
-    else:
-        line += f"; Monte Carlo (linear search): {rollouts} rollouts for each step prefix ({10 * rollouts} for 10 steps)"
-    if config.mc_early_stop:
-        line += (f", in waves of {wave_sizes(rollouts)} stopped at the first success (mc_early_stop): an upper "
-                 f"bound, since the rollouts made are known only as they come back")  # fmt: skip
-    else:
-        line += ", one request per prefix"
-    return line + "; cached generations are not requested again"
-
-
-def wave_sizes(rollouts: int) -> str:
-    ends = wave_ends(rollouts, early_stop=True)
-    return ", ".join(str(end - start) for start, end in zip([0, *ends], ends))
-
-
-def solution_row(config: ModelSampledConfig, problem: Problem, index: int) -> Task:
-    """The row of the problem's `index`-th sampled solution, or the reason it was dropped."""
-    user = config.prompt_template.replace(PROBLEM_PLACEHOLDER, problem.text)
-    # Every solution of the problem asks for all samples: one request makes them, for all.
-    (samples,) = yield [Want(problem.key, f"sample:{problem.key}", config.num_samples_per_problem, user, "")]
-    generation = samples[index]
-    text = visible_text(generation.text)  # step labels are for the answer, not the model's thinking
-    if text is None:
-        return "truncated_while_thinking"
-    steps = split_steps(text, config.step_separator)
-    if not steps:
-        return "empty_solution"
-    grade = grading.grade(text, problem.reference, problem.style)
-    extra = {}
-    if config.label_method == "outcome":
-        labels, scores = [grade.correct] * len(steps), []
-    else:
-        mc = yield from rollout_labels(
-            problem, user, steps, config.step_separator, config.mc_rollouts, config.mc_search, config.mc_early_stop
-        )
-        labels, scores = mc.labels, mc.scores
-        if config.early_stopped:
-            extra["step_rollouts"] = mc.rollouts
-    return {
-        "id": f"{problem.id}/sample-{index}",
-        "prompt": problem.text,
-        "completions": steps,
-        "labels": labels,
-        "first_error": first_error(labels),
-        "final_answer": grade.answer,
-        "reference_answer": problem.reference,
-        "source": f"model_sampled/{config.model_name}",
-        "step_scores": scores,
-        "outcome": grade.outcome,
-        "generation_end": generation.finish_reason,
-        "model": config.model_name,
-        "sample_index": index,
-        "temperature": config.temperature,
-        "top_p": config.top_p,
-        **extra,
-    }
-
-
-def split_steps(text: str, separator: str) -> list[str]:
-    return [step.strip() for step in text.split(separator) if step.strip()]
-
-
-class RowsInOrder:
-    """Hands out rows in the order their problems were admitted, whatever order the generations
-    come back in, and frees a problem's generations once no admitted problem uses them."""
-
-    def __init__(self, scheduler: Scheduler, drops: Counter):
-        self.scheduler = scheduler
-        self.drops = drops
-        self.outcomes = Counter()
-        self.admitted: deque[Problem] = deque()  # admitted and not yet handed out, in order
-        self.unfinished: dict[int, int] = {}  # position -> its solutions still being labelled
-        self.finished: dict[int, list[dict]] = {}  # position -> its rows
-        self.users: Counter = Counter()  # problem key -> admitted positions using its generations
-        self.next_position = 0
-
-    @property
-    def in_progress(self) -> int:
-        return len(self.admitted)
-
-    def admit(self, problem: Problem, tasks: list[Task]) -> None:
-        position = self.next_position + len(self.admitted)
-        self.admitted.append(problem)
-        self.users[problem.key] += 1
-        self.finished[position], self.unfinished[position] = [], len(tasks)
-        for task in tasks:
-            self.scheduler.start(task, position)
-
-    def ready(self) -> Iterator[dict]:
-        while self.scheduler.finished:
-            position, result = self.scheduler.finished.popleft()
-            self.unfinished[position] -= 1
-            self.scheduler.progress.solutions_done(1)
-            if isinstance(result, str):
-                self.drops[result] += 1
-            else:
-                self.finished[position].append(result)
-                self.outcomes[result["outcome"]] += 1
-        while self.admitted and self.unfinished[self.next_position] == 0:
-            problem = self.admitted.popleft()
-            del self.unfinished[self.next_position]
-            yield from sorted(self.finished.pop(self.next_position), key=lambda row: row["sample_index"])
-            self.next_position += 1
-            self.users[problem.key] -= 1
-            if not self.users[problem.key]:
-                del self.users[problem.key]
-                self.scheduler.forget(problem.key)

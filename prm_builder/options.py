@@ -194,3 +194,22 @@ def as_list(option: str, value: Any) -> list:
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ValueError(f"{option} must be a list or a comma-separated string, got {value!r}")
+
+
+def check_urls(option: str, value: Any) -> list[str] | None:
+    """OpenAI-compatible server URLs (a list or a comma-separated string), or None; a URL without a
+    path gets /v1, where vLLM, SGLang and TGI serve the API."""
+    from .redact import redact_url
+
+    if value is None or value == "" or value == []:
+        return None
+    urls = []
+    for url in as_list(option, value):
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            shown = redact_url(url) if isinstance(url, str) else url
+            raise ValueError(f"{option} must be http(s) URLs, e.g. 'http://localhost:8000/v1', got {shown!r}")
+        url = url.rstrip("/")
+        if url.count("/") == 2:
+            url += "/v1"
+        urls.append(url)
+    return urls

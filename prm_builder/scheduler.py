@@ -12,11 +12,18 @@ A task that needs nothing new runs on at once; the others wait while `pump` runs
 over the queue, which keeps growing as woken tasks ask for more (the next prefix of a search is
 asked for as soon as the previous one's rollouts are in), so a backend never idles waiting for
 a slow request. Finished tasks' results collect in `finished`, with the caller's tag.
+
+A `Want` may name another backend than the policy's (an LLM judge: `Want.backend="judge"`);
+each backend has its own queue, and `pump` runs them in turn, each until its queue is empty
+(a backend's `generate` owns the thread while it runs), so the judge's requests gather while
+the policy works and go out together.
+
+`RowsInOrder` hands the finished tasks' rows out in the order their problems were admitted.
 """
 
 import hashlib
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +33,7 @@ from datasets.utils.tqdm import tqdm
 
 from .backends import BACKENDS, Generation, Request, invalid_generations
 from .generation_cache import LOCK_NOTICE_S
+from .problems import Problem
 
 logger = logging.get_logger(__name__)
 
@@ -39,8 +47,10 @@ class Want:
     count: int
     user: str
     prefix: str
+    backend: str = "policy"  # which backend generates it: "policy", or a name in Scheduler.backends
 
 
+POLICY = "policy"
 Task = Generator[list[Want], list[list[Generation]], Any]
 
 
@@ -65,6 +75,14 @@ class Scheduler:
     in_flight: dict[str, set[int]] = field(default_factory=dict)
     forgotten: set[str] = field(default_factory=set)
     finished: deque[tuple[Any, Any]] = field(default_factory=deque)  # (tag, the task's return value)
+    # Backends other than the policy's (name -> opener, e.g. "judge"), and their queues.
+    backends: dict[str, Callable] = field(default_factory=dict)
+    queues: dict[str, deque[Request]] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> bool:
+        """Requests wait in some backend's queue."""
+        return bool(self.queue) or any(self.queues.values())
 
     def add_cached(self, entries: dict[str, dict[str, dict[int, Generation]]]) -> None:
         for problem, groups in entries.items():
@@ -114,15 +132,23 @@ class Scheduler:
         missing = [index for index in range(want.count) if index not in group and index not in asked]
         for first, n in runs(missing):
             seed = request_seed(self.seed, want.group, first)
-            self.queue.append(Request(want.user, want.prefix, n, seed, tag=(want.problem, want.group, first)))
+            queue = self.queue if want.backend == POLICY else self.queues.setdefault(want.backend, deque())
+            queue.append(Request(want.user, want.prefix, n, seed, tag=(want.problem, want.group, first)))
             asked.update(range(first, first + n))
             self.progress.add(n)
 
     def pump(self) -> Iterator[None]:
-        """Run the queue (which woken tasks extend meanwhile); yields after each result is stored and handed out."""
-        if not self.queue:
-            return
-        for request, generations in self.open_backend().generate(self.queue):
+        """Run the queues (which woken tasks extend meanwhile) until all are empty, one backend at a
+        time; yields after each result is stored and handed out."""
+        while self.busy:
+            if self.queue:
+                yield from self._run_backend(self.open_backend, self.queue)
+            for name, queue in list(self.queues.items()):
+                if queue:
+                    yield from self._run_backend(self.backends[name], queue)
+
+    def _run_backend(self, open_backend: Callable, queue: deque[Request]) -> Iterator[None]:
+        for request, generations in open_backend().generate(queue):
             problem, key, first = request.tag
             wrong = invalid_generations(generations, request.n)
             if wrong:  # never cached, never labelled: a backend bug must not become labels
@@ -300,3 +326,50 @@ class ShardLocks:
         for lock in self.held.values():
             lock.release()
         self.held.clear()
+
+
+class RowsInOrder:
+    """Hands out rows in the order their problems were admitted, whatever order the generations
+    come back in, and frees a problem's generations once no admitted problem uses them."""
+
+    def __init__(self, scheduler: Scheduler, drops: Counter):
+        self.scheduler = scheduler
+        self.drops = drops
+        self.outcomes = Counter()
+        self.admitted: deque[Problem] = deque()  # admitted and not yet handed out, in order
+        self.unfinished: dict[int, int] = {}  # position -> its solutions still being labelled
+        self.finished: dict[int, list[dict]] = {}  # position -> its rows
+        self.users: Counter = Counter()  # problem key -> admitted positions using its generations
+        self.next_position = 0
+
+    @property
+    def in_progress(self) -> int:
+        return len(self.admitted)
+
+    def admit(self, problem: Problem, tasks: list[Task]) -> None:
+        position = self.next_position + len(self.admitted)
+        self.admitted.append(problem)
+        self.users[problem.key] += 1
+        self.finished[position], self.unfinished[position] = [], len(tasks)
+        for task in tasks:
+            self.scheduler.start(task, position)
+
+    def ready(self) -> Iterator[dict]:
+        while self.scheduler.finished:
+            position, result = self.scheduler.finished.popleft()
+            self.unfinished[position] -= 1
+            self.scheduler.progress.solutions_done(1)
+            if isinstance(result, str):
+                self.drops[result] += 1
+            else:
+                self.finished[position].append(result)
+                self.outcomes[result["outcome"]] += 1
+        while self.admitted and self.unfinished[self.next_position] == 0:
+            problem = self.admitted.popleft()
+            del self.unfinished[self.next_position]
+            yield from sorted(self.finished.pop(self.next_position), key=lambda row: row["sample_index"])
+            self.next_position += 1
+            self.users[problem.key] -= 1
+            if not self.users[problem.key]:
+                del self.users[problem.key]
+                self.scheduler.forget(problem.key)

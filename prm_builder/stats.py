@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict
 
 from .drops import describe_drops
 from .features import CORE_FEATURES
+from .judge import DISAGREEMENTS, JUDGE_DROPS
 
 # Extra columns with few distinct values (e.g. prm800k's phase, finish_reason) get a breakdown.
 MAX_BREAKDOWN_VALUES = 20
@@ -52,7 +53,54 @@ def _summarize_split(data: Dataset, dropped: Counter) -> dict:
             breakdowns[name] = {str(value): n for value, n in sorted(counts.items(), key=lambda kv: str(kv[0]))}
     if breakdowns:
         summary["rows_per_value"] = breakdowns
+    if "judge_first_error" in data.column_names:
+        summary["agreement"] = _agreement(data, dropped)
     return summary
+
+
+def _agreement(data: Dataset, dropped: Counter) -> dict:
+    """How a judge's first errors compare with Monte Carlo's (label_method judge or consensus).
+
+    Rows are the solutions kept; consensus dropped its disagreements, so their kinds come from the
+    drop counts: together they are every solution both methods labelled.
+    """
+    columns = data.select_columns(["judge_first_error", "mc_first_error"]).to_dict()
+    pairs = list(zip(columns["judge_first_error"], columns["mc_first_error"]))
+    disagreements = {reason: int(dropped.get(reason, 0)) for reason in DISAGREEMENTS}
+    rows_with_mc = [(judge, mc) for judge, mc in pairs if mc != -2]
+    both = len(rows_with_mc) + sum(disagreements.values())
+    agreed = sum(1 for judge, mc in rows_with_mc if judge == mc)
+    return {
+        "judge_labelled": len(pairs) + sum(disagreements.values()),
+        "judge_dropped": {reason: int(dropped[reason]) for reason in JUDGE_DROPS if dropped.get(reason)},
+        "both_labelled": both,
+        "agreed": agreed,
+        "agreement": agreed / both if both else None,
+        # Judge vs Monte Carlo first errors, by kind: the confusion of the two labellers.
+        "confusion": {
+            "both_all_right": sum(1 for judge, mc in rows_with_mc if judge == mc == -1),
+            "same_wrong_step": sum(1 for judge, mc in rows_with_mc if judge == mc >= 0),
+            "judge_earlier": disagreements["disagree_judge_earlier"] + sum(1 for j, m in rows_with_mc if 0 <= j < m),
+            "judge_later": disagreements["disagree_judge_later"] + sum(1 for j, m in rows_with_mc if j > m >= 0),
+            "only_judge_all_right": disagreements["disagree_judge_all_right"] + sum(1 for j, m in rows_with_mc if j == -1 != m),
+            "only_mc_all_right": disagreements["disagree_mc_all_right"] + sum(1 for j, m in rows_with_mc if m == -1 != j),
+        },
+    }
+
+
+def format_agreement(a: dict) -> list[str]:
+    dropped = ", ".join(f"{n:,} {reason}" for reason, n in a["judge_dropped"].items()) or "none"
+    lines = [f"  judge: {a['judge_labelled']:,} solutions labelled; dropped without a verdict: {dropped}"]
+    if a["both_labelled"]:
+        c = a["confusion"]
+        lines += [
+            f"  judge vs Monte Carlo: {a['both_labelled']:,} labelled by both, {a['agreed']:,} agree ({a['agreement']:.1%})",
+            "    first errors        judge: all right  judge: a wrong step",
+            f"    MC: all right       {c['both_all_right']:>16,}  {c['only_mc_all_right']:>19,}",
+            f"    MC: a wrong step    {c['only_judge_all_right']:>16,}  {c['same_wrong_step']:,} same step, "
+            f"{c['judge_earlier']:,} judge earlier, {c['judge_later']:,} judge later",
+        ]
+    return lines
 
 
 def _distribution(values: np.ndarray) -> dict:
@@ -88,6 +136,8 @@ def format_summary(summary: dict) -> str:
                 lines.append(
                     f"  {label}: mean {d['mean']}, min {d['min']}, median {d['median']:g}, max {d['max']}"
                 )
+        if "agreement" in s:
+            lines += format_agreement(s["agreement"])
         dropped = describe_drops(Counter(s["dropped"]))
         lines.append(f"  {dropped}" if dropped else "  dropped nothing")
     return "\n".join(lines)

@@ -98,7 +98,7 @@ def test_option_validation_names_option_expected_and_got(tmp_path):
         ({"max_retries": -1}, r"max_retries must be >= 0, got -1"),
         ({"num_samples_per_problem": 0}, "num_samples_per_problem must be >= 1, got 0"),
         ({"mc_rollouts": "8"}, "mc_rollouts must be an integer, got '8'"),
-        ({"label_method": "prm"}, r"label_method must be one of \['mc', 'outcome'\]"),
+        ({"label_method": "prm"}, r"label_method must be one of \['consensus', 'judge', 'mc', 'outcome'\], got 'prm'"),
         ({"mc_search": "ternary"}, r"mc_search must be one of \['binary', 'linear'\]"),
         ({"prompt_template": "Solve: {question}"}, "prompt_template must contain {problem}"),
         ({"step_separator": ""}, "step_separator must be a non-empty string"),

@@ -3,8 +3,11 @@
     prm-eval --model qwen2.5-0.5b-prm --benchmark processbench
     prm-eval --model qwen2.5-0.5b-prm --benchmark built --dataset out/synthetic --split test
     prm-eval --model qwen2.5-0.5b-prm --benchmark best_of_n --candidates samples.jsonl --plot bon.png
+    prm-eval --judge-model Qwen/QwQ-32B --base-url http://localhost:8000/v1 --benchmark processbench
 
 `--model` is a folder or Hub id of a full model or a LoRA adapter (its base model is loaded from the adapter config).
+`--judge-model` scores an LLM judge behind an OpenAI-compatible server as a critic instead (ProcessBench or a
+built split), with the same metrics and tables, so PRMs and critics compare in one table.
 Progress goes to stderr, the report to stdout (`--json` for machines). Heavy modules load inside `main`, so
 `prm-eval --help` is instant.
 """
@@ -56,7 +59,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="prm-eval", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Docs: docs/evaluation.md",
     )
-    parser.add_argument("--model", required=True, help="PRM folder or Hub id (full model or LoRA adapter)")
+    parser.add_argument("--model", help="PRM folder or Hub id (full model or LoRA adapter)")
     parser.add_argument("--benchmark", required=True, choices=["processbench", "built", "best_of_n"])
     scoring = parser.add_argument_group(
         "scoring (default: the PRM's training settings, from the prm_step_format.json prm-train saves with it)")
@@ -76,6 +79,20 @@ def make_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     scoring.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                          help="weights' precision (default: auto, the checkpoint's)")
+    critic = parser.add_argument_group("a judge as a critic (instead of --model)")
+    critic.add_argument("--judge-model", "--judge_model", dest="judge_model",
+                        help="the judge's name as its OpenAI-compatible server serves it (thinking allowed)")
+    critic.add_argument("--base-url", "--base_url", dest="base_url", action="append",
+                        help="the judge's server, e.g. http://localhost:8000/v1 (repeat for several, used round-robin)")
+    critic.add_argument("--judge-samples", "--judge_samples", dest="judge_samples", type=_positive, default=1,
+                        help="verdicts per solution, majority vote; a tie is a miss (default: 1)")
+    critic.add_argument("--max-new-tokens", "--max_new_tokens", dest="max_new_tokens", type=_positive, default=8192,
+                        help="tokens per verdict, thinking included (default: 8192)")
+    critic.add_argument("--judge-temperature", "--judge_temperature", dest="judge_temperature", type=float, default=0.6,
+                        help="the judge's sampling temperature (default: 0.6)")
+    critic.add_argument("--concurrency", type=_positive, default=32, help="requests in flight (default: 32)")
+    critic.add_argument("--max-retries", "--max_retries", dest="max_retries", type=int, default=3,
+                        help="new verdicts for an unparsable one, and retries of a failed request (default: 3)")
     processbench = parser.add_argument_group("--benchmark processbench")
     processbench.add_argument("--subsets", type=_names(SUBSETS), default=list(SUBSETS),
                               help=f"comma-separated, from {','.join(SUBSETS)} (default: all)")
@@ -111,6 +128,22 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if (args.model is None) == (args.judge_model is None):
+        parser.error("give either --model (a PRM) or --judge-model (a judge scored as a critic)")
+    if args.judge_model is not None:
+        if not args.base_url:
+            parser.error("--judge-model needs --base-url, the judge's OpenAI-compatible server")
+        if args.benchmark == "best_of_n":
+            parser.error("--judge-model scores a critic on --benchmark processbench or built, not best_of_n")
+        for option in ("calibrate", "scores_dir", "html"):
+            if getattr(args, option) is not None:
+                parser.error(f"--{option} does not apply to --judge-model (a PRM's step scores, not a judge's verdicts)")
+        if args.update_card:
+            parser.error("--update-card writes into a PRM's folder; it does not apply to --judge-model")
+        if args.max_retries < 0:
+            parser.error(f"--max-retries must be >= 0, got {args.max_retries}")
+    elif args.base_url:
+        parser.error("--base-url is the judge's server: it goes with --judge-model")
     # Each benchmark's input is required with it, and only with it: a stray option is a mistake worth reporting.
     needs = {"built": "dataset", "best_of_n": "candidates"}
     if args.benchmark in needs and getattr(args, needs[args.benchmark]) is None:
@@ -134,7 +167,7 @@ def main(argv=None) -> int:
         check_paths(args)  # before torch is imported: a mistyped path fails at once
         run(args)
 
-    return run_command("prm-eval", checked_run, debug=args.debug, model=lambda: args.model,
+    return run_command("prm-eval", checked_run, debug=args.debug, model=lambda: args.model or args.judge_model,
                        on_interrupt=f"interrupted; {again}")
 
 
@@ -145,7 +178,8 @@ def check_paths(args) -> None:
     from .data import check_dataset_folder
     from .loading import check_model_path
 
-    check_model_path(args.model, "--model")
+    if args.model is not None:  # a judge (--judge-model) is a name its server serves, not a path
+        check_model_path(args.model, "--model")
     if args.dataset is not None and not args.dataset.startswith("prm_builder"):
         check_dataset_folder(args.dataset, "--dataset")
     for flag, value, what in (("--data", args.data, "folder"), ("--candidates", args.candidates, "file")):
@@ -166,6 +200,21 @@ def run(args) -> None:
 
         dataset_options = parse_dataset_options(args.dataset_options)
 
+    if args.judge_model is not None:
+        from prm_builder.options import check_urls
+
+        from .critic import evaluate_critic
+
+        results = evaluate_critic(
+            args.judge_model, check_urls("--base-url", args.base_url), args.benchmark,
+            samples=args.judge_samples, max_new_tokens=args.max_new_tokens, temperature=args.judge_temperature,
+            concurrency=args.concurrency, max_retries=args.max_retries, subsets=args.subsets, data=args.data,
+            revision=args.revision, dataset=args.dataset, dataset_options=dataset_options, split=args.split,
+        )  # fmt: skip
+        print(json.dumps(results, indent=2) if args.json else render_table(results))
+        if args.plot:
+            print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)
+        return
     scored = []  # (name, rows, scores) of each scored set, for --html
     # The flags given override the saved format part by part: `--max_length 512` alone keeps the saved separator.
     step_format = None

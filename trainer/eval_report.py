@@ -5,6 +5,7 @@ Tables and card show percentages with one decimal, as ProcessBench reports them;
 """
 
 import re
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -84,7 +85,16 @@ def summary(results: dict) -> str:
         parts.append(f"{results['dataset']}, split {results['split']}, threshold {results['threshold']}")
     else:
         parts.append(f"{results['num_problems']} problems, up to {results['max_n']} candidates each")
-    parts.append(f"step separator {results['scoring']['step_separator']!r}")
+    critic = results.get("critic")
+    if critic:
+        # A judge scored as a critic: its verdicts, not step scores, and what it left without one.
+        missing = Counter()
+        for counts in critic["no_verdict"].values():
+            missing.update(counts)
+        what = ", ".join(f"{n} {reason}" for reason, n in sorted(missing.items())) or "none"
+        parts.append(f"critic, {critic['judge_samples']} verdict(s) per solution; no verdict (counted as a miss): {what}")
+    else:
+        parts.append(f"step separator {results['scoring']['step_separator']!r}")
     return "; ".join(parts)
 
 

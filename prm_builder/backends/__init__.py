@@ -64,12 +64,15 @@ class Backend:
         *,
         concurrency: int = 32,
         base_urls: list[str] | None = None,
+        thinking: bool = False,
     ):
         self.model = model
         self.revision = revision
         self.sampling = sampling
         self.concurrency = concurrency  # requests in flight, or sequences per batch
         self.base_urls = base_urls  # servers to call (openai only)
+        # Off for the policy (step labels are for the visible solution), allowed for a judge.
+        self.thinking = thinking
 
     @staticmethod
     def queue_target(concurrency: int) -> int:
@@ -114,24 +117,26 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_prompt(tokenizer, user: str, prefix: str) -> str:
+def render_prompt(tokenizer, user: str, prefix: str, thinking: bool = False) -> str:
     """The model's input text: the chat template when the tokenizer has one, else the plain message.
 
     The assistant turn is opened and `prefix` written into it, so the model continues its own
     partial answer. Thinking is switched off (`enable_thinking=False`, which templates without
-    the switch ignore): step labels are for the visible solution.
+    the switch ignore): step labels are for the visible solution. A judge (`thinking=True`) gets
+    the template's default, which for a reasoning model is to think first.
     """
     if has_chat_template(tokenizer):
+        switch = {} if thinking else {"enable_thinking": False}
         opened = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True, enable_thinking=False
+            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True, **switch
         )
         return opened + prefix
     return f"{user}\n\n{prefix}"
 
 
-def prompt_token_ids(tokenizer, user: str, prefix: str) -> list[int]:
+def prompt_token_ids(tokenizer, user: str, prefix: str, thinking: bool = False) -> list[int]:
     """Token ids of `render_prompt`; a chat template already holds its special tokens, so none are added."""
-    text = render_prompt(tokenizer, user, prefix)
+    text = render_prompt(tokenizer, user, prefix, thinking)
     return tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"]
 
 

@@ -14,7 +14,8 @@ the chat endpoint is used instead, and rollouts ask the server to continue the l
 message with vLLM's and SGLang's `continue_final_message` extension, and thinking is switched
 off with `chat_template_kwargs` as on the completions endpoint. A reasoning model's answer that
 is all reasoning (`reasoning` or `reasoning_content` with an empty `content`: cut by max_tokens
-while thinking) is kept as `<think>...` so the rows can count it as a drop.
+while thinking) is kept as `<think>...` so the rows can count it as a drop. A judge's backend
+(`thinking=True`) leaves thinking to the model's default and is never asked to continue.
 """
 
 import asyncio
@@ -57,7 +58,7 @@ class OpenAIBackend(Backend):
             raise ValueError("backend='openai' needs base_url, e.g. 'http://localhost:8000/v1', got none")
         self.max_retries = max_retries
         self.timeout = timeout
-        self.tokenizer = _load_tokenizer(self.model, self.revision)
+        self.tokenizer = _load_tokenizer(self.model, self.revision, rollouts=not self.thinking)
         # Local servers take any key; a real one reads it from the usual variable.
         api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.loop = asyncio.new_event_loop()
@@ -125,12 +126,13 @@ class OpenAIBackend(Backend):
             seed=request.seed,
         )
         if self.tokenizer is not None:
-            prompt = render_prompt(self.tokenizer, request.user, request.prefix)
+            prompt = render_prompt(self.tokenizer, request.user, request.prefix, self.thinking)
             send = lambda: client.completions.with_raw_response.create(prompt=prompt, **common)  # noqa: E731
             endpoint = "completions"
         else:
             messages = [{"role": "user", "content": request.user}]
-            extra = {"chat_template_kwargs": {"enable_thinking": False}}
+            # The policy's thinking is switched off; a judge's is left to the server's default.
+            extra = {} if self.thinking else {"chat_template_kwargs": {"enable_thinking": False}}
             if request.prefix:
                 messages.append({"role": "assistant", "content": request.prefix})
                 extra.update(continue_final_message=True, add_generation_prompt=False)
@@ -264,14 +266,13 @@ def _deadline_http_client(timeout: float):
     return DeadlineClient(timeout=timeout)
 
 
-def _load_tokenizer(model: str, revision: str | None):
+def _load_tokenizer(model: str, revision: str | None, rollouts: bool = True):
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(model, revision=revision)
     except (OSError, ValueError) as error:
-        logger.warning(
-            f"no tokenizer for {model!r} ({error.__class__.__name__}); prompts go to the chat endpoint, "
-            f"and rollouts need a server that supports continue_final_message (vLLM, SGLang)"
-        )
+        # A judge never continues a partial answer: only the policy's rollouts need the extension.
+        needs = ", and rollouts need a server that supports continue_final_message (vLLM, SGLang)" if rollouts else ""
+        logger.warning(f"no tokenizer for {model!r} ({error.__class__.__name__}); prompts go to the chat endpoint{needs}")
         return None

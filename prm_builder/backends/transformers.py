@@ -44,7 +44,7 @@ class TransformersBackend(Backend):
     def _generate_batch(self, batch: list[Request]) -> list[Generation]:
         import torch
 
-        rows = [prompt_token_ids(self.tokenizer, r.user, r.prefix) for r in batch for _ in range(r.n)]
+        rows = [prompt_token_ids(self.tokenizer, r.user, r.prefix, self.thinking) for r in batch for _ in range(r.n)]
         inputs = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(self.network.device)
         torch.manual_seed(batch[0].seed)
         sample = self.sampling.temperature > 0

@@ -48,7 +48,7 @@ class VLLMBackend(Backend):
 
         while queue:
             batch = [queue.popleft() for _ in range(min(len(queue), MAX_REQUESTS_PER_CALL))]
-            prompts = [{"prompt_token_ids": prompt_token_ids(self.tokenizer, r.user, r.prefix)} for r in batch]
+            prompts = [{"prompt_token_ids": prompt_token_ids(self.tokenizer, r.user, r.prefix, self.thinking)} for r in batch]
             params = [
                 SamplingParams(
                     n=r.n,
