@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -219,10 +218,12 @@ TRAIN_FLAGS = ["--max_steps", "3", "--per_device_train_batch_size", "4", "--lear
 
 
 # FutureWarnings as errors: PEFT 0.21 reads transformers' deprecated `is_gradient_checkpointing` whenever it wraps a
-# model, in training and in loading the adapter; none of that may reach a user of prm-train or of the card's snippet.
+# model, in training and in loading the adapter; none of that may reach a user of prm-train or of load_prm.
 @pytest.mark.filterwarnings("error::FutureWarning")
 def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_model_path, gsm8k_dir, capfd,
                                                                  monkeypatch):
+    from prm_trainer import load_prm
+
     config = tmp_path / "recipe.yaml"
     config.write_text(
         f"model_name_or_path: {tiny_model_path}\n"
@@ -251,15 +252,9 @@ def test_prm_train_builds_trains_evaluates_and_saves_an_adapter(tmp_path, tiny_m
     assert "- built with prm-builder, config `synthetic`" in card
     assert f"- options: `problems=<local>/{gsm8k_dir.name}`, `max_examples=12`" in card and str(gsm8k_dir) not in card
     assert "Scoring steps: 100%" in stderr  # the final evaluation's progress bar
-    # The card's usage snippet, run as a reader would, beside the folder: it loads the adapter and scores a row.
-    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
-    monkeypatch.chdir(tmp_path)
-    scope = {}
-    exec(snippet, scope)
-    model = scope["model"]
+    model, _ = load_prm(str(out), device="cpu")  # as PRMReward, prm-eval and the card's snippet load it
     assert model.peft_config["default"].task_type == "TOKEN_CLS"
     assert any("modules_to_save" in name and "score" in name for name, _ in model.named_parameters())
-    assert "'num_steps': 2, 'unscored_steps': 0" in capfd.readouterr().out  # both steps of its row scored
 
 
 def test_prm_train_full_fine_tune_on_a_saved_dataset(tmp_path, tiny_model_path, saved_dataset):
