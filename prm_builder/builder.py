@@ -29,6 +29,7 @@ from datasets.builder import Key
 from . import decontamination, math_shepherd, model_sampled, prm800k, stepwise, synthetic
 from .contract import ConfigSpec
 from .drops import describe_drops, load_drops, logger, record
+from .options import check_data_files
 
 CONFIGS: dict[str, ConfigSpec] = {
     "synthetic": synthetic.SPEC,
@@ -52,6 +53,11 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     DEFAULT_WRITER_BATCH_SIZE = ROWS_PER_TABLE
     # The folder of the build in progress, where each job records its drops; None when streaming.
     _drops_dir: str | None = None
+
+    def __init__(self, *args, data_files=None, base_path=None, **kwargs):
+        # Before datasets resolves data_files (here, before any config exists): a folder there is our one-line error.
+        check_data_files(data_files, base_path)
+        super().__init__(*args, data_files=data_files, base_path=base_path, **kwargs)
 
     def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
         # datasets' own messages for these ("doesn't have a 'x' key") do not say what is valid.

@@ -236,8 +236,11 @@ def synthetic_slice(gsm8k_dir):
     return datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=12)
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # PEFT's read of a deprecated transformers property stays hidden
 def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, synthetic_slice):
-    from peft import AutoPeftModelForTokenClassification, LoraConfig
+    from peft import LoraConfig
+
+    from prm_trainer import load_prm
 
     load, tokenizer = qwen_model_and_tokenizer
     train, test = synthetic_slice["train"], synthetic_slice["test"]
@@ -258,8 +261,7 @@ def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, 
     assert changed == trainable, f"unchanged trainable: {trainable - changed}; changed frozen: {changed - trainable}"
 
     trainer.save_model(str(tmp_path / "prm"))
-    reloaded = AutoPeftModelForTokenClassification.from_pretrained(str(tmp_path / "prm"))
-    reloaded_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "prm"))
+    reloaded, reloaded_tokenizer = load_prm(str(tmp_path / "prm"), device="cpu")
     expected = score_steps(trainer.model, tokenizer, test)
     got = score_steps(reloaded, reloaded_tokenizer, test)
     assert len(got) == len(test) and all(len(s) == len(r["completions"]) for s, r in zip(got, test))
@@ -270,7 +272,7 @@ def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, 
     assert 0.0 <= result["step_accuracy"] <= 1.0
 
 
-@pytest.mark.slow  # 80 optimizer steps
+@pytest.mark.slow  # 160 optimizer steps
 def test_overfits_a_few_rows(tmp_path, qwen_model_and_tokenizer, gsm8k_dir):
     from peft import LoraConfig
 
@@ -278,15 +280,22 @@ def test_overfits_a_few_rows(tmp_path, qwen_model_and_tokenizer, gsm8k_dir):
 
     load, tokenizer = qwen_model_and_tokenizer
     rows = datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=8)["train"]
-    args = make_args(tmp_path, max_steps=80, per_device_train_batch_size=8, learning_rate=1e-2,
-                     lr_scheduler_type="constant", gradient_checkpointing=False)
+    # The learning rate decays to zero. At a constant 1e-2 Adam never settles on these 24 steps: after step 50 the
+    # loss keeps jumping from under 0.2 back to 1.2 and the gradient norm to 40, so the accuracy after step 80 was a
+    # draw from that oscillation, 0.83 to 1.0 as the float rounding changed with the rows' order in the batch (seed)
+    # or the number of torch threads (0.83 with 2, 0.96 with 1). Decayed over 160 steps, every order and thread count
+    # tried (seeds 0 to 3, 1 and 2 threads) ends at a training loss of 0.001 and every step right.
+    args = make_args(tmp_path, max_steps=160, per_device_train_batch_size=8, learning_rate=1e-2,
+                     lr_scheduler_type="linear", gradient_checkpointing=False)
     trainer = PRMTrainer(model=load(), args=args, train_dataset=rows, processing_class=tokenizer,
                          peft_config=LoraConfig(r=8, lora_alpha=16, task_type="TOKEN_CLS"))
     before = evaluate_reward_model(trainer.model, tokenizer, rows)
     trainer.train()
     after = evaluate_reward_model(trainer.model, tokenizer, rows)
-    assert after["step_accuracy"] >= 0.95, (before, after)
-    assert after["step_accuracy"] > after["majority_baseline"]
+    assert before["step_accuracy"] < 0.9, before  # the untrained head does not already know the labels
+    # Memorized: every step right, and the last logged training loss (steps 151 to 160) near zero.
+    assert after["step_accuracy"] == 1.0, (before, after)
+    assert [entry["loss"] for entry in trainer.state.log_history if "loss" in entry][-1] < 0.05
 
 
 def test_evaluation_during_training_reports_step_accuracy(tmp_path, qwen_model_and_tokenizer):
