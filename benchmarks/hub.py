@@ -18,9 +18,9 @@ from datasets import load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import card, hub
-from prm_builder.drops import recorded_drops
-from prm_builder.stats import plot_distributions
+from prm_builder.publishing import card, hub
+from prm_builder.common.drops import recorded_drops
+from prm_builder.publishing.stats import plot_distributions
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
 

@@ -96,9 +96,11 @@ def print_stages(path: Path, tmp: str) -> None:
     import pyarrow.json as pa_json
     from datasets.arrow_writer import ArrowWriter
 
-    from prm_builder import decontamination, exclude_option, math_shepherd, math_shepherd_convert
-    from prm_builder.features import CORE_FEATURES
-    from prm_builder.jsonl import byte_range_shards
+    from prm_builder.common import decontamination, exclude_option
+    from prm_builder.configs import math_shepherd
+    from prm_builder.readers import math_shepherd_convert
+    from prm_builder.common.features import CORE_FEATURES
+    from prm_builder.common.jsonl import byte_range_shards
 
     pa.set_cpu_count(1)
     spent = Counter()

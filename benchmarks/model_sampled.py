@@ -43,13 +43,13 @@ from datasets import load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # registers the builder
-from prm_builder import mc_search
-from prm_builder.backends import BACKENDS, Request
-from prm_builder.backends.openai import OpenAIBackend
-from prm_builder.backends.transformers import TransformersBackend
-from prm_builder.model_sampled import ModelSampledConfig
-from prm_builder.problems import problem_key, read_problem_file
-from prm_builder.scheduler import request_seed
+from prm_builder.sampling import mc_search
+from prm_builder.sampling.backends import BACKENDS, Request
+from prm_builder.sampling.backends.openai import OpenAIBackend
+from prm_builder.sampling.backends.transformers import TransformersBackend
+from prm_builder.configs.model_sampled import ModelSampledConfig
+from prm_builder.readers.problems import problem_key, read_problem_file
+from prm_builder.sampling.scheduler import request_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, for its tests package

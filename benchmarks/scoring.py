@@ -33,8 +33,8 @@ def main() -> None:
 
     import prm_builder  # noqa: F401  (registers the builder)
     from prm_builder.tiny_model import build_tiny_model
-    from prm_trainer.evaluation import score_steps
-    from prm_trainer.tokenization import StepFormat
+    from prm_trainer.evaluating.evaluation import score_steps
+    from prm_trainer.common.tokenization import StepFormat
 
     with tempfile.TemporaryDirectory() as folder:
         build_tiny_model(Path(folder))

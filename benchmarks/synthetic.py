@@ -28,10 +28,11 @@ from datasets import Dataset, load_dataset
 from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import arithmetic, corruptions, gsm8k, statements, synthetic
-from prm_builder.drops import Dropped
-from prm_builder.gsm8k import without_annotations
-from prm_builder.problems import read_gsm8k_problems
+from prm_builder.synthetic_engine import arithmetic, corruptions, gsm8k, statements
+from prm_builder.configs import synthetic
+from prm_builder.common.drops import Dropped
+from prm_builder.synthetic_engine.gsm8k import without_annotations
+from prm_builder.readers.problems import read_gsm8k_problems
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
 

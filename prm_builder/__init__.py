@@ -22,10 +22,10 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 # do not pay for importing datasets, pandas and pyarrow before they need them (benchmarks/startup.py).
 _LAZY_EXPORTS = {
     "PRMBuilder": ("builder", "PRMBuilder"),
-    "CORE_FEATURES": ("features", "CORE_FEATURES"),
-    "load_drops": ("drops", "load_drops"),
-    "push_to_hub": ("hub", "push_to_hub"),
-    "export_to_folder": ("hub", "export_to_folder"),
+    "CORE_FEATURES": ("common.features", "CORE_FEATURES"),
+    "load_drops": ("common.drops", "load_drops"),
+    "push_to_hub": ("publishing.hub", "push_to_hub"),
+    "export_to_folder": ("publishing.hub", "export_to_folder"),
 }
 
 

@@ -26,10 +26,11 @@ import datasets
 import pyarrow as pa
 from datasets.builder import Key
 
-from . import decontamination, math_shepherd, model_sampled, prm800k, stepwise, synthetic
+from .common import decontamination
+from .configs import math_shepherd, model_sampled, prm800k, stepwise, synthetic
 from .contract import ConfigSpec
-from .drops import describe_drops, load_drops, logger, record
-from .options import check_data_files
+from .common.drops import describe_drops, load_drops, logger, record
+from .common.options import check_data_files
 
 CONFIGS: dict[str, ConfigSpec] = {
     "synthetic": synthetic.SPEC,

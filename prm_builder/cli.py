@@ -68,8 +68,8 @@ def _quiet_and_redacted_logs() -> None:
     and show each kind of huggingface_hub retry warning once."""
     import logging
 
-    from .failures import OncePerKindOfRetry
-    from .redact import RedactingFilter
+    from .common.failures import OncePerKindOfRetry
+    from .common.redact import RedactingFilter
 
     filters = [RedactingFilter(), OncePerKindOfRetry()]
     loggers = [logging.getLogger(), logging.getLogger("datasets"), logging.getLogger("huggingface_hub")]
@@ -126,7 +126,7 @@ def add_stats_command(commands) -> None:
 
 
 def add_report_command(commands) -> None:
-    from .report import add_report_arguments  # light: numpy, datasets and jinja2 load when it runs
+    from .publishing.report import add_report_arguments  # light: numpy, datasets and jinja2 load when it runs
 
     report = commands.add_parser(
         "report", help="write a self-contained HTML page of sampled rows, step by step, coloured by label",
@@ -291,10 +291,10 @@ def run_build(args: argparse.Namespace) -> int:
 
     import prm_builder  # noqa: F401 - registers the builder with datasets
 
-    from .drops import recorded_drops, save_drops
-    from .options import OPTIONS_FILE
-    from .redact import without_credentials
-    from .stats import format_summary, plot_distributions, summarize_splits
+    from .common.drops import recorded_drops, save_drops
+    from .common.options import OPTIONS_FILE
+    from .common.redact import without_credentials
+    from .publishing.stats import format_summary, plot_distributions, summarize_splits
 
     options = collect_options(args, _configs()[args.config].config_class)
     dataset = load_dataset(
@@ -323,8 +323,8 @@ def run_build(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from datasets import DatasetDict, load_from_disk
 
-    from .drops import load_drops
-    from .stats import format_summary, plot_distributions, summarize_splits
+    from .common.drops import load_drops
+    from .publishing.stats import format_summary, plot_distributions, summarize_splits
 
     path = Path(args.path)
     if not (path / "dataset_dict.json").is_file():
@@ -343,7 +343,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import report_command
+    from .publishing.report import report_command
 
     return report_command(args, _built_title(Path(args.path)))
 
@@ -351,7 +351,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from datasets import load_dataset
 
-    from . import hub
+    from .publishing import hub
 
     options = collect_options(args, _configs()[args.config].config_class)
     # Fail before a long build when the push cannot happen anyway.
@@ -378,7 +378,7 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_cache_list(args: argparse.Namespace) -> int:
-    from . import generation_cache
+    from .sampling import generation_cache
 
     root = args.generation_cache_dir or generation_cache.default_root()
     summaries = generation_cache.list_caches(root)
@@ -389,7 +389,7 @@ def run_cache_list(args: argparse.Namespace) -> int:
 
 
 def run_cache_clear(args: argparse.Namespace) -> int:
-    from . import generation_cache
+    from .sampling import generation_cache
 
     root = args.generation_cache_dir or generation_cache.default_root()
     if args.key is not None:
@@ -408,7 +408,7 @@ def run_cache_clear(args: argparse.Namespace) -> int:
 
 
 def run_cache_repair(args: argparse.Namespace) -> int:
-    from . import generation_cache
+    from .sampling import generation_cache
 
     path = generation_cache.resolve(args.generation_cache_dir, args.key)
     dropped, kept = generation_cache.repair(path)
@@ -424,7 +424,7 @@ def _described(name: str, options: dict) -> str:
 
 def _built_title(path: Path) -> str | None:
     """The config and options a folder was built with, and the folder, from its prm_builder_options.json."""
-    from .options import OPTIONS_FILE
+    from .common.options import OPTIONS_FILE
 
     recorded = path / OPTIONS_FILE
     if not recorded.is_file():

@@ -163,7 +163,7 @@ def run_command(prog: str, run, *, debug: bool = False, option_names=frozenset, 
     functions, called only on a failure (they may import what a successful run does not need); `model_flag` is the
     flag that takes a local model folder instead.
     """
-    from . import failures
+    from .common import failures
 
     try:
         code = run() or 0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .options import PRMBuilderConfig
+from .common.options import PRMBuilderConfig
 
 
 class SplitGenerators(Protocol):

@@ -53,9 +53,9 @@ def throughput(work: Path, prompts: int, samples: int, tokens: int) -> dict:
     import torch
     from tests.test_backends_vllm import ENGINE_OPTIONS, build_vllm_model
 
-    from prm_builder.backends import Request, Sampling
-    from prm_builder.backends.transformers import TransformersBackend
-    from prm_builder.backends.vllm import VLLMBackend
+    from prm_builder.sampling.backends import Request, Sampling
+    from prm_builder.sampling.backends.transformers import TransformersBackend
+    from prm_builder.sampling.backends.vllm import VLLMBackend
 
     model = str(build_vllm_model(work / "tiny-vllm"))
     sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=tokens)

@@ -181,7 +181,7 @@ def row_hash(dataset) -> str:
 def describe(name: str, config: str, options: dict, scratch: Path) -> list[str]:
     from datasets import load_dataset
 
-    from prm_builder.drops import recorded_drops
+    from prm_builder.common.drops import recorded_drops
 
     try:
         built = load_dataset("prm_builder", config, **options)

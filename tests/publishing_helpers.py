@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, DatasetDict, load_dataset
 
-from prm_builder import card
+from prm_builder.publishing import card
 from prm_builder.builder import CONFIGS
-from prm_builder.features import CORE_FEATURES
+from prm_builder.common.features import CORE_FEATURES
 
 REPO_ID = "me/math-prm"
 TOKEN = "hf_testtokenthatmustneverbeprinted"

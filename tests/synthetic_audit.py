@@ -3,7 +3,7 @@
 Deliberately independent of the builder: its own tokenizer (regular expressions over the step
 text), its own evaluator (a small recursive-descent parser over Fractions) and its own idea of
 where a statement starts (the longest arithmetic suffix before '=', with words dropped). It
-shares no code with prm_builder.gsm8k / dataflow, so a bug there cannot hide itself here.
+shares no code with prm_builder.synthetic_engine.gsm8k / dataflow, so a bug there cannot hide itself here.
 
 `audit_row(row, correct)` returns the set of defects of one corrupted row:
   unconfirmed     the named mistake is not seen in the error step (flip_number: one operand

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prm_builder.arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, is_integer, parse_decimal
+from prm_builder.synthetic_engine.arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, is_integer, parse_decimal
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import cli, model_sampled
-from prm_builder.backends import Request, Sampling
-from prm_builder.backends.openai import OpenAIBackend
-from prm_builder.generation_cache import list_caches
+from prm_builder import cli
+from prm_builder.configs import model_sampled
+from prm_builder.sampling.backends import Request, Sampling
+from prm_builder.sampling.backends.openai import OpenAIBackend
+from prm_builder.sampling.generation_cache import list_caches
 
 from tests.openai_stub_server import ScriptedRequest, StubServer, most_in_flight
 

@@ -39,8 +39,8 @@ def build_vllm_model(path):
 
 
 def test_vllm_backend_returns_n_seeded_generations(vllm_model_path):
-    from prm_builder.backends import Request, Sampling
-    from prm_builder.backends.vllm import VLLMBackend
+    from prm_builder.sampling.backends import Request, Sampling
+    from prm_builder.sampling.backends.vllm import VLLMBackend
 
     backend = VLLMBackend(str(vllm_model_path), None, Sampling(1.0, 1.0, 16), engine_options=ENGINE_OPTIONS)
     try:
@@ -58,7 +58,7 @@ def test_vllm_build_end_to_end_and_cache_shared_with_other_backends(vllm_model_p
     from datasets import load_dataset
 
     import prm_builder  # noqa: F401
-    from prm_builder.generation_cache import list_caches
+    from prm_builder.sampling.generation_cache import list_caches
 
     monkeypatch.setenv("PRM_BUILDER_VLLM_ARGS", json.dumps(ENGINE_OPTIONS))
     problems = tmp_path / "test.jsonl"

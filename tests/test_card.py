@@ -7,8 +7,8 @@ import pytest
 from datasets import DatasetDict
 from huggingface_hub import DatasetCard
 
-from prm_builder import card, hub
-from prm_builder.redact import public_value, redact
+from prm_builder.publishing import card, hub
+from prm_builder.common.redact import public_value, redact
 from tests.publishing_helpers import REPO_ID, small_dataset
 
 

@@ -11,7 +11,7 @@ import pytest
 from datasets import load_dataset, load_from_disk
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import failures
+from prm_builder.common import failures
 from prm_builder.cli import main
 
 
@@ -104,7 +104,7 @@ def no_network(monkeypatch):
     import datasets
     from huggingface_hub import constants
 
-    from prm_builder import problems
+    from prm_builder.readers import problems
 
     endpoint = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
@@ -223,10 +223,10 @@ def test_our_errors_are_recognised_through_a_symlinked_install(tmp_path):
     # names the frames by the unresolved path, the package knows itself by the resolved one.
     linked = tmp_path / "site"
     linked.mkdir()
-    (linked / "prm_builder").symlink_to(Path(failures.__file__).resolve().parent, target_is_directory=True)
+    (linked / "prm_builder").symlink_to(Path(failures.__file__).resolve().parents[1], target_is_directory=True)
     code = (
         "import prm_builder, sys\n"
-        "from prm_builder import failures, options\n"
+        "from prm_builder.common import failures, options\n"
         "assert prm_builder.__file__.startswith(sys.argv[1]), prm_builder.__file__\n"
         "try:\n"
         "    options.check_int('seed', 'x')\n"

@@ -7,11 +7,11 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401  (registers the builder)
-from prm_builder import decontamination
-from prm_builder.decontamination import normalize_problem, problem_hash
-from prm_builder.exclude_option import normalize_option
-from prm_builder.drops import recorded_drops
-from prm_builder.jsonl import read_objects
+from prm_builder.common import decontamination
+from prm_builder.common.decontamination import normalize_problem, problem_hash
+from prm_builder.common.exclude_option import normalize_option
+from prm_builder.common.drops import recorded_drops
+from prm_builder.common.jsonl import read_objects
 
 
 def benchmark_hashes(test_data) -> set:

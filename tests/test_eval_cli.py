@@ -105,7 +105,7 @@ def hub(processbench_files, monkeypatch):
 def test_hub_download_goes_through_the_hub_cache(hub, processbench_files, tmp_path, monkeypatch):
     import huggingface_hub
 
-    from prm_trainer.processbench import load_processbench
+    from prm_trainer.evaluating.processbench import load_processbench
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
@@ -143,7 +143,7 @@ def test_hub_without_the_file_fails_naming_it(hub, tmp_path, monkeypatch):
     import huggingface_hub
     from huggingface_hub.errors import EntryNotFoundError
 
-    from prm_trainer.processbench import load_processbench
+    from prm_trainer.evaluating.processbench import load_processbench
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     with pytest.raises(EntryNotFoundError):
@@ -214,7 +214,7 @@ def test_lora_adapter_loads_its_base_and_scores_as_in_memory(tiny_model_path, pr
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from prm_trainer import evaluate
-    from prm_trainer.loading import peft_reading_deprecated_checkpointing_flag
+    from prm_trainer.common.loading import peft_reading_deprecated_checkpointing_flag
 
     torch.manual_seed(1)
     base = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
@@ -298,8 +298,8 @@ def test_step_separator_escapes_are_read_and_scores_kept(prm_dir, processbench_f
 def test_cases_cut_by_truncation_are_counted_and_said(prm_dir, processbench_files, capsys, tmp_path):
     from transformers import AutoTokenizer
 
-    from prm_trainer.evaluation import predicted_first_error
-    from prm_trainer.tokenization import StepFormat, Truncation, tokenize_for_scoring
+    from prm_trainer.evaluating.evaluation import predicted_first_error
+    from prm_trainer.common.tokenization import StepFormat, Truncation, tokenize_for_scoring
 
     tokenizer = AutoTokenizer.from_pretrained(prm_dir)
     step_format = StepFormat("\n", Truncation(max_length=22))

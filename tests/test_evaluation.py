@@ -1,4 +1,4 @@
-"""Metrics of prm_trainer.evaluation against hand-computed values, and evaluate_reward_model with a model whose scores
+"""Metrics of prm_trainer.evaluating.evaluation against hand-computed values, and evaluate_reward_model with a model whose scores
 are known exactly."""
 
 import json
@@ -11,8 +11,8 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from prm_trainer import evaluate, evaluate_reward_model
-from prm_trainer.best_of_n import best_of_n_curve, group_sizes, read_candidates
-from prm_trainer.evaluation import (
+from prm_trainer.evaluating.best_of_n import best_of_n_curve, group_sizes, read_candidates
+from prm_trainer.evaluating.evaluation import (
     aggregate_steps,
     answer_is_correct,
     answer_key,
@@ -23,8 +23,8 @@ from prm_trainer.evaluation import (
     score_steps,
     step_accuracy,
 )
-from prm_trainer.processbench import calibrate_threshold, load_processbench, read_subset_file
-from prm_trainer.tokenization import StepFormat, Truncation
+from prm_trainer.evaluating.processbench import calibrate_threshold, load_processbench, read_subset_file
+from prm_trainer.common.tokenization import StepFormat, Truncation
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import EvalPrediction, PreTrainedTokenizerFast
 
@@ -611,15 +611,15 @@ class CountingScorer(WordScorer):
 
 
 def make_scorer(model, tokenizer, folder, separator="\n"):
-    from prm_trainer.scoring import Scorer
-    from prm_trainer.tokenization import StepFormat, Truncation
+    from prm_trainer.evaluating.scoring import Scorer
+    from prm_trainer.common.tokenization import StepFormat, Truncation
 
     return Scorer(model, tokenizer, StepFormat(separator, Truncation()), batch_size=1, progress=False, scores_dir=folder,
                   model_name="word-scorer")
 
 
 def test_scoring_resumes_after_an_interruption(word_tokenizer, tmp_path, monkeypatch):
-    from prm_trainer import scoring
+    from prm_trainer.evaluating import scoring
 
     monkeypatch.setattr(scoring, "CHUNK_ROWS", 2)  # a write after every 2 rows
     rows = ROWS * 3  # 9 rows

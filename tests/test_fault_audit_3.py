@@ -23,12 +23,13 @@ import pytest
 from datasets import load_dataset, load_from_disk
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import cli, problems
-from prm_builder.backends import Request, Sampling
-from prm_builder.backends.openai import OpenAIBackend
-from prm_builder.decontamination import normalize_problem
-from prm_builder.drops import recorded_drops
-from prm_builder.jsonl import read_objects
+from prm_builder import cli
+from prm_builder.readers import problems
+from prm_builder.sampling.backends import Request, Sampling
+from prm_builder.sampling.backends.openai import OpenAIBackend
+from prm_builder.common.decontamination import normalize_problem
+from prm_builder.common.drops import recorded_drops
+from prm_builder.common.jsonl import read_objects
 
 from tests.openai_stub_server import StubServer
 from tests.test_backends_openai import APPLES, build, problems_file, scripted  # noqa: F401 - fixture
@@ -69,7 +70,7 @@ def test_math_shepherd_drops_lines_that_are_not_utf8_naming_file_and_line(test_d
     lines[2] = lines[2].replace(target, target[:3] + HOSTILE + target[3:])
     path = tmp_path / "shepherd.jsonl"
     path.write_bytes(b"".join(lines))
-    with caplog.at_level(logging.DEBUG, logger="prm_builder.math_shepherd"):
+    with caplog.at_level(logging.DEBUG, logger="prm_builder.configs.math_shepherd"):
         dataset = load_dataset("prm_builder", "math_shepherd", data_files=str(path))
     _readable(dataset)
     assert len(dataset["train"]) == 3
@@ -88,7 +89,7 @@ def test_prm800k_names_file_and_line_of_text_that_is_not_utf8_or_skips_and_count
         message = str(raised.value.__cause__ or raised.value)
         assert f"{path}, line 3: not a PRM800K record: expected UTF-8 text, got" in message
         assert expected.replace("\\\\", "\\") in message
-        with caplog.at_level(logging.DEBUG, logger="prm_builder.prm800k"):
+        with caplog.at_level(logging.DEBUG, logger="prm_builder.configs.prm800k"):
             dataset = load_dataset("prm_builder", "prm800k", data_files=str(path), on_bad_lines="skip", exclude_problems="none")
         _readable(dataset)
         assert recorded_drops(dataset)["train"]["malformed:not_utf8"] == 1
@@ -99,7 +100,7 @@ def test_stepwise_drops_rows_that_are_not_utf8_in_json_and_parquet_and_names_a_c
     good = b'{"prompt": "What is 1 + 1?", "completions": ["1 + 1 = 2"], "labels": [true]}\n'
     path = tmp_path / "rows.jsonl"
     path.write_bytes(good + b'{"prompt": "Wh' + HOSTILE + b'at?", "completions": ["a"], "labels": [true]}\n' + good)
-    with caplog.at_level(logging.DEBUG, logger="prm_builder.stepwise"):
+    with caplog.at_level(logging.DEBUG, logger="prm_builder.configs.stepwise"):
         dataset = load_dataset("prm_builder", "stepwise", data_files=str(path))
     _readable(dataset)
     assert dataset["train"]["prompt"] == ["What is 1 + 1?"] * 2
@@ -234,7 +235,7 @@ def test_a_password_in_base_url_is_in_no_file_the_build_writes(tiny_chat_model_p
 
 
 def test_secret_options_are_redacted_and_the_rest_kept():
-    from prm_builder.redact import without_credentials
+    from prm_builder.common.redact import without_credentials
 
     options = {"api_key": "abc123", "base_url": ["http://u:p@h:1/v1", "http://h:2/v1?token=xyz"], "seed": 3, "judge_api_key": ""}
     assert without_credentials(options) == {
@@ -305,7 +306,7 @@ def test_math500_problems_with_invisible_characters_stay_out_of_train(test_data,
 
 
 def test_processbench_json_array_with_a_byte_order_mark(tmp_path):
-    from prm_trainer.processbench import read_subset_file
+    from prm_trainer.evaluating.processbench import read_subset_file
 
     case = {"id": "gsm8k-0", "generator": "x", "problem": "1 + 1?", "steps": ["2"], "final_answer_correct": True, "label": -1}
     path = tmp_path / "gsm8k.json"
@@ -340,7 +341,7 @@ def test_stepwise_missing_column_hint_is_a_flag_that_works(tmp_path, capsys):
 
 
 def test_the_repair_command_of_a_damaged_cache_names_its_folder(tiny_chat_model_path, problems_file, tmp_path, capsys):  # noqa: F811
-    from prm_builder.generation_cache import CorruptCacheError
+    from prm_builder.sampling.generation_cache import CorruptCacheError
 
     with StubServer(scripted) as server:
         build(str(tiny_chat_model_path), problems_file, server, tmp_path)
@@ -376,7 +377,7 @@ def test_a_read_only_cache_holding_every_generation_builds_without_locks(tiny_ch
         server.reset_counts()
         undo = _read_only(tmp_path / "generations")
         try:
-            with caplog.at_level(logging.WARNING, logger="prm_builder.scheduler"):
+            with caplog.at_level(logging.WARNING, logger="prm_builder.sampling.scheduler"):
                 # Another datasets cache: the rows are made again, from the generation cache alone.
                 assert_rows(build(model, problems_file, server, tmp_path, cache_dir=str(tmp_path / "other")), model, "binary")
         finally:
@@ -389,7 +390,7 @@ def test_a_read_only_cache_holding_every_generation_builds_without_locks(tiny_ch
 def test_the_model_card_hides_options_named_like_secrets():
     from types import SimpleNamespace
 
-    from prm_trainer.model_card import training_data_section
+    from prm_trainer.training.model_card import training_data_section
 
     section = training_data_section(
         {"builder": "prm_builder", "config": "model_sampled"}, {}, SimpleNamespace(label_type="hard", label_column="labels"),
@@ -399,7 +400,7 @@ def test_the_model_card_hides_options_named_like_secrets():
 
 
 def test_exclude_problems_json_files_that_are_not_utf8_are_named(tmp_path):
-    from prm_builder.decontamination import problem_hash, read_problems
+    from prm_builder.common.decontamination import problem_hash, read_problems
 
     path = tmp_path / "problems.json"
     path.write_bytes(b'[{"problem": "Wh' + HOSTILE + b'at?"}]')

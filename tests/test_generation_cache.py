@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from prm_builder import generation_cache
-from prm_builder.backends import Generation
-from prm_builder.generation_cache import CorruptCacheError, GenerationCache
-from prm_builder.problems import problem_key
+from prm_builder.sampling import generation_cache
+from prm_builder.sampling.backends import Generation
+from prm_builder.sampling.generation_cache import CorruptCacheError, GenerationCache
+from prm_builder.readers.problems import problem_key
 
 IDENTITY = {"model": "org/My Model", "temperature": 1.0, "seed": 0}
 P1, P2 = problem_key("problem one"), problem_key("problem two")

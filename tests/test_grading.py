@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from prm_builder import grading
-from prm_builder.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, stated_number
+from prm_builder.common import grading
+from prm_builder.common.grading import MATH, NUMERIC, answers_match, extract_final_answer, grade, stated_number
 
 
 @pytest.mark.parametrize(

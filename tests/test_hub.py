@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCard, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError
 
 import prm_builder
-from prm_builder import card, hub
+from prm_builder.publishing import card, hub
 from prm_builder.builder import CONFIGS
 from prm_builder.cli import main as cli_main
 from tests.publishing_helpers import REPO_ID, TOKEN, assert_same_rows, build, builder_options, section_of, small_dataset

@@ -1,8 +1,8 @@
-"""The judge's prompt and how its verdicts are read (prm_builder/judge.py): exact outputs of pure functions."""
+"""The judge's prompt and how its verdicts are read (prm_builder/sampling/judge.py): exact outputs of pure functions."""
 
 import pytest
 
-from prm_builder.judge import (
+from prm_builder.sampling.judge import (
     CUT_WHILE_THINKING,
     DEFAULT_JUDGE_PROMPT_TEMPLATE,
     DROP_CUT_WHILE_THINKING,
@@ -94,7 +94,7 @@ def test_verdict_slots_retry_each_unparsable_verdict_then_drop():
 
 
 def test_thinking_is_switched_off_for_the_policy_and_left_to_the_template_for_a_judge():
-    from prm_builder.backends import render_prompt
+    from prm_builder.sampling.backends import render_prompt
 
     class Template:
         chat_template = "any"

@@ -17,9 +17,9 @@ import pytest
 from datasets import DatasetDict, load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import model_sampled
-from prm_builder.generation_cache import describe_cache, list_caches
-from prm_builder.stats import summarize_splits
+from prm_builder.configs import model_sampled
+from prm_builder.sampling.generation_cache import describe_cache, list_caches
+from prm_builder.publishing.stats import summarize_splits
 
 from tests.openai_stub_server import ScriptedRequest, StubServer
 from tests.test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
@@ -405,8 +405,8 @@ def test_stats_and_card_show_how_often_judge_and_monte_carlo_agree():
 
     from datasets import DatasetDict
 
-    from prm_builder import card
-    from prm_builder.stats import format_summary, summarize_splits
+    from prm_builder.publishing import card
+    from prm_builder.publishing.stats import format_summary, summarize_splits
 
     data = DatasetDict({"test": _judged_rows([(-1, -1), (1, 1), (-1, -1)])})
     drops = {"test": Counter({**CONSENSUS_DROPS, "disagree_judge_earlier": 2})}

@@ -10,7 +10,7 @@ import pytest
 import prm_builder  # noqa: F401 - registers the builder
 from prm_trainer import cli as train_cli
 from prm_trainer import eval_cli
-from prm_trainer.loading import adapter_base, only_the_head
+from prm_trainer.common.loading import adapter_base, only_the_head
 
 TRAIN = ["--use_peft", "--lora_r", "4", "--max_steps", "1", "--per_device_train_batch_size", "2", "--report_to", "none",
          "--save_strategy", "no", "--dataset_test_split", "none", "--seed", "0"]

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401  (registers the builder)
-from prm_builder import math_shepherd, math_shepherd_convert
-from prm_builder.drops import Dropped, recorded_drops
+from prm_builder.configs import math_shepherd
+from prm_builder.readers import math_shepherd_convert
+from prm_builder.common.drops import Dropped, recorded_drops
 
 SAMPLES = Path("math_shepherd") / "samples.jsonl"
 

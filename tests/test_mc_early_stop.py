@@ -20,10 +20,11 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import mc_search, model_sampled, scheduler
-from prm_builder.backends import BACKENDS, Backend, Generation
-from prm_builder.mc_search import BinarySearch, LinearSearch, wave_ends
-from prm_builder.problems import problem_key
+from prm_builder.sampling import mc_search, scheduler
+from prm_builder.configs import model_sampled
+from prm_builder.sampling.backends import BACKENDS, Backend, Generation
+from prm_builder.sampling.mc_search import BinarySearch, LinearSearch, wave_ends
+from prm_builder.readers.problems import problem_key
 
 from tests.openai_stub_server import ScriptedRequest, StubServer
 
@@ -153,8 +154,8 @@ def test_waves():
 
 def test_rollout_labels_asks_for_the_waves_of_every_prefix_together():
     """The search alone, driven by hand: which wants each wave yields, and what comes back."""
-    from prm_builder.backends import Generation
-    from prm_builder.problems import make_problem
+    from prm_builder.sampling.backends import Generation
+    from prm_builder.readers.problems import make_problem
 
     problem = make_problem("p", APPLES, "#### 5")
     steps = [f"Line s{i} <k{tag}>." for i, tag in enumerate([0, 4, NEVER])]
@@ -313,7 +314,7 @@ def test_plan_is_printed_before_the_first_request_and_the_bar_total_is_stable(pr
 
 def test_prm_train_refuses_soft_labels_from_early_stop(problems_file, tmp_path, tiny_model_path):
     from prm_trainer.cli import main, make_parser
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     with StubServer(scripted) as server:
         early = build(server, problems_file, "gen", tmp_path)

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from prm_trainer import mixture
+from prm_trainer.training import mixture
 from prm_trainer.cli import make_parser
 
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from prm_trainer.cli import main, make_parser
-from prm_trainer.model_card import base_model_label, run_time
+from prm_trainer.training.model_card import base_model_label, run_time
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,13 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
-from prm_builder import grading, problems, scheduler
-from prm_builder.generation_cache import list_caches
-from prm_builder.mc_search import BinarySearch, LinearSearch
-from prm_builder.model_sampled import ModelSampledConfig, solution_steps
-from prm_builder.problems import GSM8K_FILES, read_problem_file
+from prm_builder.common import grading
+from prm_builder.readers import problems
+from prm_builder.sampling import scheduler
+from prm_builder.sampling.generation_cache import list_caches
+from prm_builder.sampling.mc_search import BinarySearch, LinearSearch
+from prm_builder.configs.model_sampled import ModelSampledConfig, solution_steps
+from prm_builder.readers.problems import GSM8K_FILES, read_problem_file
 
 # -- the searches --------------------------------------------------------------------------------
 
@@ -273,7 +275,7 @@ def test_tiny_model_end_to_end_through_transformers(tiny_chat_model_path, gsm8k_
 
 
 def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
-    from prm_builder.backends import Sampling, vllm
+    from prm_builder.sampling.backends import Sampling, vllm
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed
     with pytest.raises(ImportError, match=r"backend='vllm' needs vLLM .*pip install 'prm-builder\[vllm\]'"):
@@ -299,7 +301,7 @@ def test_gsm8k_problems_come_from_the_hub_parquet_files(test_data, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prm_builder import synthetic
+    from prm_builder.configs import synthetic
 
     files = {}
     for split, url in GSM8K_FILES.items():  # the Hub's Parquet layout, made from the local copy
@@ -327,7 +329,7 @@ def test_math500_is_downloaded_from_prm800k_and_verified(test_data, tmp_path, mo
     import huggingface_hub
     from datasets import DownloadConfig, DownloadManager
 
-    from prm_builder.prm800k_download import VerificationError
+    from prm_builder.readers.prm800k_download import VerificationError
 
     site = tmp_path / "site" / "prm800k" / "math_splits"
     site.mkdir(parents=True)

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from prm_builder import options
-from prm_builder.options import _stat_fingerprint, check_bool, check_number, check_string
-from prm_builder.redact import redact_url
+from prm_builder.common import options
+from prm_builder.common.options import _stat_fingerprint, check_bool, check_number, check_string
+from prm_builder.common.redact import redact_url
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,11 @@ import pytest
 from datasets.exceptions import DatasetGenerationError
 
 import prm_builder
-from prm_builder import cli, jsonl, prm800k, prm800k_download
-from prm_builder.drops import Dropped, load_drops
+from prm_builder import cli
+from prm_builder.common import jsonl
+from prm_builder.readers import prm800k_download
+from prm_builder.configs import prm800k
+from prm_builder.common.drops import Dropped, load_drops
 
 SAMPLES = "prm800k/samples.jsonl"
 LABEL_FILES = ("phase1_train.jsonl", "phase1_test.jsonl", "phase2_train.jsonl", "phase2_test.jsonl")

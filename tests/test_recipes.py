@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from prm_trainer.cli import main, make_parser, resolve_learning_rate
-from prm_trainer.config import FULL_FINE_TUNE_LEARNING_RATE, LORA_LEARNING_RATE
-from prm_trainer.mixture import entries
+from prm_trainer.training.config import FULL_FINE_TUNE_LEARNING_RATE, LORA_LEARNING_RATE
+from prm_trainer.training.mixture import entries
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

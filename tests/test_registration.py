@@ -14,7 +14,7 @@ import pytest
 from datasets import load_dataset
 
 import prm_builder
-from prm_builder import synthetic
+from prm_builder.configs import synthetic
 
 
 def write_gsm8k(folder: Path, train: list[dict], test: list[dict] | None = None) -> Path:
@@ -44,6 +44,34 @@ def test_private_datasets_api_is_still_there():
     assert module.module_path == "prm_builder.builder"
     assert module.hash == prm_builder.builder_source_hash()
 
+
+
+def test_the_cache_key_covers_every_module_of_every_subpackage(tmp_path, monkeypatch):
+    # The Arrow cache is keyed by builder_source_hash: a change to any module the builder can reach (a config,
+    # the sampling engine, a backend, a shared leaf, bundled problems) must change it, or a stale cache is served.
+    import shutil
+
+    copy = tmp_path / "prm_builder"
+    shutil.copytree(Path(prm_builder.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(prm_builder, "_PACKAGE_DIR", copy)
+    source_hash = prm_builder.builder_source_hash.__wrapped__
+    before = source_hash()
+    files = sorted(path for path in copy.rglob("*") if path.suffix in (".py", ".jsonl"))
+    assert {path.parent.relative_to(copy).as_posix() for path in files} == {
+        ".", "common", "configs", "data", "publishing", "readers", "sampling", "sampling/backends", "synthetic_engine",
+    }
+    unchanged = []
+    for path in files:
+        text = path.read_bytes()
+        path.write_bytes(text + b"\n")
+        if source_hash() == before:
+            unchanged.append(path.relative_to(copy).as_posix())
+        path.write_bytes(text)
+    assert unchanged == []
+    assert source_hash() == before
+    # A module moved to another folder, bytes unchanged, is a change too (its relative imports now mean otherwise).
+    (copy / "configs" / "stepwise.py").rename(copy / "stepwise.py")
+    assert source_hash() != before
 
 def test_loads_from_an_empty_folder_and_from_one_full_of_jsonl(tmp_path, monkeypatch):
     empty = tmp_path / "empty"
@@ -230,13 +258,13 @@ def test_unparseable_problem_is_skipped_counted_and_reported(tmp_path, caplog):
 
 
 def test_every_config_declares_a_checked_config_spec():
-    from prm_builder import synthetic
+    from prm_builder.configs import synthetic
     from prm_builder.builder import CONFIGS
     from prm_builder.contract import ConfigSpec
 
     assert {name: type(spec) for name, spec in CONFIGS.items()} == {name: ConfigSpec for name in CONFIGS}
     modules = {name: spec.config_class.__module__ for name, spec in CONFIGS.items()}
-    assert modules == {name: f"prm_builder.{name}" for name in CONFIGS}
+    assert modules == {name: f"prm_builder.configs.{name}" for name in CONFIGS}
     assert [name for name, spec in CONFIGS.items() if spec.generate_tables is not None] == ["math_shepherd"]
     assert [name for name, spec in CONFIGS.items() if spec.shards_are_independent] == ["synthetic"]
     sampled = CONFIGS["model_sampled"]
@@ -258,7 +286,7 @@ def test_every_config_declares_a_checked_config_spec():
 
 
 def test_dropped_names_its_reason_and_detail():
-    from prm_builder.drops import Dropped
+    from prm_builder.common.drops import Dropped
 
     error = Dropped("not_json", "not valid JSON (Expecting value)")
     assert (error.reason, error.detail) == ("not_json", "not valid JSON (Expecting value)")

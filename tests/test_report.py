@@ -16,8 +16,8 @@ from tests.browser import BrowserError, Chromium, find_chromium
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from prm_builder.cli import main as builder_main
-from prm_builder.features import CORE_FEATURES
-from prm_builder.report import (
+from prm_builder.common.features import CORE_FEATURES
+from prm_builder.publishing.report import (
     MAX_TEXT_CHARS,
     dataset_page,
     evaluation_page,
@@ -198,9 +198,9 @@ def test_report_command_scores_with_a_prm(tmp_path, capsys, prm_dir):
     page = out.read_text()
     steps = sum(len(row["completions"]) for row in ROWS)
     assert page.count('<span class="bar prm">') == steps
-    from prm_trainer.evaluation import score_steps
-    from prm_trainer.tokenization import StepFormat
-    from prm_trainer.reward import load_prm
+    from prm_trainer.evaluating.evaluation import score_steps
+    from prm_trainer.common.tokenization import StepFormat
+    from prm_trainer.evaluating.reward import load_prm
 
     model, tokenizer = load_prm(str(prm_dir), device="cpu")
     scores = score_steps(model, tokenizer, ROWS, StepFormat("\n"), batch_size=8)
@@ -234,8 +234,8 @@ def test_prm_eval_html_puts_most_confident_mistakes_first(tmp_path, capsys, prm_
     assert eval_main(["--model", str(prm_dir), "--benchmark", "built", "--dataset", str(folder), "--split", "train",
                       "--no_progress", "--html", str(out), "--html-rows", "4", "--device", "cpu"]) == 0
     page = out.read_text()
-    from prm_trainer.evaluation import score_steps
-    from prm_trainer.reward import load_prm
+    from prm_trainer.evaluating.evaluation import score_steps
+    from prm_trainer.evaluating.reward import load_prm
 
     model, tokenizer = load_prm(str(prm_dir), device="cpu")
     views = most_confident_mistakes_first([row_view(row, s) for row, s in zip(ROWS, score_steps(model, tokenizer, ROWS))])
@@ -278,7 +278,7 @@ def processbench_page() -> tuple[str, dict]:
     0.1 (test_evaluation says which cases it gets wrong), and the metrics."""
     from tests.test_evaluation import GSM8K_CASES
 
-    from prm_trainer.processbench import case_to_row, subset_metrics
+    from prm_trainer.evaluating.processbench import case_to_row, subset_metrics
 
     scores = [[0.9 if step.endswith("ok") else 0.1 for step in case["steps"]] for case in GSM8K_CASES]
     metrics = subset_metrics(scores, GSM8K_CASES, 0.5)
@@ -482,7 +482,7 @@ def texts(figure) -> list[str]:
 
 
 def test_stats_plot_says_no_errors_and_uses_integer_ticks():
-    from prm_builder.stats import distribution_figure
+    from prm_builder.publishing.stats import distribution_figure
 
     correct = [labelled(f"c{i}", "synthetic/correct", ["a", "b"], [True, True], [1.0, 1.0], -1, -1)
                for i in range(3)]
@@ -505,7 +505,7 @@ def best_of_n_results(by_n) -> dict:
 
 
 def test_best_of_n_plot_draws_equal_curves_once_with_a_combined_label():
-    from prm_trainer.eval_report import figure
+    from prm_trainer.evaluating.eval_report import figure
 
     def figures(prm_min, prm_last, majority, random):
         return {"prm_min": prm_min, "prm_prod": prm_min, "prm_last": prm_last, "majority_vote": majority,
@@ -520,7 +520,7 @@ def test_best_of_n_plot_draws_equal_curves_once_with_a_combined_label():
 
 
 def test_bar_plot_tells_zero_from_no_data_and_draws_the_majority_baseline():
-    from prm_trainer.eval_report import figure
+    from prm_trainer.evaluating.eval_report import figure
 
     metrics = {"num_rows": 3, "num_steps": 6, "step_accuracy": 0.0, "majority_baseline": 0.75,
                "balanced_accuracy": 0.5, "first_error_accuracy_on_errors": None,

@@ -8,7 +8,7 @@ import torch
 from tests.test_evaluation import P_BAD, P_OK, WordScorer, word_tokenizer  # noqa: F401  (fixture)
 
 from prm_trainer import PRMReward, Truncation
-from prm_trainer.reward import completion_text, prompt_text
+from prm_trainer.evaluating.reward import completion_text, prompt_text
 
 
 def reward_fn(tokenizer, **kwargs):

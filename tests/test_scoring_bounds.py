@@ -9,7 +9,7 @@ import datasets
 import pytest
 import torch
 from prm_trainer import PRMConfig, PRMReward, PRMTrainer, StepFormat, Truncation, evaluate
-from prm_trainer.evaluation import score_steps, token_batches
+from prm_trainer.evaluating.evaluation import score_steps, token_batches
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
 MAX_POSITIONS = 64  # the tiny model's context

@@ -13,9 +13,9 @@ from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import cli
-from prm_builder.backends import Request, Sampling, without_thinking
-from prm_builder.backends.openai import BadAnswerError, OpenAIBackend, parse_answer
-from prm_builder.generation_cache import list_caches
+from prm_builder.sampling.backends import Request, Sampling, without_thinking
+from prm_builder.sampling.backends.openai import BadAnswerError, OpenAIBackend, parse_answer
+from prm_builder.sampling.generation_cache import list_caches
 
 from tests.openai_stub_server import Raw, StubServer
 from tests.test_backends_openai import APPLES, _nan_as_text, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
@@ -132,7 +132,7 @@ def test_chat_endpoint_switches_thinking_off_and_drops_answers_cut_while_thinkin
 
 
 def test_a_slow_request_is_reported_while_waiting(tiny_chat_model_path, monkeypatch, caplog):
-    from prm_builder.backends import openai as openai_backend
+    from prm_builder.sampling.backends import openai as openai_backend
 
     monkeypatch.setattr(openai_backend, "WAIT_NOTICE_S", 0.1)
     with StubServer(scripted, delay=0.35) as server:
@@ -196,9 +196,9 @@ def comparable(dataset) -> list[dict]:
 def test_a_shard_another_build_holds_is_waited_for_and_said_so(tmp_path, monkeypatch, caplog):
     from filelock import FileLock, Timeout
 
-    from prm_builder import scheduler
-    from prm_builder.generation_cache import GenerationCache
-    from prm_builder.problems import make_problem
+    from prm_builder.sampling import scheduler
+    from prm_builder.sampling.generation_cache import GenerationCache
+    from prm_builder.readers.problems import make_problem
 
     monkeypatch.setattr(scheduler, "LOCK_NOTICE_S", 0.1)
     cache = GenerationCache(tmp_path, {"model": "m"})
@@ -218,10 +218,10 @@ def test_a_shard_another_build_holds_is_waited_for_and_said_so(tmp_path, monkeyp
 
 
 def test_any_backend_answer_is_checked_before_it_is_cached(tmp_path):
-    from prm_builder.backends import Generation, invalid_generations
-    from prm_builder.generation_cache import GenerationCache
-    from prm_builder.problems import problem_key
-    from prm_builder.scheduler import Progress, Scheduler, Want
+    from prm_builder.sampling.backends import Generation, invalid_generations
+    from prm_builder.sampling.generation_cache import GenerationCache
+    from prm_builder.readers.problems import problem_key
+    from prm_builder.sampling.scheduler import Progress, Scheduler, Want
 
     assert invalid_generations([Generation("a", "stop")], 1) is None
     assert invalid_generations([Generation("a", "abort")], 1) == "finish reason 'abort', expected one of ('stop', 'length')"

@@ -7,8 +7,8 @@ import pytest
 from datasets import load_dataset, load_from_disk
 
 import prm_builder  # noqa: F401  (registers the builder)
-from prm_builder import stepwise
-from prm_builder.drops import Dropped, recorded_drops
+from prm_builder.configs import stepwise
+from prm_builder.common.drops import Dropped, recorded_drops
 
 TRL_ROWS = [
     {

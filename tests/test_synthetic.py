@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from tests.synthetic_audit import audit_row, visible
 
 import prm_builder
-from prm_builder import synthetic
-from prm_builder.arithmetic import evaluate
-from prm_builder.dataflow import Change, carry, parse_solution
-from prm_builder.drops import Dropped
-from prm_builder.gsm8k import read_line
-from prm_builder.problems import SAMPLE_PROBLEMS, read_gsm8k_jsonl
+from prm_builder.configs import synthetic
+from prm_builder.synthetic_engine.arithmetic import evaluate
+from prm_builder.synthetic_engine.dataflow import Change, carry, parse_solution
+from prm_builder.common.drops import Dropped
+from prm_builder.synthetic_engine.gsm8k import read_line
+from prm_builder.readers.problems import SAMPLE_PROBLEMS, read_gsm8k_jsonl
 
 NATALIA = {
     "index": 0,
@@ -337,9 +337,9 @@ def test_hostile_annotation_is_skipped_counted_and_logged(annotation, tmp_path, 
     lines.append(json.dumps({"question": "q", "answer": f"It is {annotation} apples.\nSo 2 + 2 = <<2+2=4>>4.\n#### 4"}))
     path.write_text("\n".join(lines) + "\n")
     dropped = Counter()
-    logger = logging.getLogger("prm_builder.synthetic")
+    logger = logging.getLogger("prm_builder.configs.synthetic")
     logger.addHandler(caplog.handler)
-    caplog.set_level(logging.DEBUG, logger="prm_builder.synthetic")
+    caplog.set_level(logging.DEBUG, logger="prm_builder.configs.synthetic")
     try:
         rows = list(synthetic.generate_rows(make_config(), dropped, "train", [read_gsm8k_jsonl(path)], str(path)))
     finally:

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from prm_trainer.tokenization import StepFormat, Truncation, tokenize_for_scoring, tokenize_row
+from prm_trainer.common.tokenization import StepFormat, Truncation, tokenize_for_scoring, tokenize_row
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -207,7 +207,7 @@ def test_score_steps_truncates_the_completion_as_training_does(tiny_model_path):
     import math
 
     import torch
-    from prm_trainer.evaluation import score_steps
+    from prm_trainer.evaluating.evaluation import score_steps
     from transformers import AutoModelForTokenClassification
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
@@ -224,12 +224,12 @@ def test_score_steps_truncates_the_completion_as_training_does(tiny_model_path):
 # ---------------------------------------------------------------- layering
 
 
-@pytest.mark.parametrize("module", ["prm_trainer.tokenization", "prm_trainer.evaluation"])
+@pytest.mark.parametrize("module", ["prm_trainer.common.tokenization", "prm_trainer.evaluating.evaluation"])
 def test_scoring_modules_do_not_import_the_trainer(module):
     """evaluation -> tokenization, never -> trainer: no import circle, and no torch/transformers to score lists."""
     code = (
         f"import sys, importlib; importlib.import_module({module!r}); "
-        "print(sorted(m for m in ('prm_trainer.trainer', 'torch', 'transformers', 'datasets') if m in sys.modules))"
+        "print(sorted(m for m in ('prm_trainer.training.trainer', 'torch', 'transformers', 'datasets') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
@@ -239,7 +239,7 @@ def test_scoring_modules_do_not_import_the_trainer(module):
 
 
 def test_step_targets_hard_soft_and_last_only():
-    from prm_trainer.tokenization import step_targets
+    from prm_trainer.common.tokenization import step_targets
 
     assert step_targets([True, False, 1], soft=False, last_only=False) == [1, 0, 1]
     assert step_targets([True, False], soft=False, last_only=True) == [X, 0]
@@ -272,7 +272,7 @@ GOOD = {"id": "a", "prompt": "p", "completions": ["s1", "s2"], "labels": [True, 
     ],
 )
 def test_check_rows_names_split_row_and_field(bad, soft, message):
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     rows = [GOOD, GOOD, {**GOOD, "id": "bad", **bad}, {**GOOD, "labels": [True]}]  # row 3 is bad too: 2 is named
     with pytest.raises(ValueError, match=f"the test split, {message}"):
@@ -280,7 +280,7 @@ def test_check_rows_names_split_row_and_field(bad, soft, message):
 
 
 def test_check_rows_accepts_good_rows_nan_scores_and_int_labels():
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     rows = [{**GOOD, "labels": [1, 1]}, {**GOOD, "labels": [1, 0], "step_scores": [float("nan"), 1.0]}]
     check_rows(rows_dataset(rows), "train", "step_scores", soft=True)
@@ -297,14 +297,14 @@ def test_check_rows_accepts_good_rows_nan_scores_and_int_labels():
     ],
 )
 def test_check_rows_wrong_types(column, value, message):
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     with pytest.raises(ValueError, match=f"the train split.*{message}"):
         check_rows(rows_dataset([{**GOOD, column: value}]), "train")
 
 
 def test_check_rows_missing_columns():
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     message = "needs columns prompt, completions and step_scores .*missing \\['step_scores'\\]"
     with pytest.raises(ValueError, match=message):
@@ -312,7 +312,7 @@ def test_check_rows_missing_columns():
 
 
 def test_check_rows_counts_rows_in_the_order_of_a_selected_dataset():
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     rows = [{**GOOD, "id": str(i)} for i in range(10)]
     rows[7]["labels"] = [True]

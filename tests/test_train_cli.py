@@ -11,7 +11,7 @@ from pathlib import Path
 import datasets
 import pytest
 from prm_trainer.cli import main, make_parser
-from prm_trainer.data import built_options, load_prm_dataset, parse_dataset_options
+from prm_trainer.common.data import built_options, load_prm_dataset, parse_dataset_options
 
 BIN = Path(sys.executable).parent
 EVAL_KEYS = {"split", "num_rows", "step_accuracy", "majority_baseline", "balanced_accuracy", "first_error_f1",
@@ -109,8 +109,8 @@ def test_built_options_are_read_back_from_the_file_prm_builder_writes(tmp_path, 
 
 
 def test_one_data_module_and_one_name_for_the_options_file():
-    """prm-eval, the mixture code and the benchmarks load data through prm_trainer.data, not the prm-train command;
-    the options file's name is written once (prm_builder.options.OPTIONS_FILE)."""
+    """prm-eval, the mixture code and the benchmarks load data through prm_trainer.common.data, not the prm-train command;
+    the options file's name is written once (prm_builder.common.options.OPTIONS_FILE)."""
     import ast
 
     root = Path(__file__).resolve().parents[1]

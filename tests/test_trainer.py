@@ -9,7 +9,7 @@ import datasets
 import pytest
 import torch
 from prm_trainer import PRMConfig, PRMTrainer, evaluate_reward_model
-from prm_trainer.evaluation import score_steps
+from prm_trainer.evaluating.evaluation import score_steps
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForTokenClassification,
@@ -462,7 +462,7 @@ def test_logged_loss_is_the_mean_cross_entropy_over_labelled_tokens(tmp_path, qw
 
 
 def test_soft_targets_of_zero_and_one_give_the_hard_loss():
-    from prm_trainer.trainer import step_token_loss
+    from prm_trainer.training.trainer import step_token_loss
 
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 2)

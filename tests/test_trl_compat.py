@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from prm_trainer import PRMConfig, PRMTrainer
-from prm_trainer.trainer import compute_accuracy
+from prm_trainer.training.trainer import compute_accuracy
 from transformers import AutoModelForTokenClassification, AutoTokenizer, EvalPrediction
 
 X = -100
@@ -186,7 +186,7 @@ def test_soft_label_type_keeps_the_numbers():
 
 
 def test_check_rows_accepts_float_zero_one_labels_and_names_others():
-    from prm_trainer.tokenization import check_rows
+    from prm_trainer.common.tokenization import check_rows
 
     good = datasets.Dataset.from_list([{**FEATURES, "labels": [1.0, 0.0]}])
     assert good.features["labels"].feature.dtype == "float64"
@@ -201,7 +201,7 @@ def test_check_rows_accepts_float_zero_one_labels_and_names_others():
 
 
 def test_compute_accuracy_is_kept_under_trls_name():
-    from prm_trainer.evaluation import compute_step_accuracy
+    from prm_trainer.evaluating.evaluation import compute_step_accuracy
 
     assert compute_accuracy is compute_step_accuracy
 

@@ -8,17 +8,18 @@
 import importlib
 
 # Exported name -> the module that defines it. Loaded on first use, so that the command-line tools (and importing
-# `prm_trainer.evaluation` or `prm_trainer.tokenization`) do not pay for torch and transformers up front.
+# `prm_trainer.evaluating.evaluation` or `prm_trainer.common.tokenization`) do not pay for torch and
+# transformers up front.
 _EXPORTS = {
-    "PRMConfig": ".config",
-    "PRMTrainer": ".trainer",
-    "Truncation": ".tokenization",
-    "evaluate_reward_model": ".benchmark_suites",
-    "evaluate": ".benchmark_suites",
-    "EvalOptions": ".benchmark_suites",
-    "StepFormat": ".tokenization",
-    "PRMReward": ".reward",
-    "load_prm": ".reward",
+    "PRMConfig": ".training.config",
+    "PRMTrainer": ".training.trainer",
+    "Truncation": ".common.tokenization",
+    "evaluate_reward_model": ".evaluating.benchmark_suites",
+    "evaluate": ".evaluating.benchmark_suites",
+    "EvalOptions": ".evaluating.benchmark_suites",
+    "StepFormat": ".common.tokenization",
+    "PRMReward": ".evaluating.reward",
+    "load_prm": ".evaluating.reward",
 }
 
 __all__ = list(_EXPORTS)

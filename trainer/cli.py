@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prm_builder.command_line import UsageError, follow_conventions, run_command, unknown_flags_message, usage_error
 
-from .data import built_options, load_prm_dataset, parse_dataset_options
+from .common.data import built_options, load_prm_dataset, parse_dataset_options
 
 EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 NO_SPLIT = ("", "none", "None")
@@ -34,7 +34,7 @@ def script_arguments_class():
     `prm-train --help` must start faster than that (see cli_help.py). Also importable as `cli.PRMScriptArguments`."""
     from trl import ScriptArguments
 
-    from .mixture import MixtureArguments  # imports trl too
+    from .training.mixture import MixtureArguments  # imports trl too
 
     @dataclass
     class PRMScriptArguments(ScriptArguments, MixtureArguments):
@@ -128,7 +128,7 @@ def __getattr__(name):
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
     from trl import ModelConfig, TrlParser
 
-    from .config import PRMConfig
+    from .training.config import PRMConfig
 
     from .cli_help import group_options
 
@@ -147,7 +147,7 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
 def resolve_learning_rate(training_args, model_args) -> None:
     """With `--use_peft` and no learning rate given (flag or `--config`), train at a LoRA rate, not the full
     fine-tune default: 1e-5 barely moves adapters that start at zero in a short run."""
-    from .config import LORA_LEARNING_RATE
+    from .training.config import LORA_LEARNING_RATE
 
     if model_args.use_peft and not getattr(training_args, "learning_rate_given", True):
         training_args.learning_rate = LORA_LEARNING_RATE
@@ -165,14 +165,14 @@ def load_splits(script_args, training_args):
     leaves in its output folder) and, for a `datasets:` mixture in `--config` (mixture.py), what each entry
     contributed; both go into the model card.
     """
-    from .mixture import describe_mixture, load_mixture
-    from .tokenization import check_rows
+    from .training.mixture import describe_mixture, load_mixture
+    from .common.tokenization import check_rows
 
     options = parse_dataset_options(script_args.dataset_options)
     # The main process builds (or downloads) first; the others then read its cache.
     mixture_report = None
     with training_args.main_process_first(desc="loading the dataset"):
-        if script_args.datasets:  # a `datasets:` mixture in --config (trainer/mixture.py)
+        if script_args.datasets:  # a `datasets:` mixture in --config (trainer/training/mixture.py)
             dataset, mixture_report = load_mixture(script_args, seed=training_args.seed)
         else:
             dataset = load_prm_dataset(script_args.dataset_name, script_args.dataset_config, options)
@@ -199,7 +199,7 @@ def load_splits(script_args, training_args):
 def evaluate_on_test_split(trainer, tokenizer, test, script_args, training_args) -> dict:
     """The final evaluation, as `evaluate_reward_model` computes it, on the test split that `load_splits` already
     checked: scored with the trainer's `StepFormat` (its separator and truncation), with a progress bar."""
-    from .evaluation import METRICS, built_figures, score_steps
+    from .evaluating.evaluation import METRICS, built_figures, score_steps
 
     rows = list(test)
     scores = score_steps(trainer.model, tokenizer, rows, trainer.step_format,
@@ -273,8 +273,8 @@ def parse_command_line(parser, argv: list[str]):
 def check_paths(argv: list[str]) -> None:
     """Refuse a `--model_name_or_path` or `--dataset_name` (from the command line, else --config) that looks local and
     is missing, or is a folder of the wrong kind, before anything heavy is imported."""
-    from .data import check_dataset_folder
-    from .loading import check_model_path
+    from .common.data import check_dataset_folder
+    from .common.loading import check_model_path
 
     config = _config_file(argv)
     for name, check in (("model_name_or_path", check_model_path), ("dataset_name", check_dataset_folder)):
@@ -331,8 +331,8 @@ def run_training(script_args, training_args, model_args, from_command_line: bool
     from transformers import AutoModelForTokenClassification, AutoTokenizer, set_seed
     from trl import get_peft_config, get_quantization_config
 
-    from .loading import absolute_if_local, check_model_path, expected_head_report
-    from .trainer import ID2LABEL, PRMTrainer
+    from .common.loading import absolute_if_local, check_model_path, expected_head_report
+    from .training.trainer import ID2LABEL, PRMTrainer
 
     if not script_args.dataset_name and not script_args.datasets:
         raise UsageError(
@@ -390,7 +390,7 @@ def run_training(script_args, training_args, model_args, from_command_line: bool
         peft_config=get_peft_config(model_args),
     )
     if mixture_report:
-        from .mixture import with_mixture_in_card
+        from .training.mixture import with_mixture_in_card
 
         trainer.create_model_card = with_mixture_in_card(trainer.create_model_card, mixture_report)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 # Distributions whose versions decide the options, and our modules that declare them.
 _LIBRARIES = ("transformers", "trl", "peft", "accelerate")
-_SOURCES = ("cli.py", "config.py", "cli_help.py", "mixture.py")
+_SOURCES = ("cli.py", "training/config.py", "cli_help.py", "training/mixture.py")
 
 USAGE = "%(prog)s [--config FILE.yaml] --model_name_or_path MODEL --dataset_name DATASET [OPTIONS]"
 

@@ -175,8 +175,8 @@ def check_paths(args) -> None:
     """Refuse the paths among the inputs that look local and do not exist, or are folders of the wrong kind."""
     from prm_builder.command_line import missing_path
 
-    from .data import check_dataset_folder
-    from .loading import check_model_path
+    from .common.data import check_dataset_folder
+    from .common.loading import check_model_path
 
     if args.model is not None:  # a judge (--judge-model) is a name its server serves, not a path
         check_model_path(args.model, "--model")
@@ -190,20 +190,20 @@ def check_paths(args) -> None:
 
 def run(args) -> None:
     """Evaluate as `args` say and write the report (stdout), the chart and the card section."""
-    from .benchmark_suites import EvalOptions, evaluate
-    from .eval_report import plot, render_table, update_card
-    from .tokenization import StepFormat, Truncation
+    from .evaluating.benchmark_suites import EvalOptions, evaluate
+    from .evaluating.eval_report import plot, render_table, update_card
+    from .common.tokenization import StepFormat, Truncation
 
     dataset_options = None
     if args.dataset_options:
-        from .data import parse_dataset_options
+        from .common.data import parse_dataset_options
 
         dataset_options = parse_dataset_options(args.dataset_options)
 
     if args.judge_model is not None:
-        from prm_builder.options import check_urls
+        from prm_builder.common.options import check_urls
 
-        from .critic import evaluate_critic
+        from .evaluating.critic import evaluate_critic
 
         results = evaluate_critic(
             args.judge_model, check_urls("--base-url", args.base_url), args.benchmark,
@@ -235,7 +235,7 @@ def run(args) -> None:
     if args.plot:
         print(f"chart written to {plot(results, args.plot)}", file=sys.stderr)
     if args.html:
-        from prm_builder.report import EVAL_ROWS, evaluation_page
+        from prm_builder.publishing.report import EVAL_ROWS, evaluation_page
 
         page = evaluation_page(results, scored, max_rows=args.html_rows or EVAL_ROWS)
         Path(args.html).write_text(page, encoding="utf-8")
