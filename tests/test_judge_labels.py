@@ -21,7 +21,7 @@ from prm_builder import model_sampled
 from prm_builder.generation_cache import describe_cache, list_caches
 from prm_builder.stats import summarize_splits
 
-from openai_stub_server import ScriptedRequest, StubServer
+from openai_stub_server import ScriptedRequest, StubServer, most_in_flight
 from test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
 
 JUDGE = "judge-model"  # no tokenizer under this name: the chat endpoint, as for a served reasoning model
@@ -334,6 +334,58 @@ def test_two_builds_sharing_a_cache_judge_each_solution_once(gsm8k_dir, tiny_cha
     assert {row["judge_first_error"] for row in clean} >= {-1} and all(
         row["judge_first_error"] == row["mc_first_error"] == row["first_error"] for row in clean
     )
+
+
+def _both_busy(first: StubServer, second: StubServer) -> float:
+    """Seconds during which both servers were handling a request."""
+    events = sorted((moment, change, side) for side, server in enumerate((first, second))
+                    for start, end in server.spans for moment, change in ((start, 1), (end, -1)))  # fmt: skip
+    busy, total, since = [0, 0], 0.0, None
+    for moment, change, side in events:
+        if since is not None:
+            total += moment - since
+        busy[side] += change
+        since = moment if all(busy) else None
+    return total
+
+
+def test_policy_and_judge_servers_work_at_the_same_time_each_with_its_window_full(
+    gsm8k_dir, tiny_chat_model_path, tmp_path, monkeypatch
+):
+    # A consensus build keeps both servers busy: verdicts go out while samples and rollouts are in
+    # flight, each server with its own window of `concurrency` requests; the rows are those of a
+    # build whose backends take turns (as the in-process backends still do).
+    from prm_builder.backends.openai import OpenAIBackend
+
+    def build_into(name):
+        return load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / name),
+                            cache_dir=str(tmp_path / f"{name}_arrow"))["test"].to_list()  # fmt: skip
+
+    with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as policy_server, StubServer(_judge_world(gsm8k_dir), delay=0.05) as judge_server:
+        servers = (policy_server, judge_server)
+        options = {**_consensus_options(gsm8k_dir, tiny_chat_model_path, policy_server.url, judge_server.url), "concurrency": 3}
+        together = build_into("together")
+        requests = [server.count() for server in servers]
+        windows = [server.max_in_flight for server in servers]
+        both_busy, most = _both_busy(*servers), most_in_flight(*servers)
+
+        for server in servers:
+            server.reset_counts()
+        with monkeypatch.context() as patch:
+            patch.setattr(OpenAIBackend, "generate_together", None)  # one backend at a time
+            in_turns = build_into("turns")
+        assert [server.count() for server in servers] == requests
+        assert _both_busy(*servers) == 0 and most_in_flight(*servers) <= 3  # the old way: one server idles
+
+        # The cache the concurrent build wrote serves a rebuild alone, with the same rows.
+        for server in servers:
+            server.reset_counts()
+        rebuilt = load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / "together"),
+                               cache_dir=str(tmp_path / "rebuilt_arrow"))["test"].to_list()  # fmt: skip
+        assert [server.count() for server in servers] == [0, 0]
+    assert together == in_turns == rebuilt and len(together) >= GSM8K_PROBLEMS
+    assert windows == [3, 3]  # each server's window filled, never more
+    assert both_busy > 0 and 3 < most <= 6  # both servers worked at once: more than one window in flight
 
 
 @pytest.mark.slow  # kill -9 of a real build process
