@@ -388,6 +388,24 @@ def test_policy_and_judge_servers_work_at_the_same_time_each_with_its_window_ful
     assert both_busy > 0 and 3 < most <= 6  # both servers worked at once: more than one window in flight
 
 
+def test_a_failing_judge_server_stops_both_backends_once_the_policys_requests_in_flight_are_cached(
+    gsm8k_dir, tiny_chat_model_path, tmp_path
+):
+    # Samples take 0.5 s; the judge answers 500 at once. The first two sample requests come back,
+    # their verdicts fail while the next two samples are in flight: those finish and are cached,
+    # nothing new starts on either server. (Taking turns, all 8 sample requests ran before any verdict.)
+    with StubServer(_gsm8k_world(gsm8k_dir), delay=0.5) as policy_server, StubServer(_judge_world(gsm8k_dir)) as judge_server:
+        judge_server.fail_next(*[500] * 100)
+        options = {**_consensus_options(gsm8k_dir, tiny_chat_model_path, policy_server.url, judge_server.url), "max_retries": 0}
+        with pytest.raises(Exception) as caught:  # datasets wraps it: the backend's error is the cause
+            load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / "generations"))
+        policy_server.wait_idle()
+    assert f"the server at {judge_server.url} still answered HTTP 500 after 0 retries" in str(caught.value.__cause__)
+    assert policy_server.count() == 4 and judge_server.count() == 0 and judge_server.failed
+    (cache,) = list_caches(tmp_path / "generations")
+    assert cache.generations["sample"] == 2 * 4 and cache.generations["verdict"] == 0 and cache.damage is None
+
+
 @pytest.mark.slow  # kill -9 of a real build process
 def test_consensus_resumes_after_kill_9_with_identical_rows(gsm8k_dir, tiny_chat_model_path, tmp_path, isolated_hf_cache):
     with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as policy_server, StubServer(_judge_world(gsm8k_dir), delay=0.05) as judge_server:
