@@ -151,13 +151,13 @@ class Scheduler:
         lanes = [(self.open_backend, self.queue), *((self.backends[name], self.queues[name]) for name in self.backends)]
         together = _together(lanes)
         while self.busy:
-            if together is not None:
-                results = together(lanes)
-            else:
-                results = itertools.chain.from_iterable(open_backend().generate(queue) for open_backend, queue in lanes if queue)
-            for request, generations in results:
-                self._store(request, generations)
-                yield
+            results = together(lanes) if together is not None else _in_turns(lanes)
+            try:
+                for request, generations in results:
+                    self._store(request, generations)
+                    yield
+            finally:  # stopped early (an error, the caller gave up): cancel what is in flight now
+                results.close()
 
     def _store(self, request: Request, generations: list[Generation]) -> None:
         problem, key, first = request.tag
@@ -196,6 +196,13 @@ def _together(lanes: list[tuple[Callable, deque[Request]]]) -> Callable | None:
     if len(lanes) < 2 or len(classes) != 1 or None in classes:
         return None
     return getattr(classes.pop(), "generate_together", None)
+
+
+def _in_turns(lanes: list[tuple[Callable, deque[Request]]]) -> Iterator[tuple[Request, list[Generation]]]:
+    """Each lane's backend until its queue is empty, one after the other."""
+    for open_backend, queue in lanes:
+        if queue:
+            yield from open_backend().generate(queue)
 
 
 def runs(indices: list[int]) -> Iterator[tuple[int, int]]:
