@@ -147,21 +147,19 @@ def backend_clock(name: str):
             backend_class.generate_together = original_together
 
 
-def busy_together(first: StubServer, second: StubServer) -> float:
-    """The share of the time from the first request to the last during which both servers were
-    handling a request (from the spans the stub server records)."""
-    spans = [*first.spans, *second.spans]
-    if not first.spans or not second.spans:
-        return 0.0
-    events = sorted((moment, change, side) for side, server in enumerate((first, second))
+def busy_together(policy: StubServer, judge: StubServer) -> tuple[float, float]:
+    """Seconds the judge's server was handling a request, and of those, seconds the policy's was too
+    (from the spans the stub server records)."""
+    events = sorted((moment, change, side) for side, server in enumerate((policy, judge))
                     for start, end in server.spans for moment, change in ((start, 1), (end, -1)))  # fmt: skip
-    busy, total, since = [0, 0], 0.0, None
+    busy, judge_busy, both, last = [0, 0], 0.0, 0.0, None
     for moment, change, side in events:
-        if since is not None:
-            total += moment - since
+        if last is not None and busy[1]:
+            judge_busy += moment - last
+            both += (moment - last) if busy[0] else 0.0
         busy[side] += change
-        since = moment if all(busy) else None
-    return total / (max(end for _, end in spans) - min(start for start, _ in spans))
+        last = moment
+    return judge_busy, both
 
 
 def measure(repeats: int, backend: str, pipeline, bare) -> dict:
@@ -267,7 +265,7 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
             build(**extra)  # learn the requests the bare run replays
             served, judged = list(server.served), list(judge.served)
             in_flight = f"{server.max_in_flight}" + (f" (policy), {judge.max_in_flight} (judge)" if judged else "")
-            both_busy = busy_together(server, judge)
+            judge_busy, both_busy = busy_together(server, judge)
 
             def bare(served=served, judged=judged):
                 # Both servers' requests at once, each server with its own window, as the pipeline runs them.
@@ -287,8 +285,21 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
             lines.append(
                 row(f"openai, {args.delay * 1000:.0f} ms/request, concurrency {args.concurrency}: {label}", times,
                     f"{len(served) + len(judged)} requests, {in_flight} in flight at most"
-                    + (f"; both servers busy {both_busy:.0%} of the time" if judged else ""))  # fmt: skip
+                    + (f"; the judge's server busy {judge_busy:.1f} s, {both_busy / judge_busy:.0%} of it while the "
+                       f"policy's was too" if judged else ""))  # fmt: skip
             )
+            if judged:
+                # The same build with the two backends taking turns, as before they ran together.
+                together = OpenAIBackend.__dict__["generate_together"]
+                OpenAIBackend.generate_together = None
+                try:
+                    in_turns = timed(lambda extra=extra: build(**extra))
+                finally:
+                    OpenAIBackend.generate_together = together
+                lines.append(
+                    f"| openai: consensus with the policy and the judge taking turns | | {in_turns:.2f} | | | running them "
+                    f"together is {in_turns / times['pipeline']:.2f}x faster |"
+                )
             if label == "outcome":
                 serial = timed(lambda: build(**{**extra, "concurrency": 1}))
                 lines.append(
