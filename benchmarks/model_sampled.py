@@ -55,7 +55,7 @@ from prm_builder.scheduler import request_seed
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 from conftest import build_tiny_model  # noqa: E402
-from openai_stub_server import StubServer  # noqa: E402
+from openai_stub_server import StubServer, busy_seconds  # noqa: E402
 
 
 def scripted_judge(request) -> list:
@@ -145,21 +145,6 @@ def backend_clock(name: str):
         backend_class.generate, backend_class.__init__ = original, original_init
         if original_together is not None:
             backend_class.generate_together = original_together
-
-
-def busy_together(policy: StubServer, judge: StubServer) -> tuple[float, float]:
-    """Seconds the judge's server was handling a request, and of those, seconds the policy's was too
-    (from the spans the stub server records)."""
-    events = sorted((moment, change, side) for side, server in enumerate((policy, judge))
-                    for start, end in server.spans for moment, change in ((start, 1), (end, -1)))  # fmt: skip
-    busy, judge_busy, both, last = [0, 0], 0.0, 0.0, None
-    for moment, change, side in events:
-        if last is not None and busy[1]:
-            judge_busy += moment - last
-            both += (moment - last) if busy[0] else 0.0
-        busy[side] += change
-        last = moment
-    return judge_busy, both
 
 
 def measure(repeats: int, backend: str, pipeline, bare) -> dict:
@@ -265,7 +250,7 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
             build(**extra)  # learn the requests the bare run replays
             served, judged = list(server.served), list(judge.served)
             in_flight = f"{server.max_in_flight}" + (f" (policy), {judge.max_in_flight} (judge)" if judged else "")
-            judge_busy, both_busy = busy_together(server, judge)
+            judge_busy, both_busy = busy_seconds(judge, server)
 
             def bare(served=served, judged=judged):
                 # Both servers' requests at once, each server with its own window, as the pipeline runs them.
