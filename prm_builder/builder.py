@@ -25,6 +25,7 @@ import pyarrow as pa
 from datasets.builder import Key
 
 from . import decontamination, drops, math_shepherd, model_sampled, prm800k, stepwise, synthetic
+from .options import check_data_files
 
 SOURCES = {
     "synthetic": synthetic,
@@ -46,6 +47,11 @@ class PRMBuilder(datasets.ArrowBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "synthetic"
     DEFAULT_WRITER_BATCH_SIZE = ROWS_PER_TABLE
+
+    def __init__(self, *args, data_files=None, base_path=None, **kwargs):
+        # Before datasets resolves data_files (here, before any config exists): a folder there is our one-line error.
+        check_data_files(data_files, base_path)
+        super().__init__(*args, data_files=data_files, base_path=base_path, **kwargs)
 
     def _create_builder_config(self, config_name=None, custom_features=None, config_id=None, **config_kwargs):
         # datasets' own messages for these ("doesn't have a 'x' key") do not say what is valid.

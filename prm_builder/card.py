@@ -50,17 +50,29 @@ SECTION = re.compile(
 
 
 def render_card(
-    existing: str | None, repo_id: str, config_name: str, info: DatasetInfo, section: str, where: str = CARD_FILENAME
+    existing: str | None,
+    repo_id: str,
+    config_name: str,
+    info: DatasetInfo,
+    section: str,
+    where: str = CARD_FILENAME,
+    name_from_configs: bool = False,
 ) -> str:
     """The README.md after adding (or replacing) one config: its YAML entries and its body section.
 
     Everything else in an existing card is kept: other configs' sections and metadata, and any
     text outside the configs region. Without a body, the card is the template's skeleton.
-    `where` names the existing card in errors.
+    `where` names the existing card in errors. The card's `pretty_name` is the repo's name, or with
+    `name_from_configs` (an export to a folder, whose name is no title: `export`, `out`) one made from
+    the configs it holds (`content_name`); a name someone wrote into the card is kept either way.
     """
     data, body = parse_card(existing, where)
 
     sections = {match["name"]: match[0] for match in SECTION.finditer(_region(body))}
+    generated = {repo_id.rpartition("/")[2], content_name(sections)}  # names this function gave before
+    old_title = data.get("pretty_name") if name_from_configs and data.get("pretty_name") in generated else None
+    if old_title:
+        data["pretty_name"] = None  # ours, not someone's: name the card after what it holds now
     sections[config_name] = section.strip()
     sections = dict(sorted(sections.items()))
 
@@ -73,8 +85,12 @@ def render_card(
     data["task_categories"] = _union(data.get("task_categories"), TASK_CATEGORIES)
     data["tags"] = _union(data.get("tags"), TAGS)
     data["size_categories"] = [_size_category(_total_rows(data))]
-    data["pretty_name"] = data.get("pretty_name") or repo_id.rpartition("/")[2]
+    data["pretty_name"] = data.get("pretty_name") or (
+        content_name(sections) if name_from_configs else repo_id.rpartition("/")[2]
+    )
 
+    if old_title and body.lstrip("\n").startswith(f"# {old_title}\n"):
+        body = body.replace(f"# {old_title}\n", f"# {data['pretty_name']}\n", 1)  # the template's heading
     region = "\n\n".join([REGION_START, *sections.values(), REGION_END])
     if REGION.search(body):
         body = REGION.sub(lambda _: region, body, count=1)
@@ -84,6 +100,11 @@ def render_card(
         skeleton = _template().render(card_data="", pretty_name=data["pretty_name"], repo_id=repo_id)
         body = REGION.sub(lambda _: region, DatasetCard(skeleton).text, count=1)
     return f"---\n{data.to_yaml()}\n---\n{body}"
+
+
+def content_name(config_names) -> str:
+    """A card's title from the configs it holds: `Process reward model data: prm800k, synthetic`."""
+    return "Process reward model data: " + ", ".join(sorted(config_names)) if config_names else ""
 
 
 def parse_card(text: str | None, where: str) -> tuple[DatasetCardData, str]:

@@ -24,7 +24,12 @@ USAGE_ERROR, RUNTIME_ERROR, INTERRUPTED, BROKEN_PIPE = 2, 1, 130, 141
 class UsageError(ValueError):
     """A mistake in the command line itself (exit code 2) found after parsing, e.g. a required flag left out.
 
-    A ValueError, so that code calling the commands' functions from Python catches it as before."""
+    A ValueError, so that code calling the commands' functions from Python catches it as before. `prog` names the
+    subcommand whose help to point to (`prm-builder report`), when it is not the command itself."""
+
+    def __init__(self, message: str, prog: str | None = None):
+        super().__init__(message)
+        self.prog = prog
 
 
 # -- flags ------------------------------------------------------------------------------------------------------------
@@ -174,7 +179,8 @@ def run_command(prog: str, run, *, debug: bool = False, option_names=frozenset, 
         print(f"{prog}: {on_interrupt() if callable(on_interrupt) else on_interrupt}", file=sys.stderr)
         return INTERRUPTED
     except UsageError as error:
-        print(f"{prog}: error: {error} (see {prog} --help)", file=sys.stderr)
+        named = error.prog or prog
+        print(f"{named}: error: {error} (see {named} --help)", file=sys.stderr)
         return USAGE_ERROR
     except Exception as error:  # noqa: BLE001 - every failure becomes one line (the traceback with --debug)
         if debug:

@@ -161,6 +161,7 @@ def export_to_folder(
     Returns the files written, relative to `export_dir`.
     """
     folder = Path(export_dir).absolute()
+    placeholder = repo_id is None  # then the folder's name is no title for the card
     repo_id = placeholder_repo_id(folder) if repo_id is None else repo_id
     publication = _prepare(dataset_dict, repo_id, config_name, options, drops, model_license, max_shard_size)
     card_path = folder / CARD_FILENAME
@@ -168,7 +169,8 @@ def export_to_folder(
         existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
         parse_card(existing, str(card_path))  # a broken card stops the export before any Parquet is written
         files, info = write_config_files(dataset_dict, staging, config_name, publication.shard_bytes)
-        card = render_card(existing, repo_id, config_name, info, publication.section, str(card_path))
+        card = render_card(existing, repo_id, config_name, info, publication.section, str(card_path),
+                           name_from_configs=placeholder)
         (staging / CARD_FILENAME).write_text(card, encoding="utf-8")
     return [*files, CARD_FILENAME]
 

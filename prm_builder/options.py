@@ -50,6 +50,7 @@ class PRMBuilderConfig(datasets.BuilderConfig):
             raise ValueError(
                 f"config {self.name!r} takes no data_dir/data_files; valid options: {', '.join(self.option_names())}"
             )
+        check_data_files(self.data_files)
         self.exclude_problems = decontamination.normalize_option(self.exclude_problems)
 
     @classmethod
@@ -95,6 +96,26 @@ class PRMBuilderConfig(datasets.BuilderConfig):
         if custom_features is not None:
             key["features"] = custom_features
         return self.name if not key else f"{self.name}-{Hasher.hash(key)}"
+
+
+def check_data_files(data_files, base_path: str | None = None) -> None:
+    """Refuse a `data_files` entry that is a folder, naming `data_dir` for it.
+
+    datasets takes each entry as a file or a glob pattern and, for a folder, says only "Unable to find" it. It
+    resolves the entries before the config exists (in DatasetBuilder.__init__), so the builder calls this first;
+    `validate` calls it too, for a config made directly. `data_files`: a path, a list, or {split: path or list}.
+    """
+    by_split = data_files.items() if isinstance(data_files, dict) else [(None, data_files)]
+    for split, value in by_split:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(item, (str, os.PathLike)):
+                continue
+            path = os.fspath(item)
+            if os.path.isdir(os.path.join(base_path or "", path)):
+                file = os.path.join(path, "train.jsonl")
+                example = f"{{{split!r}: {file!r}}}" if split is not None else repr(file)
+                raise ValueError(f"data_files: {path!r} is a folder; data_files names files (e.g. "
+                                 f"data_files={example}), data_dir={path!r} reads a folder")
 
 
 def _field_default(field: dataclasses.Field) -> Any:

@@ -20,6 +20,8 @@ import math
 from importlib import resources
 from pathlib import Path
 
+from .command_line import UsageError
+
 # One step or prompt longer than this is cut on the page (the rest is counted), so one huge row cannot bloat it.
 MAX_TEXT_CHARS = 20_000
 # prm-eval's page keeps this many rows, most confident PRM mistakes first.
@@ -292,8 +294,6 @@ def add_report_arguments(report: argparse.ArgumentParser) -> None:
 
 def report_command(args: argparse.Namespace, built_title: str | None = None) -> int:
     """Run `prm-builder report` as parsed into `args`; `built_title` names what a built folder was built with."""
-    import sys
-
     from prm_trainer.data import load_prm_dataset, parse_dataset_options
 
     from .drops import load_drops, recorded_drops
@@ -302,10 +302,9 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
                "device": args.device}
     stray = [name for name, value in scoring.items() if value is not None]
     if stray and not args.prm:
-        # A usage error, as argparse reports one: the flag would silently do nothing.
-        print(f"prm-builder report: error: --{stray[0].replace('_', '-')} applies to the PRM's scores; add --prm MODEL",
-              file=sys.stderr)
-        return 2
+        # A usage error, reported as every other one (exit 2): the flag would silently do nothing.
+        raise UsageError(f"--{stray[0].replace('_', '-')} applies to the PRM's scores; add --prm MODEL",
+                         prog="prm-builder report")
     threshold = 0.5 if args.threshold is None else args.threshold
 
     # The same resolution as prm-train's --dataset_name: a built folder, prm_builder:CONFIG, or what load_dataset reads.

@@ -167,3 +167,43 @@ def test_extra_columns_get_breakdowns_from_the_schema_alone():
     assert "Rows per `origin`:" in section
     assert "| `forum` | 1 | 0 |" in section and "| `textbook` | 1 | 1 |" in section
     assert "step_scores" not in section  # a list column: no breakdown
+
+
+def test_an_export_is_named_after_what_it_holds_not_its_folder(tmp_path):
+    folder = tmp_path / "export"
+    hub.export_to_folder(small_dataset(), folder, "synthetic")
+    first = DatasetCard.load(folder / "README.md")
+    assert first.data.pretty_name == "Process reward model data: synthetic"
+    assert first.text.lstrip().startswith("# Process reward model data: synthetic\n")
+
+    hub.export_to_folder(small_dataset(), folder, "prm800k")  # a second config: the generated name follows
+    second = DatasetCard.load(folder / "README.md")
+    assert second.data.pretty_name == "Process reward model data: prm800k, synthetic"
+    assert second.text.lstrip().startswith("# Process reward model data: prm800k, synthetic\n")
+    assert "export" not in (second.data.pretty_name, second.text.lstrip().splitlines()[0])
+
+
+def test_an_export_keeps_a_name_someone_gave_it_and_a_repo_names_its_card(tmp_path):
+    folder = tmp_path / "export"
+    hub.export_to_folder(small_dataset(), folder, "synthetic")
+    path = folder / "README.md"
+    path.write_text(path.read_text().replace("pretty_name: 'Process reward model data: synthetic'",
+                                             "pretty_name: GSM8K corruptions"))
+    hub.export_to_folder(small_dataset(), folder, "prm800k")
+    assert DatasetCard.load(path).data.pretty_name == "GSM8K corruptions"
+
+    # An export made for a named repo (and a push) takes the repo's name, which someone chose.
+    hub.export_to_folder(small_dataset(), tmp_path / "named", "synthetic", repo_id=REPO_ID)
+    assert DatasetCard.load(tmp_path / "named" / "README.md").data.pretty_name == REPO_ID.rpartition("/")[2]
+
+
+def test_an_export_named_after_its_folder_by_an_older_version_is_renamed(tmp_path):
+    folder = tmp_path / "export"
+    hub.export_to_folder(small_dataset(), folder, "synthetic")
+    path = folder / "README.md"
+    old = path.read_text().replace("pretty_name: 'Process reward model data: synthetic'", "pretty_name: export")
+    path.write_text(old.replace("# Process reward model data: synthetic\n", "# export\n"))
+    hub.export_to_folder(small_dataset(), folder, "synthetic")
+    card_now = DatasetCard.load(path)
+    assert card_now.data.pretty_name == "Process reward model data: synthetic"
+    assert card_now.text.lstrip().startswith("# Process reward model data: synthetic\n")

@@ -353,7 +353,8 @@ def test_stats_into_a_closed_pipe_is_quiet(tmp_path):
 
 
 def test_readme_outputs_are_ignored_by_git():
-    folders = ["tiny/config.json", "prm/adapter_config.json", "out/synthetic/dataset_dict.json", "best_of_n.png"]
+    folders = ["tiny/config.json", "prm/adapter_config.json", "out/synthetic/dataset_dict.json", "best_of_n.png",
+               "report.html"]
     result = subprocess.run(["git", "check-ignore", *folders], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.split() == folders
 

@@ -165,6 +165,23 @@ def test_table_chart_and_calibration(processbench_files, prm_dir, tmp_path, caps
     assert (tmp_path / "pb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("flag", ["--no_progress", "--no-progress"])
+def test_no_progress_hides_every_bar_loading_included(prm_dir, processbench_files, capfd, flag):
+    from transformers.utils import logging as transformers_logging
+
+    argv = ["--model", str(prm_dir), "--benchmark", "processbench", "--subsets", "gsm8k", "--data",
+            str(processbench_files), "--json"]
+    main(argv)
+    shown = capfd.readouterr().err
+    assert "Loading weights" in shown and "Scoring" in shown  # the bars this run draws, by default
+
+    main([*argv, flag])
+    out, err = capfd.readouterr()
+    assert json.loads(out)["subsets"]["gsm8k"]["num_erroneous"] == 6  # the run itself is unchanged
+    assert "Loading weights" not in err and "it/s" not in err and "\r" not in err, err
+    assert transformers_logging.is_progress_bar_enabled()  # a global switch, put back as it was
+
+
 def test_built_split_and_best_of_n(prm_dir, tmp_path, capsys):
     from datasets import Dataset, DatasetDict
 
@@ -191,15 +208,18 @@ def test_built_split_and_best_of_n(prm_dir, tmp_path, capsys):
     assert (tmp_path / "bon.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # loading the adapter shows none of PEFT's warnings
 def test_lora_adapter_loads_its_base_and_scores_as_in_memory(tiny_model_path, processbench_files, tmp_path, capsys):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     from prm_trainer import evaluate
+    from prm_trainer.loading import peft_reading_deprecated_checkpointing_flag
 
     torch.manual_seed(1)
     base = AutoModelForTokenClassification.from_pretrained(tiny_model_path, num_labels=2)
-    model = get_peft_model(base, LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, target_modules=["q_proj", "v_proj"]))
+    with peft_reading_deprecated_checkpointing_flag():  # PEFT's own warning, as PRMTrainer hides it
+        model = get_peft_model(base, LoraConfig(task_type=TaskType.TOKEN_CLS, r=4, target_modules=["q_proj", "v_proj"]))
     for name, parameter in model.named_parameters():  # a trained adapter: LoRA B and the head away from their init
         if "lora_B" in name or "score" in name:
             torch.nn.init.normal_(parameter, std=0.5)

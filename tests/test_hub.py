@@ -458,7 +458,7 @@ def test_cli_push_export_dir_needs_no_repo_id(gsm8k_dir, tmp_path, capsys):
     assert cli_main([*argv, "--export-dir", str(export_dir)]) == 0
     card_text = (export_dir / "README.md").read_text()
     assert 'load_dataset("your-namespace/my-prm-data", "synthetic")' in card_text
-    assert DatasetCard(card_text).data.pretty_name == "my-prm-data"
+    assert DatasetCard(card_text).data.pretty_name == "Process reward model data: synthetic"  # not the folder
 
     capsys.readouterr()
     assert cli_main(argv) == 1

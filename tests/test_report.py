@@ -216,8 +216,12 @@ def test_report_command_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             builder_main(["report", str(tmp_path), "--output", str(out), flag, value])
         assert exit_info.value.code == 2 and expected in capsys.readouterr().err
-    assert builder_main(["report", str(tmp_path), "--output", str(out), "--threshold", "0.3"]) == 2
-    assert capsys.readouterr().err == "prm-builder report: error: --threshold applies to the PRM's scores; add --prm MODEL\n"
+    # A scoring flag without --prm: a usage error in the shared one-line form, whichever spelling was typed.
+    for flag, value in (("--threshold", "0.3"), ("--step_separator", "\\n"), ("--batch-size", "2")):
+        assert builder_main(["report", str(tmp_path), "--output", str(out), flag, value]) == 2
+        named = flag.replace("_", "-")
+        assert capsys.readouterr().err == (f"prm-builder report: error: {named} applies to the PRM's scores; add --prm "
+                                           "MODEL (see prm-builder report --help)\n")
     assert builder_main(["report", str(tmp_path / "nowhere"), "--output", str(out)]) == 1
     error = capsys.readouterr().err
     assert error.startswith("prm-builder: error: ") and error.count("\n") == 1 and "nowhere" in error

@@ -117,6 +117,24 @@ def test_invalid_options(options, message):
         load_dataset("prm_builder", "stepwise", **options)
 
 
+@pytest.mark.parametrize("config", ["stepwise", "math_shepherd", "prm800k"])
+def test_data_files_naming_a_folder_says_to_use_data_dir(tmp_path, monkeypatch, config):
+    # datasets itself says only "Unable to find" the folder (it resolves data_files before our config exists).
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", TRL_ROWS)
+    expected = (f"data_files: '{folder}' is a folder; data_files names files (e.g. data_files='{folder}/train.jsonl'), "
+                f"data_dir='{folder}' reads a folder")
+    with pytest.raises(ValueError) as error:
+        load_dataset("prm_builder", config, data_files=str(folder))
+    assert str(error.value) == expected
+    monkeypatch.chdir(tmp_path)  # relative, per split
+    with pytest.raises(ValueError) as error:
+        load_dataset("prm_builder", config, data_files={"test": [str(folder / "train.jsonl"), "mine"]})
+    assert str(error.value) == ("data_files: 'mine' is a folder; data_files names files (e.g. data_files={'test': "
+                                "'mine/train.jsonl'}), data_dir='mine' reads a folder")
+
+
 def test_missing_column_names_the_alternatives(tmp_path):
     path = write_jsonl(tmp_path / "odd.jsonl", [{"text": "a", "completions": ["b"], "labels": [True]}])
     with pytest.raises(ValueError, match=r"split 'train' has no prompt column: expected one of \['prompt', 'question', "

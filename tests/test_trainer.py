@@ -236,8 +236,11 @@ def synthetic_slice(gsm8k_dir):
     return datasets.load_dataset("prm_builder", "synthetic", problems=str(gsm8k_dir), max_examples=12)
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # PEFT's read of a deprecated transformers property stays hidden
 def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, synthetic_slice):
-    from peft import AutoPeftModelForTokenClassification, LoraConfig
+    from peft import LoraConfig
+
+    from prm_trainer import load_prm
 
     load, tokenizer = qwen_model_and_tokenizer
     train, test = synthetic_slice["train"], synthetic_slice["test"]
@@ -258,8 +261,7 @@ def test_lora_end_to_end_on_synthetic_slice(tmp_path, qwen_model_and_tokenizer, 
     assert changed == trainable, f"unchanged trainable: {trainable - changed}; changed frozen: {changed - trainable}"
 
     trainer.save_model(str(tmp_path / "prm"))
-    reloaded = AutoPeftModelForTokenClassification.from_pretrained(str(tmp_path / "prm"))
-    reloaded_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "prm"))
+    reloaded, reloaded_tokenizer = load_prm(str(tmp_path / "prm"), device="cpu")
     expected = score_steps(trainer.model, tokenizer, test)
     got = score_steps(reloaded, reloaded_tokenizer, test)
     assert len(got) == len(test) and all(len(s) == len(r["completions"]) for s, r in zip(got, test))

@@ -227,7 +227,8 @@ def evaluate(model, tokenizer=None, benchmark: str = "processbench", options: Ev
     saved = saved_step_format(model)
     _warn_on_other_separator(options.step_format, saved, name)
     if isinstance(model, (str, Path)):
-        model, loaded_tokenizer = load_prm(str(model), device=options.device, dtype=options.dtype)
+        model, loaded_tokenizer = load_prm(str(model), device=options.device, dtype=options.dtype,
+                                           progress=options.progress)
         tokenizer = tokenizer or loaded_tokenizer
     if tokenizer is None:
         raise ValueError("pass the PRM's tokenizer along with a model object")

@@ -138,9 +138,22 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     else:
         parser = TrlParser(dataclass_types, prog=prog, allow_abbrev=False)
     # A PRM is a token classifier: LoRA's task type decides whether PEFT trains and saves the classification head.
-    parser.set_defaults(lora_task_type="TOKEN_CLS")
+    # No learning rate unless given: resolve_learning_rate picks one that suits LoRA or a full fine-tune.
+    parser.set_defaults(lora_task_type="TOKEN_CLS", learning_rate=None)
     group_options(parser, *dataclass_types)
     return follow_conventions(parser)
+
+
+def resolve_learning_rate(training_args, model_args) -> None:
+    """With `--use_peft` and no learning rate given (flag or `--config`), train at a LoRA rate, not the full
+    fine-tune default: 1e-5 barely moves adapters that start at zero in a short run."""
+    from .config import LORA_LEARNING_RATE
+
+    if model_args.use_peft and not getattr(training_args, "learning_rate_given", True):
+        training_args.learning_rate = LORA_LEARNING_RATE
+        if training_args.process_index == 0:
+            print(f"learning rate {LORA_LEARNING_RATE:g} (prm-train's default with --use_peft; --learning_rate to "
+                  "change it)", file=sys.stderr)
 
 
 def load_splits(script_args, training_args):
@@ -330,6 +343,7 @@ def run_training(script_args, training_args, model_args, from_command_line: bool
         raise UsageError("--model_name_or_path is required: a causal LM checkpoint (Hub id or folder)")
     if script_args.dataset_streaming:
         raise UsageError("--dataset_streaming is not supported: the test split is scored as a whole")
+    resolve_learning_rate(training_args, model_args)
     if training_args.hub_token:
         # The Trainer pickles its arguments into every checkpoint (training_args.bin): the token would
         # be written in clear. huggingface_hub reads it from HF_TOKEN, in this process only.

@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 
+# Default learning rates: TRL's (and its PRM example's) full fine-tune rate, and the rate its PRM example trains
+# LoRA adapters with (examples/scripts/prm.py: 1e-5 full, 1e-4 LoRA).
+FULL_FINE_TUNE_LEARNING_RATE = 1e-5
+LORA_LEARNING_RATE = 1e-4
+
 
 @dataclass
 class PRMConfig(TrainingArguments):
@@ -52,7 +57,8 @@ class PRMConfig(TrainingArguments):
 
     > [!NOTE]
     > These parameters have default values different from [`~transformers.TrainingArguments`], as in TRL:
-    > - `learning_rate`: defaults to `1e-5` instead of `5e-5`.
+    > - `learning_rate`: defaults to `1e-5` instead of `5e-5`. `prm-train` uses `LORA_LEARNING_RATE` (`1e-4`)
+    >   instead when `--use_peft` is set and no learning rate is given (flag or `--config`).
     > - `logging_steps`: defaults to `10` instead of `500`.
     > - `gradient_checkpointing` (`activation_checkpointing` in current transformers): defaults to `True` instead of
     >   `False` when neither name is given.
@@ -69,8 +75,11 @@ class PRMConfig(TrainingArguments):
 
     # Parameters whose default values are overridden from TrainingArguments
     learning_rate: float = field(
-        default=1e-5,
-        metadata={"help": "The initial learning rate for AdamW."},
+        default=FULL_FINE_TUNE_LEARNING_RATE,
+        metadata={
+            "help": "The initial learning rate for AdamW. prm-train's default: 1e-5 for a full fine-tune, 1e-4 with "
+            "--use_peft (a LoRA rate: LoRA trains few weights from a zero start)."
+        },
     )
     logging_steps: float = field(
         default=10,
@@ -172,6 +181,11 @@ class PRMConfig(TrainingArguments):
         return StepFormat.from_args(self)
 
     def __post_init__(self):
+        # prm-train's parser leaves the rate None when the user gave none, so that it can pick a LoRA rate
+        # (cli.resolve_learning_rate); anywhere else None means the default.
+        self.learning_rate_given = self.learning_rate is not None
+        if self.learning_rate is None:
+            self.learning_rate = FULL_FINE_TUNE_LEARNING_RATE
         for name in ("max_length", "max_prompt_length", "max_completion_length", "dataset_num_proc"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

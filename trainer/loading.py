@@ -8,6 +8,8 @@
   causal LM as a token classifier always lacks the classification head (and leaves the LM head unused): that report
   is expected when prm-train starts a new head, and at evaluation the adapter supplies the head, so it only alarms.
   `expected_head_report()` hides exactly that report; any other finding (a missing layer, a size mismatch) shows.
+- transformers draws a "Loading weights" bar for every model it loads (and huggingface_hub one per download):
+  `loading_bars(False)` hides them, for `prm-eval --no_progress`.
 """
 
 import logging
@@ -110,3 +112,23 @@ def peft_reading_deprecated_checkpointing_flag():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
         yield
+
+
+@contextmanager
+def loading_bars(show: bool):
+    """Inside, with `show` False: no progress bar from transformers' loading ("Loading weights") nor from
+    huggingface_hub's downloads. Both switches are global, so each is put back as it was on the way out."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    if show or not transformers_logging.is_progress_bar_enabled():
+        yield
+        return
+    hub_bars_were_off = are_progress_bars_disabled()
+    transformers_logging.disable_progress_bar()  # turns huggingface_hub's off too
+    try:
+        yield
+    finally:
+        transformers_logging.enable_progress_bar()  # and on again: unless they were off before
+        if hub_bars_were_off:
+            disable_progress_bars()

@@ -22,17 +22,21 @@ still correct. {origin}
 Join the prompt and the steps, each step followed by the separator `"{separator}"`; the score of a step is the softmax
 probability of label 1 (`correct`) at the step's last token, its separator. The separator and truncation it was
 trained with are in `prm_step_format.json` beside the weights; `PRMReward` and `prm-eval` score with them by default.
+With prm-builder installed (`pip install prm-builder`), this prints each step's score:
 
 ```python
-{load}
+from prm_trainer import PRMReward
 
-from transformers import AutoTokenizer
-from prm_trainer import evaluate_reward_model
-
-tokenizer = AutoTokenizer.from_pretrained("{repo}")
-rows = [{{"prompt": "...", "completions": ["step 1", "step 2"], "labels": [True, True]}}]
-print(evaluate_reward_model(model, tokenizer, rows, metric="step_accuracy", step_separator="{separator}"))
+prm = PRMReward("{repo}", step_separator="{separator}")  # {kind}
+problem = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+           "How many clips did Natalia sell altogether in April and May?")
+steps = ["In May she sold 48 / 2 = 24 clips.", "In April and May she sold 48 + 24 = 72 clips.", "The answer is 72"]
+scores = prm.step_scores([problem], ["{separator}".join(steps)])[0]
+for step, score in zip(steps, scores):
+    print(f"{{score:.3f}}  {{step}}")
 ```
+
+`PRMReward` is also a reward function for TRL's `GRPOTrainer` (the lowest step score by default).
 
 <!-- prm-train:training-data:begin -->
 ## Training data
@@ -51,6 +55,10 @@ last step only: {args.train_on_last_step_only}
 {args.per_device_train_batch_size}, gradient accumulation: {args.gradient_accumulation_steps}, \
 devices: {args.world_size}
 {evaluation}
+## Reproducing
+
+{reproducing}
+
 ## Method
 
 Step-level supervision of a verifier, as in Uesato et al., 2022, *Solving math word problems with process- and
@@ -98,6 +106,76 @@ def training_data_section(data: dict, dropped: dict, args, dataset_name=None, da
     return "\n".join(line for line in lines if line)
 
 
+# The libraries whose versions decide what a run computes, as their distributions are named.
+LIBRARIES = ("prm-builder", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
+
+
+def base_model_label(base_model: str | None) -> tuple[str | None, str | None]:
+    """(Hub id for the card's metadata or None, how the card names the base model). A local folder is named by its
+    folder name: its absolute path means nothing on another machine, and may say more than its owner wants."""
+    if not base_model:
+        return None, None
+    if os.path.isdir(base_model) or os.path.isabs(base_model):
+        return None, f"`{Path(base_model).name}` (a local folder)"
+    return base_model, f"[{base_model}](https://huggingface.co/{base_model})"
+
+
+def library_versions() -> str:
+    """`name version` of every installed library of `LIBRARIES`, comma-separated."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = []
+    for name in LIBRARIES:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def hardware(args) -> str:
+    """What trained the model: processes times the device (the GPU's name, or the CPU)."""
+    import platform
+
+    import torch
+
+    processes = args.world_size
+    if not args.use_cpu and torch.cuda.is_available():
+        device = torch.cuda.get_device_name(torch.cuda.current_device())
+    elif not args.use_cpu and torch.accelerator.is_available():
+        device = str(torch.accelerator.current_accelerator())
+    else:
+        device = f"CPU ({platform.machine() or 'unknown'}, {os.cpu_count()} cores)"
+    return f"{processes} x {device}" if processes > 1 else device
+
+
+def run_time(log_history: list[dict]) -> str | None:
+    """The training run's wall time, from the `train_runtime` the Trainer logs at the end of `train()`."""
+    seconds = next((entry["train_runtime"] for entry in reversed(log_history) if "train_runtime" in entry), None)
+    if seconds is None:
+        return None
+    if seconds < 600:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 3600:.2f} h ({seconds:.0f} s)"
+
+
+def reproducing_section(args, base_label: str, log_history: list[dict]) -> str:
+    """The card's "Reproducing" list: base model, seed, library versions, date, run time and hardware."""
+    import datetime
+
+    duration = run_time(log_history)
+    lines = [
+        f"- base model: {base_label or 'not recorded'}",
+        f"- seed: {args.seed}" + (f", data seed: {args.data_seed}" if args.data_seed is not None else ""),
+        f"- libraries: {library_versions()}",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} (UTC, when this card was written)",
+        f"- run time: {duration} of training" if duration
+        else "- run time: not recorded yet (a checkpoint of a run still training)",
+        f"- hardware: {hardware(args)}" + (", bf16" if args.bf16 else ", fp16" if args.fp16 else ", fp32"),
+    ]
+    return "\n".join(lines)
+
+
 def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eval_results=None, dataset_options=None):
     """Write `README.md` into `trainer.args.output_dir` (see `PRMTrainer.create_model_card`)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -109,9 +187,8 @@ def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eva
     base_model = getattr(model.config, "_name_or_path", None)
     if is_peft:
         base_model = model.peft_config[model.active_adapter].base_model_name_or_path or base_model
-    # A local folder means nothing to a reader of the Hub page.
-    if base_model and os.path.isdir(base_model):
-        base_model = None
+    # The metadata takes Hub ids only; the text names a local folder by its name.
+    base_model, base_label = base_model_label(base_model)
     tags = [tags] if isinstance(tags, str) else list(tags or [])
     tags = sorted(set(tags) | set(trainer._tag_names) | {"process-reward-model", "token-classification"})
     is_hub_dataset = bool(dataset_name) and not os.path.exists(dataset_name) and ":" not in dataset_name
@@ -124,14 +201,13 @@ def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eva
     )
     name = model_name or Path(args.output_dir).name
     repo = trainer.hub_model_id or name
-    auto_class = "AutoPeftModelForTokenClassification" if is_peft else "AutoModelForTokenClassification"
-    load = f'from {card_data.library_name} import {auto_class}\n\nmodel = {auto_class}.from_pretrained("{repo}")'
+    kind = "a LoRA adapter: its base model is loaded with it" if is_peft else "the whole model"
     evaluation = ""
     if eval_results:
         rows = [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in eval_results.items()]
         evaluation = "\n## Evaluation\n\n| metric | value |\n| --- | --- |\n" + "\n".join(rows) + "\n"
     origin = (
-        (f"Fine-tuned from [{base_model}](https://huggingface.co/{base_model})" if base_model else "Trained")
+        (f"Fine-tuned from {base_label}" if base_label else "Trained")
         + (" with LoRA" if is_peft else "")
         + " with prm-builder's `PRMTrainer`"
         + (f" on `{public_value(dataset_name)}`." if dataset_name else ".")
@@ -140,7 +216,8 @@ def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eva
         trainer.training_data, trainer.dropped_rows.get("train") or {}, args, dataset_name, dataset_options
     )
     body = _MODEL_CARD.format(
-        name=name, origin=origin, load=load, repo=repo, evaluation=evaluation, data=data,
+        name=name, origin=origin, kind=kind, repo=repo, evaluation=evaluation, data=data,
+        reproducing=reproducing_section(args, base_label, trainer.state.log_history),
         separator=args.step_separator.encode("unicode_escape").decode(), args=args, steps=trainer.state.global_step,
     )
     path = Path(args.output_dir, "README.md")

@@ -17,7 +17,7 @@ from pathlib import Path
 import warnings
 
 from .evaluation import AGGREGATIONS, MAX_BATCH_TOKENS, aggregate_steps, check_scoring_options, score_steps
-from .loading import adapter_base, expected_head_report, peft_reading_deprecated_checkpointing_flag
+from .loading import adapter_base, expected_head_report, loading_bars, peft_reading_deprecated_checkpointing_flag
 from .tokenization import StepFormat, Truncation, saved_step_format
 
 
@@ -30,12 +30,19 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
-def load_prm(path: str, device: str | None = "auto", dtype: str = "auto", revision: str | None = None):
+def load_prm(path: str, device: str | None = "auto", dtype: str = "auto", revision: str | None = None,
+             progress: bool = True):
     """A PRM and its tokenizer, from a folder or Hub id holding a full model or a LoRA adapter.
 
     An adapter (a folder with `adapter_config.json`) is loaded on top of the base model its config names, with the
-    classification head it saved. The tokenizer comes from `path`, else from the base model.
+    classification head it saved. The tokenizer comes from `path`, else from the base model. `progress=False` hides
+    transformers' "Loading weights" bar and the Hub's download bars.
     """
+    with loading_bars(progress):
+        return _load_prm(path, device, dtype, revision)
+
+
+def _load_prm(path: str, device: str | None, dtype: str, revision: str | None):
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
