@@ -96,9 +96,9 @@ def print_stages(path: Path, tmp: str) -> None:
     import pyarrow.json as pa_json
     from datasets.arrow_writer import ArrowWriter
 
-    from prm_builder import decontamination, math_shepherd, math_shepherd_convert
+    from prm_builder import decontamination, exclude_option, math_shepherd, math_shepherd_convert
     from prm_builder.features import CORE_FEATURES
-    from prm_builder.prm800k import byte_range_shards
+    from prm_builder.jsonl import byte_range_shards
 
     pa.set_cpu_count(1)
     spent = Counter()
@@ -110,7 +110,7 @@ def print_stages(path: Path, tmp: str) -> None:
         return result
 
     config = math_shepherd.MathShepherdConfig(name="math_shepherd")
-    excluder = decontamination.excluders(decontamination.DEFAULT, ["train"], None)["train"]
+    excluder = decontamination.excluders(exclude_option.DEFAULT, ["train"], None)["train"]
     writer = ArrowWriter(features=CORE_FEATURES, path=f"{tmp}/config.arrow")
     for _, start, end in byte_range_shards([str(path)], math_shepherd.SHARD_BYTES):
         drops = Counter()

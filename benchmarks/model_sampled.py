@@ -52,10 +52,10 @@ from prm_builder.model_sampled import ModelSampledConfig
 from prm_builder.problems import problem_key, read_problem_file
 from prm_builder.scheduler import request_seed
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-sys.path.insert(0, str(TESTS))
-from conftest import build_tiny_model  # noqa: E402
-from openai_stub_server import StubServer, busy_seconds  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository root, for its tests package
+from prm_builder.tiny_model import build_tiny_model  # noqa: E402
+from tests.openai_stub_server import StubServer, busy_seconds  # noqa: E402
 
 
 def scripted_judge(request) -> list:
@@ -466,7 +466,7 @@ def early_stop_rows(args, work: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--gsm8k", type=Path, default=TESTS / "data" / "gsm8k")
+    parser.add_argument("--gsm8k", type=Path, default=ROOT / "tests" / "data" / "gsm8k")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128, help="max_new_tokens of the tiny model")

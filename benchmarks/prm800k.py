@@ -1,13 +1,13 @@
 """Converting a large PRM800K-format file, against a plain `load_dataset("json", ...)` of it.
 
-The file is made by repeating the 6 real sample lines (../shared/data/prm800k/samples.jsonl)
-with unique labelers and timestamps up to --size-mb (default 460, the size of the real
+The file is made by repeating the real sample lines of --samples (default: the repository's
+tests/data/prm800k/samples.jsonl) with unique labelers and timestamps up to --size-mb (default 460, the size of the real
 phase2_train.jsonl). Every measurement runs in a fresh Python process with an empty datasets
 cache (the file itself sits in the OS page cache for all of them alike); runs are interleaved
 and the best of --repeats is kept, so a busy machine slows every run alike. Peak memory is
 the maximum resident set size of the process (and of its largest worker with num_proc).
 
-    python benchmarks/prm800k.py [--size-mb 460] [--repeats 2]
+    python benchmarks/prm800k.py [--samples FILE] [--size-mb 460] [--repeats 2]
 """
 
 import argparse
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "prm800k" / "samples.jsonl"
+SAMPLES = Path(__file__).resolve().parents[1] / "tests" / "data" / "prm800k" / "samples.jsonl"
 
 # Runs in a fresh process: times one load_dataset call, then reports rows and peak memory.
 MEASURE = """
@@ -59,9 +59,9 @@ RUNS = {
 }
 
 
-def write_large_file(path: Path, size_mb: int) -> tuple[int, int]:
+def write_large_file(path: Path, size_mb: int, samples_path: Path = SAMPLES) -> tuple[int, int]:
     """Repeat the sample lines, each copy with its own labeler and timestamp, to at least size_mb."""
-    samples = [json.loads(line) for line in SAMPLES.read_text().splitlines()]
+    samples = [json.loads(line) for line in samples_path.read_text(encoding="utf-8").splitlines() if line.strip()]
     target, written, lines = size_mb * 1_000_000, 0, 0
     with path.open("w", encoding="utf-8") as file:
         while written < target:
@@ -88,11 +88,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=460, help="size of the generated file (at least 200)")
     parser.add_argument("--repeats", type=int, default=2, help="best of N for every run")
+    parser.add_argument("--samples", type=Path, default=SAMPLES, help="PRM800K-format lines to repeat")
     args = parser.parse_args()
+    if not args.samples.is_file():
+        parser.error(
+            f"--samples {args.samples}: no such file; expected PRM800K-format lines (the repository's "
+            f"tests/data/prm800k/samples.jsonl, or a file of the real PRM800K)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "phase2_train_large.jsonl"
-        lines, size = write_large_file(path, args.size_mb)
+        lines, size = write_large_file(path, args.size_mb, args.samples)
         results: dict[str, list[dict]] = {name: [] for name in RUNS}
         for repeat in range(args.repeats):
             for name, (config, options, num_proc) in RUNS.items():

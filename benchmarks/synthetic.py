@@ -29,7 +29,8 @@ from datasets.utils.logging import disable_progress_bar, set_verbosity_error
 
 import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import arithmetic, corruptions, gsm8k, statements, synthetic
-from prm_builder.gsm8k import Unreadable, visible_text
+from prm_builder.drops import Dropped
+from prm_builder.gsm8k import without_annotations
 from prm_builder.problems import read_gsm8k_problems
 
 DEFAULT_GSM8K = Path(__file__).resolve().parents[1] / "tests" / "data" / "gsm8k"
@@ -68,7 +69,7 @@ def cold(gsm8k_dir: Path, cache: str, num_proc: int | None) -> int:
 
 def empty_memoized() -> None:
     for memoized in (
-        arithmetic.evaluate, arithmetic.parse_decimal, arithmetic.format_number, visible_text, corruptions._digit_variants_of
+        arithmetic.evaluate, arithmetic.parse_decimal, arithmetic.format_number, without_annotations, corruptions._digit_variants_of
     ):
         memoized.cache_clear()
 
@@ -95,7 +96,7 @@ def stages(gsm8k_dir: Path, repeats: int) -> None:
     def counted(solution, seed, change):
         try:
             copy = carry(solution, seed, change)
-        except Unreadable:
+        except Dropped:
             carried["refused"] += 1
             raise
         carried["made"] += 1

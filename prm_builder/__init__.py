@@ -19,7 +19,7 @@ __all__ = ["CORE_FEATURES", "CONFIG_NAMES", "PRMBuilder", "builder_source_hash",
 DATASET_NAME = "prm_builder"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Public names served lazily (PEP 562), so `import prm_builder` and the command lines' --help
-# do not pay for importing datasets, pandas and pyarrow (about 0.6 s) before they need them.
+# do not pay for importing datasets, pandas and pyarrow before they need them (benchmarks/startup.py).
 _LAZY_EXPORTS = {
     "PRMBuilder": ("builder", "PRMBuilder"),
     "CORE_FEATURES": ("features", "CORE_FEATURES"),
@@ -31,7 +31,7 @@ _LAZY_EXPORTS = {
 
 def __getattr__(name: str):
     if name == "CONFIG_NAMES":
-        return list(importlib.import_module(".builder", __name__).SOURCES)
+        return list(importlib.import_module(".builder", __name__).CONFIGS)
     if name in _LAZY_EXPORTS:
         module, attribute = _LAZY_EXPORTS[name]
         return getattr(importlib.import_module(f".{module}", __name__), attribute)

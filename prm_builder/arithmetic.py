@@ -23,7 +23,7 @@ MAX_OPERATORS = 60
 MAX_EXPONENT = 64
 MAX_MAGNITUDE = Decimal(10) ** 30
 
-_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
+_PLAIN_DECIMAL = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)")
 _OPERATOR_CHARS = re.compile(r"[-+*/%]")
 _EXPONENT_NOTATION = re.compile(r"[\d.][eE][-+]?\d")
 _SIMPLE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([-+*/])\s*(\d+(?:\.\d*)?|\.\d+)")
@@ -184,7 +184,7 @@ def parse_decimal(text: str) -> Decimal:
     ValueError. For lenient answer matching see grading.parse_number.
     """
     cleaned = text.replace(",", "").strip()
-    if not _PLAIN_NUMBER.fullmatch(cleaned):
+    if not _PLAIN_DECIMAL.fullmatch(cleaned):
         raise ValueError(f"not a number: {text!r}")
     return Decimal(cleaned)
 

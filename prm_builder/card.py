@@ -21,7 +21,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 
-from .builder import SOURCES
+from .builder import CONFIGS
 from .redact import LOCAL, REDACTED, SECRET_NAME, public_value, redact
 from .stats import summarize_splits
 
@@ -162,22 +162,22 @@ def render_section(
 
     `resolved` are the options from `resolved_options` (None: not recorded).
     """
-    module = SOURCES[config_name]
+    spec = CONFIGS[config_name]
     model = _model_info(resolved.get("model"), model_license) if resolved else None
     public = None if resolved is None else {name: _public(name, value) for name, value in resolved.items()}
     summary = summarize_splits(dataset_dict, drops)
     split_names = list(summary)
-    license_ids = _license_ids(module.LICENSE)
+    license_ids = _license_ids(spec.license)
     if model:
         # Generated text comes under the model's terms too; unknown terms are "other" on the Hub.
         license_ids += _license_ids(model["license"]) if model["license"] else ["other"]
     context = {
         "name": config_name,
-        "description": module.DESCRIPTION,
-        "homepage": module.HOMEPAGE,
-        "license": module.LICENSE,
+        "description": spec.description,
+        "homepage": spec.homepage,
+        "license": spec.license,
         "license_ids": sorted(set(license_ids)),
-        "citation": module.CITATION.strip(),
+        "citation": spec.citation.strip(),
         "model": model,
         "version": package_version(),
         "datasets_version": datasets.__version__,
@@ -212,7 +212,7 @@ def resolved_options(config_name: str, options: dict | None) -> dict | None:
     # data_dir/data_files are shown as given: datasets resolves them only inside load_dataset.
     local = {name: options[name] for name in ("data_dir", "data_files") if options.get(name) is not None}
     rest = {name: value for name, value in options.items() if name not in ("data_dir", "data_files")}
-    config = SOURCES[config_name].CONFIG_CLASS(name=config_name, **rest)
+    config = CONFIGS[config_name].config_class(name=config_name, **rest)
     return {**local, **config.options()}
 
 

@@ -26,10 +26,10 @@ from .command_line import follow_conventions, run_command
 CONFIG_COMMANDS = ("build", "push")
 
 
-def _sources() -> dict:
-    from .builder import SOURCES
+def _configs() -> dict:
+    from .builder import CONFIGS
 
-    return SOURCES
+    return CONFIGS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +50,8 @@ def _command_of(argv: list[str]) -> str | None:
 
 def _model_of(args: argparse.Namespace) -> str | None:
     """The model a build loads (given or the config's default), for errors that do not name it."""
-    sources = _sources()
-    config_class = sources[args.config].CONFIG_CLASS if getattr(args, "config", None) in sources else None
+    configs = _configs()
+    config_class = configs[args.config].config_class if getattr(args, "config", None) in configs else None
     defaults = {f.name: f.default for f in dataclasses.fields(config_class)} if config_class else {}
     model = getattr(args, "model", None) or defaults.get("model")
     return model if isinstance(model, str) else None
@@ -59,7 +59,7 @@ def _model_of(args: argparse.Namespace) -> str | None:
 
 def _option_names() -> set[str]:
     """Every name a message may quote as a Python argument that is also a flag here."""
-    names = {name for module in _sources().values() for name in module.CONFIG_CLASS.option_names()}
+    names = {name for spec in _configs().values() for name in spec.config_class.option_names()}
     return names | {"export_dir", "repo_id", "cache_dir", "num_proc", "max_shard_size", "model_license", "revision"}
 
 
@@ -85,11 +85,11 @@ def make_parser(with_configs: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prm-builder", description="Build, inspect and publish PRM datasets.")
     parser.add_argument("--debug", action="store_true", help="on failure, also print the full traceback")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    sources = _sources() if with_configs else {}
-    add_build_command(commands, sources)
+    specs = _configs() if with_configs else {}
+    add_build_command(commands, specs)
     add_stats_command(commands)
     add_report_command(commands)
-    add_push_command(commands, sources)
+    add_push_command(commands, specs)
     add_cache_commands(commands)
     add_tiny_model_command(commands)
     return follow_conventions(parser)
@@ -101,12 +101,12 @@ DEBUG_FLAG = argparse.ArgumentParser(add_help=False)
 DEBUG_FLAG.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="on failure, also print the full traceback")
 
 
-def add_build_command(commands, sources: dict) -> None:
+def add_build_command(commands, specs: dict) -> None:
     build = commands.add_parser("build", help="build a config through load_dataset and save it to a folder")
     configs = build.add_subparsers(title="configs", metavar="CONFIG")
-    for name, module in sources.items():
-        config_parser = configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION, parents=[DEBUG_FLAG])
-        add_config_options(config_parser, module.CONFIG_CLASS)
+    for name, spec in specs.items():
+        config_parser = configs.add_parser(name, help=spec.description, description=spec.description, parents=[DEBUG_FLAG])
+        add_config_options(config_parser, spec.config_class)
         config_parser.add_argument("--output-dir", required=True, help="folder to save the built DatasetDict to")
         config_parser.add_argument("--num-proc", type=int, default=None, help="processes for generation")
         config_parser.add_argument("--cache-dir", default=None, help="datasets cache folder (default: HF_DATASETS_CACHE)")
@@ -139,14 +139,14 @@ def add_report_command(commands) -> None:
     report.set_defaults(run=run_report)
 
 
-def add_push_command(commands, sources: dict) -> None:
+def add_push_command(commands, specs: dict) -> None:
     push = commands.add_parser(
         "push", help="build a config through load_dataset and publish it to a Hub dataset repo (or a folder)"
     )
     push_configs = push.add_subparsers(title="configs", metavar="CONFIG")
-    for name, module in sources.items():
-        config_parser = push_configs.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION, parents=[DEBUG_FLAG])
-        add_config_options(config_parser, module.CONFIG_CLASS)
+    for name, spec in specs.items():
+        config_parser = push_configs.add_parser(name, help=spec.description, description=spec.description, parents=[DEBUG_FLAG])
+        add_config_options(config_parser, spec.config_class)
         add_push_options(config_parser)
         config_parser.set_defaults(run=run_push, config=name)
 
@@ -296,7 +296,7 @@ def run_build(args: argparse.Namespace) -> int:
     from .redact import without_credentials
     from .stats import format_summary, plot_distributions, summarize_splits
 
-    options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
+    options = collect_options(args, _configs()[args.config].config_class)
     dataset = load_dataset(
         "prm_builder",
         args.config,
@@ -353,7 +353,7 @@ def run_push(args: argparse.Namespace) -> int:
 
     from . import hub
 
-    options = collect_options(args, _sources()[args.config].CONFIG_CLASS)
+    options = collect_options(args, _configs()[args.config].config_class)
     # Fail before a long build when the push cannot happen anyway.
     if args.export_dir is None:
         if args.repo_id is None:

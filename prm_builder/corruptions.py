@@ -1,7 +1,7 @@
 """The four mistakes a `synthetic` copy makes, each visible in the step where it happens.
 
 Each strategy takes a parsed solution and a seeded rng and returns (raw lines, index of the
-first wrong step, final answer as written), or raises gsm8k.Unreadable naming why no copy could
+first wrong step, final answer as written), or raises drops.Dropped naming why no copy could
 be made. A mistake lands on a calculation the final answer depends on and whose step shows
 what changes: `flip_number` a number written in the step's expression, `change_operator` an
 operator written there, `calculation_error` the result the step writes. dataflow.carry then
@@ -16,7 +16,8 @@ from decimal import Decimal
 
 from .arithmetic import format_number, is_integer
 from .dataflow import Change, Solution, carry
-from .gsm8k import Calculation, Unreadable
+from .drops import Dropped
+from .gsm8k import Calculation
 
 # Changes tried on one calculation before moving to another, and calculations tried per copy
 # (bounds the work on a hostile solution of thousands of calculations to linear).
@@ -86,7 +87,7 @@ def wrong_final_answer(solution: Solution, rng: random.Random):
         # 0.4 apples for 4 reads as noise, not as a mistake.
         if value != solution.answer and (is_integer(value) or not is_integer(solution.answer)):
             return solution.raw_lines, len(solution.lines), format_number(value, solution.answer_text)
-    raise Unreadable("no_alternative_answer")
+    raise Dropped("no_alternative_answer")
 
 
 CORRUPTIONS = {
@@ -101,10 +102,10 @@ def _corrupt(solution: Solution, rng: random.Random, changes: Callable, shows_mi
     """Try calculations the answer depends on, whose step shows the mistake, until one carries through."""
     feeding = solution.feeding_answer
     if not feeding:
-        raise Unreadable("answer_not_computed")
+        raise Dropped("answer_not_computed")
     candidates = [calc for calc in feeding if calc.value is not None and shows_mistake(calc)]
     if not candidates:
-        raise Unreadable("mistake_not_visible")
+        raise Dropped("mistake_not_visible")
     rng.shuffle(candidates)
     reasons = set()
     for calc in candidates[:CALCULATIONS_TRIED]:
@@ -114,14 +115,14 @@ def _corrupt(solution: Solution, rng: random.Random, changes: Callable, shows_mi
         for change in itertools.islice(changes(calc), CHANGES_PER_CALCULATION):
             try:
                 copy = carry(solution, calc, change)
-            except Unreadable as error:
+            except Dropped as error:
                 reasons.add(error.reason)
                 if error.reason in REFUSED_WHATEVER_THE_CHANGE:
                     solution.refused[calc.node] = error.reason
                     break
                 continue
             return copy.lines, calc.line, copy.answer_text
-    raise Unreadable(min(reasons, key=REASON_ORDER.index) if reasons else "mistake_not_visible")
+    raise Dropped(min(reasons, key=REASON_ORDER.index) if reasons else "mistake_not_visible")
 
 
 def _nearby_numbers(text: str, rng: random.Random) -> list[Decimal]:

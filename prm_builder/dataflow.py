@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from .arithmetic import ExpressionError, UnsafeExpression, evaluate, format_number, is_integer, parse_decimal
-from .gsm8k import Calculation, Line, Unreadable, Written, read_line
+from .drops import Dropped
+from .gsm8k import Calculation, Line, Written, read_line
 from .statements import statement_holds, statement_value
 
 _UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
@@ -111,10 +112,10 @@ def parse_solution(answer: str, question: str = "") -> Solution:
     body, marker, final = answer.partition("####")
     answer_text = final.strip().replace(",", "")
     if not marker or not answer_text:
-        raise Unreadable("no_final_answer")
+        raise Dropped("no_final_answer")
     texts = [line.strip() for line in body.split("\n") if line.strip()]
     if not texts:
-        raise Unreadable("no_steps")
+        raise Dropped("no_steps")
     try:
         value = parse_decimal(answer_text)
     except ValueError:
@@ -203,7 +204,7 @@ class Copy:
 
 
 def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
-    """Apply `change` to `seed` and recompute everything that depends on it; raises Unreadable."""
+    """Apply `change` to `seed` and recompute everything that depends on it; raises Dropped."""
     edits: dict[int, dict[tuple[int, int], str]] = defaultdict(dict)
     changed: dict[int, Decimal] = {}
     _define(seed, _seed_value(seed, change, edits[seed.line]), changed, edits[seed.line], forced=change.result is not None)
@@ -214,13 +215,13 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
         if any(new != operand.value for new, operand in zip(values, calc.operands)):
             _define(calc, _recompute(calc, values, {}, edits[calc.line]), changed, edits[calc.line])
     if solution.ambiguous_mentions.intersection(changed):
-        raise Unreadable("ambiguous_reference")
+        raise Dropped("ambiguous_reference")
     for node, new in changed.items():
         for line_index, token_index in solution.mentions_of.get(node, ()):
             token = solution.lines[line_index].tokens[token_index]
             _edit(edits[line_index], Written(token.span, token.text, True, token.money), new)
     if solution.answer_node not in changed:
-        raise Unreadable("answer_unchanged")
+        raise Dropped("answer_unchanged")
     answer = changed[solution.answer_node]
     _check_visible(solution, edits, seed, change)
     lines = [_apply(line.text, edits[index]) if index in edits else line.text for index, line in enumerate(solution.lines)]
@@ -230,7 +231,7 @@ def carry(solution: Solution, seed: Calculation, change: Change) -> Copy:
 def _current(ref, old: Decimal, changed: dict[int, Decimal]) -> Decimal:
     if isinstance(ref, Ambiguous):
         if any(node in changed for node in ref.candidates):
-            raise Unreadable("ambiguous_reference")
+            raise Dropped("ambiguous_reference")
         return old
     return changed.get(ref, old)
 
@@ -251,13 +252,13 @@ def _seed_value(calc: Calculation, change: Change, edits: dict) -> Decimal:
 def _recompute(calc: Calculation, values: list[Decimal], operators: dict[int, str], edits: dict) -> Decimal:
     """Rewrite the operands (and swapped operators) of `calc` everywhere they are written; its new value."""
     if calc.value is None:
-        raise Unreadable("unsafe_expression" if calc.unsafe else "unparseable_calculation")
+        raise Dropped("unsafe_expression" if calc.unsafe else "unparseable_calculation")
     slots = {}
     for operand, slot, value in zip(calc.operands, calc.operand_slots, values):
         if value == operand.value:
             continue
         if (value < 0) != (operand.value < 0):
-            raise Unreadable("implausible_value")
+            raise Dropped("implausible_value")
         slots[slot] = format_number(value, calc.expression[slice(*slot)])
         for copy in operand.copies:
             _edit(edits, copy, value)
@@ -269,9 +270,9 @@ def _recompute(calc: Calculation, values: list[Decimal], operators: dict[int, st
     try:
         return evaluate(_apply(calc.expression, slots))
     except UnsafeExpression as error:
-        raise Unreadable("unsafe_expression", str(error)) from None
+        raise Dropped("unsafe_expression", str(error)) from None
     except ExpressionError as error:
-        raise Unreadable("invalid_arithmetic", str(error)) from None
+        raise Dropped("invalid_arithmetic", str(error)) from None
 
 
 def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, forced: bool = False) -> None:
@@ -279,11 +280,11 @@ def _define(calc: Calculation, value: Decimal, changed: dict, edits: dict, force
     shown = calc.results[-1]
     new = parse_decimal(format_number(value, shown.text, calc.money))
     if not _same(new, value) and (_same(calc.value, calc.result) or forced):
-        raise Unreadable("inexact_result")  # 0.0003 dollars written as 0: not a mistake anyone sees
+        raise Dropped("inexact_result")  # 0.0003 dollars written as 0: not a mistake anyone sees
     old = calc.result
     # A negative count (or a sign that flips: the text would gain or lose a minus), 23.5 clips.
     if (new < 0) != (old < 0) or (is_integer(old) and not is_integer(new) and not calc.money):
-        raise Unreadable("implausible_value")
+        raise Dropped("implausible_value")
     for copy in calc.results:
         _edit(edits, copy, new)
     if new != old:
@@ -299,7 +300,7 @@ def _edit(edits: dict, written: Written, value: Decimal) -> None:
     text = format_number(value, written.text, written.money)
     written_value = parse_decimal(text)
     if written_value != value and not _same(written_value, value):
-        raise Unreadable("inexact_result")
+        raise Dropped("inexact_result")
     edits[written.span] = text
 
 
@@ -330,9 +331,9 @@ def _check_visible(solution: Solution, edits: dict, seed: Calculation, change: C
             if statement_holds(line.tokens, statement, line_edits):
                 value = statement_value(line.tokens, statement, edits=line_edits)
                 if value is not None and value < 0 <= (statement_value(line.tokens, statement) or 0):
-                    raise Unreadable("implausible_value")
+                    raise Dropped("implausible_value")
                 continue
             intended = change.result is not None and index == seed.line and statement.result in seed.result_tokens
             unchanged_expression = not any(span in line_edits for span in spans[:-1])
             if not intended and not (unchanged_expression and not statement_holds(line.tokens, statement)):
-                raise Unreadable("inconsistent_text")
+                raise Dropped("inconsistent_text")

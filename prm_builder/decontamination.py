@@ -1,4 +1,4 @@
-"""Keeping benchmark problems out of the rows: the `exclude_problems` option of every config.
+"""Keeping benchmark problems out of the rows: what the builder applies for every config's `exclude_problems`.
 
 A row is dropped when its prompt, normalised (`normalize_problem`), is a problem of an excluded
 set; the drop is counted as "contaminated:<set>". Sets are:
@@ -9,14 +9,8 @@ set; the drop is counted as "contaminated:<set>". Sets are:
   - a path to a .jsonl file, or a .json file holding a list, of objects with a "problem"
     (or "question", or "prompt") field;
   - for a list value, any other item is a problem text itself.
-
-The option value says which splits are checked:
-  - "default" (the default): math500 and gsm8k_test, on the train split only, so training data
-    never holds an evaluation problem while a config's own test split (e.g. GSM8K's) stays whole;
-  - a set, or a list of sets: on every split;
-  - a mapping {split: set or list of sets}: on those splits only;
-  - "none" or [] (or None in Python; `load_dataset` drops options set to None, so pass "none"
-    or [] there): nothing is excluded.
+Which splits each set applies to, and the option's values, are exclude_option.py's. Only the
+builder imports this module (tests/test_layout.py): a config never filters problems itself.
 """
 
 import hashlib
@@ -27,11 +21,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .exclude_option import BUILTIN_SETS, is_path, sets_per_split
 from .jsonl import read_objects
 
-BUILTIN_SETS = ("math500", "gsm8k_test", "processbench")
-DEFAULT = "default"
-DEFAULT_SETS = {"train": ["gsm8k_test", "math500"]}
 # Hashes of the normalised problems of the offline built-in sets (see `builtin_set_hashes`).
 BUILTIN_HASHES_FILE = Path(__file__).resolve().parent / "data" / "benchmark_problems.jsonl"
 PROCESSBENCH_FILES = {
@@ -43,11 +35,6 @@ TEXTS_SET = "given_problems"
 # Distinct prompts remembered per split: Math-Shepherd repeats each problem ~30 times.
 MEMO_SIZE = 200_000
 
-_HELP = (
-    "exclude_problems must be 'default', 'none' (or []), a built-in set ('math500', 'gsm8k_test', 'processbench'), "
-    "a path to a .jsonl/.json file with a 'problem' field, a list of those (other list items are problem "
-    "texts), or a mapping {split: any of those}"
-)
 
 # -- normalisation ---------------------------------------------------------------------------------
 
@@ -116,66 +103,6 @@ def problem_hash(text: str) -> str:
     return hashlib.sha1(normalize_problem(text).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-# -- the option ------------------------------------------------------------------------------------
-
-
-def normalize_option(value):
-    """The option value checked and made canonical (sorted lists), so equal choices share a cache."""
-    if value is None or value == DEFAULT:
-        return value
-    if isinstance(value, str) and value.lower() == "none":
-        return None
-    if isinstance(value, dict):
-        if not value or not all(isinstance(split, str) and split for split in value):
-            raise ValueError(f"{_HELP}; a mapping needs split names as keys, got {value!r}")
-        return {split: _normalize_items(items) for split, items in sorted(value.items())}
-    items = _normalize_items(value)
-    return items or None
-
-
-def _normalize_items(value) -> list[str]:
-    if isinstance(value, Path):
-        value = str(value)
-    if isinstance(value, str):
-        if value in BUILTIN_SETS or value.lower().endswith((".json", ".jsonl")):
-            items = [value]
-        else:  # "math500,gsm8k_test" from a command line
-            items = [item.strip() for item in value.split(",") if item.strip()]
-            if not items or not all(item in BUILTIN_SETS for item in items):
-                raise ValueError(f"{_HELP}, got {value!r}: not a built-in set nor a .jsonl/.json path")
-    elif isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, (str, Path)) for v in value):
-        items = [str(v) for v in value]
-    else:
-        raise ValueError(f"{_HELP}, got {value!r}")
-    for item in items:
-        if item.lower().endswith((".json", ".jsonl")) and not Path(item).is_file():
-            raise ValueError(f"{_HELP}, got {item!r}: no such file")
-        if re.fullmatch(r"[a-z0-9_]+", item) and item not in BUILTIN_SETS:
-            # A single lower-case word is a mistyped set name, not a problem text.
-            raise ValueError(f"{_HELP}, got {item!r}: not a built-in set (valid: {', '.join(BUILTIN_SETS)})")
-    return sorted(set(items))
-
-
-def local_paths(value) -> list[str]:
-    """The files an option value reads: their size and mtime join the cache key."""
-    return [item for items in _per_split(value).values() for item in items if _is_path(item)]
-
-
-def _per_split(value) -> dict[str, list[str]]:
-    """{split or "*": items}."""
-    if value is None:
-        return {}
-    if value == DEFAULT:
-        return DEFAULT_SETS
-    if isinstance(value, dict):
-        return value
-    return {"*": value}
-
-
-def _is_path(item: str) -> bool:
-    return item not in BUILTIN_SETS and item.lower().endswith((".json", ".jsonl")) and Path(item).is_file()
-
-
 # -- loading the sets ------------------------------------------------------------------------------
 
 
@@ -229,7 +156,7 @@ class Excluder:
 
 def excluders(value, splits: Iterable[str], dl_manager) -> dict[str, Excluder | None]:
     """{split: Excluder, or None when nothing is excluded from it}, loading each set once."""
-    per_split = _per_split(value)
+    per_split = sets_per_split(value)
     loaded: dict[str, dict[str, frozenset]] = {}
     result = {}
     for split in splits:
@@ -249,10 +176,10 @@ def _load_item(item: str, items: list[str], dl_manager, loaded: dict) -> dict[st
         sets = {item: builtin_set_hashes()[item]}
     elif item == "processbench":
         sets = {item: _processbench_hashes(dl_manager)}
-    elif _is_path(item):
+    elif is_path(item):
         sets = {Path(item).name: frozenset(problem_hash(p) for p in read_problems(item))}
     else:  # every problem text of the list counts under one name
-        texts = [i for i in items if i not in BUILTIN_SETS and not _is_path(i)]
+        texts = [i for i in items if i not in BUILTIN_SETS and not is_path(i)]
         sets = {TEXTS_SET: frozenset(problem_hash(text) for text in texts)}
         for text in texts:
             loaded[text] = sets

@@ -3,6 +3,7 @@
 Generation may run in several processes (`num_proc`), each writing its own small JSON file;
 `load_drops` adds them up, so the builder logs one total per split, and the CLI and the dataset
 card can report them after the fact, including on a cache hit where nothing is generated again.
+Configs raise `Dropped(reason)` for an item they leave out, and count it where they catch it.
 """
 
 import json
@@ -16,6 +17,16 @@ from datasets.utils import logging
 logger = logging.get_logger(__name__)
 
 DROPS_DIRNAME = "prm_builder_drops"
+
+
+class Dropped(ValueError):
+    """An item left out of the rows (a line, a row, a solution, a corrupted copy); `reason` is what
+    the drop counts call it, `detail` what a message naming the file and line adds."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail or reason
 
 
 def describe_drops(counts: Counter, what: str = "items") -> str:

@@ -12,6 +12,7 @@ This module imports nothing heavy: it runs on the command line's error path.
 """
 
 import ast
+import functools
 import logging
 import os
 import re
@@ -98,7 +99,14 @@ def raised_by_us(error: BaseException) -> bool:
         return False
     while traceback.tb_next is not None:
         traceback = traceback.tb_next
-    return traceback.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+    # co_filename is the path the module was imported by, which a symlinked install (or a
+    # symlinked folder on sys.path) leaves unresolved: compare real paths.
+    return _real_path(traceback.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
+
+
+@functools.lru_cache(maxsize=256)
+def _real_path(path: str) -> str:
+    return os.path.realpath(path)
 
 
 def _raised_by_the_trainer(error: BaseException) -> bool:

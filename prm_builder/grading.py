@@ -49,7 +49,7 @@ _ANSWER_IS = re.compile(r"answer\s+is\s*[:=]?\s*(.+)", re.IGNORECASE)
 _A_LINE = re.compile(r"^\s*A\s*:\s*(.+?)\s*$")
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox)\s*\{([^{}]*)\}")
 # A number and what dresses it (see _numeric_form).
-_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:/\d+)?")
+_NUMBER_OR_FRACTION = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:/\d+)?")
 _LATEX_FRACTION = re.compile(
     r"(?P<sign>-)?\\[dt]?frac(?:\s*\{(?P<num>\d+)\}\s*\{(?P<den>\d+)\}|(?P<num1>\d)(?P<den1>\d))"
 )
@@ -175,7 +175,7 @@ def _plain_number(text: str) -> Fraction | None:
         text = f"{fraction['num'] or fraction['num1']}/{fraction['den'] or fraction['den1']}"
         if fraction["sign"]:
             text = "-" + text
-    if not _PLAIN_NUMBER.fullmatch(text):
+    if not _NUMBER_OR_FRACTION.fullmatch(text):
         return None
     try:
         return Fraction(text)

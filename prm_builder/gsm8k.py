@@ -28,18 +28,6 @@ _SIMPLE_EXPRESSION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(\*\*|//|[-+*/%])\s*(\
 EXPRESSION_TOKEN = re.compile(r"(?P<number>\d+(?:\.\d+)?|\.\d+)|(?P<op>\*\*|//|[-+*/%])|(?P<open>\()|(?P<close>\))|(?P<space>\s+)|(?P<other>.)")
 
 
-class Unreadable(ValueError):
-    """A solution, or a change to it, that cannot be read or rewritten faithfully; `reason` names why.
-
-    Raised for solutions that cannot be parsed (no final answer, no steps) and for corrupted
-    copies that cannot be made (an ambiguous reference, a mistake that would not be visible).
-    """
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
 class Written(NamedTuple):
     """One place a number or operator is written: in an annotation, or in the visible text."""
 
@@ -101,7 +89,7 @@ class Line:
 
 
 @functools.lru_cache(maxsize=4096)
-def visible_text(line: str) -> str:
+def without_annotations(line: str) -> str:
     # Cached: every copy of a solution shares most of its lines with the original.
     return ANNOTATION.sub("", line)
 
@@ -253,5 +241,5 @@ def render(lines: list[str], final_answer: str, keep_annotations: bool) -> list[
 
     Annotations change only the display: the visible text is the same either way.
     """
-    steps = lines if keep_annotations else [visible_text(line) for line in lines]
+    steps = lines if keep_annotations else [without_annotations(line) for line in lines]
     return [*steps, FINAL_STEP.format(final_answer)]

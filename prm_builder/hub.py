@@ -34,7 +34,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ge
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from .builder import SOURCES
+from .builder import CONFIGS
 from .card import (
     CARD_FILENAME, PLOT_FILENAME, package_version, parse_card, render_card, render_section, resolved_options,
 )  # fmt: skip
@@ -343,8 +343,8 @@ def _status(error: HfHubHTTPError) -> int | None:
 
 
 def _check_dataset(dataset_dict, config_name: str) -> None:
-    if config_name not in SOURCES:
-        raise ValueError(f"config_name must be one of {list(SOURCES)}, got {config_name!r}")
+    if config_name not in CONFIGS:
+        raise ValueError(f"config_name must be one of {list(CONFIGS)}, got {config_name!r}")
     if not isinstance(dataset_dict, DatasetDict) or not dataset_dict:
         raise ValueError(f"expected a non-empty DatasetDict of built splits, got {type(dataset_dict).__name__}")
     for split, data in dataset_dict.items():

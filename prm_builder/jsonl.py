@@ -1,6 +1,8 @@
-"""Reading JSON Lines input files, with errors that name the file and the line."""
+"""Reading JSON Lines input files, with errors that name the file and the line; which split a local
+file holds; byte ranges of large files, for configs that stream them in shards."""
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +65,35 @@ def lone_surrogate(line: bytes, parsed) -> str | None:
             continue
         return matches[index].group().decode("ascii").lower()
     return matches[0].group().decode("ascii").lower()
+
+
+# A local file's split is its name when that is a split name (test.jsonl -> "test"), else "train".
+LOCAL_SPLITS = ("train", "validation", "test")
+
+
+def split_of(path: str | Path) -> str:
+    stem = Path(path).stem
+    return stem if stem in LOCAL_SPLITS else "train"
+
+
+def split_files(folder: str | Path) -> dict[str, str]:
+    """{split: path} of the `<split>.jsonl` files a folder holds, in LOCAL_SPLITS order."""
+    folder = Path(folder)
+    return {split: str(folder / f"{split}.jsonl") for split in LOCAL_SPLITS if (folder / f"{split}.jsonl").is_file()}
+
+
+def byte_range_shards(paths: list[str], shard_bytes: int) -> list[tuple[str, int, int]]:
+    """(path, start, end) byte ranges of about `shard_bytes`, each starting at a line start."""
+    shards = []
+    for path in paths:
+        size = os.path.getsize(path)
+        starts = [0]
+        with open(path, "rb") as file:
+            while starts[-1] + shard_bytes < size:
+                file.seek(starts[-1] + shard_bytes)
+                file.readline()  # move to the start of the next line
+                if file.tell() >= size:
+                    break
+                starts.append(file.tell())
+        shards += [(path, start, end) for start, end in zip(starts, starts[1:] + [size])]
+    return shards

@@ -20,7 +20,7 @@ A verdict is one of:
 import re
 from collections import Counter
 
-from .backends import visible_text
+from .backends import without_thinking
 
 STEPS_PLACEHOLDER = "{steps}"
 PROBLEM_PLACEHOLDER = "{problem}"
@@ -84,7 +84,7 @@ def last_boxed(text: str) -> str | None:
 
 def parse_verdict(text: str, num_steps: int) -> int | str:
     """The judge's first error from its raw answer (see the module docstring for the values)."""
-    visible = visible_text(text)
+    visible = without_thinking(text)
     if visible is None:
         return CUT_WHILE_THINKING
     boxed = last_boxed(visible)

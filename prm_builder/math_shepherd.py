@@ -25,9 +25,9 @@ input with each tag replaced by "+" or "-"), "text_after_last_tag" (an unlabelle
 that are not UTF-8 text; the file and line are in the debug log).
 
 Files are read in byte ranges with pyarrow's JSON reader, a few ranges at once in threads, and
-converted column-wise (math_shepherd_convert.py): the build takes 1.6-1.7x the CPU time of
-`load_dataset("json")` on the same file and 0.92-0.97x its wall time on two cores
-(benchmarks/math_shepherd.py; docs/math_shepherd.md says where the time goes).
+converted column-wise (math_shepherd_convert.py), which keeps the build's wall time near that of
+`load_dataset("json")` on the same file: benchmarks/math_shepherd.py measures both, and
+docs/math_shepherd.md gives the figures and where the time goes.
 """
 
 import dataclasses
@@ -46,16 +46,16 @@ import pyarrow.json as pa_json
 from datasets.utils import logging
 
 from .citations import citation
+from .contract import ConfigSpec
 from .features import CORE_FEATURES
+from .jsonl import byte_range_shards, split_files
 from .math_shepherd_convert import FIELDS, convert
 from .options import PRMBuilderConfig, as_list, check_int
-from .prm800k import byte_range_shards
 
 logger = logging.get_logger(__name__)
 
 TASKS = ("gsm8k", "math")
 HUB_FILES = {"train": "https://huggingface.co/datasets/peiyi9979/Math-Shepherd/resolve/main/math-shepherd.jsonl"}
-LOCAL_SPLITS = ("train", "validation", "test")
 # Byte ranges read at once: one pyarrow parse each, and the unit num_proc spreads.
 SHARD_BYTES = 8 << 20
 THREADS = min(4, os.cpu_count() or 1)
@@ -112,8 +112,6 @@ class MathShepherdConfig(PRMBuilderConfig):
                 raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
 
 
-CONFIG_CLASS = MathShepherdConfig
-
 
 # -- splits ----------------------------------------------------------------------------------------
 
@@ -145,7 +143,7 @@ def _files(config: MathShepherdConfig, dl_manager) -> dict[str, list[str]]:
             ) from error
         return {split: [path] for split, path in downloaded.items()}
     folder = Path(config.data_dir)
-    named = {split: [str(folder / f"{split}.jsonl")] for split in LOCAL_SPLITS if (folder / f"{split}.jsonl").is_file()}
+    named = {split: [path] for split, path in split_files(folder).items()}
     if named:
         return named
     found = sorted(str(path) for path in folder.glob("*.jsonl"))
@@ -264,3 +262,15 @@ def _parse_block(block: pa.Buffer | bytes) -> pa.Table | None:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
+
+
+SPEC = ConfigSpec(
+    config_class=MathShepherdConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_tables=generate_tables,
+)

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .drops import Dropped
 from .features import CORE_FEATURES
 from .options import PRMBuilderConfig
 
@@ -39,14 +40,6 @@ STEP_PREFIX_AT_START = re.compile(r"Step [0-9]+:")
 STEP_PREFIX = re.compile(rf"{STEP_PREFIX_AT_START.pattern}\s*")
 ROW_SCHEMA = CORE_FEATURES.arrow_schema
 LT, EQ, GT = b"<=>"
-
-
-class BadLine(ValueError):
-    """A line that does not parse; `reason` names it in the drop counts."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 def convert(config: PRMBuilderConfig, records: pa.Table, ids: pa.Array, drops: Counter) -> pa.Table:
@@ -314,7 +307,7 @@ def _with_failed_lines(config: PRMBuilderConfig, records: pa.Table, ids: pa.Arra
         record = {name: records.column(name)[index].as_py() for name in FIELDS}
         try:
             row = line_row(config, record["input"], record["label"], record["task"].lower())
-        except BadLine as error:
+        except Dropped as error:
             drops[error.reason] += 1
             continue
         rescued.append({**row, "id": ids[index].as_py()})
@@ -324,17 +317,17 @@ def _with_failed_lines(config: PRMBuilderConfig, records: pa.Table, ids: pa.Arra
 
 
 def line_row(config: PRMBuilderConfig, text: str, label: str, task: str) -> dict:
-    """The row of one line (without its id); BadLine when the line does not parse."""
+    """The row of one line (without its id); Dropped when the line does not parse."""
     pieces = text.split(TAG)
     if len(pieces) == 1:
-        raise BadLine("no_tag")
+        raise Dropped("no_tag")
     marks = _label_marks(pieces, label)
     if pieces[-1].strip():
-        raise BadLine("text_after_last_tag")
+        raise Dropped("text_after_last_tag")
     first = pieces[0]
     boundary = first.rfind(FIRST_STEP)
     if boundary < 0:
-        raise BadLine("no_first_step")
+        raise Dropped("no_first_step")
     steps = [first[boundary:], *pieces[1:-1]]
     completions = []
     for step in steps:
@@ -345,7 +338,7 @@ def line_row(config: PRMBuilderConfig, text: str, label: str, task: str) -> dict
         if not config.keep_calculator_annotations and "<<" in step:
             step = CALCULATOR_ANNOTATION.sub("", step)
         if not step:
-            raise BadLine("empty_step")
+            raise Dropped("empty_step")
         completions.append(step)
     labels = [MARKS[mark] for mark in marks]
     _, phrase, answer = completions[-1].rpartition(ANSWER_PHRASE)
@@ -361,7 +354,7 @@ def line_row(config: PRMBuilderConfig, text: str, label: str, task: str) -> dict
 
 
 def _label_marks(pieces: list[str], label: str) -> list[str]:
-    """The label's mark at each tag of the input; BadLine when label is not input with tags marked."""
+    """The label's mark at each tag of the input; Dropped when label is not input with tags marked."""
     marks, position = [], 0
     fits = len(label) == sum(map(len, pieces)) + len(pieces) - 1  # one character per tag
     if fits:
@@ -378,5 +371,5 @@ def _label_marks(pieces: list[str], label: str) -> list[str]:
                 return marks
     tags = len(pieces) - 1
     same_count = fits or len(LABEL_MARK.findall(label)) == tags
-    raise BadLine("label_text_differs" if same_count else "tag_label_count_mismatch")
+    raise Dropped("label_text_differs" if same_count else "tag_label_count_mismatch")
 

@@ -30,7 +30,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from . import grading
-from .backends import visible_text
+from .backends import without_thinking
 from .problems import Problem
 from .scheduler import Want
 
@@ -146,7 +146,7 @@ def rollout_labels(
             for step, generations in zip(waiting, groups):
                 new = generations[made[step] : end]
                 # A rollout cut off while thinking reached no answer: a failure, like any other.
-                texts = [visible_text(g.text) for g in new]
+                texts = [without_thinking(g.text) for g in new]
                 graded = [grading.grade(prefixes[step] + t, problem.reference, problem.style) for t in texts if t is not None]
                 successes[step] += sum(grade.correct for grade in graded)
                 made[step] = end

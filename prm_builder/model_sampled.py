@@ -47,6 +47,7 @@ from . import grading, judge_labels
 from .backends import BACKENDS, Sampling
 from .backends.openai import MAX_RETRIES, REQUEST_TIMEOUT_S
 from .citations import citation
+from .contract import ConfigSpec
 from .features import CORE_FEATURES, with_extra_columns
 from .generation_cache import GenerationCache, default_root
 from .judge import DEFAULT_JUDGE_PROMPT_TEMPLATE
@@ -54,7 +55,7 @@ from .options import PRMBuilderConfig, check_bool, check_choice, check_int, chec
 from .problems import Problem, load_problems
 from .sampling_plan import plan, wave_sizes  # noqa: F401 - wave_sizes: part of this module's interface
 from .scheduler import LazyBackend, Progress, RowsInOrder, Scheduler, ShardLocks
-from .solution_labels import solution_row, split_steps  # noqa: F401 - split_steps: part of this module's interface
+from .solution_labels import solution_row, solution_steps  # noqa: F401 - solution_steps: part of this module's interface
 
 logger = logging.get_logger(__name__)
 
@@ -333,8 +334,6 @@ class ModelSampledConfig(PRMBuilderConfig):
         return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
 
 
-CONFIG_CLASS = ModelSampledConfig
-
 
 def _public_model_name(model: str) -> str:
     """A local folder by its last part, never its path on this machine."""
@@ -431,3 +430,14 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         logger.info(f"{split}: generated {progress.describe()}")
 
 
+SPEC = ConfigSpec(
+    config_class=ModelSampledConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_rows=generate_rows,
+    features_for=features,
+)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import datasets
 from datasets.fingerprint import Hasher
 
-from . import decontamination
+from . import exclude_option
 
 # What `prm-builder build` writes beside a built dataset: {"config": ..., "options": {...}}, the options it was built
 # with (credentials redacted), read back by prm-train and prm-eval for the model card.
@@ -30,9 +30,9 @@ class PRMBuilderConfig(datasets.BuilderConfig):
     # Options that change how rows are made, never which rows (e.g. a server URL): left out of the cache key.
     OPTIONS_NOT_IN_CACHE_KEY: ClassVar[frozenset] = frozenset()
 
-    # Every config: benchmark problems kept out of the rows (see prm_builder/decontamination.py).
+    # Every config: benchmark problems kept out of the rows (see prm_builder/exclude_option.py).
     exclude_problems: str | list[str] | dict | None = dataclasses.field(
-        default=decontamination.DEFAULT,
+        default=exclude_option.DEFAULT,
         metadata={
             "help": "'default' (MATH500 and GSM8K test problems out of the train split), 'none', 'math500', "
             "'gsm8k_test', 'processbench', a .jsonl/.json file with a 'problem' field, a list of those, "
@@ -51,7 +51,7 @@ class PRMBuilderConfig(datasets.BuilderConfig):
                 f"config {self.name!r} takes no data_dir/data_files; valid options: {', '.join(self.option_names())}"
             )
         check_data_files(self.data_files)
-        self.exclude_problems = decontamination.normalize_option(self.exclude_problems)
+        self.exclude_problems = exclude_option.normalize_option(self.exclude_problems)
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -85,7 +85,7 @@ class PRMBuilderConfig(datasets.BuilderConfig):
             key["data_dir"] = os.path.normpath(self.data_dir)
         if self.data_files is not None:
             key["data_files"] = {split: sorted(map(str, files)) for split, files in self.data_files.items()}
-        inputs = list(self.local_inputs()) + decontamination.local_paths(self.exclude_problems)
+        inputs = list(self.local_inputs()) + exclude_option.local_paths(self.exclude_problems)
         if self.data_files is not None:
             inputs += [str(f) for files in self.data_files.values() for f in files]
         if self.data_dir is not None:

@@ -18,7 +18,7 @@ Rows of a line:
   - the trajectory: its steps, `ratings` the raw ratings of those steps (-1/0/1, human = 1),
     `labels` the ratings under `neutral_as` (1 -> True, -1 -> False, 0 -> True for "positive",
     the PRM800K paper's reading, False for "negative"). A trajectory with no step gives no row.
-  - with `alternatives=True`, one more row per other rated completion at every step the walk
+  - with `alternatives=True`, one more row per other rated completion at every step the trajectory
     reached, the step it stopped at included: the trajectory's steps before that step plus
     that completion (so its last rating is the completion's). Completions with a null rating
     give no row, and alternatives of different steps are never combined. Rows are not
@@ -38,11 +38,10 @@ Lines dropped, each counted under one reason (checked in this order): malformed 
 on_bad_lines="skip" ("malformed:<what>"), lines of a phase not in `phases` ("other_phase"),
 `bad_problem` lines ("bad_problem"), quality-control and screening lines unless
 include_screening ("quality_control_question", "screening_question"; screening covers
-`is_initial_screening_question` and generation -1), problems in `exclude_problems`
-("contaminated:<set>", matched as prm_builder/decontamination.py says; checked here, on the
-line, so that a split it empties is left out as below). Lines whose walk gives no step count "empty_trajectory" (their
-alternatives, if any, are still rows). `give_up` lines keep what was labelled. A split in
-which no line gives a row is left out with a warning (datasets cannot load an empty split).
+`is_initial_screening_question` and generation -1). Lines whose trajectory has no step count
+"empty_trajectory" (their alternatives, if any, are still rows). `give_up` lines keep what was
+labelled. As for every config, the builder then drops the rows of problems in
+`exclude_problems` ("contaminated:<set>", one count per row) and leaves out a split with no row.
 
 Files are streamed line by line in byte-range shards aligned to line starts, so a single
 456 MB file is converted in constant memory and split across `num_proc` processes.
@@ -59,12 +58,12 @@ import datasets
 from datasets import List, Value
 from datasets.utils import logging
 
-from . import decontamination, prm800k_download
-from .decontamination import Excluder
-from .drops import describe_drops
+from . import prm800k_download
 from .citations import citation
+from .contract import ConfigSpec
+from .drops import Dropped
 from .features import first_error, with_extra_columns
-from .jsonl import lone_surrogate
+from .jsonl import byte_range_shards, lone_surrogate
 from .options import PRMBuilderConfig, as_list, check_choice
 
 logger = logging.get_logger(__name__)
@@ -79,8 +78,6 @@ ANSWER_HEADING = "# Answer"
 SHARD_BYTES = 32 << 20
 # Where a data_dir may hold the label files: flat, or the repository's own layout.
 LOCAL_LAYOUTS = (".", "data", "prm800k/data")
-# exclude_problems is applied to each line here, not by the builder on the rows.
-FILTERS_EXCLUDED_PROBLEMS = True
 
 DESCRIPTION = (
     "PRM800K: human step-level ratings of MATH solutions (phases 1 and 2), one row per labelled "
@@ -155,8 +152,6 @@ class PRM800KConfig(PRMBuilderConfig):
                 raise ValueError(f"{option} must be True or False, got {getattr(self, option)!r}")
 
 
-CONFIG_CLASS = PRM800KConfig
-
 
 def _phases(value) -> list[int]:
     items = [value] if isinstance(value, int) and not isinstance(value, bool) else as_list("phases", value)
@@ -169,46 +164,14 @@ def _phases(value) -> list[int]:
     return phases
 
 
-# -- sources ---------------------------------------------------------------------------------------
+# -- files ---------------------------------------------------------------------------------------
 
 
 def split_generators(config: PRM800KConfig, dl_manager) -> list[datasets.SplitGenerator]:
-    files = _label_files(config, dl_manager)
-    excluders = decontamination.excluders(config.exclude_problems, files, dl_manager)
-    generators, empty = [], {}
-    for split, paths in files.items():
-        shards = byte_range_shards(paths, SHARD_BYTES)
-        excluded = excluders[split]
-        dropped = _drops_if_empty(config, shards, excluded)
-        if dropped is not None:
-            empty[split] = dropped
-            continue
-        generators.append(
-            datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": shards, "excluded": excluded})
-        )
-    for split, dropped in empty.items():
-        # datasets cannot load an empty split, and filters can empty one (a test split of
-        # MATH500 problems under exclude_problems="math500"): leave it out, loudly.
-        logger.warning(f"prm800k: split {split!r} is left out: no line gives a row ({_describe_lines(dropped)})")
-    if not generators:
-        raise ValueError(
-            "prm800k: no line of any split gives a row with these options: "
-            + "; ".join(f"{split}: {_describe_lines(dropped)}" for split, dropped in empty.items())
-        )
-    return generators
-
-
-def _describe_lines(dropped: Counter) -> str:
-    return describe_drops(dropped, "lines") or "no lines"
-
-
-def _drops_if_empty(config: PRM800KConfig, shards: list, excluded: Excluder | None) -> Counter | None:
-    """None as soon as a line gives a row (the first one, usually); else the drops of every line."""
-    dropped = Counter()
-    for rows in _rows_per_line(config, shards, excluded, dropped):
-        if rows:
-            return None
-    return dropped
+    return [
+        datasets.SplitGenerator(name=split, gen_kwargs={"split": split, "shards": byte_range_shards(paths, SHARD_BYTES)})
+        for split, paths in _label_files(config, dl_manager).items()
+    ]
 
 
 def _label_files(config: PRM800KConfig, dl_manager) -> dict[str, list[str]]:
@@ -256,39 +219,12 @@ def _find_label_folder(data_dir: Path, names) -> Path:
     )
 
 
-def byte_range_shards(paths: list[str], shard_bytes: int) -> list[tuple[str, int, int]]:
-    """(path, start, end) byte ranges of about `shard_bytes`, each starting at a line start."""
-    shards = []
-    for path in paths:
-        size = os.path.getsize(path)
-        starts = [0]
-        with open(path, "rb") as file:
-            while starts[-1] + shard_bytes < size:
-                file.seek(starts[-1] + shard_bytes)
-                file.readline()  # move to the start of the next line
-                if file.tell() >= size:
-                    break
-                starts.append(file.tell())
-        shards += [(path, start, end) for start, end in zip(starts, starts[1:] + [size])]
-    return shards
-
-
 # -- rows ------------------------------------------------------------------------------------------
 
 
-class BadLine(ValueError):
-    """A line that is not a PRM800K record; `reason` names the kind for the drop counts."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-
-
-def generate_rows(
-    config: PRM800KConfig, drops: Counter, split: str, shards: list, excluded: Excluder | None
-) -> Iterator[dict]:
+def generate_rows(config: PRM800KConfig, drops: Counter, split: str, shards: list) -> Iterator[dict]:
     rows_per_kind = Counter()
-    for rows in _rows_per_line(config, shards, excluded, drops):
+    for rows in _rows_per_line(config, shards, drops):
         for row in rows:
             rows_per_kind[row["source"], row["finish_reason"]] += 1
             yield row
@@ -299,7 +235,7 @@ def generate_rows(
         )
 
 
-def _rows_per_line(config: PRM800KConfig, shards: list, excluded: Excluder | None, drops: Counter) -> Iterator[list]:
+def _rows_per_line(config: PRM800KConfig, shards: list, drops: Counter) -> Iterator[list]:
     """The rows of each line in order: all of them, or none when the line turns out malformed.
 
     A malformed line stops the build naming file and line, or with on_bad_lines="skip" is counted.
@@ -307,12 +243,12 @@ def _rows_per_line(config: PRM800KConfig, shards: list, excluded: Excluder | Non
     for path, start, end in shards:
         for offset, line in _lines(path, start, end):
             try:
-                rows = list(line_rows(config, _parse(line), excluded, drops))
-            except BadLine as error:
+                rows = list(line_rows(config, _parse(line), drops))
+            except Dropped as error:
                 if config.on_bad_lines == "skip":
                     drops[f"malformed:{error.reason}"] += 1
                     if logger.isEnabledFor(logging.DEBUG):  # the line number costs a read up to the line
-                        logger.debug(f"{path}, line {_line_number(path, offset)}: skipped (malformed:{error.reason}): {error}")
+                        logger.debug(f"{path}, line {_line_number(path, offset)}: skipped (malformed:{error.reason}): {error.detail}")
                     continue
                 raise _bad_line_error(path, offset, line, error) from None
             yield rows
@@ -337,16 +273,16 @@ def _parse(line: bytes) -> dict:
         # (json.loads of the bytes decoded them too, and took a byte-order mark)
         text = (line[3:] if line.startswith(b"\xef\xbb\xbf") else line).decode("utf-8")
     except UnicodeDecodeError as error:
-        raise BadLine("not_utf8", f"expected UTF-8 text, got byte 0x{line[error.start]:02x} at column {error.start + 1}") from None
+        raise Dropped("not_utf8", f"expected UTF-8 text, got byte 0x{line[error.start]:02x} at column {error.start + 1}") from None
     try:
         record = json.loads(text)
     except ValueError as error:
-        raise BadLine("not_json", f"not valid JSON ({error})") from None
+        raise Dropped("not_json", f"not valid JSON ({error})") from None
     if not isinstance(record, dict):
-        raise BadLine("not_an_object", f"expected a JSON object, got {type(record).__name__}")
+        raise Dropped("not_an_object", f"expected a JSON object, got {type(record).__name__}")
     lone = lone_surrogate(line, record)
     if lone is not None:  # json.loads takes it; Arrow could not store the text
-        raise BadLine("not_utf8", f"expected UTF-8 text, got the escape {lone}, half of a surrogate pair (no character)")
+        raise Dropped("not_utf8", f"expected UTF-8 text, got the escape {lone}, half of a surrogate pair (no character)")
     return record
 
 
@@ -360,31 +296,31 @@ def _line_number(path: str, offset: int) -> int:
     return number
 
 
-def _bad_line_error(path: str, offset: int, line: bytes, error: BadLine) -> ValueError:
+def _bad_line_error(path: str, offset: int, line: bytes, error: Dropped) -> ValueError:
     number = _line_number(path, offset)
     hint = ""
     if error.reason == "not_json" and not line.endswith(b"\n"):
         hint = " The file ends in the middle of this line: it looks truncated (an interrupted copy or download?)."
     return ValueError(
-        f"{path}, line {number}: not a PRM800K record: {error}.{hint} Fix or remove the line, or pass "
+        f"{path}, line {number}: not a PRM800K record: {error.detail}.{hint} Fix or remove the line, or pass "
         f"on_bad_lines='skip' to skip such lines (they are counted). The line starts: {line[:120]!r}"
     )
 
 
-def line_rows(config: PRM800KConfig, record: dict, excluded: Excluder | None, drops: Counter) -> Iterator[dict]:
+def line_rows(config: PRM800KConfig, record: dict, drops: Counter) -> Iterator[dict]:
     """The rows of one PRM800K line (see the module docstring); drops are counted in `drops`."""
     question = record.get("question")
     label = record.get("label")
     if not isinstance(question, dict) or not isinstance(question.get("problem"), str):
-        raise BadLine("no_question", "missing 'question' with a 'problem' text")
+        raise Dropped("no_question", "missing 'question' with a 'problem' text")
     if not isinstance(label, dict):
-        raise BadLine("no_label", "missing 'label' object")
+        raise Dropped("no_label", "missing 'label' object")
     labeler, timestamp = record.get("labeler"), record.get("timestamp")
     if not isinstance(labeler, str) or not isinstance(timestamp, str):
-        raise BadLine("no_id", "missing 'labeler'/'timestamp' strings (they make the row ids)")
+        raise Dropped("no_id", "missing 'labeler'/'timestamp' strings (they make the row ids)")
     generation = record.get("generation")
     if generation is not None and (isinstance(generation, bool) or not isinstance(generation, int)):
-        raise BadLine("bad_generation", f"'generation' must be an integer or null, got {generation!r}")
+        raise Dropped("bad_generation", f"'generation' must be an integer or null, got {generation!r}")
     # Upstream: generation "should always be null" in phase 1; pre-generated steps are phase 2's.
     phase = 2 if generation is not None or question.get("pre_generated_steps") is not None else 1
     finish_reason = label.get("finish_reason") or ""
@@ -402,16 +338,14 @@ def line_rows(config: PRM800KConfig, record: dict, excluded: Excluder | None, dr
         if record.get("is_initial_screening_question") or generation == -1:
             drops["screening_question"] += 1
             return
-    contaminated = excluded.match(question["problem"]) if excluded is not None else None
-    if contaminated is not None:
-        drops[f"contaminated:{contaminated}"] += 1
-        return
 
     steps = label.get("steps") or []
     if not isinstance(steps, list):
-        raise BadLine("bad_steps", f"'label.steps' must be a list, got {type(steps).__name__}")
+        raise Dropped("bad_steps", f"'label.steps' must be a list, got {type(steps).__name__}")
     pre_generated = question.get("pre_generated_steps") if phase == 2 else None
-    taken, alternatives = walk(steps, pre_generated if isinstance(pre_generated, list) else None, config.alternatives)
+    taken, alternatives = trajectory_and_alternatives(
+        steps, pre_generated if isinstance(pre_generated, list) else None, config.alternatives
+    )
 
     row_id = f"phase{phase}/{labeler}/{timestamp}"
     positive_neutral = config.neutral_as == "positive"
@@ -442,20 +376,20 @@ def line_rows(config: PRM800KConfig, record: dict, excluded: Excluder | None, dr
         )
 
 
-def walk(steps: list, pre_generated: list | None, with_alternatives: bool):
+def trajectory_and_alternatives(steps: list, pre_generated: list | None, with_alternatives: bool):
     """The trajectory [(text, rating)] and the alternatives [(step, completion, text, rating)]."""
     taken, alternatives = [], []
     for index, step in enumerate(steps):
         if step is None:
             break
         if not isinstance(step, dict):
-            raise BadLine("bad_step", f"step {index} must be an object or null, got {type(step).__name__}")
+            raise Dropped("bad_step", f"step {index} must be an object or null, got {type(step).__name__}")
         completions = step.get("completions") or []
         chosen, human = step.get("chosen_completion"), step.get("human_completion")
         continuing = None  # (completion index or None for the human one, text, rating)
         if chosen is not None:
             if isinstance(chosen, bool) or not isinstance(chosen, int) or not 0 <= chosen < len(completions):
-                raise BadLine(
+                raise Dropped(
                     "bad_chosen_completion",
                     f"step {index}: chosen_completion {chosen!r} is not an index into its "
                     f"{len(completions)} completions",
@@ -463,7 +397,7 @@ def walk(steps: list, pre_generated: list | None, with_alternatives: bool):
             continuing = (chosen, *_completion(completions[chosen], index))
         elif human is not None:
             if not isinstance(human, dict) or not isinstance(human.get("text"), str):
-                raise BadLine("bad_human_completion", f"step {index}: human_completion must be an object with a 'text'")
+                raise Dropped("bad_human_completion", f"step {index}: human_completion must be an object with a 'text'")
             continuing = (None, human["text"], 1)
         elif pre_generated is not None and index < len(pre_generated):
             for position, completion in enumerate(completions):
@@ -485,10 +419,10 @@ def walk(steps: list, pre_generated: list | None, with_alternatives: bool):
 
 def _completion(completion, step_index: int) -> tuple[str, int | None]:
     if not isinstance(completion, dict) or not isinstance(completion.get("text"), str):
-        raise BadLine("bad_completion", f"step {step_index}: a completion must be an object with a 'text'")
+        raise Dropped("bad_completion", f"step {step_index}: a completion must be an object with a 'text'")
     rating = completion.get("rating")
     if rating is not None and (isinstance(rating, bool) or rating not in RATINGS):
-        raise BadLine("bad_rating", f"step {step_index}: rating must be -1, 0, 1 or null, got {rating!r}")
+        raise Dropped("bad_rating", f"step {step_index}: rating must be -1, 0, 1 or null, got {rating!r}")
     return completion["text"], rating
 
 
@@ -518,3 +452,15 @@ def answer_section(text: str) -> str:
 
 def _text(value) -> str:
     return "" if value is None else str(value)
+
+
+SPEC = ConfigSpec(
+    config_class=PRM800KConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_rows=generate_rows,
+)

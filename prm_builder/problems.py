@@ -1,10 +1,13 @@
-"""Problem sources shared by the configs that start from problems (`synthetic`, `model_sampled`).
+"""The problems the configs that start from problems (`synthetic`, `model_sampled`) read.
 
-GSM8K comes from the Hub's `openai/gsm8k` Parquet files (through the datasets download manager,
-so it is cached and resumable like any Hub download), the bundled sample from the package, and
-local copies in the GSM8K layout (`train.jsonl` / `test.jsonl` with `question` and `answer`).
-`model_sampled` also reads MATH500 (PRM800K's copy, verified) and any .jsonl of problems with a
-reference answer, as `Problem`s: text, reference, grading style and the generation cache key.
+One option value names them, the same way for both configs (`problem_files`): "gsm8k" (the Hub's
+`openai/gsm8k` Parquet files, through the datasets download manager, so cached and resumable like
+any Hub download), "sample" (the set bundled with the package, split into train and test),
+"math500" (PRM800K's copy, verified), or a local path: a .jsonl file (its split is its name when
+that is a split name, test.jsonl -> "test", else "train") or a folder of train/validation/test.jsonl.
+Each config then reads the files as it needs them: `synthetic` GSM8K rows with their worked
+solutions (`read_gsm8k_problems`), `model_sampled` `Problem`s (`load_problems`): text, reference
+answer, grading style and the generation cache key.
 """
 
 import hashlib
@@ -14,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from . import grading, prm800k_download
-from .jsonl import read_objects
+from .jsonl import LOCAL_SPLITS, read_objects, split_files, split_of
 
 SAMPLE_PROBLEMS = Path(__file__).resolve().parent / "data" / "sample_problems.jsonl"
 # The Hub's openai/gsm8k ("main" config), read as Parquet through the datasets download manager.
@@ -76,10 +79,36 @@ def read_gsm8k_jsonl(path: str | Path) -> list[dict]:
     return problems
 
 
+# -- which files ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProblemFile:
+    path: str
+    selection: str = "all"  # "sample_train" or "sample_test": that part of the bundled sample
+
+
+def problem_files(problems: str, dl_manager) -> dict[str, ProblemFile]:
+    """split -> the file of `problems` ("gsm8k", "sample", "math500" or a local path; see above)."""
+    if problems == "gsm8k":
+        return {split: ProblemFile(path) for split, path in dl_manager.download(GSM8K_FILES).items()}
+    if problems == "sample":
+        return {split: ProblemFile(str(SAMPLE_PROBLEMS), f"sample_{split}") for split in ("train", "test")}
+    if problems == "math500":
+        files = prm800k_download.download_verified(dl_manager, {"math500": prm800k_download.MATH500_FILE})
+        return {"test": ProblemFile(files["math500"])}
+    path = Path(problems)
+    if path.is_file():
+        return {split_of(path): ProblemFile(str(path))}
+    found = {split: ProblemFile(file) for split, file in split_files(path).items()}
+    if not found:
+        expected = ", ".join(f"{split}.jsonl" for split in LOCAL_SPLITS)
+        raise FileNotFoundError(f"problems={problems!r}: expected {expected} in this folder, found none")
+    return found
+
+
 # -- problems for sampling (model_sampled) ---------------------------------------------------------
 
-# A local file's split is its name when that is a split name (test.jsonl -> "test"), else "train".
-LOCAL_SPLITS = ("train", "validation", "test")
 # Problem keys have a fixed length, so the generation cache can filter its lines without parsing them.
 PROBLEM_KEY_LENGTH = 16
 
@@ -107,33 +136,19 @@ def make_problem(problem_id: str, text: str, answer: str) -> Problem:
     return Problem(problem_id, text, reference, style, problem_key(text))
 
 
-def load_problems(source: str, dl_manager) -> dict[str, list[Problem]]:
-    """split -> problems of `source`: "gsm8k" (the Hub), "math500" (PRM800K's, verified), "sample"
-    (bundled), or a local .jsonl file or folder of train/validation/test.jsonl."""
-    if source == "gsm8k":
-        files = dl_manager.download(GSM8K_FILES)
-        return {split: _gsm8k_problems(split, read_gsm8k_problems(path)) for split, path in files.items()}
-    if source == "sample":
-        return {split: _gsm8k_problems(split, read_gsm8k_problems(SAMPLE_PROBLEMS, f"sample_{split}")) for split in ("train", "test")}
-    if source == "math500":
-        path = prm800k_download.download_verified(dl_manager, {"math500": prm800k_download.MATH500_FILE})["math500"]
-        return {"test": read_problem_file(path, "test")}
-    path = Path(source)
-    if path.is_file():
-        return {split_of(path): read_problem_file(path, split_of(path))}
-    found = {split: read_problem_file(path / f"{split}.jsonl", split) for split in LOCAL_SPLITS if (path / f"{split}.jsonl").is_file()}
-    if not found:
-        expected = ", ".join(f"{split}.jsonl" for split in LOCAL_SPLITS)
-        raise FileNotFoundError(f"problems={source!r}: expected {expected} in this folder, found none")
-    return found
+def load_problems(problems: str, dl_manager) -> dict[str, list[Problem]]:
+    """split -> the `Problem`s of `problems` (see `problem_files`)."""
+    loaded = {}
+    for split, file in problem_files(problems, dl_manager).items():
+        if problems in ("gsm8k", "sample"):  # GSM8K's own rows: ids from their position in the whole set
+            loaded[split] = _gsm8k_problems(split, read_gsm8k_problems(file.path, file.selection))
+        else:
+            loaded[split] = read_problem_file(file.path, split)
+    return loaded
 
 
 def _gsm8k_problems(split: str, rows: list[dict]) -> list[Problem]:
     return [make_problem(f"{split}-{row['index']:05d}", row["question"], row["answer"]) for row in rows]
-
-
-def split_of(path: Path) -> str:
-    return path.stem if path.stem in LOCAL_SPLITS else "train"
 
 
 def read_problem_file(path: str | Path, split: str) -> list[Problem]:

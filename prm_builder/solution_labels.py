@@ -6,7 +6,7 @@ Carlo rollouts (mc_search.py), and returns the row or the reason it was dropped.
 """
 
 from . import grading, judge_labels
-from .backends import visible_text
+from .backends import without_thinking
 from .features import first_error
 from .judge import labels_from_first_error
 from .mc_search import rollout_labels
@@ -20,10 +20,10 @@ def solution_row(config, problem: Problem, index: int) -> Task:
     # Every solution of the problem asks for all samples: one request makes them, for all.
     (samples,) = yield [Want(problem.key, f"sample:{problem.key}", config.num_samples_per_problem, user, "")]
     generation = samples[index]
-    text = visible_text(generation.text)  # step labels are for the answer, not the model's thinking
+    text = without_thinking(generation.text)  # step labels are for the answer, not the model's thinking
     if text is None:
         return "truncated_while_thinking"
-    steps = split_steps(text, config.step_separator)
+    steps = solution_steps(text, config.step_separator)
     if not steps:
         return "empty_solution"
     grade = grading.grade(text, problem.reference, problem.style)
@@ -76,6 +76,7 @@ def monte_carlo(config, problem: Problem, user: str, steps: list[str], extra: di
     return mc
 
 
-def split_steps(text: str, separator: str) -> list[str]:
+def solution_steps(text: str, separator: str) -> list[str]:
+    """A sampled solution's steps: the pieces between separators, stripped, blank ones dropped."""
     return [step.strip() for step in text.split(separator) if step.strip()]
 

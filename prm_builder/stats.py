@@ -23,7 +23,7 @@ def summarize_splits(dataset: DatasetDict, drops: dict[str, Counter] | None = No
     return {split: _summarize_split(data, drops.get(split, Counter())) for split, data in dataset.items()}
 
 
-def _summarize_split(data: Dataset, dropped: Counter) -> dict:
+def _summarize_split(data: Dataset, drops: Counter) -> dict:
     columns = data.select_columns(["labels", "first_error", "source"]).to_dict()
     steps = np.array([len(labels) for labels in columns["labels"]], dtype=np.int64)
     positives = int(sum(sum(labels) for labels in columns["labels"]))
@@ -42,7 +42,7 @@ def _summarize_split(data: Dataset, dropped: Counter) -> dict:
         "rows_with_error": int(sum(1 for f in columns["first_error"] if f >= 0)),
         "steps_per_solution": _distribution(steps),
         "first_error_position": _distribution(np.array([f for f in columns["first_error"] if f >= 0], dtype=np.int64)),
-        "dropped": dict(sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "dropped": dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
     breakdowns = {}
     for name, feature in data.features.items():
@@ -54,11 +54,11 @@ def _summarize_split(data: Dataset, dropped: Counter) -> dict:
     if breakdowns:
         summary["rows_per_value"] = breakdowns
     if "judge_first_error" in data.column_names:
-        summary["agreement"] = _agreement(data, dropped)
+        summary["agreement"] = _agreement(data, drops)
     return summary
 
 
-def _agreement(data: Dataset, dropped: Counter) -> dict:
+def _agreement(data: Dataset, drops: Counter) -> dict:
     """How a judge's first errors compare with Monte Carlo's (label_method judge or consensus).
 
     Rows are the solutions kept; consensus dropped its disagreements, so their kinds come from the
@@ -66,13 +66,13 @@ def _agreement(data: Dataset, dropped: Counter) -> dict:
     """
     columns = data.select_columns(["judge_first_error", "mc_first_error"]).to_dict()
     pairs = list(zip(columns["judge_first_error"], columns["mc_first_error"]))
-    disagreements = {reason: int(dropped.get(reason, 0)) for reason in DISAGREEMENTS}
+    disagreements = {reason: int(drops.get(reason, 0)) for reason in DISAGREEMENTS}
     rows_with_mc = [(judge, mc) for judge, mc in pairs if mc != -2]
     both = len(rows_with_mc) + sum(disagreements.values())
     agreed = sum(1 for judge, mc in rows_with_mc if judge == mc)
     return {
         "judge_labelled": len(pairs) + sum(disagreements.values()),
-        "judge_dropped": {reason: int(dropped[reason]) for reason in JUDGE_DROPS if dropped.get(reason)},
+        "judge_dropped": {reason: int(drops[reason]) for reason in JUDGE_DROPS if drops.get(reason)},
         "both_labelled": both,
         "agreed": agreed,
         "agreement": agreed / both if both else None,

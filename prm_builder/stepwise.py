@@ -34,6 +34,8 @@ from pathlib import Path
 import datasets
 from datasets.utils import logging
 
+from .contract import ConfigSpec
+from .drops import Dropped
 from .features import CORE_FEATURES, first_error
 from .grading import extract_final_answer
 from .options import PRMBuilderConfig, check_int
@@ -124,8 +126,6 @@ class StepwiseConfig(PRMBuilderConfig):
         return Path(str(first)).stem
 
 
-CONFIG_CLASS = StepwiseConfig
-
 
 # -- splits ----------------------------------------------------------------------------------------
 
@@ -207,12 +207,6 @@ def _columns(config: StepwiseConfig, names: list[str], split: str) -> dict[str, 
 # -- rows ------------------------------------------------------------------------------------------
 
 
-class BadRow(ValueError):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 def generate_rows(
     config: StepwiseConfig, drops: Counter, split: str, dataset: datasets.Dataset, columns: dict, ranges: list
 ) -> Iterator[dict]:
@@ -236,7 +230,7 @@ def generate_rows(
                 values = {ours: one[theirs] for ours, theirs in columns.items()}
             try:
                 row = stepwise_row(values)
-            except BadRow as error:
+            except Dropped as error:
                 drops[error.reason] += 1
                 continue
             row["id"] = str(values["id"]) if values.get("id") is not None else f"{split}/{start + offset}"
@@ -255,19 +249,19 @@ def stepwise_row(values: dict) -> dict:
     """Our row (without id and source) from one dataset row under our column names."""
     prompt, completions = values["prompt"], values["completions"]
     if not isinstance(prompt, str) or not prompt.strip():
-        raise BadRow("bad_prompt")
+        raise Dropped("bad_prompt")
     if not isinstance(completions, list) or not completions or not all(isinstance(c, str) for c in completions):
-        raise BadRow("bad_completions")
+        raise Dropped("bad_completions")
     if not all(step.strip() for step in completions):  # a step with nothing to score would still train
-        raise BadRow("empty_step")
+        raise Dropped("empty_step")
     raw_labels = values["labels"]
     if not isinstance(raw_labels, list):
-        raise BadRow("bad_labels")
+        raise Dropped("bad_labels")
     if any(label is None or (isinstance(label, float) and math.isnan(label)) for label in raw_labels):
-        raise BadRow("missing_label")  # a NaN is no verdict: `nan > 0` would make it False
+        raise Dropped("missing_label")  # a NaN is no verdict: `nan > 0` would make it False
     labels = [as_label(label) for label in raw_labels]
     if len(labels) != len(completions):
-        raise BadRow("label_count_mismatch")
+        raise Dropped("label_count_mismatch")
     reference = values.get("reference_answer")
     return {
         "prompt": prompt,
@@ -291,4 +285,16 @@ def as_label(value) -> bool:
             return True
         if text in FALSE_STRINGS:
             return False
-    raise BadRow("bad_labels")
+    raise Dropped("bad_labels")
+
+
+SPEC = ConfigSpec(
+    config_class=StepwiseConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_rows=generate_rows,
+)

@@ -21,11 +21,12 @@ from datasets.utils import logging
 from . import gsm8k
 from .corruptions import CORRUPTIONS
 from .dataflow import Solution, parse_solution
+from .drops import Dropped
 from .citations import citation
+from .contract import ConfigSpec
 from .features import CORE_FEATURES
-from .gsm8k import Unreadable
 from .options import PRMBuilderConfig, as_list, check_int
-from .problems import GSM8K_FILES, SAMPLE_PROBLEMS, read_gsm8k_problems
+from .problems import problem_files, read_gsm8k_problems
 
 logger = logging.get_logger(__name__)
 
@@ -33,9 +34,6 @@ STRATEGIES = ("flip_number", "change_operator", "calculation_error", "wrong_fina
 # Shards of equal size (at most this many problems) so that num_proc workers get equal work.
 PROBLEMS_PER_SHARD = 250
 PROBLEMS_PER_BATCH = 100
-# Rows depend only on their own problem (and a row cap means a single shard): the builder may
-# generate shard by shard and key each table with its shard.
-SHARDS_ARE_INDEPENDENT = True
 # Draws per corrupted row before giving up on a duplicate of an earlier copy.
 ATTEMPTS = 4
 
@@ -55,8 +53,8 @@ class SyntheticConfig(PRMBuilderConfig):
 
     Parameters:
         problems: "gsm8k" (the Hub's openai/gsm8k), "sample" (problems bundled with the package,
-            no network), or a local folder with GSM8K's train.jsonl/test.jsonl (or one .jsonl
-            file, read as the train split).
+            no network), or a local folder with GSM8K's train.jsonl/validation.jsonl/test.jsonl
+            (or one .jsonl file: the split its name says, else train; see problems.py).
         num_incorrect_per_problem: corrupted copies per problem, strategies spread evenly.
         max_examples: cap on the rows of each split (None: all).
         strategies: which corruptions to use (list or comma-separated string).
@@ -84,10 +82,12 @@ class SyntheticConfig(PRMBuilderConfig):
         if not isinstance(self.problems, (str, Path)) or not str(self.problems):
             raise ValueError(f"problems must be 'gsm8k', 'sample' or a local path, got {self.problems!r}")
         self.problems = str(self.problems)
+        if self.problems == "math500":
+            raise ValueError("problems='math500' has no worked solutions to corrupt; expected 'gsm8k', 'sample' or a local path")
         if self.problems not in ("gsm8k", "sample") and not Path(self.problems).exists():
             raise ValueError(
                 f"problems must be 'gsm8k', 'sample' or an existing local path "
-                f"(a folder with train.jsonl/test.jsonl, or a .jsonl file), got {self.problems!r}: no such file or folder"
+                f"(a folder with train.jsonl/validation.jsonl/test.jsonl, or a .jsonl file), got {self.problems!r}: no such file or folder"
             )
         check_int("num_incorrect_per_problem", self.num_incorrect_per_problem, minimum=0)
         check_int("max_examples", self.max_examples, minimum=1, allow_none=True)
@@ -108,47 +108,27 @@ class SyntheticConfig(PRMBuilderConfig):
         return [] if self.problems in ("gsm8k", "sample") else [self.problems]
 
 
-CONFIG_CLASS = SyntheticConfig
-
 
 # -- splits ----------------------------------------------------------------------------------------
 
 
 def split_generators(config: SyntheticConfig, dl_manager) -> list[datasets.SplitGenerator]:
     generators = []
-    for split, (path, selection) in _problem_files(config, dl_manager).items():
-        problems = read_gsm8k_problems(path, selection)
+    for split, file in problem_files(config.problems, dl_manager).items():
+        problems = read_gsm8k_problems(file.path, file.selection)
         # Shards let num_proc work in parallel; a row cap has to see the rows in order, so one shard.
         count = min(len(problems), 1 if config.max_examples else -(-len(problems) // PROBLEMS_PER_SHARD))
         bounds = [len(problems) * index // max(count, 1) for index in range(count + 1)]
         shards = [problems[start:stop] for start, stop in zip(bounds, bounds[1:])]
-        gen_kwargs = {"split": split, "shards": shards, "path": str(path)}
+        gen_kwargs = {"split": split, "shards": shards, "path": file.path}
         generators.append(datasets.SplitGenerator(name=split, gen_kwargs=gen_kwargs))
     return generators
-
-
-def _problem_files(config: SyntheticConfig, dl_manager) -> dict[str, tuple[str, str]]:
-    """split -> (file, selection); selection picks the sample's held-out problems."""
-    if config.problems == "gsm8k":
-        downloaded = dl_manager.download(GSM8K_FILES)
-        return {split: (path, "all") for split, path in downloaded.items()}
-    if config.problems == "sample":
-        return {"train": (str(SAMPLE_PROBLEMS), "sample_train"), "test": (str(SAMPLE_PROBLEMS), "sample_test")}
-    path = Path(config.problems)
-    if path.is_file():
-        return {"train": (str(path), "all")}
-    found = {split: (str(path / f"{split}.jsonl"), "all") for split in ("train", "test") if (path / f"{split}.jsonl").is_file()}
-    if not found:
-        raise FileNotFoundError(
-            f"problems={config.problems!r}: expected train.jsonl and/or test.jsonl (GSM8K layout) in this folder, found neither"
-        )
-    return found
 
 
 # -- rows ------------------------------------------------------------------------------------------
 
 
-def generate_rows(config: SyntheticConfig, dropped: Counter, split: str, shards: list[list[dict]], path: str = "") -> Iterator[dict]:
+def generate_rows(config: SyntheticConfig, drops: Counter, split: str, shards: list[list[dict]], path: str = "") -> Iterator[dict]:
     """Rows of the problems in `shards` (read from `path`, named in the debug log of skipped annotations)."""
     emitted = 0
     # A row cap stops at the exact problem (the drop counts cover only problems read); otherwise
@@ -159,7 +139,7 @@ def generate_rows(config: SyntheticConfig, dropped: Counter, split: str, shards:
             # Corrupting allocates many short-lived objects and no reference cycles: pausing the
             # cyclic collector meanwhile saves it scanning the whole heap again and again.
             with _collector_paused():
-                rows = [row for problem in shard[start : start + batch_size] for row in problem_rows(config, split, problem, dropped, path)]
+                rows = [row for problem in shard[start : start + batch_size] for row in problem_rows(config, split, problem, drops, path)]
             for row in rows:
                 if config.max_examples is not None and emitted >= config.max_examples:
                     return
@@ -178,12 +158,12 @@ def _collector_paused():
             gc.enable()
 
 
-def problem_rows(config: SyntheticConfig, split: str, problem: dict, dropped: Counter, source: str = "") -> Iterator[dict]:
-    """The correct row and the corrupted copies of one problem; `source` names its file in the log."""
+def problem_rows(config: SyntheticConfig, split: str, problem: dict, drops: Counter, path: str = "") -> Iterator[dict]:
+    """The correct row and the corrupted copies of one problem; `path` names its file in the log."""
     try:
         solution = parse_solution(problem["answer"], problem["question"])
-    except Unreadable as error:
-        dropped[error.reason] += 1
+    except Dropped as error:
+        drops[error.reason] += 1
         return
     problem_id = f"{split}-{problem['index']:05d}"
     correct_lines = solution.raw_lines
@@ -194,13 +174,13 @@ def problem_rows(config: SyntheticConfig, split: str, problem: dict, dropped: Co
     if not config.num_incorrect_per_problem:
         return
     if solution.answer is None:
-        dropped["non_numeric_answer"] += config.num_incorrect_per_problem
+        drops["non_numeric_answer"] += config.num_incorrect_per_problem
         return
     if solution.unsafe:
         # A hostile or huge annotation: the problem keeps its correct row, no copy is attempted.
-        where = f"{source}, line {problem['index'] + 1}" if source.endswith(".jsonl") else f"{source or split}, row {problem['index']}"
+        where = f"{path}, line {problem['index'] + 1}" if path.endswith(".jsonl") else f"{path or split}, row {problem['index']}"
         logger.debug(f"{where}: annotation skipped as unsafe, solution {'; '.join(solution.unsafe)}")
-        dropped["unsafe_expression"] += config.num_incorrect_per_problem
+        drops["unsafe_expression"] += config.num_incorrect_per_problem
         return
     # Duplicates are judged on the visible text, so keep_calculator_annotations changes display only.
     seen = {tuple(gsm8k.render(correct_lines, solution.answer_text, False))}
@@ -218,7 +198,7 @@ def problem_rows(config: SyntheticConfig, split: str, problem: dict, dropped: Co
                 break
             reason = reason or drawn
         else:
-            dropped[f"{planned}:{reason}"] += 1
+            drops[f"{planned}:{reason}"] += 1
             continue
         completions, error_step, final = drawn
         yield _row(base, f"{problem_id}/{strategy}/{slot}", strategy, completions, error_step, final)
@@ -229,7 +209,7 @@ def _draw_copy(strategy: str, solution: Solution, rng: random.Random, seen: set,
     for _ in range(ATTEMPTS):
         try:
             lines, error_step, final = CORRUPTIONS[strategy](solution, rng)
-        except Unreadable as skip:
+        except Dropped as skip:
             return skip.reason
         visible = tuple(gsm8k.render(lines, final, False))
         if visible not in seen:
@@ -249,3 +229,18 @@ def _row(base: dict, row_id: str, kind: str, completions: list[str], error_step:
         "final_answer": final,
         "source": f"synthetic/{kind}",
     }
+
+
+SPEC = ConfigSpec(
+    config_class=SyntheticConfig,
+    features=FEATURES,
+    description=DESCRIPTION,
+    homepage=HOMEPAGE,
+    license=LICENSE,
+    citation=CITATION,
+    split_generators=split_generators,
+    generate_rows=generate_rows,
+    # Rows depend only on their own problem (and a row cap means a single shard): the builder may
+    # generate shard by shard and key each table with its shard.
+    shards_are_independent=True,
+)

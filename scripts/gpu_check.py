@@ -21,7 +21,7 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the repository root, for its tests package
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -51,7 +51,7 @@ def run_tests(out: Path) -> int:
 def throughput(work: Path, prompts: int, samples: int, tokens: int) -> dict:
     """Generations per second of each backend on the same requests (model load excluded)."""
     import torch
-    from test_backends_vllm import ENGINE_OPTIONS, build_vllm_model
+    from tests.test_backends_vllm import ENGINE_OPTIONS, build_vllm_model
 
     from prm_builder.backends import Request, Sampling
     from prm_builder.backends.transformers import TransformersBackend

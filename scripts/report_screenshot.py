@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the repository root, for its tests package
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1700, help="pixels of the page to keep, from the top")
     args = parser.parse_args()
 
-    from browser import Chromium, find_chromium
+    from tests.browser import Chromium, find_chromium
 
     executable = find_chromium()
     if executable is None:

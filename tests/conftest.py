@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import pytest
 
-from prm_builder.tiny_model import build_tiny_model  # noqa: F401 - tests import it from here
+from prm_builder.tiny_model import build_tiny_model
 
 # Real data shipped with the repository (see tests/data/README.md), so a plain clone runs every test.
 TEST_DATA = Path(__file__).resolve().parent / "data"

@@ -7,7 +7,7 @@ import pytest
 from datasets import Dataset, DatasetDict, load_dataset
 
 from prm_builder import card
-from prm_builder.builder import SOURCES
+from prm_builder.builder import CONFIGS
 from prm_builder.features import CORE_FEATURES
 
 REPO_ID = "me/math-prm"
@@ -32,7 +32,7 @@ def builder_options(config: str, test_data: Path, model_path: Path | None = None
 
 
 def build(config: str, options: dict) -> DatasetDict:
-    if config not in SOURCES:
+    if config not in CONFIGS:
         pytest.skip(f"config {config!r} is not registered yet")
     return load_dataset("prm_builder", config, **options)
 

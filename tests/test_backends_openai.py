@@ -21,7 +21,7 @@ from prm_builder.backends import Request, Sampling
 from prm_builder.backends.openai import OpenAIBackend
 from prm_builder.generation_cache import list_caches
 
-from openai_stub_server import ScriptedRequest, StubServer, most_in_flight
+from tests.openai_stub_server import ScriptedRequest, StubServer, most_in_flight
 
 NAN = math.nan
 APPLES = "Ann has 2 apples and buys 3 more. How many apples does she have?"

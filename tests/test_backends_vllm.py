@@ -26,7 +26,7 @@ def vllm_model_path(tmp_path_factory):
 
 def build_vllm_model(path):
     """conftest's tiny chat model (its tokenizer), widened to head size 64 for vLLM's kernels."""
-    from conftest import build_tiny_model
+    from prm_builder.tiny_model import build_tiny_model
     from transformers import AutoConfig, Qwen2ForCausalLM
 
     build_tiny_model(path, with_chat_template=True)

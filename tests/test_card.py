@@ -9,7 +9,7 @@ from huggingface_hub import DatasetCard
 
 from prm_builder import card, hub
 from prm_builder.redact import public_value, redact
-from publishing_helpers import REPO_ID, small_dataset
+from tests.publishing_helpers import REPO_ID, small_dataset
 
 
 @pytest.fixture

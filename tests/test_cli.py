@@ -218,6 +218,31 @@ def test_an_unexpected_error_is_one_line_pointing_at_debug():
         assert failures.explain(error, set()) == "KeyError: 'missing' (run again with --debug for the traceback)"
 
 
+def test_our_errors_are_recognised_through_a_symlinked_install(tmp_path):
+    # An install reached through a symlink (a symlinked site-packages entry or checkout): Python
+    # names the frames by the unresolved path, the package knows itself by the resolved one.
+    linked = tmp_path / "site"
+    linked.mkdir()
+    (linked / "prm_builder").symlink_to(Path(failures.__file__).resolve().parent, target_is_directory=True)
+    code = (
+        "import prm_builder, sys\n"
+        "from prm_builder import failures, options\n"
+        "assert prm_builder.__file__.startswith(sys.argv[1]), prm_builder.__file__\n"
+        "try:\n"
+        "    options.check_int('seed', 'x')\n"
+        "except ValueError as error:\n"
+        "    print(failures.raised_by_us(error))\n"
+        "try:\n"
+        "    int('x')\n"
+        "except ValueError as error:\n"
+        "    print(failures.raised_by_us(error))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(linked)}
+    done = subprocess.run([sys.executable, "-c", code, str(linked)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]
+
+
 def test_help_does_not_import_the_builders():
     # `prm-builder --help` must start fast: only `build` and `push` need datasets and the configs.
     code = (

@@ -7,7 +7,7 @@ import threading
 import pytest
 from datasets import Dataset, DatasetDict
 
-from openai_stub_server import ScriptedRequest, StubServer
+from tests.openai_stub_server import ScriptedRequest, StubServer
 from prm_trainer.eval_cli import main
 
 JUDGE = "critic-model"

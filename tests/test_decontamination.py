@@ -8,7 +8,8 @@ from datasets import load_dataset
 
 import prm_builder  # noqa: F401  (registers the builder)
 from prm_builder import decontamination
-from prm_builder.decontamination import normalize_option, normalize_problem, problem_hash
+from prm_builder.decontamination import normalize_problem, problem_hash
+from prm_builder.exclude_option import normalize_option
 from prm_builder.drops import recorded_drops
 from prm_builder.jsonl import read_objects
 

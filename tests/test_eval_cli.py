@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_evaluation import GSM8K_CASES, MATH_CASES, ROWS
+from tests.test_evaluation import GSM8K_CASES, MATH_CASES, ROWS
 
 from prm_trainer.eval_cli import main
 

@@ -30,8 +30,8 @@ from prm_builder.decontamination import normalize_problem
 from prm_builder.drops import recorded_drops
 from prm_builder.jsonl import read_objects
 
-from openai_stub_server import StubServer
-from test_backends_openai import APPLES, build, problems_file, scripted  # noqa: F401 - fixture
+from tests.openai_stub_server import StubServer
+from tests.test_backends_openai import APPLES, build, problems_file, scripted  # noqa: F401 - fixture
 
 HOSTILE = b"\xff\xfe"
 
@@ -368,7 +368,7 @@ def _read_only(folder: Path):
 
 
 def test_a_read_only_cache_holding_every_generation_builds_without_locks(tiny_chat_model_path, problems_file, tmp_path, caplog):  # noqa: F811
-    from test_backends_openai import assert_rows
+    from tests.test_backends_openai import assert_rows
 
     model = str(tiny_chat_model_path)
     with StubServer(scripted) as server:

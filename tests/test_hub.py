@@ -19,9 +19,9 @@ from huggingface_hub.errors import HfHubHTTPError
 
 import prm_builder
 from prm_builder import card, hub
-from prm_builder.builder import SOURCES
+from prm_builder.builder import CONFIGS
 from prm_builder.cli import main as cli_main
-from publishing_helpers import REPO_ID, TOKEN, assert_same_rows, build, builder_options, section_of, small_dataset
+from tests.publishing_helpers import REPO_ID, TOKEN, assert_same_rows, build, builder_options, section_of, small_dataset
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_export_reads_back_row_for_row(config, test_data, tmp_path, request):
     assert (export_dir / config / "distributions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f'load_dataset("{REPO_ID}", "{config}")' in section
     assert f"prm-train --dataset_name {REPO_ID} --dataset_config {config}" in section
-    assert SOURCES[config].CITATION.strip() in section
+    assert CONFIGS[config].citation.strip() in section
 
 
 def test_two_configs_in_one_folder_both_load_and_keep_each_other(test_data, tmp_path, frozen_date):
@@ -555,7 +555,7 @@ def test_an_export_over_a_file_is_refused(tmp_path):
 
 
 def test_no_password_token_or_local_path_reaches_the_export(tmp_path, monkeypatch, capsys, caplog):
-    from openai_stub_server import StubServer
+    from tests.openai_stub_server import StubServer
 
     problems = tmp_path / "home" / "alice" / "gsm8k"
     problems.mkdir(parents=True)

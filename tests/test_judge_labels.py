@@ -21,8 +21,8 @@ from prm_builder import model_sampled
 from prm_builder.generation_cache import describe_cache, list_caches
 from prm_builder.stats import summarize_splits
 
-from openai_stub_server import ScriptedRequest, StubServer, busy_seconds, most_in_flight
-from test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
+from tests.openai_stub_server import ScriptedRequest, StubServer, busy_seconds, most_in_flight
+from tests.test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
 
 JUDGE = "judge-model"  # no tokenizer under this name: the chat endpoint, as for a served reasoning model
 

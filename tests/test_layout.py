@@ -69,6 +69,42 @@ def test_no_import_circles():
     assert cycles == []
 
 
+def _import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imported_project_modules(name, path, set(modules)) for name, path in modules.items()}
+
+
+def _config_modules() -> set[str]:
+    from prm_builder.builder import CONFIGS
+
+    return {spec.split_generators.__module__ for spec in CONFIGS.values()}
+
+
+def test_no_config_module_imports_another():
+    # Shared readers live a layer below the configs (problems.py, jsonl.py, ...): a config that
+    # needs another's code, directly or through a module it imports, should move that code there.
+    graph, configs = _import_graph(), _config_modules()
+    assert len(configs) == 5
+
+    def reached(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for target in graph[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    assert {config: sorted(reached(config) & configs - {config}) for config in sorted(configs)} == {
+        config: [] for config in sorted(configs)
+    }
+
+
+def test_the_builder_alone_applies_exclude_problems():
+    # decontamination.py filters rows; a config that imported it would be filtering on its own.
+    graph = _import_graph()
+    assert {name for name, targets in graph.items() if "prm_builder.decontamination" in targets} == {"prm_builder.builder"}
+
+
 def test_modules_stay_small():
     too_long = {
         name: len(path.read_text(encoding="utf-8").splitlines())

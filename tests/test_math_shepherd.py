@@ -12,7 +12,7 @@ from datasets import load_dataset
 
 import prm_builder  # noqa: F401  (registers the builder)
 from prm_builder import math_shepherd, math_shepherd_convert
-from prm_builder.drops import recorded_drops
+from prm_builder.drops import Dropped, recorded_drops
 
 SAMPLES = Path("math_shepherd") / "samples.jsonl"
 
@@ -139,7 +139,7 @@ def test_line_row_reasons_match_the_columnwise_checks(test_data):
     for line, reason in bad_lines(real):
         if "label" not in line or line["task"] == "MATH":
             continue
-        with pytest.raises(math_shepherd_convert.BadLine, match=reason):
+        with pytest.raises(Dropped, match=reason):
             math_shepherd_convert.line_row(config, line["input"], line["label"], "gsm8k")
     assert math_shepherd_convert.line_row(config, real["input"], real["label"], "gsm8k") == {
         k: v for k, v in JANET.items() if k != "id"
@@ -276,7 +276,7 @@ def test_columnwise_rows_match_line_row(steps, marks, numbering, strip_step_pref
     for index, (text, label) in enumerate(zip(inputs, labels)):
         try:
             expected[str(index)] = math_shepherd_convert.line_row(config, text, label, "gsm8k")
-        except math_shepherd_convert.BadLine as error:
+        except Dropped as error:
             expected_drops[error.reason] += 1
     assert rows == expected
     assert drops == expected_drops

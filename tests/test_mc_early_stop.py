@@ -25,7 +25,7 @@ from prm_builder.backends import BACKENDS, Backend, Generation
 from prm_builder.mc_search import BinarySearch, LinearSearch, wave_ends
 from prm_builder.problems import problem_key
 
-from openai_stub_server import ScriptedRequest, StubServer
+from tests.openai_stub_server import ScriptedRequest, StubServer
 
 ROLLOUTS = 8
 WAVE_ENDS = [1, 2, 3, 5, 8]  # the documented waves: 1, 1, 1, 2, 3

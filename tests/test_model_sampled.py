@@ -15,7 +15,7 @@ import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import grading, problems, scheduler
 from prm_builder.generation_cache import list_caches
 from prm_builder.mc_search import BinarySearch, LinearSearch
-from prm_builder.model_sampled import ModelSampledConfig, split_steps
+from prm_builder.model_sampled import ModelSampledConfig, solution_steps
 from prm_builder.problems import GSM8K_FILES, read_problem_file
 
 # -- the searches --------------------------------------------------------------------------------
@@ -62,10 +62,10 @@ def test_linear_search_keeps_every_measured_label():
     assert search.labels() == [True, False, True, False]
 
 
-def test_split_steps():
-    assert split_steps("  a\n\nb \n\n\n\nc\n\n", "\n\n") == ["a", "b", "c"]
-    assert split_steps(" \n\n ", "\n\n") == []
-    assert split_steps("Step 1: x ки Step 2: y ки", "ки") == ["Step 1: x", "Step 2: y"]
+def test_solution_steps():
+    assert solution_steps("  a\n\nb \n\n\n\nc\n\n", "\n\n") == ["a", "b", "c"]
+    assert solution_steps(" \n\n ", "\n\n") == []
+    assert solution_steps("Step 1: x ки Step 2: y ки", "ки") == ["Step 1: x", "Step 2: y"]
 
 
 def test_runs_and_request_seeds():
@@ -249,7 +249,7 @@ def test_tiny_model_end_to_end_through_transformers(tiny_chat_model_path, gsm8k_
     for row in rows:
         problem = read_problem_file(problems, "train")[int(row["id"][6:11])]
         text = cache[problem.key][f"sample:{problem.key}"][row["sample_index"]]
-        assert row["completions"] == split_steps(text.text, "e") and row["generation_end"] == text.finish_reason
+        assert row["completions"] == solution_steps(text.text, "e") and row["generation_end"] == text.finish_reason
         assert len(row["labels"]) == len(row["step_scores"]) == len(row["completions"]) >= 1
         assert row["labels"] == [score > 0 for score in row["step_scores"]]
         assert all(score in (0.0, 0.5, 1.0) for score in row["step_scores"])

@@ -23,8 +23,8 @@ import pytest
 from datasets.exceptions import DatasetGenerationError
 
 import prm_builder
-from prm_builder import cli, decontamination, prm800k, prm800k_download
-from prm_builder.drops import load_drops
+from prm_builder import cli, jsonl, prm800k, prm800k_download
+from prm_builder.drops import Dropped, load_drops
 
 SAMPLES = "prm800k/samples.jsonl"
 LABEL_FILES = ("phase1_train.jsonl", "phase1_test.jsonl", "phase2_train.jsonl", "phase2_test.jsonl")
@@ -130,7 +130,7 @@ def make_config(**options) -> prm800k.PRM800KConfig:
 
 
 def rows_of(record: dict, drops: Counter | None = None, **options) -> list[dict]:
-    return list(prm800k.line_rows(make_config(**options), record, None, Counter() if drops is None else drops))
+    return list(prm800k.line_rows(make_config(**options), record, Counter() if drops is None else drops))
 
 
 def load(**options):
@@ -361,13 +361,17 @@ def test_include_screening_keeps_screening_and_quality_control_lines():
     assert (row["phase"], row["generation"]) == (2, -1)
 
 
-def test_exclude_problems_list():
-    drops = Counter()
-    line = record([step([completion("a", 1)], chosen=0)])
-    config = make_config(exclude_problems=["  What is 1+1?\n", "other problem"])
-    excluded = decontamination.excluders(config.exclude_problems, ["train"], dl_manager=None)["train"]
-    assert list(prm800k.line_rows(config, line, excluded, drops)) == []
-    assert drops == Counter({"contaminated:given_problems": 1})
+def test_exclude_problems_list_is_applied_by_the_builder_to_each_row(tmp_path):
+    # The builder alone applies exclude_problems: prm800k yields the rows, the builder drops and
+    # counts each row of an excluded problem (here a trajectory and its alternative).
+    lines = tmp_path / "lines.jsonl"
+    kept = {**record([step([completion("b", 1)], chosen=0)]), "question": {"problem": "What is 2+2?"}}
+    excluded = record([step([completion("a", 1), completion("c", -1)], chosen=0)])
+    lines.write_text("".join(json.dumps(line) + "\n" for line in (excluded, kept)))
+    dataset = load(data_files=str(lines), alternatives=True, exclude_problems=["  What is 1+1?\n", "other problem"])
+    assert dataset["train"]["prompt"] == ["What is 2+2?"]
+    drops = load_drops(Path(dataset["train"].cache_files[0]["filename"]).parent)
+    assert drops == {"train": Counter({"contaminated:given_problems": 2})}
 
 
 def test_default_leaves_math500_problems_out_of_the_train_split(test_data):
@@ -389,7 +393,7 @@ def test_default_leaves_math500_problems_out_of_the_train_split(test_data):
     ],
 )
 def test_malformed_records_name_the_problem(line, reason):
-    with pytest.raises(prm800k.BadLine) as caught:
+    with pytest.raises(Dropped) as caught:
         rows_of(line)
     assert caught.value.reason == reason
 
@@ -488,7 +492,7 @@ def test_byte_range_shards_cover_the_file_at_line_starts(tmp_path):
     for line in lines:
         starts.add(max(starts) + len(line))
     for shard_bytes in (1, 10, 333, 4096, len(data), 10 * len(data)):
-        shards = prm800k.byte_range_shards([str(path)], shard_bytes)
+        shards = jsonl.byte_range_shards([str(path)], shard_bytes)
         assert shards[0][1] == 0 and shards[-1][2] == len(data)
         assert all(a[2] == b[1] for a, b in zip(shards, shards[1:]))
         assert all(start in starts and start < end for _, start, end in shards)
@@ -521,7 +525,8 @@ def test_exclude_math500_from_every_split(tmp_path, test_data, label_dir, caplog
     # 4 of the 5 non-screening sample problems are MATH500 test problems; "7.8 minutes" is not.
     # The test split keeps no row, and datasets cannot load an empty split: it is left out.
     assert {split: dataset[split]["id"] for split in dataset} == {"train": [L2]}
-    assert "split 'test' is left out: no line gives a row (dropped 2 lines: 1 contaminated:math500, 1 screening_question)" in caplog.text
+    assert "test: dropped 2 items: 1 contaminated:math500, 1 screening_question" in caplog.text
+    assert "prm800k: split 'test' is left out: every row was dropped" in caplog.text
     by_path = load(data_files=str(test_data / SAMPLES), exclude_problems=str(test_data / "math500" / "test.jsonl"))
     assert by_path["train"]["id"] == [L2]
     drops = load_drops(Path(by_path["train"].cache_files[0]["filename"]).parent)
@@ -554,7 +559,7 @@ def test_phases_from_the_command_line_string_or_one_number():
 def test_no_row_in_any_split_is_an_error(test_data, tmp_path):
     phase1_only = tmp_path / "phase1.jsonl"
     phase1_only.write_text("".join(line + "\n" for line in (test_data / SAMPLES).read_text().splitlines()[2:5]))
-    with pytest.raises(ValueError, match=r"no line of any split gives a row .*train: dropped 3 lines: 3 other_phase"):
+    with pytest.raises(ValueError, match=r"prm800k: no split has any row with these options \(train: dropped 3 items: 3 other_phase\)"):
         load(data_files=str(phase1_only), phases=[2])
 
 

@@ -185,8 +185,32 @@ def test_missing_key_names_file_and_line(tmp_path):
 
 
 def test_folder_without_gsm8k_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="expected train.jsonl and/or test.jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"expected train.jsonl, validation.jsonl, test.jsonl in this folder, found none"):
         load_dataset("prm_builder", "synthetic", problems=str(tmp_path))
+
+
+def test_problem_files_name_their_splits_as_for_model_sampled(tmp_path, gsm8k_dir):
+    # One reading of `problems` for synthetic and model_sampled (problems.problem_files): a file
+    # named after a split is that split, any other file is train, a folder may hold validation.jsonl.
+    lines = (gsm8k_dir / "test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for split, part in (("train", lines[:2]), ("validation", lines[2:3]), ("test", lines[3:4])):
+        (folder / f"{split}.jsonl").write_text("".join(part), encoding="utf-8")
+    options = {"num_incorrect_per_problem": 0, "exclude_problems": "none"}
+    built = load_dataset("prm_builder", "synthetic", problems=str(folder), **options)
+    assert {split: built[split]["id"] for split in built} == {
+        "train": ["train-00000/correct", "train-00001/correct"],
+        "validation": ["validation-00000/correct"],
+        "test": ["test-00000/correct"],
+    }
+    one = load_dataset("prm_builder", "synthetic", problems=str(folder / "test.jsonl"), **options)
+    assert list(one) == ["test"]
+    other = tmp_path / "problems.jsonl"
+    other.write_text("".join(lines[:1]), encoding="utf-8")
+    assert list(load_dataset("prm_builder", "synthetic", problems=str(other), **options)) == ["train"]
+    with pytest.raises(ValueError, match=r"problems='math500' has no worked solutions to corrupt"):
+        load_dataset("prm_builder", "synthetic", problems="math500")
 
 
 def test_unparseable_problem_is_skipped_counted_and_reported(tmp_path, caplog):
@@ -203,3 +227,40 @@ def test_unparseable_problem_is_skipped_counted_and_reported(tmp_path, caplog):
     assert prm_builder.load_drops(folder_of_arrow)["train"]["no_final_answer"] == 1
     assert "dropped" in caplog.text and "no_final_answer" in caplog.text
     assert os.path.isdir(folder_of_arrow / "prm_builder_drops")
+
+
+def test_every_config_declares_a_checked_config_spec():
+    from prm_builder import synthetic
+    from prm_builder.builder import CONFIGS
+    from prm_builder.contract import ConfigSpec
+
+    assert {name: type(spec) for name, spec in CONFIGS.items()} == {name: ConfigSpec for name in CONFIGS}
+    modules = {name: spec.config_class.__module__ for name, spec in CONFIGS.items()}
+    assert modules == {name: f"prm_builder.{name}" for name in CONFIGS}
+    assert [name for name, spec in CONFIGS.items() if spec.generate_tables is not None] == ["math_shepherd"]
+    assert [name for name, spec in CONFIGS.items() if spec.shards_are_independent] == ["synthetic"]
+    sampled = CONFIGS["model_sampled"]
+    early = sampled.config_class(name="model_sampled", label_method="mc", mc_early_stop=True)
+    plain = sampled.config_class(name="model_sampled", label_method="outcome")
+    assert set(sampled.row_features(early)) - set(sampled.row_features(plain)) == {"step_rollouts"}
+    assert CONFIGS["synthetic"].row_features(None) is CONFIGS["synthetic"].features
+    fields = ("config_class", "features", "description", "homepage", "license", "citation", "split_generators")
+    base = {key: getattr(synthetic.SPEC, key) for key in fields}
+    rows = synthetic.generate_rows
+    with pytest.raises(TypeError, match="give exactly one of generate_rows and generate_tables"):
+        ConfigSpec(**base)
+    with pytest.raises(TypeError, match="give exactly one of generate_rows and generate_tables"):
+        ConfigSpec(**base, generate_rows=rows, generate_tables=rows)
+    with pytest.raises(TypeError, match="shards_are_independent applies to generate_rows only"):
+        ConfigSpec(**base, generate_tables=rows, shards_are_independent=True)
+    with pytest.raises(TypeError, match="config_class must be a PRMBuilderConfig subclass, got dict"):
+        ConfigSpec(**{**base, "config_class": dict}, generate_rows=rows)
+
+
+def test_dropped_names_its_reason_and_detail():
+    from prm_builder.drops import Dropped
+
+    error = Dropped("not_json", "not valid JSON (Expecting value)")
+    assert (error.reason, error.detail) == ("not_json", "not valid JSON (Expecting value)")
+    assert str(error) == "not_json: not valid JSON (Expecting value)"
+    assert (Dropped("no_tag").detail, str(Dropped("no_tag"))) == ("no_tag", "no_tag")

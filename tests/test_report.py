@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from browser import BrowserError, Chromium, find_chromium
+from tests.browser import BrowserError, Chromium, find_chromium
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from prm_builder.cli import main as builder_main
@@ -247,7 +247,7 @@ def test_prm_eval_html_puts_most_confident_mistakes_first(tmp_path, capsys, prm_
 
 
 def test_prm_eval_html_on_processbench_and_refused_for_best_of_n(tmp_path, capsys, prm_dir):
-    from test_evaluation import GSM8K_CASES
+    from tests.test_evaluation import GSM8K_CASES
 
     data = tmp_path / "pb"
     data.mkdir()
@@ -276,7 +276,7 @@ def test_prm_eval_html_on_processbench_and_refused_for_best_of_n(tmp_path, capsy
 def processbench_page() -> tuple[str, dict]:
     """The --html page of test_evaluation's GSM8K cases scored by a PRM that gives "ok" steps 0.9 and "bad" ones
     0.1 (test_evaluation says which cases it gets wrong), and the metrics."""
-    from test_evaluation import GSM8K_CASES
+    from tests.test_evaluation import GSM8K_CASES
 
     from prm_trainer.processbench import case_to_row, subset_metrics
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_evaluation import P_BAD, P_OK, WordScorer, word_tokenizer  # noqa: F401  (fixture)
+from tests.test_evaluation import P_BAD, P_OK, WordScorer, word_tokenizer  # noqa: F401  (fixture)
 
 from prm_trainer import PRMReward, Truncation
 from prm_trainer.reward import completion_text, prompt_text

@@ -13,12 +13,12 @@ from datasets import load_dataset
 
 import prm_builder  # noqa: F401 - registers the builder
 from prm_builder import cli
-from prm_builder.backends import Request, Sampling, visible_text
+from prm_builder.backends import Request, Sampling, without_thinking
 from prm_builder.backends.openai import BadAnswerError, OpenAIBackend, parse_answer
 from prm_builder.generation_cache import list_caches
 
-from openai_stub_server import Raw, StubServer
-from test_backends_openai import APPLES, _nan_as_text, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
+from tests.openai_stub_server import Raw, StubServer
+from tests.test_backends_openai import APPLES, _nan_as_text, assert_rows, build, problems_file, scripted  # noqa: F401 - fixture
 
 SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8)
 HTML = "<html><head><title>502 Bad Gateway</title></head><body>" + "nginx " * 100 + "</body></html>"
@@ -59,20 +59,20 @@ def test_parse_answer_reads_reasoning_when_content_is_empty():
     assert parse_answer(chat({"content": "Step 1"}), "chat", 1)[0].text == "Step 1"
     cut = parse_answer(chat({"content": None, "reasoning_content": "Hmm, 2 + 3"}, "length"), "chat", 1)[0]
     assert (cut.text, cut.finish_reason) == ("<think>Hmm, 2 + 3", "length")
-    assert visible_text(cut.text) is None  # thinking never ended: a drop, not a row
+    assert without_thinking(cut.text) is None  # thinking never ended: a drop, not a row
     closed = parse_answer(chat({"content": "", "reasoning": "Hmm"}), "chat", 1)[0]
-    assert closed.text == "<think>Hmm</think>" and visible_text(closed.text) == ""
+    assert closed.text == "<think>Hmm</think>" and without_thinking(closed.text) == ""
     assert parse_answer(chat({"content": "x"}, "eos_token"), "chat", 1)[0].finish_reason == "stop"  # TGI
     with pytest.raises(BadAnswerError, match="expected a string message content, got None"):
         parse_answer(chat({"content": None}), "chat", 1)
 
 
-def test_visible_text_strips_thinking():
-    assert visible_text("<think>a\n\nb</think>\n\nStep 1\n\nStep 2") == "\n\nStep 1\n\nStep 2"
-    assert visible_text("a<think>x</think>b<think>y</think>c") == "abc"
-    assert visible_text("thinking opened by the prompt</think>Step 1") == "Step 1"
-    assert visible_text("Step 1 <think>cut off") is None
-    assert visible_text("no thinking at all") == "no thinking at all"
+def test_without_thinking_strips_thinking():
+    assert without_thinking("<think>a\n\nb</think>\n\nStep 1\n\nStep 2") == "\n\nStep 1\n\nStep 2"
+    assert without_thinking("a<think>x</think>b<think>y</think>c") == "abc"
+    assert without_thinking("thinking opened by the prompt</think>Step 1") == "Step 1"
+    assert without_thinking("Step 1 <think>cut off") is None
+    assert without_thinking("no thinking at all") == "no thinking at all"
 
 
 def test_bad_answers_never_reach_the_cache_and_a_fixed_server_gives_a_clean_run(tiny_chat_model_path, problems_file, tmp_path, capsys):  # noqa: F811

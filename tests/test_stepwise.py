@@ -8,7 +8,7 @@ from datasets import load_dataset, load_from_disk
 
 import prm_builder  # noqa: F401  (registers the builder)
 from prm_builder import stepwise
-from prm_builder.drops import recorded_drops
+from prm_builder.drops import Dropped, recorded_drops
 
 TRL_ROWS = [
     {
@@ -86,7 +86,7 @@ def test_dataset_argument_and_data_dir_read_a_folder_as_load_dataset_does(tmp_pa
 def test_label_values():
     assert [stepwise.as_label(v) for v in (True, 1, 1.0, "+", "TRUE", " correct ", "1")] == [True] * 7
     assert [stepwise.as_label(v) for v in (False, 0, -1, "-", "false", "incorrect", "-1", "0")] == [False] * 8
-    with pytest.raises(stepwise.BadRow, match="bad_labels"):
+    with pytest.raises(Dropped, match="bad_labels"):
         stepwise.as_label("neutral")
 
 

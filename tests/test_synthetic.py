@@ -9,13 +9,14 @@ import pytest
 from datasets import load_dataset, load_dataset_builder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from synthetic_audit import audit_row, visible
+from tests.synthetic_audit import audit_row, visible
 
 import prm_builder
 from prm_builder import synthetic
 from prm_builder.arithmetic import evaluate
 from prm_builder.dataflow import Change, carry, parse_solution
-from prm_builder.gsm8k import Unreadable, read_line
+from prm_builder.drops import Dropped
+from prm_builder.gsm8k import read_line
 from prm_builder.problems import SAMPLE_PROBLEMS, read_gsm8k_jsonl
 
 NATALIA = {
@@ -233,7 +234,7 @@ def test_a_mention_shared_by_two_quantities_is_refused_not_guessed():
     solution = parse_solution(FORTY["answer"], FORTY["question"])
     wednesday, total = solution.calculations()
     # Which 40 in "40+40" is Wednesday's? Either could be: a change to Wednesday is refused...
-    with pytest.raises(Unreadable, match="ambiguous_reference"):
+    with pytest.raises(Dropped, match="ambiguous_reference"):
         carry(solution, wednesday, Change(result=Decimal(41)))
     # ...and copies are made from the calculation that has no such doubt.
     rows, drops = rows_of(FORTY)
@@ -246,7 +247,7 @@ def test_an_equal_value_from_another_quantity_is_not_carried():
     question = "A box holds 6 eggs. Ann buys 2 boxes and 12 loose eggs. How many eggs does she have?"
     answer = "The boxes hold 6*2 = <<6*2=12>>12 eggs.\nShe has 12+12 = <<12+12=24>>24 eggs.\n#### 24"
     solution = parse_solution(answer, question)
-    with pytest.raises(Unreadable, match="ambiguous_reference"):
+    with pytest.raises(Dropped, match="ambiguous_reference"):
         carry(solution, next(solution.calculations()), Change(operand=(0, Decimal(7))))
 
 
@@ -285,9 +286,9 @@ def test_units_between_numbers_and_percent_operands_are_read():
 def test_no_negative_or_fractional_quantity_is_introduced():
     solution = parse_solution("He has 3 + 5 = <<3+5=8>>8 cats.\nThey have 8 * 4 = <<8*4=32>>32 legs.\n#### 32", "q")
     cats, legs = solution.calculations()
-    with pytest.raises(Unreadable, match="implausible_value"):
+    with pytest.raises(Dropped, match="implausible_value"):
         carry(solution, cats, Change(operator=(0, "-")))  # -2 cats
-    with pytest.raises(Unreadable, match="implausible_value"):
+    with pytest.raises(Dropped, match="implausible_value"):
         carry(solution, cats, Change(operator=(0, "/")))  # 0.6 cats
     assert carry(solution, cats, Change(operator=(0, "*"))).answer_text == "60"
     assert carry(solution, legs, Change(operator=(0, "/"))).answer_text == "2"

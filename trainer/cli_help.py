@@ -3,7 +3,7 @@
 The options of `prm-train` are the fields of three dataclasses, and one of them, transformers' `TrainingArguments`,
 cannot be imported without torch and PEFT (seconds). So the help text is rendered once with the real parser and kept
 in a cache file named after the installed versions of the libraries that define the options and the source of our
-own; later `--help` calls print that file (well under 0.5 s). A different version anywhere renders it again.
+own; later `--help` calls print that file (benchmarks/startup.py times it). A different version anywhere renders it again.
 """
 
 import dataclasses

@@ -355,7 +355,7 @@ def tokenize_dataset(dataset, tokenizer, args, *, is_eval: bool, name: str, toke
     label_column = args.label_column if not is_eval else "labels"
     check_rows(dataset, name, label_column=label_column, soft=soft)
     # Declared, not inferred: `Dataset.map` would otherwise keep the input's bool type for `labels` and turn every
-    # -100 into True (DESIGN.md, known traps).
+    # -100 into True.
     features = Features(
         {
             "input_ids": List(Value("int64")),

@@ -106,7 +106,7 @@ def invalid_generations(generations, n: int) -> str | None:
     return None
 
 
-def visible_text(text: str) -> str | None:
+def without_thinking(text: str) -> str | None:
     """`text` without the model's thinking (`<think>...</think>` blocks, or everything before a
     lone `</think>` when the prompt opened the block); None when thinking never ended."""
     if THINK_CLOSE in text and THINK_OPEN not in text.split(THINK_CLOSE, 1)[0]:

@@ -47,7 +47,7 @@ WAIT_NOTICE_S = 60.0
 # Backoff before retrying a bad answer: BAD_ANSWER_BACKOFF_S * 2**attempt, at most 8 s.
 BAD_ANSWER_BACKOFF_S = 0.25
 # Servers' finish reasons: vLLM/SGLang/OpenAI say stop or length, TGI eos_token or stop_sequence.
-FINISH_REASONS = {"stop": "stop", "eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+SERVER_FINISH_REASONS = {"stop": "stop", "eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 EXCERPT_CHARS = 200
 
 
@@ -285,7 +285,7 @@ def parse_answer(text: str, endpoint: str, n: int) -> list[Generation]:
         raise BadAnswerError(f"expected {n} choices, got {len(choices)}: {_excerpt(text)}")
     generations = []
     for choice in sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0):
-        finish = FINISH_REASONS.get(choice.get("finish_reason"))
+        finish = SERVER_FINISH_REASONS.get(choice.get("finish_reason"))
         if finish is None:
             raise BadAnswerError(f"expected finish_reason stop or length, got {choice.get('finish_reason')!r}: {_excerpt(text)}")
         generation = _choice_text(choice, endpoint)
