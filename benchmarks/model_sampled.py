@@ -10,7 +10,8 @@ binary search saves over linear Monte Carlo labelling.
    pipeline made, all queued at once (no search dependencies: the lower bound). Also the
    pipeline at concurrency 1, to show what the window of requests in flight buys.
    The same for consensus labels (judge, then Monte Carlo), with a second server as the judge: the
-   bare run replays both servers' requests, one after the other.
+   bare run replays both servers' requests at the same time (`generate_together`), each server
+   with its window, as the pipeline runs them; the note says how much of the time both were busy.
 3. Rollout requests of binary search against linear search on scripted solutions of 8 to 12 steps
    with one wrong step each (counted at the server).
 4. Rollouts generated per labelled solution for linear, binary and binary + early stop
@@ -54,7 +55,7 @@ from prm_builder.sampling.scheduler import request_seed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the repository root, for its tests package
 from prm_builder.tiny_model import build_tiny_model  # noqa: E402
-from tests.openai_stub_server import StubServer  # noqa: E402
+from tests.openai_stub_server import StubServer, busy_seconds  # noqa: E402
 
 
 def scripted_judge(request) -> list:
@@ -98,33 +99,52 @@ def scripted_world(problems: list) -> callable:
 @contextlib.contextmanager
 def backend_clock(name: str):
     """Time spent inside `BACKENDS[name]`: building it (loading the model or tokenizer) and each
-    step of its `generate` iterator, whoever calls them."""
-    spent = [0.0]
+    step of its `generate` iterator, or of its `generate_together` (several backends at once),
+    whoever calls them; a build inside a step is counted once."""
+    spent, depth = [0.0], [0]
     backend_class = BACKENDS[name]
     original, original_init = backend_class.generate, backend_class.__init__
+    original_together = backend_class.__dict__.get("generate_together")
+
+    @contextlib.contextmanager
+    def inside():
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            depth[0] -= 1
+            if not depth[0]:
+                spent[0] += time.perf_counter() - start
 
     def init(self, *args, **kwargs):
-        start = time.perf_counter()
-        original_init(self, *args, **kwargs)
-        spent[0] += time.perf_counter() - start
+        with inside():
+            original_init(self, *args, **kwargs)
 
-    def generate(self, queue):
-        iterator = original(self, queue)
+    def steps(iterator):
         while True:
-            start = time.perf_counter()
-            try:
-                result = next(iterator)
-            except StopIteration:
-                spent[0] += time.perf_counter() - start
-                return
-            spent[0] += time.perf_counter() - start
+            with inside():
+                try:
+                    result = next(iterator)
+                except StopIteration:
+                    return
             yield result
 
+    def generate(self, queue):
+        yield from steps(original(self, queue))
+
+    def together(lanes):
+        yield from steps(original_together.__func__(lanes))
+
     backend_class.generate, backend_class.__init__ = generate, init
+    if original_together is not None:
+        backend_class.generate_together = staticmethod(together)
     try:
         yield spent
     finally:
         backend_class.generate, backend_class.__init__ = original, original_init
+        if original_together is not None:
+            backend_class.generate_together = original_together
 
 
 def measure(repeats: int, backend: str, pipeline, bare) -> dict:
@@ -229,23 +249,42 @@ def openai_rows(args, work: Path, problems_file: Path) -> list[str]:
             judge.reset_counts()
             build(**extra)  # learn the requests the bare run replays
             served, judged = list(server.served), list(judge.served)
-            in_flight = server.max_in_flight
+            in_flight = f"{server.max_in_flight}" + (f" (policy), {judge.max_in_flight} (judge)" if judged else "")
+            judge_busy, both_busy = busy_seconds(judge, server)
 
             def bare(served=served, judged=judged):
+                # Both servers' requests at once, each server with its own window, as the pipeline runs them.
+                backends, lanes = [], []
                 for url, requests, thinking in ((server.url, served, False), (judge.url, judged, True)):
-                    if not requests:
-                        continue
-                    backend = OpenAIBackend(str(model), None, config.sampling(), concurrency=args.concurrency,
-                                            base_urls=[url], thinking=thinking)  # fmt: skip
-                    for _ in backend.generate(deque(Request(r.user, r.prefix, r.n, r.seed) for r in requests)):
-                        pass
+                    if requests:
+                        backends.append(OpenAIBackend(str(model), None, config.sampling(), concurrency=args.concurrency,
+                                                      base_urls=[url], thinking=thinking))  # fmt: skip
+                        queue = deque(Request(r.user, r.prefix, r.n, r.seed) for r in requests)
+                        lanes.append((lambda backend=backends[-1]: backend, queue))
+                for _ in OpenAIBackend.generate_together(lanes):
+                    pass
+                for backend in backends:
                     backend.close()
 
             times = measure(args.repeats, "openai", lambda extra=extra: build(**extra), bare)
             lines.append(
                 row(f"openai, {args.delay * 1000:.0f} ms/request, concurrency {args.concurrency}: {label}", times,
-                    f"{len(served) + len(judged)} requests, {in_flight} in flight at most")  # fmt: skip
+                    f"{len(served) + len(judged)} requests, {in_flight} in flight at most"
+                    + (f"; the judge's server busy {judge_busy:.1f} s, {both_busy / judge_busy:.0%} of it while the "
+                       f"policy's was too" if judged else ""))  # fmt: skip
             )
+            if judged:
+                # The same build with the two backends taking turns, as before they ran together.
+                together = OpenAIBackend.__dict__["generate_together"]
+                OpenAIBackend.generate_together = None
+                try:
+                    in_turns = timed(lambda extra=extra: build(**extra))
+                finally:
+                    OpenAIBackend.generate_together = together
+                lines.append(
+                    f"| openai: consensus with the policy and the judge taking turns | | {in_turns:.2f} | | | running them "
+                    f"together is {in_turns / times['pipeline']:.2f}x faster |"
+                )
             if label == "outcome":
                 serial = timed(lambda: build(**{**extra, "concurrency": 1}))
                 lines.append(

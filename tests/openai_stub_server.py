@@ -145,6 +145,21 @@ def most_in_flight(*servers: StubServer) -> int:
     return most
 
 
+def busy_seconds(server: StubServer, other: StubServer) -> tuple[float, float]:
+    """Seconds `server` was handling a request, and of those, seconds `other` was handling one too
+    (a policy's server and a judge's: do they work at the same time, or take turns?)."""
+    events = sorted((moment, change, side) for side, each in enumerate((server, other))
+                    for start, end in each.spans for moment, change in ((start, 1), (end, -1)))  # fmt: skip
+    busy, total, both, last = [0, 0], 0.0, 0.0, None
+    for moment, change, side in events:
+        if last is not None and busy[0]:
+            total += moment - last
+            both += (moment - last) if busy[1] else 0.0
+        busy[side] += change
+        last = moment
+    return total, both
+
+
 def _parse(path: str, body: dict) -> ScriptedRequest:
     n, seed = int(body.get("n") or 1), body.get("seed")
     if path.endswith("/chat/completions"):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 
@@ -260,6 +261,47 @@ def test_concurrency_window_and_round_robin(tiny_chat_model_path):
         assert one.count() == 6 and two.count() == 6
         assert most_in_flight(one, two) == 4  # the window filled, and never more
         assert {r.seed for r in one.served} | {r.seed for r in two.served} == set(range(12))
+
+
+def test_two_backends_run_together_on_one_loop_each_with_its_window(tiny_chat_model_path):
+    # A policy's backend and a judge's, each with its own server and window, on the loop of the
+    # thread that built them; opened only once their queue holds a request; the loop closes with the last.
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8)
+    with StubServer(scripted, delay=0.1) as one, StubServer(scripted, delay=0.1) as two:
+        first = OpenAIBackend(str(tiny_chat_model_path), None, sampling, concurrency=2, base_urls=[one.url])
+        second = OpenAIBackend(str(tiny_chat_model_path), None, sampling, concurrency=3, base_urls=[two.url])
+        assert first.loop is second.loop
+        queues = deque(Request(APPLES, "", 1, seed, tag=seed) for seed in range(4)), deque()
+        opened, results = [], []
+
+        def opener(backend):
+            return lambda: opened.append(backend) or backend
+
+        for request, _ in OpenAIBackend.generate_together([(opener(first), queues[0]), (opener(second), queues[1])]):
+            results.append(request.tag)
+            if request.tag == 0:  # the second lane's work arrives once the first is running
+                queues[1].extend(Request(FRACTIONS, "", 1, seed, tag=seed) for seed in range(4, 10))
+        assert sorted(results) == list(range(10)) and opened == [first, second]
+        assert (one.count(), two.count(), one.max_in_flight, two.max_in_flight) == (4, 6, 2, 3)
+        assert most_in_flight(one, two) == 5  # both windows full at once
+        first.close()
+        assert not second.loop.is_closed()  # still the second's
+        second.close()
+        assert second.loop.is_closed()
+
+    # Backends built in two threads have two loops: they cannot run together.
+    built = []
+    thread = threading.Thread(
+        target=lambda: built.append(OpenAIBackend(str(tiny_chat_model_path), None, sampling, base_urls=[one.url]))
+    )
+    thread.start()
+    thread.join()
+    here = OpenAIBackend(str(tiny_chat_model_path), None, sampling, base_urls=[one.url])
+    lanes = [(lambda: here, deque([Request(APPLES, "", 1, 0)])), (lambda: built[0], deque([Request(APPLES, "", 1, 1)]))]
+    with pytest.raises(RuntimeError, match="built in different threads"):
+        list(OpenAIBackend.generate_together(lanes))
+    here.close()
+    built[0].close()
 
 
 def test_unreachable_failing_or_wrong_server_fails_clearly(tiny_chat_model_path):

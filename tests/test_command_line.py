@@ -66,8 +66,8 @@ def test_every_prm_builder_flag_takes_both_spellings(capsys):
     checked = _both_spellings_parse_alike(parser, [])
     # Each command and config, with what it requires.
     commands = {"stats": ["stats", "d"], "tiny-model": ["tiny-model", "d"], "cache list": ["cache", "list"],
-                "cache clear": ["cache", "clear"], "cache repair": ["cache", "repair", "k"]}
-    for name in builder_cli._sources():
+                "cache clear": ["cache", "clear"], "cache repair": ["cache", "repair", "k"], "report": ["report", "d", "--output", "r.html"]}
+    for name in builder_cli._configs():
         commands[f"build {name}"] = ["build", name, "--output-dir", "o"]
         commands[f"push {name}"] = ["push", name]
     for command, base in commands.items():

@@ -21,7 +21,7 @@ from prm_builder.configs import model_sampled
 from prm_builder.sampling.generation_cache import describe_cache, list_caches
 from prm_builder.publishing.stats import summarize_splits
 
-from tests.openai_stub_server import ScriptedRequest, StubServer
+from tests.openai_stub_server import ScriptedRequest, StubServer, busy_seconds, most_in_flight
 from tests.test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
 
 JUDGE = "judge-model"  # no tokenizer under this name: the chat endpoint, as for a served reasoning model
@@ -334,6 +334,66 @@ def test_two_builds_sharing_a_cache_judge_each_solution_once(gsm8k_dir, tiny_cha
     assert {row["judge_first_error"] for row in clean} >= {-1} and all(
         row["judge_first_error"] == row["mc_first_error"] == row["first_error"] for row in clean
     )
+
+
+def test_policy_and_judge_servers_work_at_the_same_time_each_with_its_window_full(
+    gsm8k_dir, tiny_chat_model_path, tmp_path, monkeypatch
+):
+    # A consensus build keeps both servers busy: verdicts go out while samples and rollouts are in
+    # flight, each server with its own window of `concurrency` requests; the rows are those of a
+    # build whose backends take turns (as the in-process backends still do).
+    from prm_builder.backends.openai import OpenAIBackend
+
+    def build_into(name):
+        return load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / name),
+                            cache_dir=str(tmp_path / f"{name}_arrow"))["test"].to_list()  # fmt: skip
+
+    with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as policy_server, StubServer(_judge_world(gsm8k_dir), delay=0.05) as judge_server:
+        servers = (policy_server, judge_server)
+        options = {**_consensus_options(gsm8k_dir, tiny_chat_model_path, policy_server.url, judge_server.url), "concurrency": 3}
+        together = build_into("together")
+        requests = [server.count() for server in servers]
+        windows = [server.max_in_flight for server in servers]
+        (judge_busy, both_busy), most = busy_seconds(judge_server, policy_server), most_in_flight(*servers)
+
+        for server in servers:
+            server.reset_counts()
+        with monkeypatch.context() as patch:
+            patch.setattr(OpenAIBackend, "generate_together", None)  # one backend at a time
+            in_turns = build_into("turns")
+        assert [server.count() for server in servers] == requests
+        assert busy_seconds(judge_server, policy_server)[1] == 0 and most_in_flight(*servers) <= 3  # one server idles
+
+        # The cache the concurrent build wrote serves a rebuild alone, with the same rows.
+        for server in servers:
+            server.reset_counts()
+        rebuilt = load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / "together"),
+                               cache_dir=str(tmp_path / "rebuilt_arrow"))["test"].to_list()  # fmt: skip
+        assert [server.count() for server in servers] == [0, 0]
+    assert together == in_turns == rebuilt and len(together) >= GSM8K_PROBLEMS
+    assert windows == [3, 3]  # each server's window filled, never more
+    # Both servers worked at once, with more than one window in flight in all (taking turns: never).
+    # How much of the judge's time overlaps depends on timing (40 to 95% of it in our runs): a
+    # solution's rollouts wait for its verdicts, so the last verdicts can run alone.
+    assert 0 < both_busy <= judge_busy and 3 < most <= 6
+
+
+def test_a_failing_judge_server_stops_both_backends_once_the_policys_requests_in_flight_are_cached(
+    gsm8k_dir, tiny_chat_model_path, tmp_path
+):
+    # Samples take 0.5 s; the judge answers 500 at once. The first two sample requests come back,
+    # their verdicts fail while the next two samples are in flight: those finish and are cached,
+    # nothing new starts on either server. (Taking turns, all 8 sample requests ran before any verdict.)
+    with StubServer(_gsm8k_world(gsm8k_dir), delay=0.5) as policy_server, StubServer(_judge_world(gsm8k_dir)) as judge_server:
+        judge_server.fail_next(*[500] * 100)
+        options = {**_consensus_options(gsm8k_dir, tiny_chat_model_path, policy_server.url, judge_server.url), "max_retries": 0}
+        with pytest.raises(Exception) as caught:  # datasets wraps it: the backend's error is the cause
+            load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / "generations"))
+        policy_server.wait_idle()
+    assert f"the server at {judge_server.url} still answered HTTP 500 after 0 retries" in str(caught.value.__cause__)
+    assert policy_server.count() == 4 and judge_server.count() == 0 and judge_server.failed
+    (cache,) = list_caches(tmp_path / "generations")
+    assert cache.generations["sample"] == 2 * 4 and cache.generations["verdict"] == 0 and cache.damage is None
 
 
 @pytest.mark.slow  # kill -9 of a real build process

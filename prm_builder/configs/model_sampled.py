@@ -384,7 +384,7 @@ def generate_rows(config: ModelSampledConfig, drops: Counter, split: str, shards
         cache.writer() as writer, Progress(split, solutions) as progress, backend, ShardLocks(cache, shards) as locks,
         judge or contextlib.nullcontext(),
     ):  # fmt: skip
-        scheduler = Scheduler(writer, backend.get, progress, config.seed, backends={"judge": judge.get} if judge else {})
+        scheduler = Scheduler(writer, backend, progress, config.seed, backends={"judge": judge} if judge else {})
         rows = RowsInOrder(scheduler, drops)
 
         def admit():

@@ -14,9 +14,11 @@ asked for as soon as the previous one's rollouts are in), so a backend never idl
 a slow request. Finished tasks' results collect in `finished`, with the caller's tag.
 
 A `Want` may name another backend than the policy's (an LLM judge: `Want.backend="judge"`);
-each backend has its own queue, and `pump` runs them in turn, each until its queue is empty
-(a backend's `generate` owns the thread while it runs), so the judge's requests gather while
-the policy works and go out together.
+each backend has its own queue. Backends of one class that can run together (the openai backend's
+`generate_together`: one event loop, a window of requests in flight per backend) run at the same
+time, so a policy server and a judge server both stay full. Others (transformers, vLLM: in-process,
+usually on one device) take turns, each until its queue is empty, since a `generate` call owns the
+thread while it runs: the judge's requests gather while the policy works and go out together.
 
 `RowsInOrder` hands the finished tasks' rows out in the order their problems were admitted.
 """
@@ -65,7 +67,8 @@ class _Waiter:
 @dataclass
 class Scheduler:
     writer: Any  # the generation cache's SegmentWriter
-    open_backend: Callable  # the backend, built on first use
+    # The backend, built on first use: a LazyBackend, or any callable that returns one.
+    open_backend: Callable
     progress: "Progress"
     seed: int
     # problem key -> group -> {index: generation}: what is cached, and what came back since.
@@ -78,6 +81,10 @@ class Scheduler:
     # Backends other than the policy's (name -> opener, e.g. "judge"), and their queues.
     backends: dict[str, Callable] = field(default_factory=dict)
     queues: dict[str, deque[Request]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in self.backends:
+            self.queues.setdefault(name, deque())
 
     @property
     def busy(self) -> bool:
@@ -132,37 +139,40 @@ class Scheduler:
         missing = [index for index in range(want.count) if index not in group and index not in asked]
         for first, n in runs(missing):
             seed = request_seed(self.seed, want.group, first)
-            queue = self.queue if want.backend == POLICY else self.queues.setdefault(want.backend, deque())
+            queue = self.queue if want.backend == POLICY else self.queues[want.backend]
             queue.append(Request(want.user, want.prefix, n, seed, tag=(want.problem, want.group, first)))
             asked.update(range(first, first + n))
             self.progress.add(n)
 
     def pump(self) -> Iterator[None]:
-        """Run the queues (which woken tasks extend meanwhile) until all are empty, one backend at a
-        time; yields after each result is stored and handed out."""
+        """Run the queues (which woken tasks extend meanwhile) until all are empty: every backend at
+        once where their class can (`generate_together`), else one at a time; yields after each result
+        is stored and handed out."""
+        lanes = [(self.open_backend, self.queue), *((self.backends[name], self.queues[name]) for name in self.backends)]
+        together = _together(lanes)
         while self.busy:
-            if self.queue:
-                yield from self._run_backend(self.open_backend, self.queue)
-            for name, queue in list(self.queues.items()):
-                if queue:
-                    yield from self._run_backend(self.backends[name], queue)
+            results = together(lanes) if together is not None else _in_turns(lanes)
+            try:
+                for request, generations in results:
+                    self._store(request, generations)
+                    yield
+            finally:  # stopped early (an error, the caller gave up): cancel what is in flight now
+                results.close()
 
-    def _run_backend(self, open_backend: Callable, queue: deque[Request]) -> Iterator[None]:
-        for request, generations in open_backend().generate(queue):
-            problem, key, first = request.tag
-            wrong = invalid_generations(generations, request.n)
-            if wrong:  # never cached, never labelled: a backend bug must not become labels
-                raise RuntimeError(f"the backend returned {wrong} for a request of group {key}; nothing was cached")
-            self.writer.append(problem, key, first, generations)
-            group = self.entries.setdefault(problem, {}).setdefault(key, {})
-            for offset, generation in enumerate(generations):
-                group.setdefault(first + offset, generation)
-            self.in_flight[key].difference_update(range(first, first + request.n))
-            if not self.in_flight[key]:
-                del self.in_flight[key]
-            self.progress.update(request.n)
-            self._wake(key)
-            yield
+    def _store(self, request: Request, generations: list[Generation]) -> None:
+        problem, key, first = request.tag
+        wrong = invalid_generations(generations, request.n)
+        if wrong:  # never cached, never labelled: a backend bug must not become labels
+            raise RuntimeError(f"the backend returned {wrong} for a request of group {key}; nothing was cached")
+        self.writer.append(problem, key, first, generations)
+        group = self.entries.setdefault(problem, {}).setdefault(key, {})
+        for offset, generation in enumerate(generations):
+            group.setdefault(first + offset, generation)
+        self.in_flight[key].difference_update(range(first, first + request.n))
+        if not self.in_flight[key]:
+            del self.in_flight[key]
+        self.progress.update(request.n)
+        self._wake(key)
 
     def _wake(self, key: str) -> None:
         ready, still = [], []
@@ -177,6 +187,22 @@ class Scheduler:
             self.waiting[key] = still
         for waiter in ready:
             self._run(waiter.task, waiter.tag, [self._take(want) for want in waiter.wants])
+
+
+def _together(lanes: list[tuple[Callable, deque[Request]]]) -> Callable | None:
+    """The function that runs every lane's backend at once, when they are LazyBackends of one class
+    that has one (openai's `generate_together`); None when they must take turns."""
+    classes = {getattr(open_backend, "backend_class", None) for open_backend, _ in lanes}
+    if len(lanes) < 2 or len(classes) != 1 or None in classes:
+        return None
+    return getattr(classes.pop(), "generate_together", None)
+
+
+def _in_turns(lanes: list[tuple[Callable, deque[Request]]]) -> Iterator[tuple[Request, list[Generation]]]:
+    """Each lane's backend until its queue is empty, one after the other."""
+    for open_backend, queue in lanes:
+        if queue:
+            yield from open_backend().generate(queue)
 
 
 def runs(indices: list[int]) -> Iterator[tuple[int, int]]:
@@ -202,13 +228,16 @@ class LazyBackend:
     """The backend, built on first use only: a build whose generations are all cached loads no model."""
 
     def __init__(self, name: str, *args, **kwargs):
-        self.build = lambda: BACKENDS[name](*args, **kwargs)
+        self.backend_class = BACKENDS[name]  # known before it is built: Scheduler.pump runs alike ones together
+        self.build = lambda: self.backend_class(*args, **kwargs)
         self.backend = None
 
     def get(self):
         if self.backend is None:
             self.backend = self.build()
         return self.backend
+
+    __call__ = get
 
     def __enter__(self) -> "LazyBackend":
         return self

@@ -8,6 +8,11 @@
 `BACKENDS[name].queue_target(concurrency)` says how many requests to keep queued so that the
 backend never waits for work.
 
+A backend class may also offer `generate_together(lanes)`, which runs several of its backends at
+once (each lane an `(open, queue)` pair, `open()` giving the backend once its queue holds a
+request) and yields their results as `generate` does: the openai backend's, so that a policy's
+servers and a judge's both stay full. The in-process backends have none: they take turns.
+
 `queue` is a `collections.deque` of `Request`s that the caller may extend while iterating (the
 next prefix of a Monte Carlo search is only known once a rollout comes back); `generate` ends
 when the queue is empty and nothing is in flight, and yields results in completion order,
@@ -73,6 +78,9 @@ class Backend:
         self.base_urls = base_urls  # servers to call (openai only)
         # Off for the policy (step labels are for the visible solution), allowed for a judge.
         self.thinking = thinking
+
+    # Runs several backends of this class at once (see the module docstring); None: they take turns.
+    generate_together = None
 
     @staticmethod
     def queue_target(concurrency: int) -> int:

@@ -16,6 +16,10 @@ off with `chat_template_kwargs` as on the completions endpoint. A reasoning mode
 is all reasoning (`reasoning` or `reasoning_content` with an empty `content`: cut by max_tokens
 while thinking) is kept as `<think>...` so the rows can count it as a drop. A judge's backend
 (`thinking=True`) leaves thinking to the model's default and is never asked to continue.
+
+Several openai backends (a policy and a judge, each with its own servers and window) run at the
+same time with `generate_together`: every backend built in one thread shares that thread's event
+loop, so one loop keeps every backend's window full, and neither server idles while the other works.
 """
 
 import asyncio
@@ -23,9 +27,11 @@ import importlib
 import itertools
 import json
 import os
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from datasets.utils import logging
 
@@ -61,7 +67,6 @@ class OpenAIBackend(Backend):
         self.tokenizer = _load_tokenizer(self.model, self.revision, rollouts=not self.thinking)
         # Local servers take any key; a real one reads it from the usual variable.
         api_key = os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.loop = asyncio.new_event_loop()
         self.clients = [
             (
                 redact_url(url),
@@ -73,39 +78,10 @@ class OpenAIBackend(Backend):
             for url in self.base_urls
         ]
         self.next_client = itertools.cycle(self.clients)
+        self.loop = _acquire_loop()  # the clients' connections belong to the loop that first uses them
 
     def generate(self, queue: deque[Request]) -> Iterator[tuple[Request, list[Generation]]]:
-        in_flight: dict[asyncio.Task, tuple[Request, str, float]] = {}
-        failure = None
-        try:
-            while (queue and failure is None) or in_flight:
-                while queue and failure is None and len(in_flight) < self.concurrency:
-                    request = queue.popleft()
-                    url, client = next(self.next_client)
-                    in_flight[self.loop.create_task(self._call(client, request))] = (request, url, time.monotonic())
-                done, _ = self.loop.run_until_complete(
-                    asyncio.wait(in_flight, timeout=WAIT_NOTICE_S, return_when=asyncio.FIRST_COMPLETED)
-                )
-                if not done:
-                    self._report_waiting(in_flight.values())
-                for task in done:
-                    request, url, _ = in_flight.pop(task)
-                    try:
-                        generations = self._result(task, request, url)
-                    except (ConnectionError, ValueError) as error:
-                        # Start nothing new, but let what is in flight finish: those generations
-                        # are paid for (other servers may be healthy) and reach the cache.
-                        failure = failure or error
-                        continue
-                    yield request, generations
-            if failure is not None:
-                raise failure
-        finally:
-            # Interrupted (Ctrl-C, an error, or the caller stopped): nothing may keep running.
-            for task in in_flight:
-                task.cancel()
-            if in_flight:
-                self.loop.run_until_complete(asyncio.gather(*in_flight, return_exceptions=True))
+        return generate_together([(lambda: self, queue)])
 
     def _report_waiting(self, in_flight) -> None:
         oldest = min(started for _, _, started in in_flight)
@@ -180,13 +156,120 @@ class OpenAIBackend(Backend):
             ) from None
 
     def close(self) -> None:
-        if self.loop.is_closed():
+        if self.clients is None:
             return
         self.loop.run_until_complete(self._close_clients())
-        self.loop.close()
+        self.clients = None
+        _release_loop(self.loop)
 
     async def _close_clients(self) -> None:
         await asyncio.gather(*(client.close() for _, client in self.clients))
+
+
+@dataclass
+class _Lane:
+    """One backend's part of `generate_together`: its queue, and its window of requests in flight."""
+
+    open: Callable[[], OpenAIBackend]
+    queue: deque[Request]
+    backend: OpenAIBackend | None = None  # opened once its queue first holds a request
+    in_flight: dict[asyncio.Task, tuple[Request, str, float]] = field(default_factory=dict)
+
+    def full(self) -> bool:
+        return self.backend is not None and len(self.in_flight) >= self.backend.concurrency
+
+
+def generate_together(lanes: list[tuple[Callable[[], OpenAIBackend], deque[Request]]]) -> Iterator[tuple[Request, list[Generation]]]:
+    """Run several openai backends at once, each over its own queue with its own window of
+    `concurrency` requests in flight, on the event loop they share (the thread's); yields results in
+    completion order, whichever backend made them. Each lane is `(open, queue)`: `open()` gives the
+    backend, called only once its queue holds a request (a build whose verdicts are all cached
+    never builds the judge). The caller may extend any queue while iterating; a request that joins
+    one while every window waits starts as soon as any request of any backend comes back, since the
+    caller extends queues only then. Ends when every queue is empty and nothing is in flight.
+
+    A failure (after the backend's retries) starts nothing new on any backend, lets what is in
+    flight finish (those generations are paid for and reach the cache), then is raised.
+    """
+    lanes = [_Lane(open_backend, queue) for open_backend, queue in lanes]
+    owners: dict[asyncio.Task, _Lane] = {}
+    loop, failure = None, None
+    try:
+        while (failure is None and any(lane.queue for lane in lanes)) or owners:
+            for lane in lanes:
+                while lane.queue and failure is None and not lane.full():
+                    if lane.backend is None:
+                        lane.backend = lane.open()
+                        loop = _same_loop(loop, lane.backend)
+                    request = lane.queue.popleft()
+                    url, client = next(lane.backend.next_client)
+                    task = loop.create_task(lane.backend._call(client, request))
+                    lane.in_flight[task], owners[task] = (request, url, time.monotonic()), lane
+            done, _ = loop.run_until_complete(asyncio.wait(owners, timeout=WAIT_NOTICE_S, return_when=asyncio.FIRST_COMPLETED))
+            if not done:
+                for lane in lanes:
+                    if lane.in_flight:
+                        lane.backend._report_waiting(lane.in_flight.values())
+            for task in done:  # in the order asyncio.wait's set gives: completion order is no promise anyway
+                lane = owners.pop(task)
+                request, url, _ = lane.in_flight.pop(task)
+                try:
+                    generations = lane.backend._result(task, request, url)
+                except (ConnectionError, ValueError) as error:
+                    # Start nothing new, but let what is in flight finish: those generations
+                    # are paid for (other servers may be healthy) and reach the cache.
+                    failure = failure or error
+                    continue
+                yield request, generations
+        if failure is not None:
+            raise failure
+    finally:
+        # Interrupted (Ctrl-C, an error, or the caller stopped): nothing may keep running.
+        for task in owners:
+            task.cancel()
+        if owners:
+            loop.run_until_complete(asyncio.gather(*owners, return_exceptions=True))
+
+
+OpenAIBackend.generate_together = staticmethod(generate_together)
+
+
+def _same_loop(loop, backend: OpenAIBackend):
+    if loop is not None and backend.loop is not loop:
+        # Only backends built in one thread share a loop; their clients' connections belong to it.
+        raise RuntimeError(
+            f"the openai backends of {backend.model!r} and another model were built in different threads; "
+            f"generate_together runs only backends built in the thread that runs it"
+        )
+    return backend.loop
+
+
+# This thread's event loop, shared by every openai backend built in it, and how many use each loop.
+# Keyed by process too: a forked worker (datasets' num_proc) must never reuse its parent's loop,
+# whose selector it would share.
+_THREAD = threading.local()
+_LOOP_USERS: dict[asyncio.AbstractEventLoop, int] = {}
+_LOOP_LOCK = threading.Lock()
+
+
+def _acquire_loop() -> asyncio.AbstractEventLoop:
+    with _LOOP_LOCK:
+        owner, loop = getattr(_THREAD, "loop", (None, None))
+        if owner != os.getpid() or loop is None or loop.is_closed():
+            loop = asyncio.new_event_loop()
+            _THREAD.loop = (os.getpid(), loop)
+        _LOOP_USERS[loop] = _LOOP_USERS.get(loop, 0) + 1
+        return loop
+
+
+def _release_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The last backend using `loop` closes it."""
+    with _LOOP_LOCK:
+        _LOOP_USERS[loop] -= 1
+        if _LOOP_USERS[loop]:
+            return
+        del _LOOP_USERS[loop]
+    loop.close()
 
 
 def parse_answer(text: str, endpoint: str, n: int) -> list[Generation]:
