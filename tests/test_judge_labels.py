@@ -342,7 +342,7 @@ def test_policy_and_judge_servers_work_at_the_same_time_each_with_its_window_ful
     # A consensus build keeps both servers busy: verdicts go out while samples and rollouts are in
     # flight, each server with its own window of `concurrency` requests; the rows are those of a
     # build whose backends take turns (as the in-process backends still do).
-    from prm_builder.backends.openai import OpenAIBackend
+    from prm_builder.sampling.backends.openai import OpenAIBackend
 
     def build_into(name):
         return load_dataset("prm_builder", "model_sampled", **options, generation_cache_dir=str(tmp_path / name),
