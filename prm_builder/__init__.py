@@ -29,7 +29,14 @@ _LAZY_EXPORTS = {
 }
 
 
+# Modules that docs named before the subpackages existed: `prm_builder.grading` and
+# `from prm_builder import grading` keep working.
+_MOVED_MODULES = {"grading": "common.grading"}
+
+
 def __getattr__(name: str):
+    if name in _MOVED_MODULES:
+        return importlib.import_module(f".{_MOVED_MODULES[name]}", __name__)
     if name == "CONFIG_NAMES":
         return list(importlib.import_module(".builder", __name__).CONFIGS)
     if name in _LAZY_EXPORTS:

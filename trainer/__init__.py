@@ -20,12 +20,20 @@ _EXPORTS = {
     "StepFormat": ".common.tokenization",
     "PRMReward": ".evaluating.reward",
     "load_prm": ".evaluating.reward",
+    "compute_accuracy": ".training.trainer",
+    "load_mixture": ".training.mixture",
+    "MixtureArguments": ".training.mixture",
 }
+# Modules that docs named before the subpackages existed: `prm_trainer.trainer.compute_accuracy` (TRL's name for the
+# metric) and `prm_trainer.mixture.load_mixture` keep working, as does `from prm_trainer import trainer`.
+_MOVED_MODULES = {"trainer": ".training.trainer", "mixture": ".training.mixture"}
 
 __all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
+    if name in _MOVED_MODULES:
+        return importlib.import_module(_MOVED_MODULES[name], __name__)
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
