@@ -155,6 +155,25 @@ def test_parser_rejects_unknown_flags_and_bad_choices(tmp_path):
         make_parser().parse_args_and_config(["--output_dir", str(tmp_path), "--max_lenght", "5"])
 
 
+@pytest.mark.parametrize("typed, separator", [
+    ("\\n\\n", "\n\n"),        # typed on a command line: backslash + n, read as prm-eval reads it
+    ("\n\n", "\n\n"),          # a real newline (YAML's "\n\n") stays
+    ("\\n\u6b65 ", "\n\u6b65 "),  # escapes beside non-ASCII text: the text kept as it is
+])
+def test_step_separator_escapes_are_read_as_prm_eval_reads_them(tmp_path, typed, separator):
+    from prm_trainer.eval_cli import make_parser as make_eval_parser
+
+    training_args = make_parser().parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--step_separator", typed])[1]
+    assert training_args.step_separator == separator
+    config = tmp_path / "recipe.yaml"
+    config.write_text(f"step_separator: {json.dumps(typed)}\n", encoding="utf-8")
+    from_config = make_parser().parse_args_and_config(["--config", str(config), "--output_dir", str(tmp_path)])[1]
+    assert from_config.step_separator == separator
+    evaluated = make_eval_parser().parse_args(["--benchmark", "built", "--step_separator", typed])
+    assert evaluated.step_separator == separator
+
+
 def _main(args: list[str]):
     return main(*make_parser().parse_args_and_config(args))
 

@@ -13,7 +13,6 @@ Progress goes to stderr, the report to stdout (`--json` for machines). Heavy mod
 """
 
 import argparse
-import codecs
 import json
 import sys
 from pathlib import Path
@@ -37,7 +36,8 @@ def _names(choices):
 
 def _separator(text: str) -> str:
     # "\n" typed on a command line arrives as backslash + n; read escapes so it means a newline, as in Python.
-    return codecs.decode(text, "unicode_escape")
+    # unicode_escape reads bytes as Latin-1: other text goes through as \uXXXX escapes, so "é" stays "é".
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 def _positive(text: str) -> int:
