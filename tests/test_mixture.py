@@ -231,3 +231,22 @@ def test_a_saved_folder_is_an_entry_and_a_missing_one_is_named(tmp_path, monkeyp
     assert str(raised.value) == (
         f"datasets: path './biult': no such folder ({tmp_path.resolve()}/biult does not exist); did you mean built?"
     )
+
+
+def test_a_mixture_without_a_test_split_says_how_to_hold_one_out(tmp_path):
+    from prm_trainer.cli import load_splits
+
+    data = write_stepwise(tmp_path / "a.jsonl", [{"prompt": "p", "completions": ["x"], "labels": [True]}])
+    config = tmp_path / "mix.yaml"
+    config.write_text(f"datasets:\n  - {{path: json, data_files: {data}}}\n")
+    script_args, training_args, _ = make_parser().parse_args_and_config(
+        ["--config", str(config), "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(ValueError) as raised:
+        load_splits(script_args, training_args)
+    assert str(raised.value) == (
+        "--dataset_test_split 'test' is not a split of the dataset: ['train'] (a mixture has a test split only with "
+        "test_split_size in --config; or pass --dataset_test_split none to skip evaluation)"
+    )
+    script_args.dataset_test_split = "none"
+    train, test, _, report = load_splits(script_args, training_args)
+    assert train["prompt"] == ["p"] and test is None and report[0]["rows"] == 1

@@ -187,10 +187,9 @@ def load_splits(script_args, training_args):
     if test_split in NO_SPLIT:
         test_split = None
     elif test_split not in dataset:
-        raise ValueError(
-            f"--dataset_test_split {test_split!r} is not a split of the dataset: {list(dataset)} "
-            "(pass --dataset_test_split none to skip evaluation)"
-        )
+        mixed = "a mixture has a test split only with test_split_size in --config; or " if script_args.datasets else ""
+        raise ValueError(f"--dataset_test_split {test_split!r} is not a split of the dataset: {list(dataset)} "
+                         f"({mixed}pass --dataset_test_split none to skip evaluation)")
     check_rows(dataset[train_split], train_split, training_args.label_column, training_args.label_type == "soft")
     if test_split:
         check_rows(dataset[test_split], test_split)  # evaluated against the hard labels
