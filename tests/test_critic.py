@@ -103,6 +103,8 @@ def test_table_and_built_split(tmp_path, processbench_folder, capsys):
         (["--judge-model", "j", "--benchmark", "processbench"], "--judge-model needs --base-url"),
         (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "best_of_n", "--candidates", "c"], "not best_of_n"),
         (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "processbench", "--calibrate", "gsm8k"], "--calibrate does not apply to --judge-model"),
+        (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "processbench", "--step_separator", "\\n\\n"], "--step_separator does not apply to --judge-model: the judge reads the steps as given"),
+        (["--judge-model", "j", "--base-url", "http://h:1/v1", "--benchmark", "processbench", "--max-length", "512"], "--max_length does not apply to --judge-model"),
         (["--model", "m", "--base-url", "http://h:1/v1", "--benchmark", "processbench"], "--base-url is the judge's server"),
     ],
 )

@@ -138,6 +138,9 @@ def main(argv=None) -> int:
         for option in ("calibrate", "scores_dir", "html"):
             if getattr(args, option) is not None:
                 parser.error(f"--{option} does not apply to --judge-model (a PRM's step scores, not a judge's verdicts)")
+        for option in ("step_separator", "max_length", "max_prompt_length", "max_completion_length"):
+            if getattr(args, option) is not None:
+                parser.error(f"--{option} does not apply to --judge-model: the judge reads the steps as given")
         if args.update_card:
             parser.error("--update-card writes into a PRM's folder; it does not apply to --judge-model")
         if args.max_retries < 0:
