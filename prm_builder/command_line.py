@@ -232,3 +232,9 @@ def folder_contents(path: str | Path, limit: int = 8) -> str:
         return "nothing (it is empty)"
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names)} entries)" if len(names) > limit else "")
+
+
+def read_escapes(text: str) -> str:
+    """A separator typed on a command line: "\\n" arrives as backslash + n, read here as a newline, as in Python.
+    unicode_escape reads bytes as Latin-1, so other text goes through as \\uXXXX escapes and "é" stays "é"."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")

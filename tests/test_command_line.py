@@ -372,3 +372,12 @@ def test_trl_checkpointing_names_do_not_warn(tmp_path):
                            gradient_checkpointing_kwargs={"use_reentrant": False})
     assert (config.activation_checkpointing, config.gradient_checkpointing) == (False, False)
     assert config.gradient_checkpointing_kwargs == config.activation_checkpointing_kwargs == {"use_reentrant": False}
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("\\n", "\n"), ("\\n\\n", "\n\n"), ("é\\n", "é\n"), (" | ", " | "),
+                                              ("\\t;", "\t;")])
+def test_read_escapes_reads_a_typed_separator_as_python_would(typed, meant):
+    # prm-train, prm-eval and prm-builder report read --step-separator through this one function.
+    from prm_builder.command_line import read_escapes
+
+    assert read_escapes(typed) == meant

@@ -20,10 +20,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prm_builder.command_line import UsageError, follow_conventions, run_command, unknown_flags_message, usage_error
+from prm_builder.command_line import (
+    UsageError, follow_conventions, read_escapes, run_command, unknown_flags_message, usage_error,
+)
 
 from .common.data import built_options, load_prm_dataset, parse_dataset_options
-from .eval_cli import _separator
 
 EVAL_METRICS = ("step_accuracy", "first_error_f1", "best_of_n", "all")
 NO_SPLIT = ("", "none", "None")
@@ -142,7 +143,7 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     # No learning rate unless given: resolve_learning_rate picks one that suits LoRA or a full fine-tune.
     parser.set_defaults(lora_task_type="TOKEN_CLS", learning_rate=None)
     # --step_separator reads escapes as prm-eval does ('\n\n' in a shell: a blank line); --config values too.
-    next(action for action in parser._actions if action.dest == "step_separator").type = _separator
+    next(action for action in parser._actions if action.dest == "step_separator").type = read_escapes
     group_options(parser, *dataclass_types)
     return follow_conventions(parser)
 

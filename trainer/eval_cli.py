@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from prm_builder.command_line import follow_conventions, run_command
+from prm_builder.command_line import follow_conventions, read_escapes, run_command
 
 AGGREGATIONS = ("min", "prod", "last", "mean")  # evaluation.AGGREGATIONS, without importing numpy for --help
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")  # processbench.SUBSETS, likewise
@@ -32,12 +32,6 @@ def _names(choices):
         return names
 
     return parse
-
-
-def _separator(text: str) -> str:
-    # "\n" typed on a command line arrives as backslash + n; read escapes so it means a newline, as in Python.
-    # unicode_escape reads bytes as Latin-1: other text goes through as \uXXXX escapes, so "é" stays "é".
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 def _positive(text: str) -> int:
@@ -63,7 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", required=True, choices=["processbench", "built", "best_of_n"])
     scoring = parser.add_argument_group(
         "scoring (default: the PRM's training settings, from the prm_step_format.json prm-train saves with it)")
-    scoring.add_argument("--step_separator", type=_separator,
+    scoring.add_argument("--step_separator", type=read_escapes,
                          help="separator to split and score steps at; escapes like \\n are read (default: the saved "
                          "one, else \\n; another than the saved one warns)")
     scoring.add_argument("--max_length", type=_positive,

@@ -13,14 +13,13 @@ any one text at MAX_TEXT_CHARS), so a large dataset still gives a page of a few 
 
 import argparse
 import base64
-import codecs
 import hashlib
 import io
 import math
 from importlib import resources
 from pathlib import Path
 
-from ..command_line import UsageError
+from ..command_line import UsageError, read_escapes
 
 # One step or prompt longer than this is cut on the page (the rest is counted), so one huge row cannot bloat it.
 MAX_TEXT_CHARS = 20_000
@@ -322,7 +321,7 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
 
         model, tokenizer = load_prm(args.prm, device=args.device or "auto")
         # The separator and truncation the PRM was trained with (prm_step_format.json), unless --step-separator.
-        separator = codecs.decode(args.step_separator, "unicode_escape") if args.step_separator else None
+        separator = read_escapes(args.step_separator) if args.step_separator else None
         step_format = (saved_step_format(args.prm) or StepFormat()).override(separator)
         title += f"; PRM {args.prm}"
 

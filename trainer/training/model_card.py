@@ -4,6 +4,7 @@
 markers; writing the card again keeps them.
 """
 
+import json
 import os
 import re
 from collections import Counter
@@ -218,7 +219,7 @@ def write_model_card(trainer, model_name=None, dataset_name=None, tags=None, eva
     body = _MODEL_CARD.format(
         name=name, origin=origin, kind=kind, repo=repo, evaluation=evaluation, data=data,
         reproducing=reproducing_section(args, base_label, trainer.state.log_history),
-        separator=args.step_separator.encode("unicode_escape").decode(), args=args, steps=trainer.state.global_step,
+        separator=json.dumps(args.step_separator)[1:-1], args=args, steps=trainer.state.global_step,
     )
     path = Path(args.output_dir, "README.md")
     kept = [match.group(0) for match in _EVAL_SECTIONS.finditer(path.read_text(encoding="utf-8"))] \
