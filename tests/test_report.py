@@ -103,6 +103,8 @@ def test_row_view_marks_first_error_scores_and_disagreements():
     no_mc = row_view(ROWS[2], PRM["m-3"])
     assert no_mc["mc_first_error"] == -2 and not no_mc["judge_mc_disagree"] and not no_mc["prm_disagrees"]
     assert no_mc["confidence"] is None
+    # Rows of label_method="judge" alone (no Monte Carlo ran) get no "judge and MC disagree" filter: it could only hide all.
+    assert 'name="judge_mc"' not in render_page("t", [no_mc], threshold=0.5) and 'name="judge_mc"' in render_page("t", [view], threshold=0.5)
     # Early-stopped Monte Carlo says over how many rollouts each score is.
     early = row_view({**ROWS[1], "step_rollouts": [4, 1, 0]})
     assert [step["rollouts"] for step in early["steps"]] == [4, 1, 0]
