@@ -211,6 +211,22 @@ def test_report_command_scores_with_a_prm(tmp_path, capsys, prm_dir):
     assert f"{scores[0][0]:.3f}" in page
 
 
+def test_report_command_reads_escapes_of_a_non_ascii_step_separator(tmp_path, prm_dir, monkeypatch):
+    from prm_trainer.evaluating import evaluation
+
+    separators = []
+
+    def fake_score_steps(model, tokenizer, rows, step_format, batch_size):
+        separators.append(step_format.step_separator)
+        return [[0.5] * len(row["completions"]) for row in rows]
+
+    monkeypatch.setattr(evaluation, "score_steps", fake_score_steps)
+    out = tmp_path / "report.html"
+    assert builder_main(["report", str(save(tmp_path)), "--output", str(out), "--prm", str(prm_dir),
+                         "--device", "cpu", "--step-separator", "\\n→ "]) == 0
+    assert separators == ["\n→ "]  # not the UTF-8 bytes of → read as Latin-1 ("â\x86\x92")
+
+
 def test_report_command_errors(tmp_path, capsys):
     out = tmp_path / "r.html"
     for flag, value, expected in (("--threshold", "2", "expected a number between 0 and 1, got 2"),

@@ -13,7 +13,6 @@ any one text at MAX_TEXT_CHARS), so a large dataset still gives a page of a few 
 
 import argparse
 import base64
-import codecs
 import hashlib
 import io
 import math
@@ -324,7 +323,9 @@ def report_command(args: argparse.Namespace, built_title: str | None = None) -> 
 
         model, tokenizer = load_prm(args.prm, device=args.device or "auto")
         # The separator and truncation the PRM was trained with (prm_step_format.json), unless --step-separator.
-        separator = codecs.decode(args.step_separator, "unicode_escape") if args.step_separator else None
+        # Escapes read as model_sampled's step_separator reads them: a non-ASCII separator ("→") stays itself.
+        typed = args.step_separator
+        separator = typed.encode("latin-1", "backslashreplace").decode("unicode_escape") if typed else None
         step_format = (saved_step_format(args.prm) or StepFormat()).override(separator)
         title += f"; PRM {args.prm}"
 
