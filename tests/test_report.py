@@ -103,6 +103,8 @@ def test_row_view_marks_first_error_scores_and_disagreements():
     no_mc = row_view(ROWS[2], PRM["m-3"])
     assert no_mc["mc_first_error"] == -2 and not no_mc["judge_mc_disagree"] and not no_mc["prm_disagrees"]
     assert no_mc["confidence"] is None
+    # Rows of label_method="judge" alone (no Monte Carlo ran) get no "judge and MC disagree" filter: it could only hide all.
+    assert 'name="judge_mc"' not in render_page("t", [no_mc], threshold=0.5) and 'name="judge_mc"' in render_page("t", [view], threshold=0.5)
     # Early-stopped Monte Carlo says over how many rollouts each score is.
     early = row_view({**ROWS[1], "step_rollouts": [4, 1, 0]})
     assert [step["rollouts"] for step in early["steps"]] == [4, 1, 0]
@@ -207,6 +209,22 @@ def test_report_command_scores_with_a_prm(tmp_path, capsys, prm_dir):
     disagreements = sum((s >= 0.5) != label for row, r in zip(ROWS, scores) for s, label in zip(r, row["labels"]))
     assert page.count('<span class="tag prm">PRM disagrees</span>') == disagreements
     assert f"{scores[0][0]:.3f}" in page
+
+
+def test_report_command_reads_escapes_of_a_non_ascii_step_separator(tmp_path, prm_dir, monkeypatch):
+    from prm_trainer.evaluating import evaluation
+
+    separators = []
+
+    def fake_score_steps(model, tokenizer, rows, step_format, batch_size):
+        separators.append(step_format.step_separator)
+        return [[0.5] * len(row["completions"]) for row in rows]
+
+    monkeypatch.setattr(evaluation, "score_steps", fake_score_steps)
+    out = tmp_path / "report.html"
+    assert builder_main(["report", str(save(tmp_path)), "--output", str(out), "--prm", str(prm_dir),
+                         "--device", "cpu", "--step-separator", "\\n→ "]) == 0
+    assert separators == ["\n→ "]  # not the UTF-8 bytes of → read as Latin-1 ("â\x86\x92")
 
 
 def test_report_command_errors(tmp_path, capsys):

@@ -82,7 +82,8 @@ CACHE_FORMAT = 2
 
 DESCRIPTION = (
     "Solutions sampled from a language model, split into steps, graded against the reference answer "
-    "and labelled per step by Monte Carlo rollouts (Math-Shepherd hard estimate) or by the outcome."
+    "and labelled per step by Monte Carlo rollouts (Math-Shepherd hard estimate), by an LLM judge, by both "
+    "where they agree (consensus), or by the outcome."
 )
 HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"

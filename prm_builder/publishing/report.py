@@ -182,7 +182,9 @@ def render_page(
         threshold=threshold,
         any_prm=any(view["scored"] for view in views),
         any_unlabelled=any(step["label"] is None for view in views for step in view["steps"]),
-        any_judge_mc=any(view["judge_first_error"] is not None and view["mc_first_error"] is not None for view in views),
+        # Only rows with both a verdict and a Monte Carlo first error can disagree: label_method="judge" rows (NO_MC)
+        # cannot, and a filter that could only hide every row is not offered.
+        any_judge_mc=any(view["judge_first_error"] is not None and view["mc_first_error"] not in (None, NO_MC) for view in views),
         script=Markup(script),  # our own file, not data: inserted as is
         script_hash=script_hash,
     )

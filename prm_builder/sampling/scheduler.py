@@ -2,8 +2,8 @@
 
 Work comes as tasks: generators that yield the generations they need (a list of `Want`s) and
 are sent them back, in the same order, once all are there (see mc_search.rollout_labels). A
-`Want` names a group, the generations of one prompt (`sample:<problem>` or
-`rollout:<problem>:<prefix hash>`), indexed from 0; asking for the first `count` of a group
+`Want` names a group, the generations of one prompt (`sample:<problem>`,
+`rollout:<problem>:<prefix hash>` or a judge's `verdict:<problem>:<hash>`), indexed from 0; asking for the first `count` of a group
 requests just the missing indices, once, however many tasks wait on it (two solutions can share
 a step prefix). Every generation is written to the generation cache as soon as it arrives,
 before any task sees it.
