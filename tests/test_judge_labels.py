@@ -230,6 +230,10 @@ def test_outcome_and_mc_rows_have_no_judge_columns_and_judge_options_need_a_judg
         model_sampled.ModelSampledConfig(name="model_sampled", label_method="judge", problems="sample")
     with pytest.raises(ValueError, match=r"judge_model is only used with label_method='judge' or 'consensus', got label_method='mc'"):
         model_sampled.ModelSampledConfig(name="model_sampled", judge_model="m", problems="sample")
+    for option, value in {"judge_samples": 3, "judge_temperature": 0.1, "judge_max_new_tokens": 64,
+                          "judge_prompt_template": "{problem}\n{steps}\nAnswer \\boxed{{i}}."}.items():
+        with pytest.raises(ValueError, match=rf"{option} is only used with label_method='judge' or 'consensus'"):
+            model_sampled.ModelSampledConfig(name="model_sampled", label_method="outcome", problems="sample", **{option: value})
     with pytest.raises(ValueError, match=r"judge_backend='openai' needs judge_base_url \(or base_url\)"):
         model_sampled.ModelSampledConfig(name="model_sampled", label_method="judge", judge_model="m", judge_backend="openai", problems="sample")
     with pytest.raises(ValueError, match=r"judge_base_url must be http\(s\) URLs"):

@@ -83,7 +83,9 @@ CACHE_FORMAT = 2
 DESCRIPTION = (
     "Solutions sampled from a language model, split into steps, graded against the reference answer "
     "and labelled per step by Monte Carlo rollouts (Math-Shepherd hard estimate), by an LLM judge, by both "
-    "where they agree (consensus), or by the outcome."
+    "where they agree (consensus), or by the outcome. `step_scores` holds each step's Monte Carlo successes over "
+    "the rollouts made; with mc_early_stop (a `step_rollouts` column) a step's rollouts stop at the first success, "
+    "so its score is not an estimate of the success rate: build with mc_early_stop=False for soft labels."
 )
 HOMEPAGE = "https://github.com/openai/prm800k"
 LICENSE = "the problem set's (GSM8K: MIT, MATH500: MIT) and the sampled model's terms"

@@ -8,6 +8,7 @@ prompt (the problem and the steps): verdicts are resumable after kill -9 and sha
 builds like generations, and another judge, prompt, sample count or seed never reuses them.
 """
 
+import dataclasses
 import hashlib
 import json
 
@@ -35,7 +36,10 @@ COLUMNS = {
 def validate_options(config) -> None:
     """Check the judge_* options of a ModelSampledConfig; fill in judge_backend and judge_base_url."""
     if config.label_method not in METHODS:
-        given = [name for name in ("judge_model", "judge_backend", "judge_base_url") if getattr(config, name) not in (None, "", [])]
+        # Any judge_* option set away from its default would be silently unused: refuse it, naming it.
+        defaults = {field.name: field.default for field in dataclasses.fields(config)}
+        given = [name for name in defaults if name.startswith("judge_")
+                 and getattr(config, name) not in (None, "", []) and getattr(config, name) != defaults[name]]
         if given:
             raise ValueError(f"{given[0]} is only used with label_method='judge' or 'consensus', got label_method={config.label_method!r}")
         return
