@@ -91,6 +91,8 @@ def test_prm_reward_with_a_100k_character_completion(short_context_prm):
         ([{"role": "assistant"}], r"completions\[1\], message 0: has no 'content' \(keys: \['role'\]\)"),
         (["so 7"], r"completions\[1\], message 0: expected a dict with 'role' and 'content', got str"),
         ([{"role": "assistant", "content": 7}], r"completions\[1\], message 0: 'content' must be a string or a list"),
+        ([{"role": "assistant", "content": [{"type": "text", "text": None}]}],
+         r"completions\[1\], message 0, text part 0: 'text' must be a string, got NoneType"),
     ],
 )
 def test_prm_reward_names_the_completion_it_cannot_read(short_context_prm, completion, message):
@@ -173,3 +175,15 @@ def test_prm_eval_scores_with_the_saved_format(trained_prms, tmp_path, capsys):
         assert main(argv + ["--step_separator", "\\n"]) == 0
     assert json.loads(capsys.readouterr().out)["scoring"] == {
         "step_separator": "\n", "max_length": 200, "max_prompt_length": None, "max_completion_length": None}
+
+
+def test_evaluate_reward_model_refuses_a_step_format_beside_its_parts(short_context_prm):
+    # step_format holds the separator and truncation: both given would silently ignore one of them.
+    from prm_trainer import StepFormat, evaluate_reward_model
+
+    model, tokenizer, _ = short_context_prm
+    rows = [{"prompt": "q", "completions": ["a", "b"], "labels": [True, False]}]
+    for extra in ({"step_separator": "\n\n"}, {"max_length": 32}):
+        with pytest.raises(ValueError, match="pass step_format or step_separator and max_\\*length, not both"):
+            evaluate_reward_model(model, tokenizer, rows, step_format=StepFormat("\n"), **extra)
+    assert evaluate_reward_model(model, tokenizer, rows, step_format=StepFormat("\n"))["num_rows"] == 1

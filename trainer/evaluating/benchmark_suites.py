@@ -188,8 +188,13 @@ def evaluate_reward_model(
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    lengths = (max_length, max_prompt_length, max_completion_length)
     if step_format is None:
-        step_format = StepFormat(step_separator, Truncation(max_length, max_prompt_length, max_completion_length))
+        step_format = StepFormat(step_separator, Truncation(*lengths))
+    elif step_separator != "\n" or any(length is not None for length in lengths):
+        raise ValueError("pass step_format or step_separator and max_*length, not both: step_format holds the "
+                         f"separator and truncation, got step_format={step_format!r} and step_separator="
+                         f"{step_separator!r}, lengths {lengths}")
     metrics = ("step_accuracy", "first_error_f1", "best_of_n") if metric == "all" else (metric,)
     options = EvalOptions(step_format=step_format, batch_size=batch_size, threshold=threshold, progress=progress,
                           dataset=dataset, metrics=metrics, aggregation=aggregation)

@@ -112,7 +112,11 @@ def _text(content, where: str) -> str:
         return content
     if not isinstance(content, list):
         raise TypeError(f"{where}: 'content' must be a string or a list of parts, got {type(content).__name__}")
-    return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+    texts = [part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+    for number, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{where}, text part {number}: 'text' must be a string, got {type(text).__name__}")
+    return "".join(texts)
 
 
 def _messages(value, where: str) -> list[dict]:
