@@ -556,3 +556,10 @@ def test_bar_plot_tells_zero_from_no_data_and_draws_the_majority_baseline():
     assert len(baselines) == 1 and baselines[0].get_segments()[0][0][1] == pytest.approx(75.0)
     assert "majority baseline" in [t.get_text() for t in axes.get_legend().get_texts()]
     assert "threshold 0.3" in axes.get_title() and "out/synthetic" in axes.get_title()
+
+
+def test_the_report_reads_mc_first_error_as_model_sampled_writes_it():
+    from prm_builder.publishing import report
+    from prm_builder.sampling import judge_labels
+
+    assert report.NO_MC == judge_labels.NO_MC

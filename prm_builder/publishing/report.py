@@ -20,12 +20,14 @@ from importlib import resources
 from pathlib import Path
 
 from ..command_line import UsageError, read_escapes
-from ..sampling.judge_labels import NO_MC  # mc_first_error where no Monte Carlo ran (-1: every step right)
 
 # One step or prompt longer than this is cut on the page (the rest is counted), so one huge row cannot bloat it.
 MAX_TEXT_CHARS = 20_000
 # prm-eval's page keeps this many rows, most confident PRM mistakes first.
 EVAL_ROWS = 200
+# mc_first_error where no Monte Carlo ran (-1: every step right), as sampling/judge_labels.py writes it; a copy, since
+# importing that module would load datasets into `prm-builder --help` (tests/test_report.py checks the two agree).
+NO_MC = -2
 
 
 def sample_rows(dataset, per_source: int, seed: int) -> list[dict]:
