@@ -384,6 +384,36 @@ def _cache_lines(root) -> list[bytes]:
     return lines
 
 
+def kill_9_build(options: dict, cache_root, env: dict, cached_enough, waiting_for: str) -> int:
+    """Start a model_sampled build in a child process, kill -9 it as soon as `cached_enough(cache lines)` holds,
+    and return how many cache lines it had written."""
+    script = (
+        "import json, sys, prm_builder; from datasets import load_dataset; "
+        "load_dataset('prm_builder', 'model_sampled', **json.loads(sys.argv[1]))"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps({**options, "generation_cache_dir": str(cache_root)})],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not cached_enough(_cache_lines(cache_root)):
+            assert child.poll() is None, "the build finished before it could be killed"
+            assert time.monotonic() < deadline, f"the build wrote no {waiting_for}"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    return len(_cache_lines(cache_root))
+
+
+def cached_indices(cache_root) -> list[tuple[str, int]]:
+    """(group, index) of every generation in the cache, once per time it was written."""
+    records = [json.loads(line) for line in _cache_lines(cache_root) if line.endswith(b"}")]
+    return [(r["k"], r["i"] + offset) for r in records for offset in range(len(r["g"]))]
+
+
 @pytest.mark.slow  # kill -9 of a real build process
 def test_resume_after_kill_9_loses_and_duplicates_nothing(gsm8k_dir, tiny_chat_model_path, tmp_path, isolated_hf_cache):
     options = {
@@ -400,26 +430,8 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(gsm8k_dir, tiny_chat_m
     with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as server:
         options["base_url"] = server.url
         killed_root = tmp_path / "killed"
-        script = (
-            "import json, sys, prm_builder; from datasets import load_dataset; "
-            "load_dataset('prm_builder', 'model_sampled', **json.loads(sys.argv[1]))"
-        )
         env = {**os.environ, "HF_DATASETS_CACHE": str(isolated_hf_cache), "HF_HOME": str(tmp_path / "hf_home")}
-        child = subprocess.Popen(
-            [sys.executable, "-c", script, json.dumps({**options, "generation_cache_dir": str(killed_root)})],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
-            while len(_cache_lines(killed_root)) < 12:
-                assert child.poll() is None, "the build finished before it could be killed"
-                assert time.monotonic() < deadline, "the build wrote no generations"
-                time.sleep(0.01)
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.wait()
-        done_at_kill = len(_cache_lines(killed_root))
+        done_at_kill = kill_9_build(options, killed_root, env, lambda lines: len(lines) >= 12, "generations")
         assert done_at_kill >= 12
 
         server.wait_idle()  # the killed build's last requests end unanswered; count none of them
@@ -439,7 +451,6 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(gsm8k_dir, tiny_chat_m
     # Nothing lost: every generation finished before the kill was reused, and only the rest was
     # asked for. Nothing duplicated: each (group, index) is in the cache once.
     assert resumed_requests == all_requests - done_at_kill
-    records = [json.loads(line) for line in _cache_lines(killed_root) if line.endswith(b"}")]
-    indices = [(r["k"], r["i"] + offset) for r in records for offset in range(len(r["g"]))]
+    indices = cached_indices(killed_root)
     assert len(indices) == len(set(indices))
-    assert len(records) == all_requests
+    assert len([line for line in _cache_lines(killed_root) if line.endswith(b"}")]) == all_requests

@@ -7,11 +7,7 @@ faults, two builds sharing a cache, and resuming after kill -9."""
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 from datasets import DatasetDict, load_dataset
@@ -22,7 +18,7 @@ from prm_builder.sampling.generation_cache import describe_cache, list_caches
 from prm_builder.publishing.stats import summarize_splits
 
 from tests.openai_stub_server import ScriptedRequest, StubServer, busy_seconds, most_in_flight
-from tests.test_backends_openai import GSM8K_PROBLEMS, _cache_lines, _gsm8k_world
+from tests.test_backends_openai import GSM8K_PROBLEMS, _gsm8k_world, cached_indices, kill_9_build
 
 JUDGE = "judge-model"  # no tokenizer under this name: the chat endpoint, as for a served reasoning model
 
@@ -405,30 +401,12 @@ def test_consensus_resumes_after_kill_9_with_identical_rows(gsm8k_dir, tiny_chat
     with StubServer(_gsm8k_world(gsm8k_dir), delay=0.05) as policy_server, StubServer(_judge_world(gsm8k_dir), delay=0.05) as judge_server:
         options = _consensus_options(gsm8k_dir, tiny_chat_model_path, policy_server.url, judge_server.url)
         killed_root = tmp_path / "killed"
-        script = (
-            "import json, sys, prm_builder; from datasets import load_dataset; "
-            "load_dataset('prm_builder', 'model_sampled', **json.loads(sys.argv[1]))"
-        )
         env = {**os.environ, "HF_DATASETS_CACHE": str(isolated_hf_cache), "HF_HOME": str(tmp_path / "hf_home")}
-        child = subprocess.Popen(
-            [sys.executable, "-c", script, json.dumps({**options, "generation_cache_dir": str(killed_root)})],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
 
-            def verdicts_cached():
-                return sum(1 for line in _cache_lines(killed_root) if b'"k":"verdict:' in line)
+        def verdicts_cached(lines):
+            return sum(1 for line in lines if b'"k":"verdict:' in line) >= 4
 
-            while verdicts_cached() < 4:
-                assert child.poll() is None, "the build finished before it could be killed"
-                assert time.monotonic() < deadline, "the build wrote no verdicts"
-                time.sleep(0.01)
-            child.send_signal(signal.SIGKILL)
-        finally:
-            child.kill()
-            child.wait()
-        done_at_kill = len(_cache_lines(killed_root))
+        done_at_kill = kill_9_build(options, killed_root, env, verdicts_cached, "verdicts")
 
         for server in (policy_server, judge_server):
             server.wait_idle()
@@ -444,8 +422,7 @@ def test_consensus_resumes_after_kill_9_with_identical_rows(gsm8k_dir, tiny_chat
 
     assert resumed.to_list() == clean.to_list() and len(clean) > 0
     assert resumed_requests == all_requests - done_at_kill
-    records = [json.loads(line) for line in _cache_lines(killed_root) if line.endswith(b"}")]
-    indices = [(r["k"], r["i"] + offset) for r in records for offset in range(len(r["g"]))]
+    indices = cached_indices(killed_root)
     assert len(indices) == len(set(indices))
 
 
